@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   create .venv, install edgevlm with all extras, compile the default model
+#   make test   same set-up, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.edgevlm-installed
+# Reinstall when packaging or any C source changes (the extension is compiled
+# at install time by scikit-build-core).
+C_SOURCES := $(shell find edgevlm/runtime -name '*.c' -o -name '*.h' -o -name CMakeLists.txt 2>/dev/null)
+
+.PHONY: demo test test-slow test-c install clean
+
+$(STAMP): pyproject.toml CMakeLists.txt $(C_SOURCES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first and pinned: the CPU build; an unpinned torch pulls CUDA wheels.
+	$(PIP) install --quiet "torch==2.13.0"
+	$(PIP) install --quiet -e ".[all,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/edgevlm compile --target sa8295p
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow tests
+
+clean:
+	rm -rf build build-* _skbuild dist *.egg-info

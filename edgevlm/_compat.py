@@ -1,0 +1,38 @@
+"""Import shims for the CPU-only environment.
+
+PyPI's torchvision wheels are CUDA builds: on the CPU build of torch their C
+extension cannot load, and ``import torchvision`` then fails while registering
+fake kernels for ``torchvision::nms``/``qnms``.  timm imports torchvision only
+for Python-level helpers (FrozenBatchNorm2d, transforms), so when the extension
+is missing we declare those two op schemas (no kernels) and import again.
+Calling torchvision's detection ops would still fail loudly, which is right:
+edgevlm never uses them.
+"""
+import sys
+
+_TV_SCHEMAS = (
+    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+)
+_tv_lib = None  # keep the Library alive: dropping it would undefine the ops
+
+
+def import_timm():
+    """Return the ``timm`` module, importable even where torchvision's C ops are not."""
+    global _tv_lib
+    import torch
+
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        _tv_lib = torch.library.Library("torchvision", "DEF")
+        for schema in _TV_SCHEMAS:
+            _tv_lib.define(schema)
+        import torchvision  # noqa: F401
+    import timm
+
+    return timm

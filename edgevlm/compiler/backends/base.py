@@ -1,0 +1,55 @@
+"""The Backend interface: one file per backend in this package.
+
+A backend module defines ``BACKEND``, an object with:
+
+- ``name``: e.g. ``"onnx"``; ``extra``: the pip extra that installs it;
+- ``available() -> (ok, reason)``: never raises; a missing SDK is a reason;
+- ``lower(stage: CapturedStage, plan: Plan) -> Artifact``: writes files under
+  ``plan.out_dir`` and returns what it wrote;
+- ``execute(artifact, inputs) -> list[np.ndarray]`` where this machine can run
+  the artifact; ``can_execute`` says whether it can.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgevlm.targets.base import Target
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to lower: the target, where to write, and the quantization plan."""
+
+    target: Target
+    out_dir: Path
+    quant: object = None  # an edgevlm.quant scheme (or per-stage mapping), None = float
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Artifact:
+    """Files a backend wrote for one stage (paths relative to the build dir)."""
+
+    backend: str
+    stage: str
+    path: str  # the main file or directory
+    files: list[str] = field(default_factory=list)  # every file written, incl. path
+    info: dict = field(default_factory=dict)  # backend facts for the report (opset, dtypes, ...)
+
+
+class Backend:
+    """Base class with the defaults; subclasses override what they support."""
+
+    name: str = ""
+    extra: str | None = None  # pip extra, e.g. "executorch"
+    can_execute: bool = False
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    def lower(self, stage, plan: Plan) -> Artifact:
+        raise NotImplementedError
+
+    def execute(self, artifact: Artifact, build_dir: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError(f"backend {self.name} cannot run artifacts on this machine")

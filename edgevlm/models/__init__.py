@@ -1,0 +1,59 @@
+"""The model zoo: named models (one module each, defining ``MODELS``) and checkpoint loading."""
+import importlib
+import pkgutil
+from pathlib import Path
+
+from edgevlm.errors import CheckpointError, UnknownNameError
+from edgevlm.models.registry import ModelBundle, ModelEntry
+
+DEFAULT_MODEL = "tinyconv"
+
+_ENTRIES: dict[str, ModelEntry] | None = None
+
+
+def _discover() -> dict[str, ModelEntry]:
+    global _ENTRIES
+    if _ENTRIES is None:
+        found: dict[str, ModelEntry] = {}
+        for info in pkgutil.iter_modules(__path__):
+            if info.name in ("registry", "checkpoint"):
+                continue
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            for entry in getattr(module, "MODELS", ()):
+                found[entry.name] = entry
+        _ENTRIES = found
+    return _ENTRIES
+
+
+def list_models() -> list[ModelEntry]:
+    """All named models."""
+    return list(_discover().values())
+
+
+def build_model(name_or_dir: str | None = None) -> ModelBundle:
+    """Build a named model, or load a checkpoint directory saved by edgevlm.
+
+    A directory's config.json names the zoo model in ``"edgevlm_model"``; its
+    safetensors weights are loaded into it.
+    """
+    from edgevlm.models import checkpoint
+
+    name = name_or_dir or DEFAULT_MODEL
+    entries = _discover()
+    if name in entries:
+        return entries[name].build()
+    if Path(name).expanduser().exists() or "/" in name or name.startswith("."):
+        ckpt = checkpoint.checkpoint_dir(name)
+        cfg = checkpoint.read_config(ckpt)
+        zoo_name = cfg.get("edgevlm_model")
+        if zoo_name not in entries:
+            raise CheckpointError(
+                f"'{ckpt}/config.json' names no known edgevlm model (edgevlm_model={zoo_name!r})",
+                f"set \"edgevlm_model\" to one of: {', '.join(entries)}",
+            )
+        checkpoint.weight_files(ckpt)  # refuse pickle before building anything
+        return entries[zoo_name].build(weights_dir=ckpt)
+    raise UnknownNameError(f"unknown model '{name}'", f"use one of: {', '.join(entries)} (see `edgevlm models`), or a checkpoint directory")
+
+
+__all__ = ["DEFAULT_MODEL", "ModelBundle", "ModelEntry", "build_model", "list_models"]

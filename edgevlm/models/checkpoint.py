@@ -1,0 +1,92 @@
+"""Checkpoint directories: safetensors only, every failure a CheckpointError.
+
+A checkpoint is a local directory holding ``config.json`` and one or more
+``*.safetensors`` files.  Pickle-based files (.bin, .pt, .pth, .ckpt, .pkl)
+are refused: loading them can run arbitrary code.  Nothing is downloaded.
+"""
+import json
+from pathlib import Path
+
+import torch
+
+from edgevlm.errors import CheckpointError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def checkpoint_dir(path) -> Path:
+    """Validate that ``path`` is an existing local directory."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        hint = (
+            "edgevlm never downloads weights; download the checkpoint elsewhere and pass its local directory"
+            if "/" in str(path) and not str(path).startswith((".", "/", "~"))
+            else "pass an existing directory containing config.json and *.safetensors"
+        )
+        raise CheckpointError(f"checkpoint '{path}' does not exist", hint)
+    if not p.is_dir():
+        raise CheckpointError(f"checkpoint '{path}' is not a directory", "pass the directory holding config.json and *.safetensors")
+    return p
+
+
+def read_config(ckpt: Path) -> dict:
+    """Parse ``config.json`` of a checkpoint directory."""
+    cfg_path = ckpt / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"no config.json in '{ckpt}'", "a checkpoint directory needs config.json next to its *.safetensors")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read '{cfg_path}': {exc}", "fix or re-export config.json") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"'{cfg_path}' is not a JSON object", "fix or re-export config.json")
+    return cfg
+
+
+def weight_files(ckpt: Path) -> list[Path]:
+    """The ``*.safetensors`` files of a checkpoint; refuses pickle-only checkpoints."""
+    files = sorted(ckpt.glob("*.safetensors"))
+    if files:
+        return files
+    pickles = sorted(f.name for f in ckpt.iterdir() if f.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(
+            f"refusing pickle weights in '{ckpt}' ({', '.join(pickles)}): pickle can run arbitrary code",
+            "convert them to safetensors (safetensors.torch.save_file) and retry",
+        )
+    raise CheckpointError(f"no *.safetensors weights in '{ckpt}'", "put the model's safetensors files next to config.json")
+
+
+def load_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
+    """Load and merge every safetensors file of a checkpoint (header and offsets validated by safetensors)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for f in weight_files(ckpt):
+        try:
+            part = load_file(str(f))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read weights '{f}': {exc}", "the file is truncated or not safetensors; re-export it") from None
+        dup = state.keys() & part.keys()
+        if dup:
+            raise CheckpointError(f"tensor '{sorted(dup)[0]}' appears in more than one file of '{ckpt}'", "remove the duplicate shard")
+        state.update(part)
+    return state
+
+
+def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Copy ``state`` into ``module``, naming the first missing, unexpected or mis-shaped tensor."""
+    own = module.state_dict()
+    for name, tensor in state.items():
+        if name not in own:
+            raise CheckpointError(f"unexpected tensor '{name}' in {where}", "the checkpoint is for a different model or size")
+        if tuple(own[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"tensor '{name}' has shape {tuple(tensor.shape)} in {where}, the model expects {tuple(own[name].shape)}",
+                "the checkpoint's config.json does not match its weights",
+            )
+    missing = [n for n in own if n not in state]
+    if missing:
+        raise CheckpointError(f"tensor '{missing[0]}' missing from {where} ({len(missing)} missing)", "the checkpoint is incomplete")
+    module.load_state_dict(state, strict=True)

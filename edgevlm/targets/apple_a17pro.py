@@ -1,0 +1,26 @@
+"""Apple A17 Pro: Neural Engine through Core ML."""
+from edgevlm.targets.base import Roofline, Target
+
+TARGET = Target(
+    name="apple-a17pro",
+    description="Apple A17 Pro: 16-core Neural Engine through Core ML (iOS 17+)",
+    kind="npu",
+    backends=("coreml", "onnx"),
+    activation_dtypes=("int8", "fp16"),
+    weight_dtypes=("int4", "int8", "fp16"),
+    kv_dtypes=("int8", "fp16"),
+    weight_granularities=("per-tensor", "per-channel", "per-group"),
+    float_graphs=True,  # the ANE computes in fp16
+    roofline=Roofline(
+        int8_macs_per_s=17.5e12,  # 35 TOPS, nominal
+        int16_macs_per_s=8.75e12,
+        float_macs_per_s=8.75e12,
+        dram_gb_per_s=51.2,  # LPDDR5-6400, nominal
+        onchip_bytes=32 * 1024 * 1024,
+        source="nominal SoC figures (vendor keynote); not measured",
+    ),
+    memory_bytes=2 * 1024**3,
+    default_quant={"encoder": "w8a8", "projector": "w8a8", "llm": "w4a16", "kv": "kv8"},
+    constraints=("ML Program, iOS 17 deployment target", "4-bit palettized or linear weights"),
+    order=2,
+)

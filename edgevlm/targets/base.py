@@ -1,0 +1,86 @@
+"""The Target interface: what a device accepts and how fast it is.
+
+A target is a frozen dataclass.  Adding a target is adding one module to this
+package that defines ``TARGET``; the registry in ``__init__`` finds it.
+"""
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """Nominal peak figures used by the latency estimator (not measurements).
+
+    MAC/s are multiply-accumulates per second for the given operand width;
+    ``float_macs_per_s`` is None where the accelerator runs no float graphs.
+    """
+
+    int8_macs_per_s: float
+    int16_macs_per_s: float
+    float_macs_per_s: float | None
+    dram_gb_per_s: float
+    onchip_bytes: int
+    source: str  # where the nominal figures come from
+
+
+@dataclass(frozen=True)
+class Target:
+    """A deployment target.
+
+    ``supported_ops`` holds ATen op names without namespace and overload
+    (``"conv2d"``, ``"linear"``); None means the target runs any op.
+    ``default_quant`` maps a stage kind (``encoder``, ``projector``, ``llm``,
+    ``kv``) to the scheme name used when the user gives none.
+    """
+
+    name: str
+    description: str
+    kind: str  # "npu" | "cpu"
+    backends: tuple[str, ...]  # in order of preference
+    activation_dtypes: tuple[str, ...]
+    weight_dtypes: tuple[str, ...]
+    kv_dtypes: tuple[str, ...]
+    weight_granularities: tuple[str, ...]
+    float_graphs: bool  # may a compiled graph compute in floating point?
+    roofline: Roofline
+    memory_bytes: int  # memory the deployed model may use on the device
+    supported_ops: frozenset[str] | None = None
+    default_quant: dict = field(default_factory=dict)
+    constraints: tuple[str, ...] = ()  # human-readable notes shown by `edgevlm targets`
+    order: int = 100  # position in listings
+
+    def __post_init__(self):
+        if not self.backends:
+            raise ValueError(f"target {self.name}: no backends")
+        if not self.float_graphs and any(d.startswith("fp") for d in self.activation_dtypes):
+            raise ValueError(f"target {self.name}: integer-only target lists float activations")
+
+    @property
+    def integer_only(self) -> bool:
+        return not self.float_graphs
+
+    def supports_op(self, op_name: str) -> bool:
+        return self.supported_ops is None or op_name in self.supported_ops
+
+
+# Ops the Hexagon HTP (QNN HTP backend) executes, named as ATen ops after
+# torch.export.  Pure data movement and shape ops are included; anything not
+# listed is rejected at compile time with the op's name.
+HTP_OPS = frozenset(
+    """
+    conv1d conv2d convolution linear addmm mm bmm matmul baddbmm
+    add sub mul div rsub neg abs pow sqrt rsqrt exp log reciprocal square
+    relu relu6 hardtanh leaky_relu prelu sigmoid tanh hardswish hardsigmoid gelu silu elu
+    clamp clamp_min clamp_max minimum maximum where
+    softmax _softmax log_softmax layer_norm native_layer_norm group_norm rms_norm
+    batch_norm _native_batch_norm_legit_no_training
+    mean sum amax amin max min argmax
+    avg_pool2d max_pool2d adaptive_avg_pool2d adaptive_avg_pool1d
+    upsample_nearest2d upsample_bilinear2d pixel_shuffle
+    reshape view _unsafe_view flatten unflatten permute transpose t contiguous clone
+    expand squeeze unsqueeze cat stack split split_with_sizes chunk slice select narrow
+    index_select gather embedding constant_pad_nd pad repeat tile
+    eq ne gt ge lt le logical_not logical_and
+    alias detach dropout _to_copy to type_as zeros_like ones_like full full_like arange
+    scaled_dot_product_attention cumsum sin cos
+    """.split()
+)

@@ -1,0 +1,25 @@
+"""Generic AArch64 CPU (NEON dotprod), e.g. a phone's big cores or an automotive SoC's CPU."""
+from edgevlm.targets.base import Roofline, Target
+
+TARGET = Target(
+    name="cpu-arm64",
+    description="AArch64 CPU, 4 big cores with NEON dotprod",
+    kind="cpu",
+    backends=("executorch", "onnx", "tvm"),
+    activation_dtypes=("int8", "int16", "fp16", "fp32"),
+    weight_dtypes=("int4", "int8", "fp16", "fp32"),
+    kv_dtypes=("int8", "fp16", "fp32"),
+    weight_granularities=("per-tensor", "per-channel", "per-group"),
+    float_graphs=True,
+    roofline=Roofline(
+        int8_macs_per_s=4 * 2.8e9 * 64,  # 4 cores x 2.8 GHz x 4 SDOT pipes x 16 MAC, nominal
+        int16_macs_per_s=4 * 2.8e9 * 16,
+        float_macs_per_s=4 * 2.8e9 * 16,
+        dram_gb_per_s=30.0,
+        onchip_bytes=8 * 1024 * 1024,
+        source="nominal figures for a Cortex-A78-class cluster; not measured",
+    ),
+    memory_bytes=4 * 1024**3,
+    default_quant={"encoder": "w8a8", "projector": "w8a8", "llm": "w4a16", "kv": "kv8"},
+    order=4,
+)

@@ -1,0 +1,34 @@
+"""Qualcomm SA8295P (automotive cockpit SoC): Hexagon HTP v68, integer only."""
+from edgevlm.targets.base import HTP_OPS, Roofline, Target
+
+TARGET = Target(
+    name="sa8295p",
+    description="Qualcomm SA8295P ADP: Hexagon HTP v68 NPU, integer graphs only",
+    kind="npu",
+    backends=("onnx", "executorch"),
+    activation_dtypes=("int8", "int16"),
+    weight_dtypes=("int4", "int8"),
+    # HTP v68 has no 16-bit second operand for matmul: the KV cache, which is
+    # the second input of QK^T and PV, must be 8-bit.
+    kv_dtypes=("int8",),
+    weight_granularities=("per-tensor", "per-channel"),  # no per-block weights on v68
+    float_graphs=False,
+    roofline=Roofline(
+        int8_macs_per_s=15.0e12,  # ~30 TOPS int8, nominal
+        int16_macs_per_s=7.5e12,
+        float_macs_per_s=None,
+        dram_gb_per_s=67.0,  # LPDDR4X, nominal
+        onchip_bytes=8 * 1024 * 1024,  # VTCM
+        source="nominal SoC figures (vendor product brief); not measured",
+    ),
+    memory_bytes=4 * 1024**3,
+    supported_ops=HTP_OPS,
+    default_quant={"encoder": "w8a16", "projector": "w8a16", "llm": "w4a16", "kv": "kv8"},
+    constraints=(
+        "no fp16 graphs",
+        "weights per-channel (no per-block)",
+        "KV cache 8-bit (no 16-bit second matmul input)",
+        "8 MB VTCM",
+    ),
+    order=0,
+)

@@ -1,0 +1,27 @@
+"""Qualcomm Snapdragon 8 Gen 3 (phones): Hexagon HTP v75."""
+from edgevlm.targets.base import HTP_OPS, Roofline, Target
+
+TARGET = Target(
+    name="snapdragon-8-gen3",
+    description="Qualcomm Snapdragon 8 Gen 3: Hexagon HTP v75 NPU",
+    kind="npu",
+    backends=("onnx", "executorch"),
+    activation_dtypes=("int8", "int16", "fp16"),
+    weight_dtypes=("int4", "int8"),
+    kv_dtypes=("int8", "int16"),
+    weight_granularities=("per-tensor", "per-channel", "per-group"),
+    float_graphs=True,  # v75 runs fp16 graphs, slower than integer ones
+    roofline=Roofline(
+        int8_macs_per_s=22.5e12,  # ~45 TOPS int8, nominal
+        int16_macs_per_s=11.25e12,
+        float_macs_per_s=5.6e12,
+        dram_gb_per_s=77.0,  # LPDDR5X-4800, nominal
+        onchip_bytes=8 * 1024 * 1024,
+        source="nominal SoC figures (vendor product brief); not measured",
+    ),
+    memory_bytes=3 * 1024**3,
+    supported_ops=HTP_OPS,
+    default_quant={"encoder": "w8a16", "projector": "w8a16", "llm": "w4a16", "kv": "kv8"},
+    constraints=("per-block (per-group) int4 weights", "fp16 allowed but slower", "8 MB VTCM"),
+    order=1,
+)
