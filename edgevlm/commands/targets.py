@@ -1,0 +1,49 @@
+"""`edgevlm targets`: the deployment targets as a table."""
+import json
+
+NAME = "targets"
+HELP = "list deployment targets: backends, dtypes, constraints, roofline"
+ORDER = 20
+
+
+def add_arguments(parser):
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgevlm.targets import list_targets
+
+    targets = list_targets()
+    if args.json:
+        print(json.dumps([_as_dict(t) for t in targets], indent=2))
+        return 0
+    table = Table(title="edgevlm targets")
+    for col in ("name", "backends", "activations", "weights", "KV", "float graphs", "int8 TMAC/s", "DRAM GB/s", "on-chip", "constraints"):
+        table.add_column(col)
+    for t in targets:
+        r = t.roofline
+        table.add_row(
+            t.name, ", ".join(t.backends), "/".join(t.activation_dtypes), "/".join(t.weight_dtypes),
+            "/".join(t.kv_dtypes), "yes" if t.float_graphs else "no", f"{r.int8_macs_per_s / 1e12:.2f}",
+            f"{r.dram_gb_per_s:g}", f"{r.onchip_bytes // 2**20} MB", "; ".join(t.constraints),
+        )
+    Console().print(table)
+    print("Roofline figures are nominal (vendor specifications), not measurements.")
+    return 0
+
+
+def _as_dict(t) -> dict:
+    r = t.roofline
+    return {
+        "name": t.name, "description": t.description, "kind": t.kind, "backends": list(t.backends),
+        "activation_dtypes": list(t.activation_dtypes), "weight_dtypes": list(t.weight_dtypes),
+        "kv_dtypes": list(t.kv_dtypes), "weight_granularities": list(t.weight_granularities),
+        "float_graphs": t.float_graphs, "memory_bytes": t.memory_bytes, "default_quant": dict(t.default_quant),
+        "constraints": list(t.constraints),
+        "roofline": {"int8_macs_per_s": r.int8_macs_per_s, "int16_macs_per_s": r.int16_macs_per_s,
+                     "float_macs_per_s": r.float_macs_per_s, "dram_gb_per_s": r.dram_gb_per_s,
+                     "onchip_bytes": r.onchip_bytes, "source": r.source},
+    }
