@@ -9,6 +9,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from edgevlm import __version__
 from edgevlm.errors import EdgeVLMError
@@ -40,6 +41,9 @@ def error_line(exc: EdgeVLMError) -> str:
 
 
 def main(argv=None) -> int:
+    # Library deprecation chatter (torch, onnxscript, coremltools) is not the user's business.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -64,14 +64,15 @@ class Target:
 
 # Ops the Hexagon HTP (QNN HTP backend) executes, named as ATen ops after
 # torch.export.  Pure data movement and shape ops are included; anything not
-# listed is rejected at compile time with the op's name.
+# listed is rewritten by the legalize pass (scaled_dot_product_attention,
+# rms_norm, ...) or rejected at compile time with the op's name.
 HTP_OPS = frozenset(
     """
     conv1d conv2d convolution linear addmm mm bmm matmul baddbmm
     add sub mul div rsub neg abs pow sqrt rsqrt exp log reciprocal square
     relu relu6 hardtanh leaky_relu prelu sigmoid tanh hardswish hardsigmoid gelu silu elu
     clamp clamp_min clamp_max minimum maximum where
-    softmax _softmax log_softmax layer_norm native_layer_norm group_norm rms_norm
+    softmax _softmax log_softmax layer_norm native_layer_norm group_norm
     batch_norm _native_batch_norm_legit_no_training
     mean sum amax amin max min argmax
     avg_pool2d max_pool2d adaptive_avg_pool2d adaptive_avg_pool1d
@@ -81,6 +82,6 @@ HTP_OPS = frozenset(
     index_select gather embedding constant_pad_nd pad repeat tile
     eq ne gt ge lt le logical_not logical_and
     alias detach dropout _to_copy to type_as zeros_like ones_like full full_like arange
-    scaled_dot_product_attention cumsum sin cos
+    cumsum sin cos masked_fill
     """.split()
 )

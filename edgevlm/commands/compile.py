@@ -1,0 +1,37 @@
+"""`edgevlm compile`: build, verify and report artifacts for a target."""
+NAME = "compile"
+HELP = "compile a model for a target into verified artifacts (build/<model>-<target>/)"
+ORDER = 0
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", default=None, help="zoo model name or local checkpoint directory (default: the embedded default model)")
+    parser.add_argument("--target", required=True, help="target name (see `edgevlm targets`)")
+    parser.add_argument("--out", default=None, help="build directory (default: build/<model>-<target>)")
+    parser.add_argument("--backends", default=None, help="comma-separated backends (default: the target's preference order)")
+
+
+def run(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgevlm.compiler.pipeline import compile as compile_model
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
+    result = compile_model(args.model, target=args.target, out=args.out, backends=backends, verbose=True)
+    rep = result.report
+    table = Table(title=f"{rep['model']} -> {rep['target']}")
+    for col in ("stage", "backend", "artifact", "parity", "lower s"):
+        table.add_column(col)
+    for st in rep["stages"]:
+        for a in st["artifacts"]:
+            p = a["parity"]
+            value = p["value"]
+            shown = f"{p['metric']} {value:.3g}" if isinstance(value, float) else p["metric"]
+            table.add_row(st["name"], a["backend"], a["path"], shown, f"{a['lower_s']:.2f}")
+        for s in st["skipped"]:
+            table.add_row(st["name"], s["backend"], "-", f"skipped: {s['reason']}", "-")
+    console = Console(width=max(Console().width, 110))
+    console.print(table)
+    console.print(f"build: {result.build_dir}/ (report.json, report.html, manifest.json)")
+    return 0

@@ -1,0 +1,66 @@
+"""ONNX backend: torch.onnx (dynamo exporter) from the captured program; runs with onnxruntime.
+
+Quantized stages become QDQ models through edgevlm.quant (onnxruntime's
+quantizer), which the pipeline applies to the float ONNX this backend writes.
+"""
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from edgevlm.compiler.backends.base import Artifact, Backend, Plan
+
+OPSET = 21  # first opset with int4/uint16 QuantizeLinear, which the quantized stages use
+
+
+class OnnxBackend(Backend):
+    name = "onnx"
+    extra = None  # core dependency
+    can_execute = True
+
+    def available(self):
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            return False, f"onnx/onnxruntime not importable ({exc}); reinstall edgevlm"
+        return True, ""
+
+    def lower(self, stage, plan: Plan) -> Artifact:
+        import onnx
+        import torch
+
+        rel = f"{stage.name}.onnx"
+        path = Path(plan.out_dir) / rel
+        # The exporter prints progress lines and warnings of its own: keep the console ours.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                stage.program,
+                (),
+                dynamo=True,
+                input_names=list(stage.stage.input_names),
+                output_names=list(stage.stage.output_names) if stage.stage.output_names else None,
+                opset_version=OPSET,
+                external_data=False,
+                optimize=True,
+                verbose=False,
+            )
+        model = program.model_proto
+        onnx.save_model(model, str(path))
+        ops = sorted({n.op_type for n in model.graph.node})
+        return Artifact("onnx", stage.name, rel, [rel], {"opset": OPSET, "ops": ops, "nodes": len(model.graph.node)})
+
+    def execute(self, artifact: Artifact, build_dir, inputs):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(Path(build_dir) / artifact.path), opts, providers=["CPUExecutionProvider"])
+        feeds = {i.name: np.asarray(x) for i, x in zip(sess.get_inputs(), inputs, strict=True)}
+        return sess.run(None, feeds)
+
+
+BACKEND = OnnxBackend()

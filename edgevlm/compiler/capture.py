@@ -1,0 +1,32 @@
+"""Capture: torch.export each stage at its static example shapes."""
+import torch
+
+from edgevlm.compiler.stage import Stage
+from edgevlm.errors import InputError
+
+
+def export_static(module: torch.nn.Module, example_inputs: tuple, what: str) -> "torch.export.ExportedProgram":
+    """torch.export ``module`` at exactly the shapes of ``example_inputs``.
+
+    Capture failures (data-dependent control flow, unsupported Python) become
+    an InputError naming the stage and the first line of torch's reason.
+    """
+    try:
+        return torch.export.export(module, tuple(example_inputs), strict=False)
+    except Exception as exc:  # torch.export raises many unrelated types; the user needs the reason
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"torch.export could not capture {what}: {reason}",
+            "make forward() traceable at static shapes (no data-dependent Python control flow)",
+        ) from None
+
+
+def capture(stage: Stage) -> torch.fx.GraphModule:
+    """Export a stage and return its graph as an ordinary GraphModule.
+
+    Parameters and buffers become attributes (``get_attr`` nodes), which is the
+    form the passes rewrite; the pipeline re-exports the result.
+    """
+    stage.module.eval()
+    program = export_static(stage.module, stage.example_inputs, f"stage '{stage.name}'")
+    return program.module()

@@ -1,0 +1,201 @@
+"""The compile pipeline: model -> capture -> passes -> backends -> verify -> report.
+
+``compile()`` is the Python API behind ``edgevlm compile``.  The build is
+written to a temporary directory beside the destination and renamed into
+place at the end, so a failed compile leaves no half-written build (and an
+earlier build of the same name stays intact).
+"""
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgevlm import __version__
+from edgevlm.compiler import report as report_io
+from edgevlm.compiler.backends import get_backend, list_backends
+from edgevlm.compiler.backends.base import Plan
+from edgevlm.compiler.capture import capture, export_static
+from edgevlm.compiler.passes import run_pipeline
+from edgevlm.compiler.stage import CapturedStage, Stage
+from edgevlm.compiler.verify import compare
+from edgevlm.errors import BackendUnavailableError, InputError
+from edgevlm.models import ModelBundle, build_model
+from edgevlm.targets import get_target
+
+
+@dataclass
+class CompileResult:
+    build_dir: Path
+    report: dict
+
+
+def _as_bundle(model, example_inputs, name, calibration) -> ModelBundle:
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return build_model(None if model is None else str(model))
+    if isinstance(model, ModelBundle):
+        return model
+    if isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise InputError("example_inputs is required when compiling an nn.Module", "pass a tuple of example tensors with the static shapes to compile for")
+        inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
+            raise InputError("example_inputs must be a tensor or a tuple of tensors", "pass e.g. (torch.randn(1, 3, 224, 224),)")
+        label = name or type(model).__name__.lower()
+        return ModelBundle(label, [Stage("model", model, inputs, calibration=list(calibration) if calibration else None)])
+    raise InputError(f"cannot compile an object of type {type(model).__name__}", "pass a model name, a checkpoint directory or a torch.nn.Module")
+
+
+def _select_backends(target, names):
+    """(backends to use, [(name, reason) skipped]); explicit requests must be usable."""
+    if names is None:
+        chosen, skipped = [], []
+        registered = {b.name for b in list_backends()}
+        for n in target.backends:
+            if n not in registered:
+                skipped.append((n, "backend not part of this edgevlm build"))
+                continue
+            ok, why = get_backend(n).available()
+            (chosen.append(get_backend(n)) if ok else skipped.append((n, why)))
+        if not chosen:
+            raise BackendUnavailableError(f"no backend of target {target.name} is usable here: " + "; ".join(f"{n}: {w}" for n, w in skipped), "install edgevlm with its extras: pip install 'edgevlm[all]'")
+        return chosen, skipped
+    chosen = []
+    for n in names:
+        backend = get_backend(n)
+        ok, why = backend.available()
+        if not ok:
+            raise BackendUnavailableError(f"backend '{n}' is not usable: {why}", f"pip install 'edgevlm[{backend.extra}]'" if backend.extra else "reinstall edgevlm")
+        chosen.append(backend)
+    return chosen, []
+
+
+def _flat_outputs(out) -> list[np.ndarray]:
+    leaves = torch.utils._pytree.tree_leaves(out)
+    return [t.detach().cpu().numpy() for t in leaves if isinstance(t, torch.Tensor)]
+
+
+def _prepare_dir(build_dir: Path) -> Path:
+    if build_dir.exists() and not build_dir.is_dir():
+        raise InputError(f"output path '{build_dir}' exists and is not a directory", "choose another --out")
+    if build_dir.is_dir() and any(build_dir.iterdir()) and not (build_dir / "manifest.json").exists():
+        raise InputError(f"output directory '{build_dir}' is not empty and is not an edgevlm build", "choose another --out, or empty it first")
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{build_dir.name}.tmp-", dir=build_dir.parent))
+
+
+def _swap_into_place(tmp: Path, build_dir: Path) -> None:
+    old = None
+    if build_dir.exists():
+        old = build_dir.with_name(f".{build_dir.name}.old-{os.getpid()}")
+        build_dir.rename(old)
+    tmp.rename(build_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class _Progress:
+    """Rich progress on stderr when verbose; silent otherwise."""
+
+    def __init__(self, verbose: bool, total: int):
+        self.bar = None
+        if verbose:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description:<36}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("compiling", total=total)
+
+    def step(self, text: str, advance: int = 0):
+        if self.bar:
+            self.bar.update(self.task, description=text, advance=advance)
+
+    def close(self):
+        if self.bar:
+            self.bar.stop()
+
+
+def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progress) -> dict:
+    progress.step(f"{stage.name}: capture")
+    gm = capture(stage)
+    progress.step(f"{stage.name}: passes")
+    gm, log = run_pipeline(gm, target)
+    program = export_static(gm, stage.example_inputs, f"stage '{stage.name}' after passes")
+    captured = CapturedStage(stage, gm, program, log)
+    with torch.no_grad():
+        reference = _flat_outputs(stage.module(*stage.example_inputs))
+    inputs = [x.detach().cpu().numpy() for x in stage.example_inputs]
+    entry = {"name": stage.name, "kind": stage.kind, "passes": log, "artifacts": [], "skipped": []}
+    for backend in backends:
+        progress.step(f"{stage.name}: lower {backend.name}")
+        t0 = time.perf_counter()
+        artifact = backend.lower(captured, plan)
+        art = {"backend": backend.name, "path": artifact.path, "files": artifact.files, "info": artifact.info,
+               "lower_s": round(time.perf_counter() - t0, 3)}
+        if backend.can_execute:
+            progress.step(f"{stage.name}: verify {backend.name}")
+            outputs = backend.execute(artifact, plan.out_dir, inputs)
+            if len(outputs) != len(reference):
+                raise RuntimeError(f"{backend.name} artifact of {stage.name} has {len(outputs)} outputs, PyTorch {len(reference)}")
+            art["parity"] = {"metric": "max_abs_err", "value": compare("max_abs_err", reference, outputs),
+                             "reference": "float PyTorch model, example inputs"}
+        else:
+            art["parity"] = {"metric": "not run", "value": None, "reference": f"{backend.name} artifacts cannot run on this machine"}
+        entry["artifacts"].append(art)
+        progress.step(f"{stage.name}: {backend.name} done", advance=1)
+    return entry
+
+
+def compile(  # noqa: A001 - the public verb
+    model=None,
+    example_inputs=None,
+    target: str = "sa8295p",
+    out=None,
+    backends: list[str] | None = None,
+    calibration=None,
+    name: str | None = None,
+    verbose: bool = False,
+) -> CompileResult:
+    """Compile a model for a target and verify every artifact against PyTorch.
+
+    ``model`` is a zoo name, a checkpoint directory, a ModelBundle, or any
+    ``torch.nn.Module`` (then ``example_inputs``, a tensor or tuple of tensors
+    at the static shapes to compile for, is required).  Artifacts, manifest.json,
+    report.json and report.html go to ``out`` (default build/<model>-<target>).
+    """
+    tgt = get_target(target)
+    bundle = _as_bundle(model, example_inputs, name, calibration)
+    chosen, skipped = _select_backends(tgt, backends)
+    build_dir = Path(out) if out is not None else Path("build") / f"{bundle.name}-{tgt.name}"
+    tmp = _prepare_dir(build_dir)
+    progress = _Progress(verbose, total=len(bundle.stages) * len(chosen))
+    t_start = time.perf_counter()
+    try:
+        plan = Plan(target=tgt, out_dir=tmp)
+        stages = []
+        for stage in bundle.stages:
+            entry = _compile_stage(stage, tgt, chosen, plan, progress)
+            entry["skipped"] = [{"backend": n, "reason": why} for n, why in skipped]
+            stages.append(entry)
+        report = {
+            "model": bundle.name,
+            "target": tgt.name,
+            "edgevlm_version": __version__,
+            "model_meta": bundle.meta,
+            "stages": stages,
+            "compile_s": round(time.perf_counter() - t_start, 3),
+        }
+        report_io.write_report(tmp, report)
+        report_io.write_manifest(tmp, report)
+        _swap_into_place(tmp, build_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        progress.close()
+    return CompileResult(build_dir, report)
