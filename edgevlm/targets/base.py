@@ -59,7 +59,7 @@ class Target:
         return not self.float_graphs
 
     def supports_op(self, op_name: str) -> bool:
-        return self.supported_ops is None or op_name in self.supported_ops
+        return self.supported_ops is None or op_name in self.supported_ops or op_name in NON_COMPUTE_OPS
 
 
 # Ops the Hexagon HTP (QNN HTP backend) executes, named as ATen ops after
@@ -78,10 +78,16 @@ HTP_OPS = frozenset(
     avg_pool2d max_pool2d adaptive_avg_pool2d adaptive_avg_pool1d
     upsample_nearest2d upsample_bilinear2d pixel_shuffle
     reshape view _unsafe_view flatten unflatten permute transpose t contiguous clone
-    expand squeeze unsqueeze cat stack split split_with_sizes chunk slice select narrow
+    expand expand_as view_as squeeze unsqueeze cat stack split split_with_sizes chunk unbind slice select narrow movedim
     index_select gather embedding constant_pad_nd pad repeat tile
     eq ne gt ge lt le logical_not logical_and
-    alias detach dropout _to_copy to type_as zeros_like ones_like full full_like arange
+    alias detach dropout _to_copy to type_as zeros zeros_like ones ones_like full full_like arange eye scalar_tensor new_zeros new_ones new_full
     cumsum sin cos masked_fill
     """.split()
+)
+
+# Graph bookkeeping that torch.export records but no device executes.
+NON_COMPUTE_OPS = frozenset(
+    "getitem _assert_tensor_metadata _assert_scalar _assert_async sym_size sym_numel sym_stride "
+    "sym_constrain_range sym_constrain_range_for_size".split()
 )

@@ -117,8 +117,6 @@ def run(gm: torch.fx.GraphModule, target) -> PassResult:
         name = op_name(node)
         if name is None:
             continue
-        if name == "getitem":
-            continue
         if not target.supports_op(name):
             raise UnsupportedOpError(
                 f"op '{name}' cannot run on {target.name} ({target.description}){_where(node)}",

@@ -1,0 +1,74 @@
+"""Pipeline contracts: build layout, report keys, manifest hashes, determinism, atomic builds."""
+import hashlib
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import edgevlm
+from edgevlm.errors import InputError, UnsupportedOpError
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_default_model_build_layout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = edgevlm.compile(target="sa8295p")
+    from edgevlm.models import DEFAULT_MODEL
+
+    assert result.build_dir == tmp_path / "build" / f"{DEFAULT_MODEL}-sa8295p" or result.build_dir.resolve() == (tmp_path / "build" / f"{DEFAULT_MODEL}-sa8295p")
+    report = json.loads((result.build_dir / "report.json").read_text())
+    assert report["model"] == DEFAULT_MODEL and report["target"] == "sa8295p"
+    for stage in report["stages"]:
+        assert {"name", "artifacts"} <= stage.keys()
+        for art in stage["artifacts"]:
+            assert {"backend", "path", "parity"} <= art.keys()
+            assert {"metric", "value"} <= art["parity"].keys()
+    manifest = json.loads((result.build_dir / "manifest.json").read_text())
+    assert manifest["artifacts"]
+    for entry in manifest["artifacts"]:
+        assert _sha(result.build_dir / entry["path"]) == entry["sha256"]
+    assert "<html" in (result.build_dir / "report.html").read_text()
+    assert not [p for p in (tmp_path / "build").iterdir() if p.name.startswith(".")], "temporary dirs left behind"
+
+
+def test_compiling_twice_gives_identical_artifacts(tmp_path):
+    a = edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "a")
+    b = edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "b")
+    ma = json.loads((a.build_dir / "manifest.json").read_text())
+    mb = json.loads((b.build_dir / "manifest.json").read_text())
+    assert ma == mb
+    for entry in ma["artifacts"]:
+        assert (a.build_dir / entry["path"]).read_bytes() == (b.build_dir / entry["path"]).read_bytes()
+
+
+def test_failed_compile_leaves_previous_build_intact(tmp_path):
+    out = tmp_path / "b"
+    edgevlm.compile("tinyconv", target="sa8295p", out=out)
+    before = (out / "manifest.json").read_text()
+
+    class Bad(nn.Module):
+        def forward(self, x):
+            return torch.linalg.inv(x)
+
+    with pytest.raises(UnsupportedOpError):
+        edgevlm.compile(Bad(), (torch.eye(3)[None],), target="sa8295p", out=out)
+    assert (out / "manifest.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_refuses_to_overwrite_foreign_directory(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not an edgevlm build"):
+        edgevlm.compile("tinyconv", target="sa8295p", out=out)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_module_without_example_inputs_is_an_input_error():
+    with pytest.raises(InputError, match="example_inputs"):
+        edgevlm.compile(nn.Linear(2, 2), target="cpu-x86_64")
