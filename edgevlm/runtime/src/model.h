@@ -1,0 +1,38 @@
+/* The loaded LFM2 model: hyperparameters from GGUF metadata, weights bound to
+ * the mapped file and prepared for ev_matmul. */
+#ifndef EV_MODEL_H
+#define EV_MODEL_H
+
+#include "edgevlm.h"
+#include "gguf.h"
+#include "kernels.h"
+
+#define EV_MAX_L_CACHE 64
+
+typedef struct {
+    int is_attn;
+    int attn_index;             /* slot in the session's KV cache, -1 for conv layers */
+    float *attn_norm, *ffn_norm;            /* [n_embd] */
+    ev_weights *ffn_gate, *ffn_up, *ffn_down;
+    /* gated short conv */
+    float *conv;                /* [n_embd][l_cache], tap k of channel c at conv[c*L + k] */
+    ev_weights *in_proj, *out_proj;
+    /* grouped-query attention */
+    ev_weights *wq, *wk, *wv, *wo;
+    float *q_norm, *k_norm;     /* [head_dim] */
+} ev_layer;
+
+struct ev_model {
+    ev_gguf gguf;
+    ev_model_info info;
+    const ev_gguf_tensor *tok_embd;
+    float *out_norm;            /* [n_embd] */
+    ev_weights *output;         /* output.weight, or token_embd when tied */
+    ev_layer *layers;
+    ev_str *vocab;              /* tokenizer.ggml.tokens, n_vocab_text entries */
+    int n_vocab_text;
+    int32_t bos, eos;
+    char tokenizer[32];
+};
+
+#endif
