@@ -18,6 +18,8 @@ from edgevlm.models.encoders.base import EncoderFamily, VisionEncoder, check_ima
 # Family name -> module in this package defining FAMILY.
 _MODULES = {
     "mobilenetv5": "mobilenetv5",
+    "fastvithd": "fastvithd",
+    "efficientvit-m": "efficientvit_m",
 }
 ENCODER_NAMES = tuple(_MODULES)
 
