@@ -1,0 +1,178 @@
+/* threadpool.c - persistent pthread pool: spin-then-sleep wake-up per op.
+ *
+ * A decode step runs ~100 small parallel ops; waking threads through a
+ * condition variable costs several microseconds each, so workers first spin
+ * on a generation counter for a short while and only then sleep.  Shared
+ * state uses the GCC/Clang __atomic builtins (the library is C99). */
+#define _GNU_SOURCE
+#include "threadpool.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define EV_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define EV_CPU_RELAX() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define EV_CPU_RELAX() ((void)0)
+#endif
+
+/* How long an idle worker spins before sleeping: long enough to bridge the
+ * gap between two ops of one token, short enough not to burn a core while
+ * the application does something else. */
+#define EV_SPIN_NS 2000000LL
+
+struct ev_threadpool {
+    int n_threads;
+    pthread_t *threads;
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    /* current op */
+    void (*fn)(void *ctx, int i, int n);
+    void *ctx;
+    int n_tasks;
+    int next_task;      /* atomic: next task index to hand out */
+    int pending;        /* atomic: workers (not counting the caller) still busy */
+    unsigned generation;/* atomic: bumped once per op */
+    int sleeping;       /* atomic: workers waiting on `wake` */
+    int stop;           /* atomic */
+    void *scratch;
+    size_t scratch_bytes;
+};
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void run_tasks(ev_threadpool *tp) {
+    for (;;) {
+        int i = __atomic_fetch_add(&tp->next_task, 1, __ATOMIC_RELAXED);
+        if (i >= tp->n_tasks) break;
+        tp->fn(tp->ctx, i, tp->n_tasks);
+    }
+}
+
+/* Wait until tp->generation != seen (or stop); returns the new generation. */
+static unsigned wait_for_work(ev_threadpool *tp, unsigned seen) {
+    int64_t deadline = now_ns() + EV_SPIN_NS;
+    unsigned g;
+    for (int spins = 0;; spins++) {
+        g = __atomic_load_n(&tp->generation, __ATOMIC_ACQUIRE);
+        if (g != seen || __atomic_load_n(&tp->stop, __ATOMIC_ACQUIRE)) return g;
+        EV_CPU_RELAX();
+        if ((spins & 255) == 255 && now_ns() > deadline) break;
+    }
+    pthread_mutex_lock(&tp->mu);
+    __atomic_add_fetch(&tp->sleeping, 1, __ATOMIC_SEQ_CST);
+    while ((g = __atomic_load_n(&tp->generation, __ATOMIC_SEQ_CST)) == seen &&
+           !__atomic_load_n(&tp->stop, __ATOMIC_SEQ_CST))
+        pthread_cond_wait(&tp->wake, &tp->mu);
+    __atomic_sub_fetch(&tp->sleeping, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&tp->mu);
+    return g;
+}
+
+static void *worker_main(void *arg) {
+    ev_threadpool *tp = arg;
+    unsigned seen = 0;
+    for (;;) {
+        seen = wait_for_work(tp, seen);
+        if (__atomic_load_n(&tp->stop, __ATOMIC_ACQUIRE)) return NULL;
+        run_tasks(tp);
+        __atomic_sub_fetch(&tp->pending, 1, __ATOMIC_ACQ_REL);
+    }
+}
+
+static void wake_all(ev_threadpool *tp) {
+    if (__atomic_load_n(&tp->sleeping, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&tp->mu);
+        pthread_cond_broadcast(&tp->wake);
+        pthread_mutex_unlock(&tp->mu);
+    }
+}
+
+ev_threadpool *ev_threadpool_create(int n_threads) {
+    ev_threadpool *tp;
+    int i;
+    if (n_threads < 1 || n_threads > 1024) return NULL;
+    tp = calloc(1, sizeof *tp);
+    if (!tp) return NULL;
+    tp->n_threads = n_threads;
+    if (pthread_mutex_init(&tp->mu, NULL)) { free(tp); return NULL; }
+    if (pthread_cond_init(&tp->wake, NULL)) { pthread_mutex_destroy(&tp->mu); free(tp); return NULL; }
+    if (n_threads > 1) {
+        tp->threads = calloc((size_t)n_threads - 1, sizeof *tp->threads);
+        if (!tp->threads) { ev_threadpool_free(tp); return NULL; }
+        for (i = 0; i < n_threads - 1; i++) {
+            if (pthread_create(&tp->threads[i], NULL, worker_main, tp)) {
+                tp->n_threads = i + 1; /* join only the threads that exist */
+                ev_threadpool_free(tp);
+                return NULL;
+            }
+        }
+    }
+    return tp;
+}
+
+void ev_threadpool_free(ev_threadpool *tp) {
+    int i;
+    if (!tp) return;
+    __atomic_store_n(&tp->stop, 1, __ATOMIC_SEQ_CST);
+    if (tp->threads) {
+        pthread_mutex_lock(&tp->mu);
+        pthread_cond_broadcast(&tp->wake);
+        pthread_mutex_unlock(&tp->mu);
+        for (i = 0; i < tp->n_threads - 1; i++) pthread_join(tp->threads[i], NULL);
+        free(tp->threads);
+    }
+    pthread_cond_destroy(&tp->wake);
+    pthread_mutex_destroy(&tp->mu);
+    free(tp->scratch);
+    free(tp);
+}
+
+int ev_threadpool_n_threads(const ev_threadpool *tp) { return tp ? tp->n_threads : 1; }
+
+void ev_threadpool_run(ev_threadpool *tp, void (*fn)(void *ctx, int i, int n), void *ctx, int n) {
+    int i, spins;
+    if (n <= 0) return;
+    if (!tp || tp->n_threads == 1 || n == 1) {
+        for (i = 0; i < n; i++) fn(ctx, i, n);
+        return;
+    }
+    tp->fn = fn;
+    tp->ctx = ctx;
+    tp->n_tasks = n;
+    __atomic_store_n(&tp->next_task, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&tp->pending, tp->n_threads - 1, __ATOMIC_RELAXED);
+    /* seq_cst store pairs with the seq_cst `sleeping` increment in
+     * wait_for_work: either the worker sees the new generation or we see it
+     * sleeping and broadcast. */
+    __atomic_add_fetch(&tp->generation, 1, __ATOMIC_SEQ_CST);
+    wake_all(tp);
+    run_tasks(tp);
+    for (spins = 0; __atomic_load_n(&tp->pending, __ATOMIC_ACQUIRE) > 0; spins++) {
+        EV_CPU_RELAX();
+        if ((spins & 1023) == 1023) sched_yield(); /* a worker may be descheduled */
+    }
+}
+
+void *ev_threadpool_scratch(ev_threadpool *tp, size_t bytes) {
+    if (!tp) return NULL;
+    if (bytes > tp->scratch_bytes) {
+        void *p = NULL;
+        size_t size = (bytes + 63) & ~(size_t)63;
+        if (posix_memalign(&p, 64, size)) return NULL;
+        free(tp->scratch);
+        tp->scratch = p;
+        tp->scratch_bytes = size;
+    }
+    return tp->scratch;
+}
