@@ -1,5 +1,13 @@
-"""edgevlm.runtime: the small C runtime (batch-one LLM decode) and its Python API."""
+"""edgevlm.runtime: the small C runtime (batch-one LLM decode) and its Python API.
+
+``Model.load(path, threads=N)`` loads an LFM2 GGUF; ``model.session(n_ctx)``
+prefills and steps; ``model.generate(ids, max_new_tokens, sampler)`` streams
+tokens with the per-token loop in C.  ``gguf_export.export_lfm2_gguf`` writes
+the GGUF files.
+"""
 from edgevlm.runtime._rt import cpu_features as _cpu_features
+from edgevlm.runtime.errors import RuntimeCError, RuntimeInputError, RuntimeLoadError
+from edgevlm.runtime.model import Model, Sampler, Session
 
 
 def cpu_features() -> list[str]:
@@ -11,4 +19,4 @@ def cpu_features() -> list[str]:
     return list(_cpu_features())
 
 
-__all__ = ["cpu_features"]
+__all__ = ["Model", "Sampler", "Session", "RuntimeCError", "RuntimeInputError", "RuntimeLoadError", "cpu_features"]

@@ -1,0 +1,191 @@
+"""Write an LFM2 language model as GGUF, the way llama.cpp's converter does.
+
+Input is a config plus a state dict in Hugging Face ``Lfm2ForCausalLM``
+naming (edgevlm's own LFM2 uses the same names); output is a GGUF v3 file of
+architecture ``lfm2`` with llama.cpp's key and tensor names, written by the
+``gguf`` package (the writer llama.cpp's ``convert_hf_to_gguf.py`` uses), so
+llama.cpp loads edgevlm's files and edgevlm's C runtime loads llama.cpp's.
+
+Conventions copied from ``convert_hf_to_gguf.py`` (LFM2Model):
+- ``lfm2.attention.head_count_kv`` is a per-layer array, 0 for conv layers;
+- the conv weight [hidden, 1, L] is stored squeezed as [hidden, L];
+- HF's final ``model.embedding_norm`` is stored as ``token_embd_norm``;
+- vectors (norms) and the conv taps stay F32; matrices take the chosen type.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgevlm.errors import CheckpointError, InputError
+
+QTYPES = ("f32", "f16", "q8_0", "q4_0")
+
+
+def _gguf():
+    import gguf  # imported lazily: the package is needed only to write files
+
+    return gguf
+
+
+def _config(config):
+    from edgevlm.models.lfm2 import Lfm2Config
+
+    if isinstance(config, Lfm2Config):
+        return config
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
+    if not isinstance(config, dict):
+        raise InputError(f"config of type {type(config).__name__} is not an LFM2 config",
+                         "pass a dict (config.json), an edgevlm Lfm2Config or a transformers Lfm2Config")
+    return Lfm2Config.from_dict(config)
+
+
+def _numpy(t) -> np.ndarray:
+    if hasattr(t, "detach"):
+        t = t.detach().float().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(t, dtype=np.float32))
+
+
+def _tensor_map(cfg) -> list[tuple[str, str, bool]]:
+    """(gguf name, HF name, is_matrix) for every tensor the runtime reads."""
+    out = [("token_embd.weight", "model.embed_tokens.weight", True),
+           ("token_embd_norm.weight", "model.embedding_norm.weight", False)]
+    for i, kind in enumerate(cfg.layer_types):
+        p, b = f"model.layers.{i}.", f"blk.{i}."
+        out += [(b + "attn_norm.weight", p + "operator_norm.weight", False),
+                (b + "ffn_norm.weight", p + "ffn_norm.weight", False),
+                (b + "ffn_gate.weight", p + "feed_forward.w1.weight", True),
+                (b + "ffn_down.weight", p + "feed_forward.w2.weight", True),
+                (b + "ffn_up.weight", p + "feed_forward.w3.weight", True)]
+        if kind == "conv":
+            out += [(b + "shortconv.conv.weight", p + "conv.conv.weight", False),
+                    (b + "shortconv.in_proj.weight", p + "conv.in_proj.weight", True),
+                    (b + "shortconv.out_proj.weight", p + "conv.out_proj.weight", True)]
+        else:
+            out += [(b + "attn_q.weight", p + "self_attn.q_proj.weight", True),
+                    (b + "attn_k.weight", p + "self_attn.k_proj.weight", True),
+                    (b + "attn_v.weight", p + "self_attn.v_proj.weight", True),
+                    (b + "attn_output.weight", p + "self_attn.out_proj.weight", True),
+                    (b + "attn_q_norm.weight", p + "self_attn.q_layernorm.weight", False),
+                    (b + "attn_k_norm.weight", p + "self_attn.k_layernorm.weight", False)]
+    return out
+
+
+def _add_vocab(writer, tokenizer, cfg) -> None:
+    """tokenizer.ggml.* keys from a `tokenizers` tokenizer (object or tokenizer.json path)."""
+    gguf = _gguf()
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer)) if isinstance(tokenizer, (str, Path)) else tokenizer
+    spec = json.loads(tok.to_str())
+    vocab = tok.get_vocab(with_added_tokens=True)
+    if max(vocab.values(), default=-1) >= cfg.vocab_size:
+        raise InputError(f"the tokenizer has ids up to {max(vocab.values())} but the model's vocab_size is {cfg.vocab_size}",
+                         "pass the tokenizer the model was trained with")
+    special = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
+    tokens = [f"[PAD{i}]" for i in range(cfg.vocab_size)]
+    types = [int(gguf.TokenType.UNUSED)] * cfg.vocab_size
+    for text, i in vocab.items():
+        tokens[i] = text
+        types[i] = int(gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL)
+    model = spec.get("model", {})
+    if model.get("type") == "BPE":
+        # byte-level BPE as LFM2's own tokenizer: llama.cpp's "gpt2" vocab
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("lfm2")
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+        if merges:
+            writer.add_token_merges(merges)
+    else:
+        # No llama.cpp tokenizer family matches (e.g. word-level): the tokens
+        # are still written so that runtimes can print them.
+        writer.add_tokenizer_model("none")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    for key, fn in (("bos_token_id", writer.add_bos_token_id), ("eos_token_id", writer.add_eos_token_id),
+                    ("pad_token_id", writer.add_pad_token_id)):
+        v = getattr(cfg, key, None)
+        if v is not None and 0 <= v < cfg.vocab_size:
+            fn(int(v))
+
+
+def export_lfm2_gguf(path, config, state_dict, qtype: str = "q8_0", tokenizer=None,
+                     embed_qtype: str | None = None, name: str = "edgevlm-lfm2") -> Path:
+    """Write ``state_dict`` (HF Lfm2ForCausalLM names) as an ``lfm2`` GGUF at ``path``.
+
+    qtype: type of the projection matrices, one of f32, f16, q8_0, q4_0.
+    embed_qtype: type of token_embd (and of output.weight when untied);
+        defaults to qtype, except q8_0 for q4_0 (the tied output head is the
+        most error-sensitive matrix, as llama.cpp's quantizer also treats it).
+    tokenizer: optional `tokenizers.Tokenizer` or tokenizer.json path to embed.
+    Returns the path written.  The file is written to a temporary name and
+    renamed, so a failure never leaves a half-written GGUF behind.
+    """
+    gguf = _gguf()
+    from gguf.quants import quantize
+
+    qtype = qtype.lower()
+    embed_qtype = (embed_qtype or ("q8_0" if qtype == "q4_0" else qtype)).lower()
+    for q in (qtype, embed_qtype):
+        if q not in QTYPES:
+            raise InputError(f"unknown GGUF tensor type '{q}'", f"use one of {', '.join(QTYPES)}")
+    cfg = _config(config)
+    qt = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+          "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
+    ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
+
+    entries = _tensor_map(cfg)
+    missing = [hf for _, hf, _ in entries if hf not in state_dict]
+    if missing:
+        raise CheckpointError(f"state dict lacks {len(missing)} LFM2 tensor(s), first: {missing[0]}",
+                              "pass a Lfm2ForCausalLM state dict with Hugging Face parameter names")
+    tied = cfg.tie_word_embeddings or "lm_head.weight" not in state_dict
+    if not tied:
+        entries.append(("output.weight", "lm_head.weight", True))
+    ffn = int(state_dict["model.layers.0.feed_forward.w1.weight"].shape[0])
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    writer = gguf.GGUFWriter(str(tmp), "lfm2")
+    try:
+        writer.add_name(name)
+        writer.add_context_length(int(cfg.max_position_embeddings))
+        writer.add_embedding_length(int(cfg.hidden_size))
+        writer.add_block_count(int(cfg.num_hidden_layers))
+        writer.add_feed_forward_length(ffn)
+        writer.add_head_count(int(cfg.num_attention_heads))
+        writer.add_head_count_kv([0 if t == "conv" else int(cfg.num_key_value_heads) for t in cfg.layer_types])
+        writer.add_rope_freq_base(float(cfg.rope_theta))
+        writer.add_layer_norm_rms_eps(float(cfg.norm_eps))
+        writer.add_vocab_size(int(cfg.vocab_size))
+        writer.add_shortconv_l_cache(int(cfg.conv_L_cache))
+        writer.add_file_type(int(ftype[qtype]))
+        if tokenizer is not None:
+            _add_vocab(writer, tokenizer, cfg)
+        for gname, hf, is_matrix in entries:
+            a = _numpy(state_dict[hf])
+            if gname.endswith("shortconv.conv.weight"):
+                a = a.reshape(a.shape[0], a.shape[-1])   # [hidden, 1, L] -> [hidden, L]
+            want = (embed_qtype if gname in ("token_embd.weight", "output.weight") else qtype) if is_matrix else "f32"
+            if want in ("q8_0", "q4_0") and a.shape[-1] % 32:
+                want = "f16"   # rows must be whole 32-element blocks; llama.cpp falls back the same way
+            if want == "f32":
+                writer.add_tensor(gname, a)
+            elif want == "f16":
+                writer.add_tensor(gname, a.astype(np.float16))
+            else:
+                writer.add_tensor(gname, quantize(a, qt[want]), raw_dtype=qt[want])
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        tmp.replace(path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,126 @@
+"""Python API of the C runtime: load a GGUF, open sessions, prefill, step, generate.
+
+    from edgevlm.runtime import Model, Sampler
+    model = Model.load("lfm2-q8_0.gguf", threads=2)
+    s = model.session(n_ctx=512)
+    logits = s.prefill(ids=[1, 4093, 504])        # numpy float32 [n_vocab]
+    logits = s.step(int(logits.argmax()))
+    for tok in model.generate([1, 4093, 504], max_new_tokens=32, sampler=Sampler()):
+        print(tok)
+
+Inputs are converted once to contiguous int32 / float32 numpy arrays whose
+buffers the C code reads directly; logits are written by C into a numpy array
+allocated here.  Generation runs its per-token loop (sampling + decode step)
+in C: Python only receives each token id.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from os import PathLike
+from typing import Iterator
+
+import numpy as np
+
+from edgevlm.errors import InputError
+from edgevlm.runtime import _rt
+from edgevlm.runtime.errors import from_c
+
+_rt._set_error_factory(from_c)
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """Token sampling: temperature <= 0 is greedy; else top-k, then top-p, seeded."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 < self.top_p <= 1.0:
+            raise InputError(f"top_p {self.top_p} is outside (0, 1]", "use e.g. top_p=0.9, or 1.0 to disable")
+        if self.top_k < 0 or self.seed < 0 or self.temperature < 0:
+            raise InputError("temperature, top_k and seed must be >= 0", "use temperature=0 for greedy decoding")
+
+
+class Session:
+    """KV cache, conv state and thread pool for one sequence (one thread at a time)."""
+
+    def __init__(self, model: "Model", n_ctx: int, threads: int):
+        self.model = model
+        self._s = _rt.Session(model._m, int(n_ctx), int(threads))
+        self.n_ctx = int(n_ctx)
+
+    @property
+    def n_past(self) -> int:
+        """Tokens processed so far."""
+        return self._s.n_past
+
+    def reset(self) -> None:
+        """Forget all tokens."""
+        self._s.reset()
+
+    def prefill(self, ids=None, embeds=None) -> np.ndarray:
+        """Run token ids [n] or embeddings [n, n_embd]; returns the last token's logits [n_vocab]."""
+        if (ids is None) == (embeds is None):
+            raise InputError("prefill needs exactly one of ids= or embeds=", "pass token ids or an [n, hidden] float array")
+        out = np.empty(self.model.n_vocab, dtype=np.float32)
+        if ids is not None:
+            a = np.ascontiguousarray(ids, dtype=np.int32).reshape(-1)
+            self._s.run(0, a, a.shape[0], out)
+        else:
+            a = np.ascontiguousarray(embeds, dtype=np.float32)
+            if a.ndim == 3 and a.shape[0] == 1:
+                a = a[0]
+            if a.ndim != 2 or a.shape[1] != self.model.n_embd:
+                raise InputError(f"embeds has shape {tuple(np.shape(embeds))}, expected [n, {self.model.n_embd}]",
+                                 "pass one row of n_embd floats per token")
+            self._s.run(1, a, a.shape[0], out)
+        return out
+
+    def step(self, token: int) -> np.ndarray:
+        """Run one token; returns its logits [n_vocab]."""
+        return self.prefill(ids=np.array([token], dtype=np.int32))
+
+    def generate(self, max_new_tokens: int, sampler: Sampler | None = None, stop_token: int | None = None) -> Iterator[int]:
+        """Sample up to max_new_tokens after the last prefill/step; stops at stop_token (not yielded)."""
+        s = sampler or Sampler()
+        stop = -1 if stop_token is None else int(stop_token)
+        return _rt.Generator(self._s, int(max_new_tokens), float(s.temperature), int(s.top_k), float(s.top_p),
+                             int(s.seed), stop)
+
+
+class Model:
+    """An LFM2 GGUF loaded by the C runtime (read-only; sessions may share it)."""
+
+    def __init__(self, m, threads: int):
+        self._m = m
+        self.threads = threads
+        self.info = m.info()
+        self.n_vocab = self.info["n_vocab"]
+        self.n_embd = self.info["n_embd"]
+
+    @classmethod
+    def load(cls, path: str | PathLike, threads: int = 1) -> "Model":
+        """Load and validate a GGUF file; raises RuntimeLoadError naming what is wrong."""
+        if threads < 1:
+            raise InputError(f"threads={threads}", "use threads >= 1")
+        return cls(_rt.Model(path), threads)
+
+    def session(self, n_ctx: int = 2048, threads: int | None = None) -> Session:
+        """A new session holding up to n_ctx tokens."""
+        return Session(self, n_ctx, threads or self.threads)
+
+    def token_text(self, token: int) -> bytes | None:
+        """The vocab entry of a token as stored in the GGUF, or None."""
+        return self._m.token_text(int(token))
+
+    def generate(self, ids, max_new_tokens: int, sampler: Sampler | None = None, n_ctx: int | None = None,
+                 stop_at_eos: bool = True) -> Iterator[int]:
+        """Prefill ids in a fresh session, then stream up to max_new_tokens sampled token ids."""
+        ids = np.ascontiguousarray(ids, dtype=np.int32).reshape(-1)
+        s = self.session(n_ctx or ids.shape[0] + max_new_tokens)
+        s.prefill(ids=ids)
+        eos = self.info["eos_token"] if stop_at_eos else -1
+        return s.generate(max_new_tokens, sampler, stop_token=eos if eos >= 0 else None)
