@@ -1,0 +1,118 @@
+"""ExecuTorch backend: .pte lowering and executorch.runtime parity.
+
+Float: max abs err <= 1e-4 vs PyTorch.  Quantized (XNNPACK int8, QnnQuantizer
+8a8w/16a8w without the QNN SDK): SQNR >= 30 dB vs the float model.
+"""
+import os
+
+import pytest
+import torch
+
+from edgevlm.compiler.backends import get_backend
+from edgevlm.compiler.backends import executorch_backend as etb
+from edgevlm.compiler.verify import compare
+from edgevlm.errors import BackendUnavailableError, InputError
+from edgevlm.quant.schemes import get_scheme
+
+pytest.importorskip("executorch")
+
+
+def run_and_compare(stage, plan, metric):
+    backend = get_backend("executorch")
+    artifact = backend.lower(stage, plan)
+    assert (plan.out_dir / artifact.path).is_file() and artifact.path == "tiny.pte"
+    outputs = backend.execute(artifact, plan.out_dir, [x.numpy() for x in stage.stage.example_inputs])
+    with torch.no_grad():
+        reference = [stage.stage.module(*stage.stage.example_inputs).numpy()]
+    return artifact, compare(metric, reference, outputs)
+
+
+def test_float_xnnpack_parity(tiny_stage, make_plan):
+    artifact, err = run_and_compare(tiny_stage, make_plan("cpu-x86_64"), "max_abs_err")
+    assert err <= 1e-4
+    assert artifact.info["delegate"] == "XnnpackBackend"
+    assert "convolution" in artifact.info["delegated_ops"]
+
+
+def test_int8_xnnpack_sqnr(tiny_stage, make_plan):
+    artifact, sqnr = run_and_compare(tiny_stage, make_plan("cpu-x86_64", {"encoder": get_scheme("w8a8")}), "sqnr_db")
+    assert sqnr >= 30.0
+    assert artifact.info["delegate"] == "XnnpackBackend"
+    assert artifact.info["calibration_batches"] == 16
+
+
+@pytest.mark.parametrize("scheme", ["w8a8", "w8a16"])
+def test_htp_without_sdk_quantizes_with_qnn_and_runs_portable(tiny_stage, make_plan, monkeypatch, scheme):
+    monkeypatch.delenv("QNN_SDK_ROOT", raising=False)
+    artifact, sqnr = run_and_compare(tiny_stage, make_plan("sa8295p", {"encoder": get_scheme(scheme)}), "sqnr_db")
+    assert sqnr >= 30.0
+    assert artifact.info["qnn"].startswith("QNN SDK not found (set QNN_SDK_ROOT")
+    assert "SA8295" in artifact.info["quantizer"]
+    assert artifact.info["delegate"] == "portable"
+    assert "quantize_per_tensor" in artifact.info["ops"]
+    assert "QNN_SDK_ROOT" not in os.environ  # the SDK-free path leaves no empty QNN_SDK_ROOT behind
+
+
+def test_htp_with_sdk_routes_to_qnn_for_the_targets_soc(tiny_stage, make_plan, monkeypatch):
+    # No real SDK here: pretend one is found, keep ExecuTorch's own SDK lookup
+    # off (empty QNN_SDK_ROOT), and record what the QNN lowering is asked for.
+    monkeypatch.setenv("QNN_SDK_ROOT", "")
+    monkeypatch.setattr(etb, "qnn_sdk_root", lambda: "/opt/qnn")
+    seen = {}
+
+    def fake_lower(program, soc, example_inputs):
+        seen["soc"] = soc
+        return etb._lower_portable(program)  # an edge program manager, as the QNN path returns
+
+    monkeypatch.setattr(etb, "_lower_qnn", fake_lower)
+    for target, soc in (("sa8295p", "SA8295"), ("snapdragon-8-gen3", "SM8650")):
+        artifact = get_backend("executorch").lower(tiny_stage, make_plan(target, {"encoder": get_scheme("w8a16")}))
+        assert seen["soc"] == soc and soc in artifact.info["qnn"]
+
+
+def test_sdk_root_without_host_libraries_is_ignored(tiny_stage, make_plan, monkeypatch, tmp_path):
+    # ExecuTorch's annotation passes abort the process on such an SDK; we must not get there.
+    monkeypatch.setenv("QNN_SDK_ROOT", str(tmp_path))
+    artifact = get_backend("executorch").lower(tiny_stage, make_plan("sa8295p", {"encoder": get_scheme("w8a8")}))
+    assert artifact.info["qnn"].startswith("QNN SDK not found")
+    assert os.environ["QNN_SDK_ROOT"] == str(tmp_path)
+
+
+def test_broken_sdk_is_a_clear_error(tiny_stage, make_plan, monkeypatch):
+    monkeypatch.setenv("QNN_SDK_ROOT", "")
+    monkeypatch.setattr(etb, "qnn_sdk_root", lambda: "/opt/qnn")
+
+    def broken(*args):
+        raise RuntimeError("libQnnHtp.so: cannot open shared object file")
+
+    monkeypatch.setattr(etb, "_lower_qnn", broken)
+    with pytest.raises(BackendUnavailableError, match="libQnnHtp.so"):
+        get_backend("executorch").lower(tiny_stage, make_plan("sa8295p", {"encoder": get_scheme("w8a16")}))
+
+
+def test_xnnpack_rejects_16_bit_activations(tiny_stage, make_plan):
+    with pytest.raises(InputError, match="w8a16"):
+        get_backend("executorch").lower(tiny_stage, make_plan("cpu-x86_64", {"encoder": get_scheme("w8a16")}))
+
+
+def test_missing_executorch_names_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_executorch(name, *args, **kwargs):
+        if name.startswith("executorch"):
+            raise ImportError(f"No module named '{name}'", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_executorch)
+    ok, why = get_backend("executorch").available()
+    assert not ok and "pip install 'edgevlm[executorch]'" in why
+
+
+def test_pte_is_deterministic(tiny_stage, make_plan, tmp_path):
+    backend = get_backend("executorch")
+    a = backend.lower(tiny_stage, make_plan("cpu-x86_64"))
+    first = (tmp_path / a.path).read_bytes()
+    backend.lower(tiny_stage, make_plan("cpu-x86_64"))
+    assert (tmp_path / a.path).read_bytes() == first
