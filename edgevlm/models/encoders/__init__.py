@@ -20,6 +20,9 @@ _MODULES = {
     "mobilenetv5": "mobilenetv5",
     "fastvithd": "fastvithd",
     "efficientvit-m": "efficientvit_m",
+    "casvit": "casvit",
+    "lsnet": "lsnet",
+    "vit": "vit",
 }
 ENCODER_NAMES = tuple(_MODULES)
 
@@ -46,7 +49,7 @@ def build_encoder(name: str, size: str = "nano", image_size: int | None = None, 
         raise UnknownNameError(f"unknown size '{size}' for encoder '{name}'", f"use one of: {', '.join(family.sizes)}")
     spec = family.sizes[size]
     image_size = spec.image_size if image_size is None else image_size
-    check_image_size(family, image_size)
+    check_image_size(family, size, image_size)
     encoder = family.build(dict(spec.config), image_size)
     if pretrained_dir is not None:
         _load_reference_weights(encoder, family, pretrained_dir)
@@ -96,9 +99,17 @@ def _describe(name: str, size: str) -> dict:
     )
 
 
-def list_encoders() -> list[dict]:
-    """One dict per (name, size): name, size, image_size, params, macs (at image_size), tokens, out_dim, note."""
-    return [dict(_describe(name, size)) for name in ENCODER_NAMES for size in get_family(name).sizes]
+def list_encoders(sizes=None) -> list[dict]:
+    """One dict per (name, size): name, size, image_size, params, macs (at image_size), tokens, out_dim, note.
+
+    ``sizes`` (e.g. ``("nano", "small")``) keeps only those sizes; by default every size is listed.
+    """
+    return [
+        dict(_describe(name, size))
+        for name in ENCODER_NAMES
+        for size in get_family(name).sizes
+        if sizes is None or size in sizes
+    ]
 
 
 __all__ = ["ENCODER_NAMES", "VisionEncoder", "build_encoder", "get_family", "list_encoders"]

@@ -16,19 +16,21 @@ from edgevlm.errors import InputError
 
 @dataclass(frozen=True)
 class EncoderSize:
-    """One buildable size of a family: default input size and the family's config kwargs."""
+    """One buildable size of a family: default input size, the family's config kwargs, and
+    (if it differs from the family's) the number every input side must be a multiple of."""
 
     image_size: int
     config: dict = field(default_factory=dict)
     note: str = ""
+    divisor: int | None = None
 
 
 @dataclass(frozen=True)
 class EncoderFamily:
     """An encoder family: its sizes and ``build(size_cfg, image_size) -> VisionEncoder``.
 
-    ``stride`` is the total downsampling from pixels to tokens; an input side
-    must be a multiple of ``divisor``.  ``checkpoint_ignore`` lists key
+    An input side must be a multiple of ``divisor`` (unless the size says
+    otherwise).  ``checkpoint_ignore`` lists key
     prefixes of the reference checkpoint that the encoder does not use (a
     classifier head), dropped when loading.
     """
@@ -69,10 +71,11 @@ class VisionEncoder(nn.Module):
         return y
 
 
-def check_image_size(family: EncoderFamily, image_size: int) -> None:
-    """Refuse an input size the family's strides cannot divide."""
-    if not isinstance(image_size, int) or image_size <= 0 or image_size % family.divisor:
+def check_image_size(family: EncoderFamily, size: str, image_size: int) -> None:
+    """Refuse an input size the size's strides cannot divide."""
+    divisor = family.sizes[size].divisor or family.divisor
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0 or image_size % divisor:
         raise InputError(
-            f"image_size {image_size!r} is not valid for encoder '{family.name}'",
-            f"use a positive multiple of {family.divisor}",
+            f"image_size {image_size!r} is not valid for encoder '{family.name}' size '{size}'",
+            f"use a positive multiple of {divisor}",
         )
