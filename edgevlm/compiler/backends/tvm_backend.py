@@ -1,0 +1,98 @@
+"""TVM backend: Relax from the captured program; a host library and an aarch64 one.
+
+``<stage>.tvm.so`` is built for generic x86-64 ("llvm", no host-specific CPU
+flags, so it runs on any x86-64 machine) and runs here on the Relax VM.
+``<stage>.aarch64.so`` is cross-compiled for "llvm -mtriple=aarch64-linux-gnu"
+and linked with aarch64-linux-gnu-gcc when that is installed; otherwise the
+object files are saved as ``<stage>.aarch64.tar`` for linking on the device.
+Stages are compiled float (the quantized paths are the other backends').
+"""
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from edgevlm.compiler.backends.base import Artifact, Backend, Plan
+from edgevlm.errors import BackendUnavailableError
+
+EXTRA = "tvm"
+INSTALL = f"pip install 'edgevlm[{EXTRA}]'"
+HOST_TARGET = {"kind": "llvm"}
+AARCH64_TARGET = {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}
+AARCH64_CC = "aarch64-linux-gnu-gcc"
+
+
+def _relax_module(program):
+    from tvm.relax.frontend.torch import from_exported_program
+
+    # Weights stay constants of the module, so each library is self-contained.
+    return from_exported_program(program, keep_params_as_input=False)
+
+
+def relax_ops(mod) -> list[str]:
+    """Relax operators called by the module's ``main`` (before lowering to TIR)."""
+    import tvm
+    from tvm import relax
+
+    ops = set()
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            ops.add(expr.op.name)
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return sorted(ops)
+
+
+class TvmBackend(Backend):
+    name = "tvm"
+    extra = EXTRA
+    can_execute = True
+
+    def available(self):
+        try:
+            import tvm  # noqa: F401
+            from tvm import relax  # noqa: F401
+        except ImportError as exc:
+            return False, f"apache-tvm not installed ({exc.name or exc}): {INSTALL}"
+        return True, ""
+
+    def lower(self, stage, plan: Plan) -> Artifact:
+        ok, _ = self.available()
+        if not ok:
+            raise BackendUnavailableError("apache-tvm not installed", INSTALL)
+        import tvm
+        from tvm import relax
+        from tvm.support import cc
+
+        out = Path(plan.out_dir)
+        mod = _relax_module(stage.program)
+        info = {"ops": relax_ops(mod), "host_target": HOST_TARGET, "aarch64_target": AARCH64_TARGET,
+                "dtypes": sorted({str(x.dtype).removeprefix("torch.") for x in stage.stage.example_inputs})}
+
+        host = f"{stage.name}.tvm.so"
+        relax.build(mod, target=tvm.target.Target(HOST_TARGET)).export_library(str(out / host))
+
+        arm = relax.build(mod, target=tvm.target.Target(AARCH64_TARGET))
+        if shutil.which(AARCH64_CC):
+            arm_rel = f"{stage.name}.aarch64.so"
+            arm.export_library(str(out / arm_rel), fcompile=cc.cross_compiler(AARCH64_CC))
+            info["aarch64"] = f"shared library linked with {AARCH64_CC}; load with tvm.runtime.load_module on the device"
+        else:
+            arm_rel = f"{stage.name}.aarch64.tar"
+            arm.export_library(str(out / arm_rel))
+            info["aarch64"] = (f"{AARCH64_CC} not found (apt install gcc-aarch64-linux-gnu): saved the aarch64 "
+                               "object files as a tar; link them into a shared library on the device")
+        return Artifact(self.name, stage.name, host, [host, arm_rel], info)
+
+    def execute(self, artifact: Artifact, build_dir, inputs):
+        import tvm
+        from tvm import relax
+
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(Path(build_dir) / artifact.path)), tvm.cpu())
+        result = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])
+        # from_exported_program always returns a tuple of the program's outputs.
+        return [r.numpy() for r in result]
+
+
+BACKEND = TvmBackend()
