@@ -1,0 +1,203 @@
+"""Quantization error of a QDQ ONNX model against its float model.
+
+- :func:`stage_sqnr`: SQNR (and cosine, max abs error) of the stage outputs,
+  both models run by onnxruntime with its normal optimizations (so the QDQ
+  model runs the integer kernels onnxruntime fuses).
+- :func:`layer_sqnr`: per tensor, the SQNR of the float model's tensor vs the
+  quantized model's dequantized tensor (error accumulated up to that layer)
+  and the local SQNR of that tensor's own Q/DQ pair (the noise it adds).
+  Intermediate tensors come from onnxruntime.quantization.qdq_loss_debug.
+- :func:`sensitivity`: compute nodes ranked by the SQNR lost across them.
+- :func:`compare_schemes`: quantize one ONNX stage under several schemes and
+  report each one's stage SQNR (e.g. an encoder at w8a8 vs w8a16).
+
+Every SQNR uses edgevlm.compiler.verify, so all reports share one definition.
+"""
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import qdq_loss_debug
+
+from edgevlm.compiler.verify import compare, sqnr_db
+from edgevlm.quant.calibration import as_samples
+
+
+def _concat_sqnr(refs, tests) -> float:
+    r = np.concatenate([np.asarray(a, np.float64).ravel() for a in refs])
+    t = np.concatenate([np.asarray(a, np.float64).ravel() for a in tests])
+    return sqnr_db(r, t)
+
+
+def _session(path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _model_samples(path, data) -> list[dict[str, np.ndarray]]:
+    sess = _session(path)
+    inputs = sess.get_inputs()
+    shapes = [[d if isinstance(d, int) else None for d in i.shape] for i in inputs]
+    return as_samples(data, [i.name for i in inputs], shapes)
+
+
+def run_outputs(path, samples) -> list[list[np.ndarray]]:
+    """Outputs of the ONNX model at ``path`` for each sample (a list per output)."""
+    sess = _session(path)
+    per_sample = [sess.run(None, s) for s in samples]
+    return [list(outs) for outs in zip(*per_sample)]
+
+
+def stage_sqnr(float_path, qdq_path, data) -> dict:
+    """Output error of the QDQ model vs the float model on ``data`` (samples of inputs).
+
+    Returns ``{"sqnr_db": worst output SQNR, "cosine": worst, "max_abs_err": worst,
+    "outputs": {name: SQNR dB}, "samples": n}``; each output's SQNR is
+    computed over all samples together.
+    """
+    samples = _model_samples(float_path, data)
+    names = [o.name for o in _session(float_path).get_outputs()]
+    ref, test = run_outputs(float_path, samples), run_outputs(qdq_path, samples)
+    if len(ref) != len(test):
+        raise ValueError(f"float model has {len(ref)} outputs, quantized model {len(test)}")
+    flat_r = [np.concatenate([a.ravel() for a in r]) for r in ref]
+    flat_t = [np.concatenate([a.ravel() for a in t]) for t in test]
+    return {
+        "sqnr_db": compare("sqnr_db", flat_r, flat_t),
+        "cosine": compare("cosine", flat_r, flat_t),
+        "max_abs_err": compare("max_abs_err", flat_r, flat_t),
+        "outputs": {n: sqnr_db(r, t) for n, r, t in zip(names, flat_r, flat_t)},
+        "samples": len(samples),
+    }
+
+
+def _activations(path, samples, tmp: Path) -> dict[str, list[np.ndarray]]:
+    augmented = tmp / f"{Path(path).stem}.augmented.onnx"
+    qdq_loss_debug.modify_model_output_intermediate_tensors(str(path), str(augmented))
+    return qdq_loss_debug.collect_activations(str(augmented), samples)
+
+
+def layer_sqnr(float_path, qdq_path, data) -> list[dict]:
+    """Per quantized activation, in graph order: ``{"tensor", "op", "node", "sqnr_db", "local_sqnr_db"}``.
+
+    ``sqnr_db``: float model's tensor vs the QDQ model's dequantized tensor
+    (all error up to this point); ``local_sqnr_db``: the tensor before vs
+    after its own Q/DQ pair in the QDQ model (the rounding/clipping it adds),
+    None where the quantizer folded the producing op into the Q/DQ pair (a
+    Relu or Clip absorbed by the quantization range), which makes the pair
+    also apply that op.
+    """
+    samples = _model_samples(float_path, data)
+    with tempfile.TemporaryDirectory(prefix="edgevlm-sqnr-") as tmp:
+        float_acts = _activations(float_path, samples, Path(tmp))
+        qdq_acts = _activations(qdq_path, samples, Path(tmp))
+    matched = qdq_loss_debug.create_activation_matching(qdq_acts, float_acts)
+    errors = qdq_loss_debug.compute_activation_error(matched, err_func=_concat_sqnr)
+    producers = _producers(float_path)
+    qdq_producers = _producers(qdq_path)
+    order = {name: i for i, name in enumerate(producers)}
+    rows = []
+    for name, err in errors.items():
+        node = producers.get(name)
+        qdq_node = qdq_producers.get(name) or qdq_producers.get(name + "_QuantizeLinear_Input")
+        folded = node is not None and (qdq_node is None or qdq_node.op_type != node.op_type)
+        rows.append({
+            "tensor": name,
+            "op": node.op_type if node is not None else "input",
+            "node": node.name if node is not None else "",
+            "sqnr_db": err.get("xmodel_err"),
+            "local_sqnr_db": None if folded else err["qdq_err"],
+        })
+    return sorted(rows, key=lambda r: order.get(r["tensor"], -1))
+
+
+def _producers(path) -> dict:
+    return {o: n for n in onnx.load(str(path), load_external_data=False).graph.node for o in n.output}
+
+
+def weight_sqnr(float_path, qdq_path) -> dict[str, float]:
+    """{weight initializer: SQNR dB of its dequantized values vs the float weights}."""
+    matched = qdq_loss_debug.create_weight_matching(str(float_path), str(qdq_path))
+    return {name: _concat_sqnr([m["float"]], [m["dequantized"].astype(np.float32)]) for name, m in matched.items()}
+
+
+def sensitivity(float_path, qdq_path, data, layers: list[dict] | None = None) -> list[dict]:
+    """Compute nodes ranked by how much SQNR is lost across them, largest loss first.
+
+    A node's ``drop_db`` is the SQNR of its (worst) activation input minus
+    the SQNR of its output, both vs the float model: the error this layer's
+    weight and activation quantization adds.  Each row:
+    ``{"node", "op", "outputs", "weights", "sqnr_db", "drop_db", "weight_sqnr_db"}``
+    where ``outputs``/``weights`` are the tensors a mixed-precision pass can
+    raise.  Pass ``layers`` (from :func:`layer_sqnr`) to reuse them.
+    """
+    layers = layer_sqnr(float_path, qdq_path, data) if layers is None else layers
+    at = {r["tensor"]: r["sqnr_db"] for r in layers if r["sqnr_db"] is not None}
+    model = onnx.load(str(float_path), load_external_data=False)
+    inits = {t.name for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    w_sqnr = weight_sqnr(float_path, qdq_path)
+
+    def _weight_of(node) -> list[str]:
+        # Input 1 is the weight of Conv/MatMul/Gemm (and the scale of a norm); biases stay int32.
+        return [node.input[1]] if len(node.input) > 1 and node.input[1] in w_sqnr else []
+
+    def upstream(tensor: str, seen: frozenset = frozenset()) -> tuple[float, list[str]]:
+        """SQNR where ``tensor``'s error was last measured, and the weights of the
+        unmeasured nodes in between (e.g. a Conv folded with the Relu after it)."""
+        if tensor in at:
+            return at[tensor], []
+        node = producers.get(tensor)
+        if node is None or tensor in seen:
+            return float("inf"), []
+        found = [upstream(i, seen | {tensor}) for i in node.input if i and i not in inits]
+        weights = _weight_of(node) + [w for _, ws in found for w in ws]
+        return min((f for f, _ in found), default=float("inf")), weights
+
+    rows = []
+    for node in model.graph.node:
+        outs = [o for o in node.output if o in at]
+        if not outs:
+            continue
+        found = [upstream(i) for i in node.input if i and i not in inits]
+        weights = list(dict.fromkeys(_weight_of(node) + [w for _, ws in found for w in ws]))
+        before = min((f for f, _ in found), default=float("inf"))
+        after = min(at[o] for o in outs)
+        rows.append({
+            "node": node.name, "op": node.op_type, "outputs": outs, "weights": weights,
+            "sqnr_db": after,
+            "drop_db": (before - after) if before != float("inf") else 0.0,
+            "weight_sqnr_db": min((w_sqnr[w] for w in weights), default=None),
+        })
+    return sorted(rows, key=lambda r: -r["drop_db"])
+
+
+def compare_schemes(float_path, calibration, target, schemes=("w8a8", "w8a16"), eval_data=None,
+                    observer: str = "minmax", out_dir=None, layers: bool = False) -> dict[str, dict]:
+    """Quantize one ONNX stage with each scheme; return ``{scheme: stage_sqnr(...) + "quant"}``.
+
+    ``eval_data`` (default: the calibration data) is what the error is
+    measured on.  QDQ models are written to ``out_dir`` (kept) or a temporary
+    directory.  With ``layers=True`` each entry also holds ``"layers"`` from
+    :func:`layer_sqnr`.
+    """
+    from edgevlm.quant.onnx_qdq import quantize_onnx
+
+    calibration = list(calibration)
+    data = calibration if eval_data is None else list(eval_data)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="edgevlm-schemes-") as tmp:
+        where = Path(out_dir) if out_dir is not None else Path(tmp)
+        for scheme in schemes:
+            name = getattr(scheme, "name", scheme)
+            qdq_path = where / f"{Path(float_path).stem}.{name}.onnx"
+            info = quantize_onnx(float_path, qdq_path, scheme, calibration, target, observer=observer)
+            entry = stage_sqnr(float_path, qdq_path, data)
+            entry["quant"] = info
+            if layers:
+                entry["layers"] = layer_sqnr(float_path, qdq_path, data)
+            results[name] = entry
+    return results

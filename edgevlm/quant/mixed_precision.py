@@ -1,0 +1,105 @@
+"""Mixed precision: raise the most sensitive layers until a quality target is met.
+
+Starting from a scheme (e.g. w8a8 or w4a16), the layers are ranked once by
+the SQNR lost across them (:func:`edgevlm.quant.analysis.sensitivity`); then,
+one layer at a time, its output activations are raised to 16 bits and its
+weights to 8 bits (each only if the scheme is lower and the target allows
+it), the model is re-quantized and re-measured, until the target is met or
+nothing is left to raise.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgevlm.errors import InputError
+from edgevlm.quant.analysis import sensitivity, stage_sqnr
+from edgevlm.quant.onnx_qdq import quantize_onnx
+from edgevlm.quant.schemes import get_scheme
+from edgevlm.targets import get_target
+
+
+@dataclass
+class MixedPrecisionResult:
+    """Outcome of :func:`search_mixed_precision`.
+
+    ``achieved`` is the final figure in ``metric`` units (``"sqnr_db"``:
+    higher is better; ``"accuracy_drop"``: points, lower is better);
+    ``steps`` holds one entry per re-quantization: the node raised and the
+    figure after it.
+    """
+
+    overrides: dict[str, int]
+    metric: str
+    achieved: float
+    target_value: float
+    met: bool
+    steps: list[dict] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    path: str = ""
+
+    def to_dict(self) -> dict:
+        return {"overrides": self.overrides, "metric": self.metric, "achieved": self.achieved,
+                "target": self.target_value, "met": self.met, "steps": self.steps, "path": self.path}
+
+
+def search_mixed_precision(float_onnx_path, out_path, scheme, calibration, target, *,
+                           min_sqnr_db: float | None = None, accuracy_drop=None,
+                           max_accuracy_drop: float = 1.0, eval_data=None, observer: str = "minmax",
+                           max_steps: int | None = None) -> MixedPrecisionResult:
+    """Quantize with ``scheme``, raising sensitive layers until the quality target holds.
+
+    Give exactly one target: ``min_sqnr_db`` (worst stage-output SQNR in dB
+    on ``eval_data``, default the calibration data) or ``accuracy_drop``, a
+    callable taking the quantized model's path and returning the accuracy
+    drop vs float in points, met when <= ``max_accuracy_drop``.  The model
+    written last to ``out_path`` is the returned one.
+    """
+    if (min_sqnr_db is None) == (accuracy_drop is None):
+        raise InputError("give exactly one quality target: min_sqnr_db or accuracy_drop")
+    scheme, target = get_scheme(scheme), get_target(target)
+    calibration = list(calibration)
+    data = calibration if eval_data is None else list(eval_data)
+    raise_acts = scheme.act_bits < 16 and "int16" in target.activation_dtypes
+    raise_weights = scheme.weight_bits < 8 and "int8" in target.weight_dtypes
+
+    if min_sqnr_db is not None:
+        metric, goal = "sqnr_db", float(min_sqnr_db)
+
+        def measure() -> float:
+            return stage_sqnr(float_onnx_path, out_path, data)["sqnr_db"]
+
+        def met(value: float) -> bool:
+            return value >= goal
+    else:
+        metric, goal = "accuracy_drop", float(max_accuracy_drop)
+
+        def measure() -> float:
+            return float(accuracy_drop(Path(out_path)))
+
+        def met(value: float) -> bool:
+            return value <= goal
+
+    overrides: dict[str, int] = {}
+    info = quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observer=observer)
+    value = measure()
+    steps = [{"raised": None, metric: value}]
+    if not met(value) and (raise_acts or raise_weights):
+        ranking = sensitivity(float_onnx_path, out_path, data)
+        for row in ranking:
+            if max_steps is not None and len(steps) > max_steps:
+                break
+            new = {}
+            if raise_acts:
+                new.update({t: 16 for t in row["outputs"] if t not in overrides})
+            if raise_weights:
+                new.update({w: 8 for w in row["weights"] if w not in overrides})
+            if not new:
+                continue
+            overrides.update(new)
+            info = quantize_onnx(float_onnx_path, out_path, scheme, calibration, target,
+                                 observer=observer, overrides=overrides)
+            value = measure()
+            steps.append({"raised": row["node"], "tensors": sorted(new), metric: value})
+            if met(value):
+                break
+    return MixedPrecisionResult(overrides=overrides, metric=metric, achieved=value, target_value=goal,
+                                met=met(value), steps=steps, info=info, path=str(out_path))

@@ -1,0 +1,303 @@
+"""Quantize a float ONNX model to QDQ form with onnxruntime.quantization.
+
+Flow: check weights -> (HTP targets) onnxruntime's QNN pre-processing ->
+calibrate every float tensor with an edgevlm observer (checked for NaN/Inf)
+-> write the ranges as onnxruntime's calibration cache -> quantize_static in
+QDQ format (for HTP targets with the configuration of
+``execution_providers.qnn.get_qnn_qdq_config``) -> check the scales of the
+result.  Calibration is done here rather than inside quantize_static so that
+non-finite activations are reported by tensor name and so that the MSE
+observer (which onnxruntime lacks) can be used.
+"""
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
+
+from edgevlm.errors import InputError
+from edgevlm.quant.calibration import as_samples
+from edgevlm.quant.checker import _check
+from edgevlm.quant.observers import RangeObserver, check_finite
+from edgevlm.quant.qdq import qrange
+from edgevlm.quant.schemes import QuantScheme, check_scheme_allowed, get_scheme
+from edgevlm.targets import Target, get_target
+from edgevlm.targets.base import HTP_OPS
+
+_QTYPE = {
+    "uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16, "int8": QuantType.QInt8,
+    "int16": QuantType.QInt16, "int4": QuantType.QInt4, "uint4": QuantType.QUInt4,
+}
+# Smallest activation range: an all-zero tensor gets [0, 1e-4] instead of a zero scale
+# (the value onnxruntime's QNN configuration uses).
+MIN_REAL_RANGE = 1e-4
+# Per-channel axis of a weight, by consumer op: the defaults of onnxruntime's operator quantizers.
+_WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1}
+
+
+def uses_qnn_rules(target: Target) -> bool:
+    """True for Hexagon HTP targets, whose QDQ graphs follow the QNN execution provider's rules."""
+    return target.supported_ops == HTP_OPS
+
+
+def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observer: str = "minmax",
+                  overrides: dict[str, int] | None = None, percentile: float | None = None) -> dict:
+    """Quantize ``float_onnx_path`` to a QDQ model at ``out_path``; return info for the report.
+
+    ``calibration``: iterable of {input name: np.ndarray} (or input tuples).
+    ``overrides``: {tensor or node name: bits} raising single tensors above
+    the scheme: 16 for an activation (or every float output of a node), 8
+    for a weight initializer (or every weight of a node).
+    Raises InputError for bad data (naming the tensor), a scheme the target
+    does not allow, non-finite weights, or scales that would underflow.
+    """
+    scheme = get_scheme(scheme)
+    target = get_target(target)
+    if scheme.is_kv_only:
+        raise InputError(f"{scheme.name} is a KV-cache scheme", "quantize a graph with a stage scheme such as w8a16")
+    check_scheme_allowed(scheme, target, "stage")
+    float_onnx_path, out_path = Path(float_onnx_path), Path(out_path)
+    if not float_onnx_path.is_file():
+        raise InputError(f"float ONNX model '{float_onnx_path}' not found")
+    qnn = uses_qnn_rules(target)
+    with tempfile.TemporaryDirectory(prefix="edgevlm-quant-") as tmp:
+        tmp = Path(tmp)
+        model_path = float_onnx_path
+        preprocessed = False
+        if qnn:
+            pre = tmp / "preprocessed.onnx"
+            preprocessed = qnn_preprocess_model(str(float_onnx_path), str(pre))
+            if preprocessed:
+                model_path = pre
+        model = onnx.load(str(model_path))
+        check_weights(model, scheme)
+        act_overrides, weight_overrides = _split_overrides(model, overrides or {})
+        if _opset(model) < 21 and (scheme.act_bits == 16 or scheme.weight_bits != 8 or act_overrides):
+            # 4- and 16-bit QuantizeLinear/DequantizeLinear are standard from opset 21; without
+            # this, onnxruntime's QNN configuration falls back to com.microsoft contrib Q/DQ ops.
+            model = onnx.version_converter.convert_version(model, 21)
+            model_path = tmp / "opset21.onnx"
+            onnx.save(model, str(model_path))
+
+        samples = _samples_for(model, calibration)
+        act_dtypes = {n: f"uint{b}" for n, b in act_overrides.items()}
+        ranges = calibrate_onnx(model_path, samples, observer, scheme.act_dtype, act_dtypes, percentile)
+        cache = tmp / "calibration.json"
+        save_tensors_data(_tensors_data(ranges), cache)
+
+        ort_overrides = _ort_overrides(model, act_overrides, weight_overrides, scheme, qnn)
+        act_type, weight_type = _QTYPE[scheme.act_dtype], _QTYPE[scheme.weight_dtype]
+        per_channel = scheme.weight_granularity in ("per-channel", "per-group")
+        if qnn:
+            config = get_qnn_qdq_config(
+                str(model_path), None, calibrate_method=CalibrationMethod.MinMax,
+                activation_type=act_type, weight_type=weight_type, per_channel=per_channel,
+                init_overrides=ort_overrides or None, activation_symmetric=scheme.act_symmetric,
+                weight_symmetric=scheme.weight_symmetric,
+            )
+            op_types, extra = config.op_types_to_quantize, dict(config.extra_options)
+        else:
+            # Every op type, as the QNN configuration does, so that the graph is QDQ around every op.
+            op_types = sorted({n.op_type for n in model.graph.node} - {"Cast"})
+            extra = {
+                "ActivationSymmetric": scheme.act_symmetric, "WeightSymmetric": scheme.weight_symmetric,
+                "MinimumRealRange": MIN_REAL_RANGE, "TensorQuantOverrides": ort_overrides,
+            }
+        if scheme.weight_granularity == "per-group":
+            extra["BlockSize"] = scheme.group_size
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = out_path.with_name(out_path.name + ".partial")
+        quantize_static(
+            str(model_path), str(partial), None, quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=op_types, per_channel=per_channel,
+            activation_type=act_type, weight_type=weight_type, calibrate_method=CalibrationMethod.MinMax,
+            extra_options=extra, calibration_cache_path=str(cache),
+        )
+        quantized = onnx.load(str(partial))
+        try:
+            check_scales(quantized)
+        except InputError:
+            partial.unlink()
+            raise
+        partial.replace(out_path)
+
+    ok, offending, n_quantized = _check(quantized)
+    return {
+        "scheme": scheme.name,
+        "scheme_detail": scheme.to_dict(),
+        "observer": observer,
+        "calibration_samples": len(samples),
+        "activation_type": scheme.act_dtype,
+        "weight_type": scheme.weight_dtype,
+        "weight_granularity": scheme.weight_granularity,
+        "qnn_config": qnn,
+        "qnn_preprocessed": preprocessed,
+        "opset": _opset(quantized),
+        "nodes_quantized": n_quantized,
+        "quantize_nodes": sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node),
+        "dequantize_nodes": sum(n.op_type == "DequantizeLinear" for n in quantized.graph.node),
+        "overrides": {**{k: 16 for k in act_overrides}, **{k: 8 for k in weight_overrides}},
+        "integer_only": ok,
+        "offending_ops": offending,
+        "path": str(out_path),
+    }
+
+
+def check_weights(model: onnx.ModelProto, scheme: QuantScheme) -> None:
+    """Raise InputError for a float initializer with NaN/Inf or whose quantization scale would underflow.
+
+    onnxruntime silently replaces a scale below float32's smallest normal
+    with 1.0 (so a tiny, non-zero weight channel quantizes to all zeros);
+    that is reported here instead.  All-zero tensors or channels are fine:
+    they quantize exactly.
+    """
+    qmax = qrange(scheme.weight_dtype)[1]
+    tiny = np.finfo(np.float32).tiny
+    for init in model.graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT:
+            continue
+        w = onnx.numpy_helper.to_array(init)
+        check_finite(init.name, w, "(a weight initializer of the float model)")
+        if w.size < 2:
+            continue
+        absw = np.abs(w)
+        per_axis = [absw.reshape(-1)] + ([absw.reshape(absw.shape[0], -1)] if w.ndim >= 2 else [])
+        for view in per_axis:
+            amax = view.max(axis=-1) if view.ndim == 2 else np.array([view.max()])
+            if np.any((amax > 0) & (amax / qmax < tiny)):
+                raise InputError(
+                    f"weight '{init.name}' is too small to quantize: max |w| of a channel is "
+                    f"{float(amax[(amax > 0)].min()):.3g}, so its scale underflows float32",
+                    "rescale the layer (fold the factor into the next one) or check the checkpoint",
+                )
+
+
+def check_scales(model: onnx.ModelProto) -> None:
+    """Raise InputError naming the tensor if any Q/DQ scale is non-finite, zero or subnormal."""
+    inits = {t.name: t for t in model.graph.initializer}
+    tiny = np.finfo(np.float32).tiny
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or node.input[1] not in inits:
+            continue
+        scale = onnx.numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+        if not np.all(np.isfinite(scale)) or np.any(scale < tiny):
+            tensor = node.input[0] if node.op_type == "QuantizeLinear" else node.output[0]
+            raise InputError(
+                f"quantization scale of tensor '{tensor}' is {scale.ravel()[:4].tolist()}: "
+                "non-finite, zero or below float32's smallest normal",
+                "check the calibration data and the tensor's value range",
+            )
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _samples_for(model: onnx.ModelProto, calibration) -> list[dict[str, np.ndarray]]:
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    shapes = [[d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+              for i in inputs]
+    return as_samples(calibration, [i.name for i in inputs], shapes)
+
+
+def float_tensor_names(model: onnx.ModelProto) -> list[str]:
+    """Graph inputs and node outputs of float32 type (the tensors activations are calibrated on)."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    g = inferred.graph
+    inits = {t.name for t in g.initializer}
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.input) + list(g.output) + list(g.value_info)}
+    names = [i.name for i in g.input if i.name not in inits]
+    names += [o for n in g.node for o in n.output if o and n.op_type != "Constant"]
+    return [n for n in dict.fromkeys(names) if types.get(n) == onnx.TensorProto.FLOAT]
+
+
+def run_with_intermediates(model_path, samples, names):
+    """Yield, per sample, {name: value} for the float tensors ``names`` (added as graph outputs)."""
+    model = onnx.load(str(model_path))
+    existing = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    opts = ort.SessionOptions()
+    # Unoptimized, so that every named tensor still exists.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    out_names = [o.name for o in sess.get_outputs()]
+    for sample in samples:
+        values = sess.run(None, sample)
+        yield {n: v for n, v in zip(out_names, values) if n in names}
+
+
+def calibrate_onnx(model_path, samples, observer: str = "minmax", default_dtype: str = "uint8",
+                   dtypes: dict[str, str] | None = None, percentile: float | None = None):
+    """{float tensor name: (lo, hi)} of the model at ``model_path`` over ``samples``."""
+    model = onnx.load(str(model_path))
+    names = set(float_tensor_names(model))
+    kwargs = {"percentile": percentile} if percentile is not None else {}
+    obs = RangeObserver(observer, default_dtype=default_dtype, dtypes=dtypes, **kwargs)
+    for i, tensors in enumerate(run_with_intermediates(model_path, samples, names)):
+        obs.update_all(tensors, where=f"on calibration sample {i}")
+    return obs.ranges()
+
+
+def _tensors_data(ranges: dict[str, tuple[float, float]]) -> TensorsData:
+    return TensorsData(CalibrationMethod.MinMax, {
+        name: TensorData(lowest=np.array(lo, np.float32), highest=np.array(hi, np.float32))
+        for name, (lo, hi) in ranges.items()
+    })
+
+
+def _split_overrides(model: onnx.ModelProto, overrides: dict[str, int]):
+    """({activation: 16}, {weight: 8}) from tensor or node names."""
+    inits = {t.name for t in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    tensors = set(float_tensor_names(model))
+    acts, weights = {}, {}
+    for name, bits in overrides.items():
+        if name in inits:
+            if bits != 8:
+                raise InputError(f"override '{name}': weights can be raised to 8 bits, not {bits}")
+            weights[name] = bits
+        elif name in tensors:
+            if bits != 16:
+                raise InputError(f"override '{name}': activations can be raised to 16 bits, not {bits}")
+            acts[name] = bits
+        elif name in nodes:
+            node = nodes[name]
+            if bits == 16:
+                acts.update({o: 16 for o in node.output if o in tensors})
+            elif bits == 8:
+                weights.update({i: 8 for i in node.input if i in inits})
+            else:
+                raise InputError(f"override '{name}': bits must be 16 (activations) or 8 (weights), not {bits}")
+        else:
+            raise InputError(f"override '{name}' names no tensor or node of the model",
+                             "use names from the per-layer SQNR table of the analysis")
+    return acts, weights
+
+
+def _ort_overrides(model, acts, weights, scheme: QuantScheme, qnn: bool) -> dict:
+    """onnxruntime TensorQuantOverrides for the raised tensors."""
+    consumers = {}
+    for n in model.graph.node:
+        for k, i in enumerate(n.input):
+            consumers.setdefault(i, (n, k))
+    out = {name: [{"quant_type": QuantType.QUInt16}] for name in acts if scheme.act_bits < 16}
+    for name in weights:
+        if scheme.weight_bits >= 8:
+            continue
+        spec = {"quant_type": QuantType.QInt8, "symmetric": True}
+        node, idx = consumers.get(name, (None, None))
+        axis = _WEIGHT_AXIS.get(node.op_type) if node is not None and idx == 1 else None
+        # QNN runs MatMul weights per tensor only; elsewhere keep the scheme's per-channel axis.
+        if axis is not None and scheme.weight_granularity != "per-tensor" and not (qnn and node.op_type == "MatMul"):
+            spec["axis"] = axis
+        out[name] = [spec]
+    return out
+

@@ -1,0 +1,159 @@
+"""quantize_onnx: QDQ models through onnxruntime.quantization, per target and scheme."""
+import logging
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgevlm.errors import InputError
+from edgevlm.quant.analysis import stage_sqnr
+from edgevlm.quant.onnx_qdq import quantize_onnx
+
+logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs advice at WARNING
+
+
+def _qtypes(path) -> tuple[set, set]:
+    """(activation Q output types, weight DQ input types) of a QDQ model."""
+    m = onnx.load(str(path))
+    inits = {t.name: t.data_type for t in m.graph.initializer}
+    acts = {inits[n.input[2]] for n in m.graph.node if n.op_type == "QuantizeLinear"}
+    weights = {inits[n.input[0]] for n in m.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits and not n.input[0].endswith("bias_quantized")}
+    return acts, weights
+
+
+@pytest.mark.parametrize("target,scheme,act,weight,min_sqnr", [
+    ("sa8295p", "w8a16", TensorProto.UINT16, TensorProto.INT8, 40.0),
+    ("sa8295p", "w8a8", TensorProto.UINT8, TensorProto.INT8, 30.0),
+    ("sa8295p", "w4a16", TensorProto.UINT16, TensorProto.INT4, 15.0),
+    ("cpu-x86_64", "w8a8", TensorProto.UINT8, TensorProto.INT8, 30.0),
+])
+def test_quantize_types_integer_only_and_sqnr(conv_attention_onnx, calib, heldout, tmp_path,
+                                              target, scheme, act, weight, min_sqnr):
+    out = tmp_path / "q.onnx"
+    info = quantize_onnx(conv_attention_onnx, out, scheme, calib, target)
+    acts, weights = _qtypes(out)
+    assert acts == {act} and weight in weights
+    assert info["integer_only"] and info["offending_ops"] == []
+    assert info["calibration_samples"] == 8 and info["nodes_quantized"] >= 8
+    assert info["qnn_config"] == (target == "sa8295p")
+    m = onnx.load(str(out))
+    assert {n.domain for n in m.graph.node} == {""}  # standard Q/DQ ops, no com.microsoft contrib ops
+    if act == TensorProto.UINT16 or weight == TensorProto.INT4:
+        assert info["opset"] >= 21
+    # Metric: worst-output SQNR vs float on held-out inputs; bound per scheme (>= 40 dB at w8a16).
+    assert stage_sqnr(conv_attention_onnx, out, heldout)["sqnr_db"] >= min_sqnr
+
+
+def test_conv_weights_are_per_channel_symmetric(conv_attention_onnx, calib, tmp_path):
+    out = tmp_path / "q.onnx"
+    quantize_onnx(conv_attention_onnx, out, "w8a16", calib, "sa8295p")
+    m = onnx.load(str(out))
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    dq = next(n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == "conv.weight_quantized")
+    assert inits[dq.input[1]].shape == (8,)  # one scale per output channel
+    assert np.all(inits[dq.input[2]] == 0)  # symmetric
+    q_in = next(n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "image")
+    assert inits[q_in.input[2]].dtype == np.uint16  # asymmetric unsigned activations
+
+
+@pytest.mark.parametrize("observer", ["percentile", "entropy", "mse"])
+def test_every_observer_gives_a_usable_model(conv_attention_onnx, calib, heldout, tmp_path, observer):
+    out = tmp_path / "q.onnx"
+    info = quantize_onnx(conv_attention_onnx, out, "w8a8", calib, "cpu-x86_64", observer=observer)
+    assert info["observer"] == observer
+    # Bound: >= 25 dB output SQNR at w8a8 (minmax gives ~38 dB on this model).
+    assert stage_sqnr(conv_attention_onnx, out, heldout)["sqnr_db"] >= 25.0
+
+
+def test_overrides_raise_single_tensors(conv_attention_onnx, calib, tmp_path):
+    out = tmp_path / "q.onnx"
+    info = quantize_onnx(conv_attention_onnx, out, "w4a8", calib, "sa8295p",
+                         overrides={"gelu": 16, "conv2.weight": 8})
+    assert info["overrides"] == {"gelu": 16, "conv2.weight": 8}
+    m = onnx.load(str(out))
+    inits = {t.name: t for t in m.graph.initializer}
+    q_gelu = [n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0].startswith("gelu")]
+    assert any(inits[n.input[2]].data_type == TensorProto.UINT16 for n in q_gelu)
+    assert inits["conv2.weight_quantized"].data_type == TensorProto.INT8
+    assert inits["conv.weight_quantized"].data_type == TensorProto.INT4
+    assert info["integer_only"]
+    with pytest.raises(InputError, match="'nope' names no tensor"):
+        quantize_onnx(conv_attention_onnx, out, "w4a8", calib, "sa8295p", overrides={"nope": 16})
+
+
+def test_scheme_not_allowed_by_target(conv_attention_onnx, calib, tmp_path):
+    with pytest.raises(InputError, match="w16a16.*sa8295p"):
+        quantize_onnx(conv_attention_onnx, tmp_path / "q.onnx", "w16a16", calib, "sa8295p")
+    with pytest.raises(InputError, match="per-group"):
+        quantize_onnx(conv_attention_onnx, tmp_path / "q.onnx", "w4a16-g8", calib, "sa8295p")
+
+
+def test_bad_calibration_data(conv_attention_onnx, calib, tmp_path):
+    out = tmp_path / "q.onnx"
+    with pytest.raises(InputError, match="empty"):
+        quantize_onnx(conv_attention_onnx, out, "w8a8", [], "sa8295p")
+    with pytest.raises(InputError, match="missing: image"):
+        quantize_onnx(conv_attention_onnx, out, "w8a8", [{"img": calib[0]["image"]}], "sa8295p")
+    with pytest.raises(InputError, match="shape"):
+        quantize_onnx(conv_attention_onnx, out, "w8a8", [np.zeros((1, 3, 8, 8), np.float32)], "sa8295p")
+    nan = calib[0]["image"].copy()
+    nan[0, 0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="'image' contains NaN.*sample 1"):
+        quantize_onnx(conv_attention_onnx, out, "w8a8", [calib[1], nan], "sa8295p")
+    assert not out.exists()  # nothing half-written
+
+
+def _matmul_model(path, weight: np.ndarray, op: str = "MatMul") -> str:
+    """y = op(x, W) (+ a Log node for the NaN-activation case)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, weight.shape[0]])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, weight.shape[1]])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"], name="mm"),
+             helper.make_node(op, ["mm"], ["y"], name="act")]
+    graph = helper.make_graph(nodes, "g", [x], [y], [numpy_helper.from_array(weight.astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), str(path))
+    return str(path)
+
+
+def _x(n=4, k=4, seed=0):
+    return [{"x": np.random.default_rng(seed + i).normal(size=(1, k)).astype(np.float32)} for i in range(n)]
+
+
+def test_nan_or_inf_weight_is_named(tmp_path):
+    w = np.ones((4, 3), np.float32)
+    w[1, 2] = np.inf
+    with pytest.raises(InputError, match="'w' contains Inf.*weight initializer"):
+        quantize_onnx(_matmul_model(tmp_path / "f.onnx", w, "Relu"), tmp_path / "q.onnx", "w8a8", _x(), "sa8295p")
+
+
+def test_nan_activation_is_named(tmp_path):
+    # Log of negative values: NaN appears inside the graph, not in the inputs.
+    w = np.eye(4, 3, dtype=np.float32)
+    with pytest.raises(InputError, match="'y' contains NaN"):
+        quantize_onnx(_matmul_model(tmp_path / "f.onnx", w, "Log"), tmp_path / "q.onnx", "w8a8", _x(), "sa8295p")
+
+
+def test_underflowing_weight_scale_is_named(tmp_path):
+    w = np.full((4, 3), 1e-39, np.float32)  # subnormal: scale = max/127 underflows float32
+    with pytest.raises(InputError, match="weight 'w' is too small"):
+        quantize_onnx(_matmul_model(tmp_path / "f.onnx", w, "Relu"), tmp_path / "q.onnx", "w8a8", _x(), "sa8295p")
+
+
+def test_zero_range_tensors_quantize_exactly(tmp_path):
+    # An all-zero weight column and an all-zero activation (x * 0): exact zeros, finite scales.
+    w = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    w[:, 1] = 0.0
+    f = _matmul_model(tmp_path / "f.onnx", w, "Relu")
+    out = tmp_path / "q.onnx"
+    zeros = [{"x": np.zeros((1, 4), np.float32)} for _ in range(3)]
+    quantize_onnx(f, out, "w8a16", zeros + _x(), "sa8295p")
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    y0 = sess.run(None, zeros[0])[0]
+    assert np.all(y0 == 0.0)
+    ys = [sess.run(None, s)[0] for s in _x(seed=50)]
+    assert all(np.all(np.isfinite(y)) and np.all(y[:, 1] == 0.0) for y in ys)
+    m = onnx.load(str(out))
+    scales = [numpy_helper.to_array(t) for t in m.graph.initializer if t.name.endswith("_scale")]
+    assert all(np.all(np.isfinite(s)) and np.all(s > 0) for s in scales)
