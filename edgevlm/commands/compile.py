@@ -9,6 +9,11 @@ def add_arguments(parser):
     parser.add_argument("--target", required=True, help="target name (see `edgevlm targets`)")
     parser.add_argument("--out", default=None, help="build directory (default: build/<model>-<target>)")
     parser.add_argument("--backends", default=None, help="comma-separated backends (default: the target's preference order)")
+    parser.add_argument("--quant", default=None, help="scheme (w8a8, w8a16, w4a16, w4a8, w16a16, float) or per stage kind, "
+                        "e.g. encoder=w8a16,llm=w4a16,kv=kv8 (default: the target's)")
+    parser.add_argument("--calib", default=None, metavar="DIR", help="directory of calibration images for the vision encoder")
+    parser.add_argument("--calib-samples", type=int, default=32, help="calibration samples to use at most (default 32)")
+    parser.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"], help="activation range observer")
 
 
 def run(args) -> int:
@@ -18,7 +23,8 @@ def run(args) -> int:
     from edgevlm.compiler.pipeline import compile as compile_model
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
-    result = compile_model(args.model, target=args.target, out=args.out, backends=backends, verbose=True)
+    result = compile_model(args.model, target=args.target, out=args.out, backends=backends, verbose=True,
+                           quant=args.quant, calib_dir=args.calib, calib_samples=args.calib_samples, observer=args.observer)
     rep = result.report
     table = Table(title=f"{rep['model']} -> {rep['target']}")
     for col in ("stage", "backend", "artifact", "parity", "lower s"):
@@ -28,6 +34,8 @@ def run(args) -> int:
             p = a["parity"]
             value = p["value"]
             shown = f"{p['metric']} {value:.3g}" if isinstance(value, float) else p["metric"]
+            if "integer_only" in a:
+                shown += ", integer-only" if a["integer_only"] else ", NOT integer-only"
             table.add_row(st["name"], a["backend"], a["path"], shown, f"{a['lower_s']:.2f}")
         for s in st["skipped"]:
             table.add_row(st["name"], s["backend"], "-", f"skipped: {s['reason']}", "-")

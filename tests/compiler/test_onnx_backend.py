@@ -23,7 +23,7 @@ class Small(nn.Module):
 def test_user_module_parity_and_report(tmp_path):
     model = Small().eval()
     x = torch.randn(1, 3, 32, 32)
-    result = edgevlm.compile(model, (x,), target="cpu-x86_64", out=tmp_path / "b", backends=["onnx"])
+    result = edgevlm.compile(model, (x,), target="cpu-x86_64", out=tmp_path / "b", backends=["onnx"], quant="float")
     stage = result.report["stages"][0]
     art = stage["artifacts"][0]
     assert art["backend"] == "onnx" and (result.build_dir / art["path"]).is_file()
@@ -51,5 +51,18 @@ def test_int64_inputs_and_multiple_outputs(tmp_path):
             return e, e.sum(-1)
 
     ids = torch.tensor([[1, 5, 7, 31]])
-    result = edgevlm.compile(Embed().eval(), (ids,), target="sa8295p", out=tmp_path / "e", backends=["onnx"])
+    result = edgevlm.compile(Embed().eval(), (ids,), target="cpu-x86_64", out=tmp_path / "e", backends=["onnx"], quant="float")
     assert result.report["stages"][0]["artifacts"][0]["parity"]["value"] <= 1e-6
+
+
+def test_quantized_artifact_is_integer_only_with_sqnr(tmp_path):
+    """sa8295p default (encoder w8a16): QDQ ONNX, integer-only, SQNR >= 30 dB vs float on calibration-like data."""
+    model = Small().eval()
+    gen = torch.Generator().manual_seed(0)
+    calib = [(torch.randn(1, 3, 32, 32, generator=gen),) for _ in range(8)]
+    result = edgevlm.compile(model, (calib[0][0],), target="sa8295p", out=tmp_path / "q", backends=["onnx"], calibration=calib)
+    stage = result.report["stages"][0]
+    art = stage["artifacts"][0]
+    assert stage["quant"] == "w8a16" and art["integer_only"] is True
+    assert art["parity"]["metric"] == "sqnr_db" and art["parity"]["value"] >= 30.0
+    assert stage["calibration"] == "given: 8 samples"

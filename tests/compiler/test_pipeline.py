@@ -36,8 +36,8 @@ def test_default_model_build_layout(tmp_path, monkeypatch):
 
 
 def test_compiling_twice_gives_identical_artifacts(tmp_path):
-    a = edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "a")
-    b = edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "b")
+    a = edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "a", backends=["onnx"])
+    b = edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "b", backends=["onnx"])
     ma = json.loads((a.build_dir / "manifest.json").read_text())
     mb = json.loads((b.build_dir / "manifest.json").read_text())
     assert ma == mb
@@ -47,7 +47,7 @@ def test_compiling_twice_gives_identical_artifacts(tmp_path):
 
 def test_failed_compile_leaves_previous_build_intact(tmp_path):
     out = tmp_path / "b"
-    edgevlm.compile("tinyconv", target="sa8295p", out=out)
+    edgevlm.compile("tinyconv", target="sa8295p", out=out, backends=["onnx"])
     before = (out / "manifest.json").read_text()
 
     class Bad(nn.Module):

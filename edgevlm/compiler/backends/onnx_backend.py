@@ -5,6 +5,7 @@ quantizer), which the pipeline applies to the float ONNX this backend writes.
 """
 import contextlib
 import io
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -49,9 +50,23 @@ class OnnxBackend(Backend):
                 verbose=False,
             )
         model = program.model_proto
-        onnx.save_model(model, str(path))
-        ops = sorted({n.op_type for n in model.graph.node})
-        return Artifact("onnx", stage.name, rel, [rel], {"opset": OPSET, "ops": ops, "nodes": len(model.graph.node)})
+        scheme = (plan.quant or {}).get(stage.stage.kind)
+        info = {"opset": OPSET}
+        if scheme is None:
+            onnx.save_model(model, str(path))
+        else:
+            from edgevlm.quant.onnx_qdq import quantize_onnx
+
+            with tempfile.TemporaryDirectory(prefix="edgevlm-onnx-") as tmp:
+                float_path = Path(tmp) / rel
+                onnx.save_model(model, str(float_path))
+                quant = quantize_onnx(float_path, path, scheme, stage.stage.calibration, plan.target,
+                                      observer=plan.options.get("observer", "minmax"))
+            quant.pop("path", None)  # a temporary path: not part of the (deterministic) record
+            info |= {"quant": quant, "integer_only": quant["integer_only"], "offending_ops": quant["offending_ops"]}
+            model = onnx.load(str(path))
+        info |= {"ops": sorted({n.op_type for n in model.graph.node}), "nodes": len(model.graph.node)}
+        return Artifact("onnx", stage.name, rel, [rel], info)
 
     def execute(self, artifact: Artifact, build_dir, inputs):
         import onnxruntime as ort
