@@ -8,7 +8,6 @@
 #include "threadpool.h"
 
 #include <pthread.h>
-#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
@@ -22,16 +21,17 @@
 #define EV_CPU_RELAX() ((void)0)
 #endif
 
-/* How long an idle worker spins before sleeping: long enough to bridge the
- * gap between two ops of one token, short enough not to burn a core while
- * the application does something else. */
-#define EV_SPIN_NS 2000000LL
+/* How long a thread spins before sleeping: long enough to bridge the gap
+ * between two ops of one token, short enough not to burn a core while the
+ * application (or another process sharing the cores) needs it. */
+#define EV_SPIN_NS 200000LL
 
 struct ev_threadpool {
     int n_threads;
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t wake;
+    pthread_cond_t done;
     /* current op */
     void (*fn)(void *ctx, int i, int n);
     void *ctx;
@@ -40,6 +40,7 @@ struct ev_threadpool {
     int pending;        /* atomic: workers (not counting the caller) still busy */
     unsigned generation;/* atomic: bumped once per op */
     int sleeping;       /* atomic: workers waiting on `wake` */
+    int caller_waiting; /* atomic: the caller waits on `done` */
     int stop;           /* atomic */
     void *scratch;
     size_t scratch_bytes;
@@ -86,7 +87,13 @@ static void *worker_main(void *arg) {
         seen = wait_for_work(tp, seen);
         if (__atomic_load_n(&tp->stop, __ATOMIC_ACQUIRE)) return NULL;
         run_tasks(tp);
-        __atomic_sub_fetch(&tp->pending, 1, __ATOMIC_ACQ_REL);
+        /* seq_cst pairs with the caller's store of caller_waiting */
+        if (__atomic_sub_fetch(&tp->pending, 1, __ATOMIC_SEQ_CST) == 0 &&
+            __atomic_load_n(&tp->caller_waiting, __ATOMIC_SEQ_CST)) {
+            pthread_mutex_lock(&tp->mu);
+            pthread_cond_broadcast(&tp->done);
+            pthread_mutex_unlock(&tp->mu);
+        }
     }
 }
 
@@ -107,6 +114,12 @@ ev_threadpool *ev_threadpool_create(int n_threads) {
     tp->n_threads = n_threads;
     if (pthread_mutex_init(&tp->mu, NULL)) { free(tp); return NULL; }
     if (pthread_cond_init(&tp->wake, NULL)) { pthread_mutex_destroy(&tp->mu); free(tp); return NULL; }
+    if (pthread_cond_init(&tp->done, NULL)) {
+        pthread_cond_destroy(&tp->wake);
+        pthread_mutex_destroy(&tp->mu);
+        free(tp);
+        return NULL;
+    }
     if (n_threads > 1) {
         tp->threads = calloc((size_t)n_threads - 1, sizeof *tp->threads);
         if (!tp->threads) { ev_threadpool_free(tp); return NULL; }
@@ -133,6 +146,7 @@ void ev_threadpool_free(ev_threadpool *tp) {
         free(tp->threads);
     }
     pthread_cond_destroy(&tp->wake);
+    pthread_cond_destroy(&tp->done);
     pthread_mutex_destroy(&tp->mu);
     free(tp->scratch);
     free(tp);
@@ -140,8 +154,23 @@ void ev_threadpool_free(ev_threadpool *tp) {
 
 int ev_threadpool_n_threads(const ev_threadpool *tp) { return tp ? tp->n_threads : 1; }
 
+/* Wait until every worker finished the current op: spin, then sleep. */
+static void wait_done(ev_threadpool *tp) {
+    int64_t deadline = now_ns() + EV_SPIN_NS;
+    for (int spins = 0; __atomic_load_n(&tp->pending, __ATOMIC_ACQUIRE) > 0; spins++) {
+        EV_CPU_RELAX();
+        if ((spins & 255) == 255 && now_ns() > deadline) break;
+    }
+    if (__atomic_load_n(&tp->pending, __ATOMIC_ACQUIRE) == 0) return;
+    pthread_mutex_lock(&tp->mu);
+    __atomic_store_n(&tp->caller_waiting, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&tp->pending, __ATOMIC_SEQ_CST) > 0) pthread_cond_wait(&tp->done, &tp->mu);
+    __atomic_store_n(&tp->caller_waiting, 0, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&tp->mu);
+}
+
 void ev_threadpool_run(ev_threadpool *tp, void (*fn)(void *ctx, int i, int n), void *ctx, int n) {
-    int i, spins;
+    int i;
     if (n <= 0) return;
     if (!tp || tp->n_threads == 1 || n == 1) {
         for (i = 0; i < n; i++) fn(ctx, i, n);
@@ -158,10 +187,7 @@ void ev_threadpool_run(ev_threadpool *tp, void (*fn)(void *ctx, int i, int n), v
     __atomic_add_fetch(&tp->generation, 1, __ATOMIC_SEQ_CST);
     wake_all(tp);
     run_tasks(tp);
-    for (spins = 0; __atomic_load_n(&tp->pending, __ATOMIC_ACQUIRE) > 0; spins++) {
-        EV_CPU_RELAX();
-        if ((spins & 1023) == 1023) sched_yield(); /* a worker may be descheduled */
-    }
+    wait_done(tp);
 }
 
 void *ev_threadpool_scratch(ev_threadpool *tp, size_t bytes) {

@@ -1,0 +1,380 @@
+/* kernels.c - weight preparation, matmul driver (threading, activation
+ * quantization), variant selection and the scalar reference kernels. */
+#include "kernels_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgevlm.h"
+#include "fp16.h"
+
+/* ---------------------------------------------------------------- sizes */
+
+static int is_quantized(ev_type t) { return t == EV_TYPE_Q8_0 || t == EV_TYPE_Q4_0; }
+
+/* Quant bytes per block (without the fp16 scale). */
+static int64_t block_qbytes(ev_type t) { return t == EV_TYPE_Q8_0 ? 32 : 16; }
+
+size_t ev_row_bytes(ev_type t, int64_t cols) {
+    if (cols <= 0 || cols > ((int64_t)1 << 40)) return 0;
+    switch (t) {
+    case EV_TYPE_F32: return (size_t)cols * 4;
+    case EV_TYPE_F16: return (size_t)cols * 2;
+    case EV_TYPE_Q8_0: return cols % EV_QK ? 0 : (size_t)(cols / EV_QK) * EV_Q8_0_BYTES;
+    case EV_TYPE_Q4_0: return cols % EV_QK ? 0 : (size_t)(cols / EV_QK) * EV_Q4_0_BYTES;
+    default: return 0;
+    }
+}
+
+/* ------------------------------------------------------ variant choice */
+
+static const ev_kernel_variant *all_variants[] = {
+    &ev_variant_scalar,
+#if defined(EV_KERNELS_X86)
+    &ev_variant_avx2,
+    &ev_variant_avx512_vnni,
+#endif
+#if defined(EV_KERNELS_NEON)
+    &ev_variant_neon_dotprod,
+#endif
+};
+#define N_VARIANTS (sizeof all_variants / sizeof all_variants[0])
+
+static int cpu_runs(const ev_kernel_variant *v) {
+    unsigned f = ev_cpu_features();
+    if (v == &ev_variant_scalar) return 1;
+#if defined(EV_KERNELS_X86)
+    if (v == &ev_variant_avx2)
+        return (f & (EV_CPU_AVX2 | EV_CPU_FMA | EV_CPU_F16C)) == (EV_CPU_AVX2 | EV_CPU_FMA | EV_CPU_F16C);
+    if (v == &ev_variant_avx512_vnni)
+        return (f & (EV_CPU_AVX512F | EV_CPU_AVX512_VNNI | EV_CPU_AVX2 | EV_CPU_FMA | EV_CPU_F16C)) ==
+               (EV_CPU_AVX512F | EV_CPU_AVX512_VNNI | EV_CPU_AVX2 | EV_CPU_FMA | EV_CPU_F16C);
+#endif
+#if defined(EV_KERNELS_NEON)
+    if (v == &ev_variant_neon_dotprod) return (f & EV_CPU_NEON_DOTPROD) != 0;
+#endif
+    (void)f;
+    return 0;
+}
+
+static const ev_kernel_variant *best_variant(void) {
+    /* the table is ordered from most portable to fastest */
+    for (size_t i = N_VARIANTS; i-- > 0;)
+        if (cpu_runs(all_variants[i])) return all_variants[i];
+    return &ev_variant_scalar;
+}
+
+static const ev_kernel_variant *active_variant; /* NULL: auto */
+
+static const ev_kernel_variant *current_variant(void) {
+    const ev_kernel_variant *v = __atomic_load_n(&active_variant, __ATOMIC_ACQUIRE);
+    if (!v) {
+        v = best_variant();
+        __atomic_store_n(&active_variant, v, __ATOMIC_RELEASE);
+    }
+    return v;
+}
+
+int ev_kernels_force_variant(const char *name) {
+    if (!name || !strcmp(name, "auto")) {
+        __atomic_store_n(&active_variant, best_variant(), __ATOMIC_RELEASE);
+        return EV_KERNEL_OK;
+    }
+    for (size_t i = 0; i < N_VARIANTS; i++) {
+        if (!strcmp(all_variants[i]->name, name)) {
+            if (!cpu_runs(all_variants[i])) return EV_KERNEL_EUNSUPPORTED;
+            __atomic_store_n(&active_variant, all_variants[i], __ATOMIC_RELEASE);
+            return EV_KERNEL_OK;
+        }
+    }
+    return EV_KERNEL_EUNSUPPORTED;
+}
+
+const char *ev_kernels_variant_name(void) { return current_variant()->name; }
+const char *ev_weights_variant_name(const ev_weights *w) { return w ? w->v->name : NULL; }
+int64_t ev_weights_rows(const ev_weights *w) { return w ? w->rows : 0; }
+int64_t ev_weights_cols(const ev_weights *w) { return w ? w->cols : 0; }
+ev_type ev_weights_type(const ev_weights *w) { return w ? w->type : EV_TYPE_F32; }
+
+/* ---------------------------------------------------------- preparation */
+
+static void *alloc64(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? (bytes + 63) & ~(size_t)63 : 64)) return NULL;
+    return p;
+}
+
+/* Repack ggml blocks into the interleaved layout of kernels_internal.h. */
+static void pack_quantized(ev_weights *w, const uint8_t *src) {
+    const int64_t qb = block_qbytes(w->type), bb = qb + 2, nb = w->nb, R = w->R;
+    const size_t row_bytes = (size_t)(nb * bb);
+    const uint8_t flip = (w->type == EV_TYPE_Q8_0 && w->v->xor_q8) ? 0x80 : 0x00;
+    for (int64_t g = 0; g < w->n_groups; g++) {
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *dst = w->qs + (size_t)((g * nb + b) * qb * R);
+            uint16_t *dd = w->d + (size_t)((g * nb + b) * R);
+            for (int64_t r = 0; r < R; r++) {
+                int64_t row = g * R + r;
+                const uint8_t *blk = src + (size_t)row * row_bytes + (size_t)(b * bb);
+                if (row >= w->rows) {
+                    dd[r] = 0;
+                    for (int64_t k = 0; k < qb / 4; k++) memset(dst + (k * R + r) * 4, flip, 4);
+                    continue;
+                }
+                memcpy(&dd[r], blk, 2);
+                for (int64_t k = 0; k < qb / 4; k++)
+                    for (int i = 0; i < 4; i++) dst[(k * R + r) * 4 + i] = blk[2 + k * 4 + i] ^ flip;
+            }
+        }
+    }
+}
+
+int ev_weights_prepare(ev_weights **out, ev_type t, const void *data, int64_t rows, int64_t cols) {
+    ev_weights *w;
+    size_t row_bytes;
+    if (!out) return EV_KERNEL_EINVAL;
+    *out = NULL;
+    row_bytes = ev_row_bytes(t, cols);
+    if (!data || rows <= 0 || rows > INT32_MAX || row_bytes == 0) return EV_KERNEL_EINVAL;
+    if ((size_t)rows > SIZE_MAX / 2 / row_bytes) return EV_KERNEL_EINVAL;
+    w = calloc(1, sizeof *w);
+    if (!w) return EV_KERNEL_ENOMEM;
+    w->type = t;
+    w->rows = rows;
+    w->cols = cols;
+    w->v = current_variant();
+    if (is_quantized(t)) {
+        w->R = w->v->R;
+        w->nb = cols / EV_QK;
+        w->n_groups = (rows + w->R - 1) / w->R;
+        w->qs = alloc64((size_t)(w->n_groups * w->R * w->nb * block_qbytes(t)));
+        w->d = alloc64((size_t)(w->n_groups * w->R * w->nb) * 2);
+        if (!w->qs || !w->d) { ev_weights_free(w); return EV_KERNEL_ENOMEM; }
+        pack_quantized(w, data);
+    } else {
+        w->R = 1;
+        w->n_groups = rows;
+        w->qs = alloc64((size_t)rows * row_bytes);
+        if (!w->qs) { ev_weights_free(w); return EV_KERNEL_ENOMEM; }
+        memcpy(w->qs, data, (size_t)rows * row_bytes);
+    }
+    *out = w;
+    return EV_KERNEL_OK;
+}
+
+void ev_weights_free(ev_weights *w) {
+    if (!w) return;
+    free(w->qs);
+    free(w->d);
+    free(w);
+}
+
+/* --------------------------------------------------------------- matmul */
+
+typedef struct {
+    const ev_weights *W;
+    const float *X;
+    ev_qacts A;
+    int8_t *q;
+    float *d;
+    int32_t *s;
+    int64_t n;
+    float *Y;
+} matmul_job;
+
+/* Contiguous share [*lo, *hi) of `count` items for task i of n. */
+static void split(int64_t count, int i, int n, int64_t *lo, int64_t *hi) {
+    *lo = count * i / n;
+    *hi = count * (i + 1) / n;
+}
+
+static void quantize_task(void *ctx, int i, int n) {
+    matmul_job *job = ctx;
+    const int64_t cols = job->W->cols, nb = job->W->nb;
+    int64_t t0, t1;
+    split(job->n, i, n, &t0, &t1);
+    for (int64_t t = t0; t < t1; t++)
+        job->W->v->quantize(job->X + t * cols, cols, job->q + t * cols, job->d + t * nb, job->s + t * nb);
+}
+
+static void gemm_task(void *ctx, int i, int n) {
+    matmul_job *job = ctx;
+    const ev_weights *W = job->W;
+    int64_t g0, g1;
+    split(W->n_groups, i, n, &g0, &g1);
+    if (g0 == g1) return;
+    switch (W->type) {
+    case EV_TYPE_Q8_0: W->v->gemm_q8_0(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
+    case EV_TYPE_Q4_0: W->v->gemm_q4_0(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
+    case EV_TYPE_F32: W->v->gemm_f32(W, job->X, 0, job->n, g0, g1, job->Y, W->rows); break;
+    case EV_TYPE_F16: W->v->gemm_f16(W, job->X, 0, job->n, g0, g1, job->Y, W->rows); break;
+    }
+}
+
+/* Tasks per thread: >1 so a thread slowed by another process does not hold
+ * up the op (tasks are handed out dynamically). */
+#define EV_TASKS_PER_THREAD 4
+
+int ev_matmul(ev_threadpool *tp, const ev_weights *W, const float *X, int64_t n, float *Y) {
+    matmul_job job;
+    void *heap = NULL;
+    int n_threads = ev_threadpool_n_threads(tp);
+    int64_t tasks;
+    if (!W || !X || !Y || n < 0) return EV_KERNEL_EINVAL;
+    if (n == 0) return EV_KERNEL_OK;
+    memset(&job, 0, sizeof job);
+    job.W = W;
+    job.X = X;
+    job.n = n;
+    job.Y = Y;
+    if (is_quantized(W->type)) {
+        const int64_t nb = W->nb;
+        size_t qbytes = ((size_t)(n * W->cols) + 63) & ~(size_t)63;
+        size_t bytes = qbytes + (size_t)(n * nb) * 8;
+        char *buf = ev_threadpool_scratch(tp, bytes);
+        if (!buf) buf = heap = alloc64(bytes);
+        if (!buf) return EV_KERNEL_ENOMEM;
+        job.q = (int8_t *)buf;
+        job.d = (float *)(buf + qbytes);
+        job.s = (int32_t *)(buf + qbytes + (size_t)(n * nb) * 4);
+        job.A.q = job.q;
+        job.A.d = job.d;
+        job.A.s = job.s;
+        ev_threadpool_run(tp, quantize_task, &job, (int)(n < n_threads ? n : n_threads));
+    }
+    tasks = (int64_t)n_threads * EV_TASKS_PER_THREAD;
+    if (n_threads == 1) tasks = 1;
+    if (tasks > W->n_groups) tasks = W->n_groups;
+    ev_threadpool_run(tp, gemm_task, &job, (int)tasks);
+    free(heap);
+    return EV_KERNEL_OK;
+}
+
+void ev_quantize_rows_q8(const float *x, int64_t n, int64_t cols, int8_t *q, float *d, int32_t *s) {
+    const ev_kernel_variant *v = current_variant();
+    for (int64_t t = 0; t < n; t++)
+        v->quantize(x + t * cols, cols, q + t * cols, d + t * (cols / EV_QK), s + t * (cols / EV_QK));
+}
+
+void ev_dequantize_row(ev_type t, const void *row, float *out, int64_t cols) {
+    const uint8_t *p = row;
+    switch (t) {
+    case EV_TYPE_F32: memcpy(out, row, (size_t)cols * 4); break;
+    case EV_TYPE_F16:
+        for (int64_t i = 0; i < cols; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            out[i] = ev_fp16_to_fp32(h);
+        }
+        break;
+    case EV_TYPE_Q8_0:
+        for (int64_t b = 0; b < cols / EV_QK; b++, p += EV_Q8_0_BYTES) {
+            uint16_t h;
+            float d;
+            memcpy(&h, p, 2);
+            d = ev_fp16_to_fp32(h);
+            for (int i = 0; i < EV_QK; i++) out[b * EV_QK + i] = (float)(int8_t)p[2 + i] * d;
+        }
+        break;
+    case EV_TYPE_Q4_0:
+        for (int64_t b = 0; b < cols / EV_QK; b++, p += EV_Q4_0_BYTES) {
+            uint16_t h;
+            float d;
+            memcpy(&h, p, 2);
+            d = ev_fp16_to_fp32(h);
+            for (int i = 0; i < 16; i++) {
+                out[b * EV_QK + i] = (float)((p[2 + i] & 0x0f) - 8) * d;
+                out[b * EV_QK + 16 + i] = (float)((p[2 + i] >> 4) - 8) * d;
+            }
+        }
+        break;
+    }
+}
+
+/* ------------------------------------------------ scalar reference (R=1) */
+
+static void quantize_scalar(const float *x, int64_t cols, int8_t *q, float *d, int32_t *s) {
+    for (int64_t b = 0; b < cols / EV_QK; b++) {
+        const float *xb = x + b * EV_QK;
+        float amax = 0.0f, id;
+        int32_t sum = 0;
+        for (int i = 0; i < EV_QK; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        ev_q8_scale(amax, &d[b], &id);
+        for (int i = 0; i < EV_QK; i++) {
+            float v = xb[i] * id; /* |v| <= 127 up to rounding */
+            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v == v ? v : 0.0f;
+            q[b * EV_QK + i] = (int8_t)nearbyintf(v); /* round half to even, like SIMD cvt */
+            sum += q[b * EV_QK + i];
+        }
+        s[b] = sum;
+    }
+}
+
+static void gemm_q8_0_scalar(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    const int64_t nb = W->nb;
+    for (int64_t t = t0; t < t1; t++) {
+        for (int64_t r = g0; r < g1; r++) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                const int8_t *wq = (const int8_t *)W->qs + (r * nb + b) * 32;
+                const int8_t *xq = A->q + (t * nb + b) * 32;
+                int32_t isum = 0;
+                for (int i = 0; i < 32; i++) isum += (int32_t)wq[i] * xq[i];
+                acc += (float)isum * (ev_fp16_to_fp32(W->d[r * nb + b]) * A->d[t * nb + b]);
+            }
+            Y[t * ldy + r] = acc;
+        }
+    }
+}
+
+static void gemm_q4_0_scalar(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    const int64_t nb = W->nb;
+    for (int64_t t = t0; t < t1; t++) {
+        for (int64_t r = g0; r < g1; r++) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *wq = W->qs + (r * nb + b) * 16;
+                const int8_t *xq = A->q + (t * nb + b) * 32;
+                int32_t isum = 0;
+                for (int i = 0; i < 16; i++) {
+                    isum += ((int32_t)(wq[i] & 0x0f) - 8) * xq[i];
+                    isum += ((int32_t)(wq[i] >> 4) - 8) * xq[16 + i];
+                }
+                acc += (float)isum * (ev_fp16_to_fp32(W->d[r * nb + b]) * A->d[t * nb + b]);
+            }
+            Y[t * ldy + r] = acc;
+        }
+    }
+}
+
+static void gemm_f32_scalar(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
+                            int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    const int64_t cols = W->cols;
+    for (int64_t t = t0; t < t1; t++)
+        for (int64_t r = g0; r < g1; r++) {
+            const float *w = (const float *)W->qs + r * cols, *x = X + t * cols;
+            float acc = 0.0f;
+            for (int64_t i = 0; i < cols; i++) acc += w[i] * x[i];
+            Y[t * ldy + r] = acc;
+        }
+}
+
+static void gemm_f16_scalar(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
+                            int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    const int64_t cols = W->cols;
+    for (int64_t t = t0; t < t1; t++)
+        for (int64_t r = g0; r < g1; r++) {
+            const uint16_t *w = (const uint16_t *)W->qs + r * cols;
+            const float *x = X + t * cols;
+            float acc = 0.0f;
+            for (int64_t i = 0; i < cols; i++) acc += ev_fp16_to_fp32(w[i]) * x[i];
+            Y[t * ldy + r] = acc;
+        }
+}
+
+const ev_kernel_variant ev_variant_scalar = {
+    "scalar", 1, 0, quantize_scalar, gemm_q8_0_scalar, gemm_q4_0_scalar, gemm_f32_scalar, gemm_f16_scalar,
+};

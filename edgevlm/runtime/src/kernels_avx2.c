@@ -1,0 +1,220 @@
+/* kernels_avx2.c - AVX2 + FMA + F16C kernels (compiled with those flags,
+ * used only when ev_cpu_features() reports all three).
+ *
+ * Quantized weights are interleaved 8 rows deep (kernels_internal.h): one
+ * ymm holds 4 quants of 8 rows.  AVX2 has only vpmaddubsw (u8 x s8 -> s16,
+ * saturating), so exactness needs care:
+ *  - Q8_0: |w| x sign(x, w) keeps each pair sum <= 128*127*2 < 32768; it is
+ *    widened to int32 with vpmaddwd after every chunk.
+ *  - Q4_0: nibbles 0..15 x x: a pair is <= 2*15*127 and the 8 chunks of a
+ *    block sum to <= 30480 < 32768 in int16, widened once per block; 8*sum(x)
+ *    then removes the nibble offset. */
+#include "kernels_internal.h"
+
+#if defined(EV_KERNELS_X86)
+#include <immintrin.h>
+#include <string.h>
+
+#define R 8
+#define TILE 4
+
+static inline __m256i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+static inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+static inline int32_t hsum8_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+static inline float hsum8_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static void quantize_avx2(const float *x, int64_t cols, int8_t *q, float *d, int32_t *s) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
+    for (int64_t b = 0; b < cols / EV_QK; b++) {
+        __m256 v[4], m;
+        __m256i iv[4], p;
+        float id;
+        for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + b * 32 + k * 8);
+        m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                          _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        ev_q8_scale(hmax8(m), &d[b], &id);
+        for (int k = 0; k < 4; k++) /* cvtps rounds half to even, like the scalar nearbyintf */
+            iv[k] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[k], _mm256_set1_ps(id))), lim), nlim);
+        s[b] = hsum8_epi32(_mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3])));
+        /* packs interleave 128-bit lanes; the permute restores element order */
+        p = _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]), _mm256_packs_epi32(iv[2], iv[3]));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(q + b * 32), p);
+    }
+}
+
+static inline void store_rows(float *y, __m256 v, int nrows) {
+    float tmp[8];
+    if (nrows == R) { _mm256_storeu_ps(y, v); return; }
+    _mm256_storeu_ps(tmp, v);
+    for (int r = 0; r < nrows; r++) y[r] = tmp[r];
+}
+
+static inline __attribute__((always_inline)) void
+tile_q8(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    const int64_t nb = W->nb;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[TILE];
+    int nrows = (int)(W->rows - g * R < R ? W->rows - g * R : R);
+    for (int j = 0; j < T; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wq = W->qs + (g * nb + b) * 32 * R;
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(W->d + (g * nb + b) * R)));
+        __m256i isum[TILE];
+        for (int j = 0; j < T; j++) isum[j] = _mm256_setzero_si256();
+        for (int k = 0; k < 8; k++) {
+            __m256i w = _mm256_loadu_si256((const __m256i *)(wq + k * 32)), aw = _mm256_abs_epi8(w);
+            for (int j = 0; j < T; j++) {
+                __m256i sx = _mm256_sign_epi8(bcast4(A->q + ((t + j) * nb + b) * 32 + 4 * k), w);
+                isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones));
+            }
+        }
+        for (int j = 0; j < T; j++) {
+            const int64_t tb = (t + j) * nb + b;
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(dw, _mm256_set1_ps(A->d[tb])), acc[j]);
+        }
+    }
+    for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
+}
+
+static inline __attribute__((always_inline)) void
+tile_q4(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    const int64_t nb = W->nb;
+    const __m256i ones = _mm256_set1_epi16(1), lo = _mm256_set1_epi8(0x0f);
+    __m256 acc[TILE];
+    int nrows = (int)(W->rows - g * R < R ? W->rows - g * R : R);
+    for (int j = 0; j < T; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wq = W->qs + (g * nb + b) * 16 * R;
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(W->d + (g * nb + b) * R)));
+        __m256i s16[TILE];
+        for (int j = 0; j < T; j++) s16[j] = _mm256_setzero_si256();
+        for (int k = 0; k < 4; k++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(wq + k * 32));
+            __m256i wl = _mm256_and_si256(v, lo), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo);
+            for (int j = 0; j < T; j++) {
+                const int8_t *xq = A->q + ((t + j) * nb + b) * 32;
+                s16[j] = _mm256_add_epi16(s16[j], _mm256_maddubs_epi16(wl, bcast4(xq + 4 * k)));
+                s16[j] = _mm256_add_epi16(s16[j], _mm256_maddubs_epi16(wh, bcast4(xq + 16 + 4 * k)));
+            }
+        }
+        for (int j = 0; j < T; j++) {
+            const int64_t tb = (t + j) * nb + b;
+            __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(s16[j], ones), _mm256_set1_epi32(8 * A->s[tb]));
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(A->d[tb])), acc[j]);
+        }
+    }
+    for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
+}
+
+static void gemm_q8_0_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    for (int64_t g = g0; g < g1; g++) {
+        int64_t t = t0;
+        for (; t + TILE <= t1; t += TILE) tile_q8(W, A, g, t, TILE, Y, ldy);
+        switch (t1 - t) { /* constant T per call so the tile stays in registers */
+        case 3: tile_q8(W, A, g, t, 3, Y, ldy); break;
+        case 2: tile_q8(W, A, g, t, 2, Y, ldy); break;
+        case 1: tile_q8(W, A, g, t, 1, Y, ldy); break;
+        default: break;
+        }
+    }
+}
+
+static void gemm_q4_0_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    for (int64_t g = g0; g < g1; g++) {
+        int64_t t = t0;
+        for (; t + TILE <= t1; t += TILE) tile_q4(W, A, g, t, TILE, Y, ldy);
+        switch (t1 - t) {
+        case 3: tile_q4(W, A, g, t, 3, Y, ldy); break;
+        case 2: tile_q4(W, A, g, t, 2, Y, ldy); break;
+        case 1: tile_q4(W, A, g, t, 1, Y, ldy); break;
+        default: break;
+        }
+    }
+}
+
+/* Float weights: 4 rows x 1 token per inner loop, scalar column tail. */
+static inline __m256 load_w(const uint8_t *base, int64_t i, int f16) {
+    if (f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
+    return _mm256_loadu_ps((const float *)base + i);
+}
+
+static inline float scalar_w(const uint8_t *base, int64_t i, int f16) {
+    if (f16) {
+        uint16_t h;
+        memcpy(&h, base + 2 * i, 2);
+        return _cvtsh_ss(h);
+    }
+    return ((const float *)base)[i];
+}
+
+static inline __attribute__((always_inline)) void
+gemm_f(const ev_weights *W, const float *X, int64_t t0, int64_t t1, int64_t r0, int64_t r1,
+       float *Y, int64_t ldy, int f16) {
+    const int64_t cols = W->cols, esz = f16 ? 2 : 4;
+    for (int64_t r = r0; r < r1; r += 4) {
+        int nr = (int)(r1 - r < 4 ? r1 - r : 4);
+        const uint8_t *w[4];
+        for (int k = 0; k < 4; k++) w[k] = W->qs + (r + (k < nr ? k : 0)) * cols * esz;
+        for (int64_t t = t0; t < t1; t++) {
+            const float *x = X + t * cols;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            float out[4];
+            int64_t i = 0;
+            for (; i + 8 <= cols; i += 8) {
+                __m256 xv = _mm256_loadu_ps(x + i);
+                a0 = _mm256_fmadd_ps(load_w(w[0], i, f16), xv, a0);
+                a1 = _mm256_fmadd_ps(load_w(w[1], i, f16), xv, a1);
+                a2 = _mm256_fmadd_ps(load_w(w[2], i, f16), xv, a2);
+                a3 = _mm256_fmadd_ps(load_w(w[3], i, f16), xv, a3);
+            }
+            out[0] = hsum8_ps(a0);
+            out[1] = hsum8_ps(a1);
+            out[2] = hsum8_ps(a2);
+            out[3] = hsum8_ps(a3);
+            for (; i < cols; i++)
+                for (int k = 0; k < 4; k++) out[k] += scalar_w(w[k], i, f16) * x[i];
+            for (int k = 0; k < nr; k++) Y[t * ldy + r + k] = out[k];
+        }
+    }
+}
+
+static void gemm_f32_avx2(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
+                          int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_f(W, X, t0, t1, g0, g1, Y, ldy, 0);
+}
+
+static void gemm_f16_avx2(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
+                          int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_f(W, X, t0, t1, g0, g1, Y, ldy, 1);
+}
+
+const ev_kernel_variant ev_variant_avx2 = {
+    "avx2", R, 0, quantize_avx2, gemm_q8_0_avx2, gemm_q4_0_avx2, gemm_f32_avx2, gemm_f16_avx2,
+};
+#endif /* EV_KERNELS_X86 */

@@ -1,0 +1,185 @@
+/* kernels_avx512.c - AVX-512 VNNI kernels (compiled with AVX-512 flags, used
+ * only when ev_cpu_features() reports avx512f + avx512_vnni).
+ *
+ * Quantized weights are interleaved 16 rows deep (kernels_internal.h): one
+ * zmm holds 4 quants of 16 rows, and vpdpbusd against 4 broadcast activation
+ * bytes adds them into 16 per-row int32 lanes.  vpdpbusd multiplies unsigned
+ * by signed bytes, so Q8_0 quants are stored as w+128 and Q4_0 nibbles are
+ * used as 0..15; the block sum of the activations removes the offset
+ * (128*sum(x), 8*sum(x)) exactly in int32.  A tile of up to 8 tokens reuses
+ * each loaded weight register 8 times for prefill. */
+#include "kernels_internal.h"
+
+#if defined(EV_KERNELS_X86)
+#include <immintrin.h>
+#include <string.h>
+
+#define R 16
+#define TILE 8
+
+static inline __m512i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+static void quantize_avx512(const float *x, int64_t cols, int8_t *q, float *d, int32_t *s) {
+    for (int64_t b = 0; b < cols / EV_QK; b++) {
+        __m512 v0 = _mm512_loadu_ps(x + b * 32), v1 = _mm512_loadu_ps(x + b * 32 + 16);
+        __m512 m = _mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1));
+        float amax = _mm512_reduce_max_ps(m), id;
+        __m512i i0, i1;
+        ev_q8_scale(amax, &d[b], &id);
+        /* cvtps rounds half to even (default MXCSR), like the scalar nearbyintf */
+        i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(id)));
+        i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(id)));
+        i0 = _mm512_max_epi32(_mm512_min_epi32(i0, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+        i1 = _mm512_max_epi32(_mm512_min_epi32(i1, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+        _mm_storeu_si128((__m128i *)(q + b * 32), _mm512_cvtepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(q + b * 32 + 16), _mm512_cvtepi32_epi8(i1));
+        s[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+    }
+}
+
+/* Block dot of 8 unpacked weight registers (u8, chunk k = elements 4k..4k+3
+ * of 16 rows) with one token's 32 activations; two chains hide latency. */
+static inline __m512i dot_block(const __m512i w[8], const int8_t *xq) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+    a0 = _mm512_dpbusd_epi32(a0, w[0], bcast4(xq + 0));
+    a1 = _mm512_dpbusd_epi32(a1, w[1], bcast4(xq + 4));
+    a0 = _mm512_dpbusd_epi32(a0, w[2], bcast4(xq + 8));
+    a1 = _mm512_dpbusd_epi32(a1, w[3], bcast4(xq + 12));
+    a0 = _mm512_dpbusd_epi32(a0, w[4], bcast4(xq + 16));
+    a1 = _mm512_dpbusd_epi32(a1, w[5], bcast4(xq + 20));
+    a0 = _mm512_dpbusd_epi32(a0, w[6], bcast4(xq + 24));
+    a1 = _mm512_dpbusd_epi32(a1, w[7], bcast4(xq + 28));
+    return _mm512_add_epi32(a0, a1);
+}
+
+static inline void store_rows(float *y, __m512 v, int nrows) {
+    if (nrows == R) _mm512_storeu_ps(y, v);
+    else _mm512_mask_storeu_ps(y, (__mmask16)((1u << nrows) - 1u), v);
+}
+
+/* One group of 16 rows times T (<= TILE) tokens starting at t. */
+static inline __attribute__((always_inline)) void
+tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int q4,
+       float *Y, int64_t ldy) {
+    const int64_t nb = W->nb, qb = q4 ? 16 : 32;
+    const int32_t offset = q4 ? 8 : 128;
+    __m512 acc[TILE];
+    int nrows = (int)(W->rows - g * R < R ? W->rows - g * R : R);
+    for (int j = 0; j < T; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wq = W->qs + (g * nb + b) * qb * R;
+        __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(W->d + (g * nb + b) * R)));
+        __m512i w[8];
+        if (q4) {
+            const __m512i lo = _mm512_set1_epi32(0x0f0f0f0f);
+            for (int k = 0; k < 4; k++) {
+                __m512i v = _mm512_loadu_si512(wq + k * 64);
+                w[k] = _mm512_and_si512(v, lo);
+                w[k + 4] = _mm512_and_si512(_mm512_srli_epi32(v, 4), lo);
+            }
+        } else {
+            for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512(wq + k * 64);
+        }
+        for (int j = 0; j < T; j++) {
+            const int64_t tb = (t + j) * nb + b;
+            __m512i isum = _mm512_sub_epi32(dot_block(w, A->q + tb * 32), _mm512_set1_epi32(offset * A->s[tb]));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, _mm512_set1_ps(A->d[tb])), acc[j]);
+        }
+    }
+    for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
+}
+
+static inline __attribute__((always_inline)) void
+gemm_q(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
+       float *Y, int64_t ldy, int q4) {
+    for (int64_t g = g0; g < g1; g++) {
+        int64_t t = t0;
+        for (; t + TILE <= t1; t += TILE) tile_q(W, A, g, t, TILE, q4, Y, ldy);
+        switch (t1 - t) { /* constant T per call so the tile stays in registers */
+        case 7: tile_q(W, A, g, t, 7, q4, Y, ldy); break;
+        case 6: tile_q(W, A, g, t, 6, q4, Y, ldy); break;
+        case 5: tile_q(W, A, g, t, 5, q4, Y, ldy); break;
+        case 4: tile_q(W, A, g, t, 4, q4, Y, ldy); break;
+        case 3: tile_q(W, A, g, t, 3, q4, Y, ldy); break;
+        case 2: tile_q(W, A, g, t, 2, q4, Y, ldy); break;
+        case 1: tile_q(W, A, g, t, 1, q4, Y, ldy); break;
+        default: break;
+        }
+    }
+}
+
+static void gemm_q8_0_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_q(W, A, t0, t1, g0, g1, Y, ldy, 0);
+}
+
+static void gemm_q4_0_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_q(W, A, t0, t1, g0, g1, Y, ldy, 1);
+}
+
+/* Float weights: 4 rows x 1 token per inner loop; f16 rows converted with
+ * vcvtph2ps (exact); columns past the last multiple of 16 done in scalar. */
+static inline __m512 load_w(const uint8_t *base, int64_t i, int f16) {
+    if (f16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i)));
+    return _mm512_loadu_ps((const float *)base + i);
+}
+
+static inline float scalar_w(const uint8_t *base, int64_t i, int f16) {
+    if (f16) {
+        uint16_t h;
+        memcpy(&h, base + 2 * i, 2);
+        return _cvtsh_ss(h);
+    }
+    return ((const float *)base)[i];
+}
+
+static inline __attribute__((always_inline)) void
+gemm_f(const ev_weights *W, const float *X, int64_t t0, int64_t t1, int64_t r0, int64_t r1,
+       float *Y, int64_t ldy, int f16) {
+    const int64_t cols = W->cols, esz = f16 ? 2 : 4;
+    for (int64_t r = r0; r < r1; r += 4) {
+        int nr = (int)(r1 - r < 4 ? r1 - r : 4);
+        const uint8_t *w[4];
+        for (int k = 0; k < 4; k++) w[k] = W->qs + (r + (k < nr ? k : 0)) * cols * esz;
+        for (int64_t t = t0; t < t1; t++) {
+            const float *x = X + t * cols;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            float out[4];
+            int64_t i = 0;
+            for (; i + 16 <= cols; i += 16) {
+                __m512 xv = _mm512_loadu_ps(x + i);
+                a0 = _mm512_fmadd_ps(load_w(w[0], i, f16), xv, a0);
+                a1 = _mm512_fmadd_ps(load_w(w[1], i, f16), xv, a1);
+                a2 = _mm512_fmadd_ps(load_w(w[2], i, f16), xv, a2);
+                a3 = _mm512_fmadd_ps(load_w(w[3], i, f16), xv, a3);
+            }
+            out[0] = _mm512_reduce_add_ps(a0);
+            out[1] = _mm512_reduce_add_ps(a1);
+            out[2] = _mm512_reduce_add_ps(a2);
+            out[3] = _mm512_reduce_add_ps(a3);
+            for (; i < cols; i++)
+                for (int k = 0; k < 4; k++) out[k] += scalar_w(w[k], i, f16) * x[i];
+            for (int k = 0; k < nr; k++) Y[t * ldy + r + k] = out[k];
+        }
+    }
+}
+
+static void gemm_f32_avx512(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
+                            int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_f(W, X, t0, t1, g0, g1, Y, ldy, 0);
+}
+
+static void gemm_f16_avx512(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
+                            int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_f(W, X, t0, t1, g0, g1, Y, ldy, 1);
+}
+
+const ev_kernel_variant ev_variant_avx512_vnni = {
+    "avx512_vnni", R, 1, quantize_avx512, gemm_q8_0_avx512, gemm_q4_0_avx512, gemm_f32_avx512, gemm_f16_avx512,
+};
+#endif /* EV_KERNELS_X86 */

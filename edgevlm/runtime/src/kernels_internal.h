@@ -1,0 +1,85 @@
+/* kernels_internal.h - what kernels.c shares with the per-ISA kernel files.
+ *
+ * Packed layout of quantized weights (Q8_0, Q4_0) for a variant with R
+ * interleaved rows: rows are grouped by R (the last group zero-padded); for
+ * group g and block b the quant bytes of the R rows are interleaved in
+ * 4-byte pieces:
+ *     qs[((g*nb + b)*QB/4 + k)*R*4 + r*4 + i] = block b of row g*R+r, byte 4k+i
+ * (QB = 32 bytes for Q8_0, 16 for Q4_0), and the fp16 scales are
+ *     d[(g*nb + b)*R + r].
+ * One SIMD register then holds 4 consecutive quants of R rows, so a single
+ * dot-product instruction against 4 broadcast activation bytes advances R
+ * rows at once with no horizontal reduction.  For Q4_0 the byte at k (0..3)
+ * holds element 4k+i in its low nibble and 16+4k+i in its high nibble, which
+ * is exactly ggml's qs byte 4k+i.  R = 1 is ggml's own order (scalar).
+ * Variants that set xor_q8 store Q8_0 quants as unsigned w+128 (for the
+ * u8 x s8 VNNI instruction) and subtract 128 * sum(x) per block. */
+#ifndef EV_KERNELS_INTERNAL_H
+#define EV_KERNELS_INTERNAL_H
+
+#include "kernels.h"
+
+/* int8 activations: token t, block b at q[(t*nb + b)*32], d[t*nb + b], s[t*nb + b]. */
+typedef struct {
+    const int8_t *q;
+    const float *d;
+    const int32_t *s;
+} ev_qacts;
+
+struct ev_weights {
+    ev_type type;
+    int64_t rows, cols;
+    int64_t nb;         /* blocks per row (quantized types) */
+    int64_t n_groups;   /* ceil(rows / R) for quantized types, rows otherwise */
+    int R;              /* interleaved rows (quantized types), 1 otherwise */
+    const struct ev_kernel_variant *v;
+    uint8_t *qs;        /* packed quants, or the raw f32 / f16 matrix */
+    uint16_t *d;        /* packed fp16 scales (quantized types) */
+};
+
+/* Quantized kernels compute Y[t*ldy + row] for tokens [t0, t1) and the rows
+ * of groups [g0, g1); float kernels the same for rows [g0, g1). */
+typedef void (*ev_gemm_q_fn)(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                             int64_t g0, int64_t g1, float *Y, int64_t ldy);
+typedef void (*ev_gemm_f_fn)(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
+                             int64_t g0, int64_t g1, float *Y, int64_t ldy);
+/* Quantize one row of cols (multiple of 32) floats: see ev_quantize_rows_q8. */
+typedef void (*ev_quantize_fn)(const float *x, int64_t cols, int8_t *q, float *d, int32_t *s);
+
+typedef struct ev_kernel_variant {
+    const char *name;
+    int R;
+    int xor_q8;
+    ev_quantize_fn quantize;
+    ev_gemm_q_fn gemm_q8_0;
+    ev_gemm_q_fn gemm_q4_0;
+    ev_gemm_f_fn gemm_f32;
+    ev_gemm_f_fn gemm_f16;
+} ev_kernel_variant;
+
+/* Which SIMD kernel files this build has: chosen by target architecture
+ * (each file is compiled with its own instruction-set flags). */
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
+#define EV_KERNELS_X86 1
+#endif
+#if defined(__aarch64__) && defined(__GNUC__)
+#define EV_KERNELS_NEON 1
+#endif
+
+extern const ev_kernel_variant ev_variant_scalar;
+#if defined(EV_KERNELS_X86)
+extern const ev_kernel_variant ev_variant_avx2;
+extern const ev_kernel_variant ev_variant_avx512_vnni;
+#endif
+#if defined(EV_KERNELS_NEON)
+extern const ev_kernel_variant ev_variant_neon_dotprod;
+#endif
+
+/* Scale of a block from its max |x|, shared by every variant so that the
+ * quantized activations are bit-identical: d = amax / 127, id = 1 / d. */
+static inline void ev_q8_scale(float amax, float *d, float *id) {
+    *d = amax / 127.0f;
+    *id = *d != 0.0f ? 1.0f / *d : 0.0f;
+}
+
+#endif /* EV_KERNELS_INTERNAL_H */
