@@ -75,3 +75,26 @@ def test_every_family_has_demo_sizes_and_list_encoders_covers_them():
     nano = {r["name"]: r for r in rows if r["size"] == "nano"}
     small = {r["name"]: r for r in rows if r["size"] == "small"}
     assert all(small[n]["params"] > nano[n]["params"] for n in ENCODER_NAMES)
+
+
+def test_mac_count_of_a_conv_and_a_linear_is_exact():
+    from edgevlm.models.flops import count_macs
+
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+    assert count_macs(conv, torch.zeros(1, 8, 10, 10)) == 16 * 8 * 9 * 10 * 10
+    lin = torch.nn.Linear(32, 24)
+    assert count_macs(lin, torch.zeros(5, 32)) == 5 * 32 * 24
+
+
+def test_encoder_models_are_deterministic_single_stage_bundles():
+    from edgevlm.models import build_model, list_models
+
+    names = {m.name for m in list_models() if m.name.startswith("enc-")}
+    assert names == {f"enc-{n}-nano" for n in ENCODER_NAMES}
+    a, b = build_model("enc-casvit-nano"), build_model("enc-casvit-nano")
+    (stage,) = a.stages
+    assert stage.kind == "encoder" and stage.input_names == ("pixel_values",) and stage.output_names == ("tokens",)
+    assert torch.equal(stage.example_inputs[0], b.stages[0].example_inputs[0])
+    for (k, v), (_, w) in zip(a.modules["encoder"].state_dict().items(), b.modules["encoder"].state_dict().items()):
+        assert torch.equal(v, w), k
+    assert a.meta["macs"] > 0 and a.meta["tokens"] == stage.module.num_tokens

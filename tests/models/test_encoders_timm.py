@@ -100,3 +100,21 @@ def test_checkpoint_of_another_size_names_the_tensor(tmp_path):
 def test_missing_checkpoint_dir_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         build_encoder("fastvithd", "nano", pretrained_dir=tmp_path / "absent")
+
+
+def test_vit_loads_timm_siglip_checkpoint_and_matches_forward_features(tmp_path):
+    """timm's SigLIP-style ViT with its attention-pooling head; the head's tensors are ignored when loading."""
+    import_timm()
+    from timm.models.vision_transformer import VisionTransformer
+
+    from edgevlm.models.encoders import vit
+
+    torch.manual_seed(0)
+    ref = VisionTransformer(img_size=128, class_token=False, global_pool="map", num_classes=10, **vit.SIZES["nano"].config).eval()
+    _randomize_norms(ref)
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    enc = build_encoder("vit", "nano", pretrained_dir=tmp_path)
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        err = (enc(x) - ref.forward_features(x)).abs().max().item()
+    assert err <= 1e-5

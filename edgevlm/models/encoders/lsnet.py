@@ -163,19 +163,32 @@ class Attention(nn.Module):
         return self.proj(out.reshape(b, -1, h, w))
 
 
+class SqueezeExcite(nn.Module):
+    """x * sigmoid(fc2(ReLU(fc1(mean(x))))), reduction to ``dim/4`` rounded to a multiple of 8 (as timm's SEModule).
+
+    Written out rather than taken from timm because timm's uses an in-place
+    ReLU, which integer NPU op sets do not list.
+    """
+
+    def __init__(self, dim: int, ratio: float = 0.25):
+        super().__init__()
+        reduced = max(8, int(dim * ratio + 4) // 8 * 8)
+        self.fc1 = nn.Conv2d(dim, reduced, 1)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Conv2d(reduced, dim, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))))
+
+
 class Block(nn.Module):
     """Even blocks: RepVGG depthwise mixer + SE; odd blocks: LS conv (attention in the last stage); then FFN."""
 
     def __init__(self, dim, key_dim, num_heads, attn_ratio, resolution, index, last_stage):
         super().__init__()
-        from edgevlm._compat import import_timm
-
-        import_timm()
-        from timm.layers import SqueezeExcite
-
         if index % 2 == 0:
             self.mixer = RepVGGDW(dim)
-            self.se = SqueezeExcite(dim, 0.25)
+            self.se = SqueezeExcite(dim)
         else:
             self.se = nn.Identity()
             self.mixer = Residual(Attention(dim, key_dim, num_heads, attn_ratio, resolution)) if last_stage else LSConv(dim)
