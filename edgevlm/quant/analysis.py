@@ -102,7 +102,8 @@ def layer_sqnr(float_path, qdq_path, data) -> list[dict]:
     rows = []
     for name, err in errors.items():
         node = producers.get(name)
-        qdq_node = qdq_producers.get(name) or qdq_producers.get(name + "_QuantizeLinear_Input")
+        # A quantized graph output is renamed: its producer writes "<name>_QuantizeLinear_Input".
+        qdq_node = qdq_producers.get(name + "_QuantizeLinear_Input") or qdq_producers.get(name)
         folded = node is not None and (qdq_node is None or qdq_node.op_type != node.op_type)
         rows.append({
             "tensor": name,

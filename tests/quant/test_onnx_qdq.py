@@ -59,7 +59,8 @@ def test_conv_weights_are_per_channel_symmetric(conv_attention_onnx, calib, tmp_
     assert inits[q_in.input[2]].dtype == np.uint16  # asymmetric unsigned activations
 
 
-@pytest.mark.parametrize("observer", ["percentile", "entropy", "mse"])
+# onnxruntime's entropy search is a Python loop per tensor (~20 s on this model): slow-marked.
+@pytest.mark.parametrize("observer", ["percentile", pytest.param("entropy", marks=pytest.mark.slow), "mse"])
 def test_every_observer_gives_a_usable_model(conv_attention_onnx, calib, heldout, tmp_path, observer):
     out = tmp_path / "q.onnx"
     info = quantize_onnx(conv_attention_onnx, out, "w8a8", calib, "cpu-x86_64", observer=observer)
