@@ -1,0 +1,109 @@
+"""Core ML backend: .mlpackage (ML Program, iOS 17+) per scheme, verified by
+reloading the package and reading its ops and dtypes (Linux cannot run Core ML;
+on macOS the float package runs and must match PyTorch within fp16 error)."""
+import hashlib
+import sys
+
+import pytest
+import torch
+
+from edgevlm.compiler.backends import get_backend
+from edgevlm.compiler.verify import compare
+from edgevlm.quant.schemes import get_scheme
+
+pytest.importorskip("coremltools")
+
+
+def lower(stage, plan):
+    artifact = get_backend("coreml").lower(stage, plan)
+    assert artifact.path == "tiny.mlpackage" and (plan.out_dir / artifact.path / "Manifest.json").is_file()
+    return artifact.info
+
+
+def test_float_package(tiny_stage, make_plan):
+    info = lower(tiny_stage, make_plan("apple-a17pro"))
+    assert info["model_type"] == "mlProgram" and info["deployment_target"] == "iOS17"
+    assert info["spec_version"] >= 8  # iOS 17 ML Program
+    assert {"conv", "linear", "relu"} <= set(info["ops"])
+    assert info["weight_storage"] == {} and info["inputs"] == {"input_0": "float32"}
+
+
+def test_int8_weights_and_activations(tiny_stage, make_plan):
+    info = lower(tiny_stage, make_plan("apple-a17pro", {"encoder": get_scheme("w8a8")}))
+    assert info["ops"]["quantize"] >= 2 and info["ops"]["dequantize"] >= 2
+    assert info["activation_dtypes"] == ["int8"]
+    assert "int8" in info["weight_storage"]["constexpr_affine_dequantize"]
+    assert info["calibration_batches"] == 16
+
+
+def test_int8_weight_only(tiny_stage, make_plan):
+    info = lower(tiny_stage, make_plan("apple-a17pro", {"encoder": get_scheme("w8a16")}))
+    assert "int8" in info["weight_storage"]["constexpr_affine_dequantize"]
+    assert "quantize" not in info["ops"]
+
+
+def test_4bit_palettized(tiny_stage, make_plan):
+    info = lower(tiny_stage, make_plan("apple-a17pro", {"encoder": get_scheme("w4a16")}))
+    assert "constexpr_lut_to_dense" in info["weight_storage"] and info["lut_bits"] == [4]
+    assert info["deployment_target"] == "iOS17"
+
+
+def test_4bit_per_group_linear_needs_ios18(tiny_stage, make_plan):
+    info = lower(tiny_stage, make_plan("apple-a17pro", {"encoder": get_scheme("w4a16-g32")}))
+    assert "int4" in info["weight_storage"]["constexpr_blockwise_shift_scale"]
+    assert info["deployment_target"] == "iOS18" and "iOS 18" in info["deployment_note"]
+
+
+def _tree_digest(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_package_bytes_are_deterministic(tiny_stage, make_plan, tmp_path):
+    lower(tiny_stage, make_plan("apple-a17pro"))
+    first = _tree_digest(tmp_path / "tiny.mlpackage")
+    lower(tiny_stage, make_plan("apple-a17pro"))
+    assert _tree_digest(tmp_path / "tiny.mlpackage") == first
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="Linux-only behaviour")
+def test_cannot_execute_on_linux(tiny_stage, make_plan):
+    backend = get_backend("coreml")
+    assert not backend.can_execute
+    artifact = backend.lower(tiny_stage, make_plan("apple-a17pro"))
+    assert "macOS" in artifact.info["verified"]
+    with pytest.raises(NotImplementedError):
+        backend.execute(artifact, make_plan("apple-a17pro").out_dir, [x.numpy() for x in tiny_stage.stage.example_inputs])
+
+
+@pytest.mark.skipif(sys.platform != "darwin", reason="Core ML predictions need macOS")
+def test_macos_parity(tiny_stage, make_plan):
+    plan = make_plan("apple-a17pro")
+    backend = get_backend("coreml")
+    artifact = backend.lower(tiny_stage, plan)
+    outputs = backend.execute(artifact, plan.out_dir, [x.numpy() for x in tiny_stage.stage.example_inputs])
+    with torch.no_grad():
+        reference = [tiny_stage.stage.module(*tiny_stage.stage.example_inputs).numpy()]
+    assert compare("sqnr_db", reference, outputs) >= 40.0  # fp16 compute: ~60 dB expected
+
+
+def test_missing_coremltools_names_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_coremltools(name, *args, **kwargs):
+        if name.startswith("coremltools"):
+            raise ImportError(f"No module named '{name}'", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_coremltools)
+    ok, why = get_backend("coreml").available()
+    assert not ok and "pip install 'edgevlm[coreml]'" in why
+
+
+def test_4bit_weights_with_int8_activations_is_refused(tiny_stage, make_plan):
+    from edgevlm.errors import InputError
+
+    with pytest.raises(InputError, match="w4a16"):
+        get_backend("coreml").lower(tiny_stage, make_plan("apple-a17pro", {"encoder": get_scheme("w4a8")}))
