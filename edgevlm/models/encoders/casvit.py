@@ -25,10 +25,10 @@ SIZES = {
     "nano": EncoderSize(128, dict(layers=(1, 1, 2, 1), embed_dims=(16, 24, 48, 96))),
     "small": EncoderSize(224, dict(layers=(1, 2, 3, 1), embed_dims=(32, 48, 96, 160))),
     # The paper's variants (Table 1 / reference model zoo), ImageNet classifiers at 224 px.
-    "xs": EncoderSize(224, dict(layers=(2, 2, 4, 2), embed_dims=(48, 56, 112, 220)), "CAS-ViT-XS (paper: 3.20M params)"),
-    "s": EncoderSize(224, dict(layers=(3, 3, 6, 3), embed_dims=(48, 64, 128, 256)), "CAS-ViT-S (paper: 5.76M params)"),
-    "m": EncoderSize(224, dict(layers=(3, 3, 6, 3), embed_dims=(64, 96, 192, 384)), "CAS-ViT-M (paper: 12.42M params)"),
-    "t": EncoderSize(224, dict(layers=(3, 3, 6, 3), embed_dims=(96, 128, 256, 512)), "CAS-ViT-T (paper: 21.76M params)"),
+    "xs": EncoderSize(224, dict(layers=(2, 2, 4, 2), embed_dims=(48, 56, 112, 220)), "CAS-ViT-XS (paper: 3.20M params with classifier head)"),
+    "s": EncoderSize(224, dict(layers=(3, 3, 6, 3), embed_dims=(48, 64, 128, 256)), "CAS-ViT-S (paper: 5.76M params with classifier head)"),
+    "m": EncoderSize(224, dict(layers=(3, 3, 6, 3), embed_dims=(64, 96, 192, 384)), "CAS-ViT-M (paper: 12.42M params with classifier head)"),
+    "t": EncoderSize(224, dict(layers=(3, 3, 6, 3), embed_dims=(96, 128, 256, 512)), "CAS-ViT-T (paper: 21.76M params with classifier head)"),
 }
 
 

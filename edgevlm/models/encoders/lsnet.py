@@ -31,9 +31,9 @@ SIZES = {
     "nano": EncoderSize(128, dict(embed_dim=(32, 64, 96), depth=(1, 2, 2), num_heads=(2, 2, 3), key_dim=(16, 16, 16))),
     "small": EncoderSize(256, dict(embed_dim=(48, 96, 160, 224), depth=(1, 2, 4, 4), num_heads=(3, 3, 3, 4))),
     # The paper's variants (Table 1 / reference README), ImageNet classifiers at 224 px.
-    "t": EncoderSize(224, dict(embed_dim=(64, 128, 256, 384), depth=(0, 2, 8, 10), num_heads=(3, 3, 3, 4)), "LSNet-T (paper: 11.4M params)"),
-    "s": EncoderSize(224, dict(embed_dim=(96, 192, 320, 448), depth=(1, 2, 8, 10), num_heads=(3, 3, 3, 4)), "LSNet-S (paper: 16.1M params)"),
-    "b": EncoderSize(224, dict(embed_dim=(128, 256, 384, 512), depth=(4, 6, 8, 10), num_heads=(3, 3, 3, 4)), "LSNet-B (paper: 23.2M params)"),
+    "t": EncoderSize(224, dict(embed_dim=(64, 128, 256, 384), depth=(0, 2, 8, 10), num_heads=(3, 3, 3, 4)), "LSNet-T (paper: 11.4M params with classifier head)"),
+    "s": EncoderSize(224, dict(embed_dim=(96, 192, 320, 448), depth=(1, 2, 8, 10), num_heads=(3, 3, 3, 4)), "LSNet-S (paper: 16.1M params with classifier head)"),
+    "b": EncoderSize(224, dict(embed_dim=(128, 256, 384, 512), depth=(4, 6, 8, 10), num_heads=(3, 3, 3, 4)), "LSNet-B (paper: 23.2M params with classifier head)"),
 }
 
 
