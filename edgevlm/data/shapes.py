@@ -71,6 +71,26 @@ def _describe(objects) -> str:
     return " and ".join(f"a {c} {s} at the {p}" for c, s, p in objects)
 
 
+def question_answer(kind: str, target: tuple, objects) -> tuple[str, str]:
+    """(prompt, answer) of question ``kind`` about ``target`` (color, shape, position) in ``objects``."""
+    color, shape, position = target
+    if kind == "color":
+        return f"what color is the {shape}?", color
+    if kind == "where":
+        return f"where is the {shape}?", position
+    if kind == "shape":
+        return f"what shape is at the {position}?", shape
+    if kind == "count":
+        return "how many shapes are there?", COUNTS[len(objects) - 1]
+    return "describe the image.", _describe(objects)
+
+
+def all_questions(objects) -> list[tuple[str, str]]:
+    """Every distinct (prompt, answer) pair an image with ``objects`` can be asked (for training)."""
+    pairs = [question_answer(k, t, objects) for k in ("color", "where", "shape") for t in objects]
+    return pairs + [question_answer("count", objects[0], objects), question_answer("describe", objects[0], objects)]
+
+
 def make_sample(seed: int, index: int, image_size: int = DEFAULT_IMAGE_SIZE) -> Sample:
     """Sample ``index`` of the data set with ``seed`` (deterministic)."""
     rng = random.Random(f"shapes:{seed}:{index}")
@@ -89,18 +109,7 @@ def make_sample(seed: int, index: int, image_size: int = DEFAULT_IMAGE_SIZE) -> 
         cy = (row + 0.5) * cell + rng.uniform(-jitter, jitter)
         _draw(draw, kind, cx, cy, cell * rng.uniform(0.3, 0.4), COLORS[color])
         objects.append((color, kind, POSITIONS[c]))
-    question = rng.choice(QUESTION_KINDS)
-    target = rng.choice(objects)
-    if question == "color":
-        prompt, answer = f"what color is the {target[1]}?", target[0]
-    elif question == "where":
-        prompt, answer = f"where is the {target[1]}?", target[2]
-    elif question == "shape":
-        prompt, answer = f"what shape is at the {target[2]}?", target[1]
-    elif question == "count":
-        prompt, answer = "how many shapes are there?", COUNTS[count - 1]
-    else:
-        prompt, answer = "describe the image.", _describe(objects)
+    prompt, answer = question_answer(rng.choice(QUESTION_KINDS), rng.choice(objects), objects)
     return Sample(image, prompt, answer, tuple(objects))
 
 

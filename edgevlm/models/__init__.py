@@ -45,6 +45,8 @@ def build_model(name_or_dir: str | None = None) -> ModelBundle:
     if Path(name).expanduser().exists() or "/" in name or name.startswith("."):
         ckpt = checkpoint.checkpoint_dir(name)
         cfg = checkpoint.read_config(ckpt)
+        if "model_type" in cfg:
+            return from_pretrained(ckpt)
         zoo_name = cfg.get("edgevlm_model")
         if zoo_name not in entries:
             raise CheckpointError(
@@ -56,4 +58,11 @@ def build_model(name_or_dir: str | None = None) -> ModelBundle:
     raise UnknownNameError(f"unknown model '{name}'", f"use one of: {', '.join(entries)} (see `edgevlm models`), or a checkpoint directory")
 
 
-__all__ = ["DEFAULT_MODEL", "ModelBundle", "ModelEntry", "build_model", "list_models"]
+def from_pretrained(path) -> ModelBundle:
+    """Load a local checkpoint directory (Hugging Face LFM2 / LFM2-VL, or a saved zoo model); see hf_import."""
+    from edgevlm.models.hf_import import from_pretrained as _load
+
+    return _load(path)
+
+
+__all__ = ["DEFAULT_MODEL", "ModelBundle", "ModelEntry", "build_model", "from_pretrained", "list_models"]

@@ -186,6 +186,12 @@ class Lfm2ShortConv(nn.Module):
         new_state = torch.matmul(bx, select.transpose(0, 1))
         return self.out_proj((c * y).transpose(1, 2)), new_state
 
+    def forward_full(self, x: torch.Tensor) -> torch.Tensor:
+        """Stateless causal form over a whole sequence (training): left zero padding instead of a state."""
+        b, c, xx = self.in_proj(x).transpose(1, 2).chunk(3, dim=1)
+        y = self.conv(b * xx)[..., : x.shape[1]]
+        return self.out_proj((c * y).transpose(1, 2))
+
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
@@ -225,6 +231,17 @@ class Lfm2Attention(nn.Module):
         out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), values)
         return self.out_proj(out.transpose(1, 2).reshape(bsz, seq, -1)), key_cache, value_cache
 
+    def forward_full(self, x, cos, sin):
+        """Stateless causal attention over a whole sequence (training)."""
+        bsz, seq, _ = x.shape
+        q = self.q_layernorm(self.q_proj(x).view(bsz, seq, self.n_heads, self.head_dim)).transpose(1, 2)
+        k = self.k_layernorm(self.k_proj(x).view(bsz, seq, self.n_kv, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(bsz, seq, self.n_kv, self.head_dim).transpose(1, 2)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_heads != self.n_kv)
+        return self.out_proj(out.transpose(1, 2).reshape(bsz, seq, -1))
+
 
 class Lfm2DecoderLayer(nn.Module):
     def __init__(self, cfg: Lfm2Config, layer_type: str):
@@ -262,6 +279,16 @@ class Lfm2ForCausalLM(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.conv_layers = [i for i, t in enumerate(cfg.layer_types) if t == "conv"]
         self.attn_layers = [i for i, t in enumerate(cfg.layer_types) if t == "full_attention"]
+        self._init_weights()
+
+    def _init_weights(self, std: float = 0.02) -> None:
+        # transformers' initialization (normal, initializer_range 0.02): torch's N(0, 1) embedding
+        # default would make tied-embedding logits huge at the start of training.
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=std)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
 
     @property
     def hidden_size(self) -> int:
@@ -312,17 +339,29 @@ class Lfm2ForCausalLM(nn.Module):
         return logits[:, 0], state
 
     def forward(self, embeds: torch.Tensor) -> torch.Tensor:
-        """Stateless causal forward over [B,S,H] embeddings -> logits [B,S,V] (training)."""
-        state = self.init_state(embeds.shape[1], embeds.shape[0], embeds.dtype)
-        hidden, _ = self._run(embeds, state, torch.full((1,), embeds.shape[1], dtype=torch.long, device=embeds.device))
-        return self.logits(hidden)
+        """Stateless causal forward over [B,S,H] embeddings -> logits [B,S,V] (training).
+
+        A separate, cheaper code path than prefill (fused causal attention, a
+        padded convolution, no cache bookkeeping); tests check both agree.
+        """
+        x = embeds
+        cos, sin = self._rope(torch.arange(x.shape[1], device=x.device), x.dtype)
+        for layer in self.model.layers:
+            h = layer.operator_norm(x)
+            h = layer.self_attn.forward_full(h, cos, sin) if layer.is_attention_layer else layer.conv.forward_full(h)
+            x = x + h
+            x = x + layer.feed_forward(layer.ffn_norm(x))
+        return self.logits(self.model.embedding_norm(x))
+
+    def _rope(self, positions: torch.Tensor, dtype):
+        freqs = positions.to(torch.float32)[:, None] * self.inv_freq[None]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def _run(self, x: torch.Tensor, state: LMState, n_valid: torch.Tensor):
         seq, max_len = x.shape[1], state.key.shape[3]
         positions = state.pos + torch.arange(seq, device=x.device)  # [S]
-        freqs = positions.to(torch.float32)[:, None] * self.inv_freq[None]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        cos, sin = self._rope(positions, x.dtype)
         write = _one_hot(positions, max_len, x.dtype)  # [S, T]
         allowed = torch.arange(max_len, device=x.device)[None, :] <= positions[:, None]
         mask = torch.zeros(seq, max_len, dtype=x.dtype, device=x.device).masked_fill(~allowed, torch.finfo(x.dtype).min)

@@ -1,0 +1,132 @@
+"""Train a named zoo VLM on the shapes data set, on CPU, in minutes.
+
+    python -m edgevlm.models.train --model autoneural-nano --out DIR [--steps 800] [--seed 0]
+
+Teacher forcing: each sequence is ``<bos> <image> x N prompt answer <eos>``
+and the loss is the cross-entropy of the answer tokens and ``<eos>`` only.
+Samples are rendered on the fly from shapes seed ``--seed`` (0 by default;
+evaluation uses other seeds).  The result is a saved model directory
+(config.json, model.safetensors, tokenizer.json) that ``build_model(DIR)``
+loads; ``--ship`` also copies it into the package's weights/ directory.
+"""
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from edgevlm.errors import EdgeVLMError, InputError
+
+
+def make_batch(vlm, tok, seed: int, start: int, images: int):
+    """Samples start..start+images-1 of ``seed``, each image with every question it allows.
+
+    Returns (pixel_values [I,3,S,S], image index per sequence [B], ids [B,L],
+    loss mask [B,L]).  Asking all questions of an image shares one encoder
+    pass among ~6 sequences: the encoder dominates the cost of a step.
+    """
+    from edgevlm.data.shapes import all_questions, make_sample
+
+    pics, owner, seqs, masks = [], [], [], []
+    for i in range(start, start + images):
+        s = make_sample(seed, i, vlm.image_size)
+        for prompt_text, answer_text in all_questions(s.objects):
+            prompt = vlm.prompt_ids(tok.encode(prompt_text), tok.bos_id)
+            answer = tok.encode(answer_text) + [tok.eos_id]
+            owner.append(len(pics))
+            seqs.append(prompt + answer)
+            # Position t predicts token t+1: the answer is predicted from the last prompt token on.
+            masks.append([0] * (len(prompt) - 1) + [1] * len(answer) + [0])
+        pics.append(s.image)
+    length = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), length), tok.pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), length)
+    for row, (seq, m) in enumerate(zip(seqs, masks)):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(m)] = torch.tensor(m, dtype=torch.float32)
+    return vlm.pixel_values(pics), torch.tensor(owner), ids, mask
+
+
+def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, log_every: int = 50):
+    """Train model ``name`` from its seeded random initialization and save it to ``out``; returns the bundle."""
+    from edgevlm.models import zoo
+    from edgevlm.models.tokenizer import load_tokenizer
+
+    if name not in zoo.SPECS:
+        raise InputError(f"unknown zoo VLM '{name}'", f"use one of: {', '.join(zoo.SPECS)}")
+    if steps < 1 or batch < 1 or not lr > 0:
+        raise InputError("--steps, --batch and --lr must be positive", "pass e.g. --steps 800 --batch 12 --lr 3e-3")
+    cfg = zoo.default_config(name)
+    tok = load_tokenizer()
+    vlm = zoo.build_vlm(cfg)
+    vlm.train()
+    opt = torch.optim.AdamW(vlm.parameters(), lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    t0, running = time.time(), None
+    for step in range(steps):
+        px, owner, ids, mask = make_batch(vlm, tok, seed, step * batch, batch)
+        logits = vlm.lm(vlm.splice(ids, vlm.image_embeds(px)[owner]))[:, :-1]
+        loss = (F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none") * mask[:, :-1]).sum() / mask.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vlm.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % log_every == 0 or step == steps - 1:
+            print(f"step {step:5d}  loss {running:.4f}  {time.time() - t0:6.0f} s", flush=True)
+    vlm.eval()
+    zoo.save_model(vlm, cfg, out, tok)
+    return vlm, tok, cfg
+
+
+def ship(vlm, cfg: dict, name: str) -> None:
+    """Copy trained weights into the package (fp16 safetensors + config json) so the model works offline."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from edgevlm.models.zoo import WEIGHTS_DIR
+
+    state = {k: v.detach().half().contiguous() for k, v in vlm.state_dict().items()}
+    save_file(state, str(WEIGHTS_DIR / f"{name}.safetensors"), metadata={"format": "pt", "dtype": "float16"})
+    (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgevlm.models.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="autoneural-nano", help="zoo VLM to train")
+    parser.add_argument("--out", required=True, type=Path, help="output model directory")
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--batch", type=int, default=12, help="images per step (each asked all its questions)")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0, help="shapes seed of the training samples")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core machine: 2 threads oversubscribe)")
+    parser.add_argument("--eval-n", type=int, default=200, help="evaluate on this many samples of seed 12345 after training (0: skip)")
+    parser.add_argument("--ship", action="store_true", help="also write the weights into edgevlm/models/weights/")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    try:
+        vlm, tok, cfg = train(args.model, args.out, args.steps, args.batch, args.lr, args.seed)
+        if args.eval_n:
+            from edgevlm.data.evaluate import evaluate
+            from edgevlm.models.vlm import make_answerer
+
+            result = evaluate(make_answerer(vlm, tok), n=args.eval_n, seed=12345, image_size=vlm.image_size)
+            print(f"exact_match {result['exact_match']:.4f} on {args.eval_n} samples of seed 12345")
+        if args.ship:
+            ship(vlm, cfg, args.model)
+    except EdgeVLMError as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

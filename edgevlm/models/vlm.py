@@ -1,0 +1,146 @@
+"""Vision-language model assembly: encoder -> projector -> LFM2-style LM.
+
+The prompt is laid out as ``<bos> <image> x N  prompt words``; the N image
+placeholder embeddings are replaced by the projected vision tokens
+(splicing), the LM prefills the whole sequence and then decodes greedily
+until ``<eos>``.  The same object yields the compiler's four stages
+(:func:`vlm_stages`): encoder, projector, llm-prefill (fixed length S,
+padded prompts marked by ``n_valid``) and llm-decode (one token, explicit
+state in and out).
+"""
+import numpy as np
+import torch
+from torch import nn
+
+from edgevlm.compiler.stage import Stage
+from edgevlm.errors import InputError
+from edgevlm.models.lfm2 import DecodeStage, Lfm2ForCausalLM, LMState, PrefillStage, STATE_NAMES
+
+
+class VisionLanguageModel(nn.Module):
+    """encoder (may be None when only image features are supplied) + projector + lm."""
+
+    def __init__(self, encoder: nn.Module | None, projector: nn.Module, lm: Lfm2ForCausalLM, image_token_id: int,
+                 image_size: int, num_image_tokens: int, prefill_len: int = 32, max_len: int = 64,
+                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = projector
+        self.lm = lm
+        self.image_token_id = image_token_id
+        self.image_size = image_size
+        self.num_image_tokens = num_image_tokens
+        self.prefill_len = prefill_len
+        self.max_len = max_len
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    # -- inputs ------------------------------------------------------------
+    def pixel_values(self, images) -> torch.Tensor:
+        """PIL images (or one) -> normalized [B, 3, S, S] at the model's image size."""
+        from PIL import Image
+
+        images = images if isinstance(images, (list, tuple)) else [images]
+        arrays = []
+        for im in images:
+            if not isinstance(im, Image.Image):
+                raise InputError(f"expected a PIL image, got {type(im).__name__}", "open the image with PIL.Image.open")
+            im = im.convert("RGB")
+            if im.size != (self.image_size, self.image_size):
+                im = im.resize((self.image_size, self.image_size), Image.BILINEAR)
+            arrays.append(np.asarray(im, dtype=np.float32) / 255.0)
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        return (x - self.mean) / self.std
+
+    def prompt_ids(self, prompt_ids: list[int], bos_id: int) -> list[int]:
+        """``<bos> <image> x N prompt`` as token ids."""
+        return [bos_id] + [self.image_token_id] * self.num_image_tokens + list(prompt_ids)
+
+    # -- compute -----------------------------------------------------------
+    def image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[B,3,S,S] -> projected image tokens [B, N, hidden]."""
+        if self.encoder is None:
+            raise InputError("this model has no vision encoder", "project the vision tower's features with vlm.projector")
+        return self.projector(self.encoder(pixel_values))
+
+    def splice(self, ids: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+        """Token embeddings of ``ids`` [B,S] with the k-th image placeholder replaced by image token k."""
+        text = self.lm.embed(ids)
+        is_image = ids == self.image_token_id
+        slot = (torch.cumsum(is_image.long(), dim=1) - 1).clamp(0, image_embeds.shape[1] - 1)
+        gathered = torch.gather(image_embeds, 1, slot.unsqueeze(-1).expand(-1, -1, image_embeds.shape[-1]))
+        return torch.where(is_image.unsqueeze(-1), gathered.to(text.dtype), text)
+
+    def forward(self, pixel_values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits [B,S,V] for ``ids`` holding N image placeholders each."""
+        return self.lm(self.splice(ids, self.image_embeds(pixel_values)))
+
+    @torch.no_grad()
+    def generate(self, image_embeds: torch.Tensor, ids: list[int], eos_id: int, max_new_tokens: int = 24) -> list[int]:
+        """Greedy decoding for one sample through prefill + decode with explicit state."""
+        if len(ids) > self.prefill_len:
+            raise InputError(f"prompt is {len(ids)} tokens, the model's prefill length is {self.prefill_len}",
+                             "shorten the prompt")
+        ids_t = torch.tensor([ids + [0] * (self.prefill_len - len(ids))])
+        embeds = self.splice(ids_t, image_embeds)
+        state = self.lm.init_state(self.max_len)
+        logits, state = self.lm.prefill(embeds=embeds, state=state, n_valid=torch.tensor([len(ids)]), last_only=True)
+        out: list[int] = []
+        budget = min(max_new_tokens, self.max_len - len(ids))
+        while len(out) < budget:
+            token = int(logits[0].argmax())
+            if token == eos_id:
+                break
+            out.append(token)
+            logits, state = self.lm.decode(torch.tensor([token]), state)
+        return out
+
+
+def make_answerer(vlm: VisionLanguageModel, tokenizer, max_new_tokens: int = 24):
+    """An ``answer(image, prompt) -> str`` function running the float model in PyTorch."""
+
+    def answer(image, prompt: str) -> str:
+        with torch.no_grad():
+            embeds = vlm.image_embeds(vlm.pixel_values(image))
+        ids = vlm.prompt_ids(tokenizer.encode(prompt), tokenizer.bos_id)
+        return tokenizer.decode(vlm.generate(embeds, ids, tokenizer.eos_id, max_new_tokens))
+
+    return answer
+
+
+def vlm_stages(vlm: VisionLanguageModel, calibration: list | None = None) -> list[Stage]:
+    """The four compiler stages at static shape, with example inputs from ``calibration[0]`` when given.
+
+    ``calibration`` is a list of (pixel_values [1,3,S,S], prompt ids) pairs;
+    each stage's calibration inputs are the real intermediate tensors of
+    those samples (encoder tokens, projected embeddings, prefill state).
+    """
+    calibration = calibration or [(torch.zeros(1, 3, vlm.image_size, vlm.image_size), [1] + [vlm.image_token_id] * vlm.num_image_tokens)]
+    enc_in, proj_in, pre_in, dec_in = [], [], [], []
+    with torch.no_grad():
+        for px, ids in calibration:
+            tokens = vlm.encoder(px)
+            embeds = vlm.projector(tokens)
+            ids_t = torch.tensor([list(ids) + [0] * (vlm.prefill_len - len(ids))])
+            spliced = vlm.splice(ids_t, embeds)
+            state = vlm.lm.init_state(vlm.max_len)
+            n_valid = torch.tensor([len(ids)])
+            logits, after = vlm.lm.prefill(embeds=spliced, state=state, n_valid=n_valid, last_only=True)
+            enc_in.append((px,))
+            proj_in.append((tokens,))
+            pre_in.append((spliced, n_valid, *state))
+            dec_in.append((logits.argmax(-1).reshape(1, 1), *after))
+    state_io = STATE_NAMES
+    return [
+        Stage("encoder", vlm.encoder, enc_in[0], kind="encoder", input_names=("pixel_values",),
+              output_names=("image_tokens",), calibration=enc_in),
+        Stage("projector", vlm.projector, proj_in[0], kind="projector", input_names=("image_tokens",),
+              output_names=("image_embeds",), calibration=proj_in),
+        Stage("llm-prefill", PrefillStage(vlm.lm), pre_in[0], kind="llm", input_names=("embeds", "n_valid", *state_io),
+              output_names=("logits", *state_io), calibration=pre_in),
+        Stage("llm-decode", DecodeStage(vlm.lm), dec_in[0], kind="llm", input_names=("token", *state_io),
+              output_names=("logits", *state_io), calibration=dec_in),
+    ]
+
+
+__all__ = ["LMState", "VisionLanguageModel", "make_answerer", "vlm_stages"]
