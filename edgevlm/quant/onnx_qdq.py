@@ -24,9 +24,8 @@ from edgevlm.quant.calibration import as_samples
 from edgevlm.quant.checker import _check
 from edgevlm.quant.observers import RangeObserver, check_finite
 from edgevlm.quant.qdq import qrange
-from edgevlm.quant.schemes import QuantScheme, check_scheme_allowed, get_scheme
-from edgevlm.targets import Target, get_target
-from edgevlm.targets.base import HTP_OPS
+from edgevlm.quant.schemes import QuantScheme, check_scheme_allowed, get_scheme, uses_qnn_rules
+from edgevlm.targets import get_target
 
 _QTYPE = {
     "uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16, "int8": QuantType.QInt8,
@@ -37,11 +36,6 @@ _QTYPE = {
 MIN_REAL_RANGE = 1e-4
 # Per-channel axis of a weight, by consumer op: the defaults of onnxruntime's operator quantizers.
 _WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1}
-
-
-def uses_qnn_rules(target: Target) -> bool:
-    """True for Hexagon HTP targets, whose QDQ graphs follow the QNN execution provider's rules."""
-    return target.supported_ops == HTP_OPS
 
 
 def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observer: str = "minmax",

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from edgevlm.errors import InputError, UnknownNameError
+from edgevlm.targets.base import HTP_OPS
 
 STAGE_KINDS = ("encoder", "projector", "llm", "kv")
 GRANULARITIES = ("per-tensor", "per-channel", "per-group")
@@ -164,6 +165,11 @@ def _fits(scheme: QuantScheme, target) -> bool:
         and f"int{scheme.weight_bits}" in target.weight_dtypes
         and scheme.weight_granularity in target.weight_granularities
     )
+
+
+def uses_qnn_rules(target) -> bool:
+    """True for Hexagon HTP targets: their graphs follow Qualcomm QNN's quantization rules."""
+    return target.supported_ops == HTP_OPS
 
 
 def _float_allowed(target, what: str) -> None:
