@@ -1,0 +1,213 @@
+"""A corpus of broken GGUF files, each with the error code the C reader must give.
+
+Files are built byte by byte (not with the `gguf` package) so that every
+field can be set to a hostile value: huge counts, lengths past the end,
+overlapping offsets, and so on.  ``valid_model()`` is a tiny but complete
+LFM2 (one conv layer, one attention layer) that loads and runs.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+T_U32, T_I32, T_F32, T_STRING, T_ARRAY = 4, 5, 6, 8, 9
+F32, F16, Q4_0, Q8_0 = 0, 1, 2, 8
+
+E, FF, HEADS, KV_HEADS, HEAD_DIM, VOCAB, L_CACHE = 32, 64, 2, 1, 16, 16, 3
+
+
+def _str(s: str | bytes) -> bytes:
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("<Q", len(b)) + b
+
+
+@dataclass
+class Tensor:
+    name: str
+    dims: list[int]          # ggml order: dims[0] is the row length
+    type: int = F32
+    data: bytes = b""
+    offset: int | None = None   # None: laid out in order
+
+
+@dataclass
+class GGUF:
+    kvs: list[tuple[str, int, object]] = field(default_factory=list)
+    tensors: list[Tensor] = field(default_factory=list)
+    magic: bytes = b"GGUF"
+    version: int = 3
+    n_tensors: int | None = None
+    n_kv: int | None = None
+    alignment: int = 32
+
+    def kv_bytes(self, key, typ, value) -> bytes:
+        out = _str(key) + struct.pack("<I", typ)
+        if isinstance(value, bytes):   # raw bytes: hostile or hand-made values
+            return out + value
+        if typ == T_U32:
+            return out + struct.pack("<I", value)
+        if typ == T_I32:
+            return out + struct.pack("<i", value)
+        if typ == T_F32:
+            return out + struct.pack("<f", value)
+        if typ == T_STRING:
+            return out + _str(value)
+        if typ == T_ARRAY:
+            etype, items = value
+            out += struct.pack("<IQ", etype, len(items))
+            if etype == T_STRING:
+                return out + b"".join(_str(x) for x in items)
+            return out + b"".join(struct.pack("<i", x) for x in items)
+        raise ValueError(f"unsupported type {typ}")
+
+    def to_bytes(self) -> bytes:
+        head = self.magic + struct.pack("<IQQ", self.version,
+                                        len(self.tensors) if self.n_tensors is None else self.n_tensors,
+                                        len(self.kvs) if self.n_kv is None else self.n_kv)
+        head += b"".join(self.kv_bytes(*kv) for kv in self.kvs)
+        offsets, pos = [], 0
+        for t in self.tensors:
+            pos = (pos + self.alignment - 1) // self.alignment * self.alignment
+            offsets.append(pos if t.offset is None else t.offset)
+            pos += len(t.data)
+        for t, off in zip(self.tensors, offsets):
+            head += _str(t.name) + struct.pack("<I", len(t.dims))
+            head += b"".join(struct.pack("<Q", d) for d in t.dims) + struct.pack("<IQ", t.type, off)
+        data_start = (len(head) + self.alignment - 1) // self.alignment * self.alignment
+        out = bytearray(head + b"\0" * (data_start - len(head)))
+        for t, off in zip(self.tensors, offsets):
+            if t.offset is None:
+                end = data_start + off
+                out += b"\0" * (end - len(out)) + t.data
+        return bytes(out)
+
+
+def _f32(shape, rng, scale=0.3) -> bytes:
+    return (rng.standard_normal(shape) * scale).astype(np.float32).tobytes()
+
+
+def valid_model(seed: int = 0) -> GGUF:
+    """A tiny complete LFM2 GGUF: layer 0 short conv, layer 1 attention, tied output."""
+    rng = np.random.default_rng(seed)
+    ones = np.ones(E, np.float32).tobytes()
+    g = GGUF()
+    g.kvs = [
+        ("general.architecture", T_STRING, "lfm2"),
+        ("lfm2.block_count", T_U32, 2),
+        ("lfm2.context_length", T_U32, 128),
+        ("lfm2.embedding_length", T_U32, E),
+        ("lfm2.feed_forward_length", T_U32, FF),
+        ("lfm2.attention.head_count", T_U32, HEADS),
+        ("lfm2.attention.head_count_kv", T_ARRAY, (T_I32, [0, KV_HEADS])),
+        ("lfm2.rope.freq_base", T_F32, 10000.0),
+        ("lfm2.attention.layer_norm_rms_epsilon", T_F32, 1e-5),
+        ("lfm2.shortconv.l_cache", T_U32, L_CACHE),
+        ("tokenizer.ggml.model", T_STRING, "none"),
+        ("tokenizer.ggml.tokens", T_ARRAY, (T_STRING, [f"t{i}" for i in range(VOCAB)])),
+    ]
+    t = [Tensor("token_embd.weight", [E, VOCAB], F32, _f32((VOCAB, E), rng, 1.0)),
+         Tensor("token_embd_norm.weight", [E], F32, ones)]
+    for i in range(2):
+        b = f"blk.{i}."
+        t += [Tensor(b + "attn_norm.weight", [E], F32, ones), Tensor(b + "ffn_norm.weight", [E], F32, ones),
+              Tensor(b + "ffn_gate.weight", [E, FF], F32, _f32((FF, E), rng)),
+              Tensor(b + "ffn_up.weight", [E, FF], F32, _f32((FF, E), rng)),
+              Tensor(b + "ffn_down.weight", [FF, E], F32, _f32((E, FF), rng))]
+    t += [Tensor("blk.0.shortconv.conv.weight", [L_CACHE, E], F32, _f32((E, L_CACHE), rng)),
+          Tensor("blk.0.shortconv.in_proj.weight", [E, 3 * E], F32, _f32((3 * E, E), rng)),
+          Tensor("blk.0.shortconv.out_proj.weight", [E, E], F32, _f32((E, E), rng))]
+    qd, kd = HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM
+    t += [Tensor("blk.1.attn_q.weight", [E, qd], F32, _f32((qd, E), rng)),
+          Tensor("blk.1.attn_k.weight", [E, kd], F32, _f32((kd, E), rng)),
+          Tensor("blk.1.attn_v.weight", [E, kd], F32, _f32((kd, E), rng)),
+          Tensor("blk.1.attn_output.weight", [qd, E], F32, _f32((E, qd), rng)),
+          Tensor("blk.1.attn_q_norm.weight", [HEAD_DIM], F32, np.ones(HEAD_DIM, np.float32).tobytes()),
+          Tensor("blk.1.attn_k_norm.weight", [HEAD_DIM], F32, np.ones(HEAD_DIM, np.float32).tobytes())]
+    g.tensors = t
+    return g
+
+
+def _tensor(g: GGUF, name: str) -> Tensor:
+    return next(t for t in g.tensors if t.name == name)
+
+
+def _set_kv(g: GGUF, key: str, typ: int, value) -> GGUF:
+    g.kvs = [(k, typ, value) if k == key else (k, t, v) for k, t, v in g.kvs]
+    return g
+
+
+def _padding(g: GGUF) -> int:
+    pos, total = 0, 0
+    for t in g.tensors:
+        aligned = (pos + g.alignment - 1) // g.alignment * g.alignment
+        total += aligned - pos
+        pos = aligned + len(t.data)
+    return total
+
+
+def corpus() -> list[tuple[str, bytes, str]]:
+    """(case name, file bytes, expected ev_status name) for every broken file."""
+    cases: list[tuple[str, bytes, str]] = []
+
+    def add(name, g_or_bytes, code):
+        cases.append((name, g_or_bytes if isinstance(g_or_bytes, bytes) else g_or_bytes.to_bytes(), code))
+
+    v = valid_model()
+    good = v.to_bytes()
+    add("bad_magic", b"GGUX" + good[4:], "EV_ERR_BAD_MAGIC")
+    add("empty_after_magic", b"GGUF", "EV_ERR_TRUNCATED")
+    g = valid_model(); g.version = 2; add("wrong_version", g, "EV_ERR_BAD_VERSION")
+    g = valid_model(); g.n_tensors = 1 << 62; add("huge_tensor_count", g, "EV_ERR_BAD_COUNT")
+    g = valid_model(); g.n_kv = (1 << 64) - 1; add("huge_kv_count", g, "EV_ERR_BAD_COUNT")
+    # a key whose length field claims 1 TiB
+    g = valid_model(); g.kvs.insert(0, ("x", 99, b"")); b = g.to_bytes()
+    add("oversized_key_string", b[:24] + struct.pack("<Q", 1 << 40) + b[32:], "EV_ERR_BAD_STRING")
+    g = valid_model(); g.kvs.append(("general.name", T_STRING, "n")); b = bytearray(g.to_bytes())
+    i = b.index(b"general.name") + len("general.name") + 4
+    b[i:i + 8] = struct.pack("<Q", 1 << 50); add("oversized_value_string", bytes(b), "EV_ERR_BAD_STRING")
+    g = valid_model(); b = bytearray(g.to_bytes())
+    i = b.index(b"tokenizer.ggml.tokens") + len("tokenizer.ggml.tokens") + 8
+    b[i:i + 8] = struct.pack("<Q", 1 << 60); add("huge_string_array_count", bytes(b), "EV_ERR_BAD_COUNT")
+    g = valid_model(); b = bytearray(g.to_bytes())
+    i = b.index(b"lfm2.attention.head_count_kv") + len("lfm2.attention.head_count_kv") + 8
+    b[i:i + 8] = struct.pack("<Q", 1 << 60); add("huge_int_array_count", bytes(b), "EV_ERR_BAD_COUNT")
+    g = valid_model(); g.kvs.append(("x.nested", T_ARRAY, struct.pack("<IQ", T_ARRAY, 0)))
+    add("nested_array", g, "EV_ERR_BAD_KV_TYPE")
+    g = valid_model(); g.kvs.append(("x.bad", 99, b"")); add("bad_kv_type", g, "EV_ERR_BAD_KV_TYPE")
+    g = valid_model(); g.kvs.append(("general.alignment", T_U32, 24)); add("bad_alignment_value", g, "EV_ERR_MISALIGNED")
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").offset = 0; add("overlapping_offsets", g, "EV_ERR_OVERLAP")
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").offset = 1 << 40; add("offset_out_of_range", g, "EV_ERR_BAD_OFFSET")
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").offset = 8; add("misaligned_offset", g, "EV_ERR_MISALIGNED")
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").type = 99; add("bad_tensor_type", g, "EV_ERR_BAD_TENSOR_TYPE")
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").type = 12; add("unsupported_q4_k", g, "EV_ERR_BAD_TENSOR_TYPE")
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").dims = [1 << 40, 1 << 40]; add("shape_overflow", g, "EV_ERR_BAD_SHAPE")
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").dims = [E, FF, 1, 1, 1]; add("five_dims", g, "EV_ERR_BAD_SHAPE")
+    g = valid_model(); t = _tensor(g, "blk.0.ffn_up.weight"); t.type = Q8_0; t.dims = [E + 1, FF]
+    add("q8_row_not_block_multiple", g, "EV_ERR_BAD_SHAPE")
+    g = valid_model(); g.tensors.append(Tensor("blk.0.ffn_up.weight", [4], F32, b"\0" * 16)); add("duplicate_tensor", g, "EV_ERR_DUPLICATE")
+    g = valid_model(); g.tensors = [t for t in g.tensors if t.name != "blk.1.attn_k.weight"]
+    add("missing_tensor", g, "EV_ERR_MISSING_TENSOR")
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").dims = [FF, E]; add("tensor_shape_mismatch", g, "EV_ERR_TENSOR_SHAPE")
+    g = _set_kv(valid_model(), "general.architecture", T_STRING, "llama"); add("wrong_architecture", g, "EV_ERR_UNSUPPORTED_ARCH")
+    g = valid_model(); g.kvs = [kv for kv in g.kvs if kv[0] != "lfm2.shortconv.l_cache"]; add("missing_key", g, "EV_ERR_MISSING_KEY")
+    g = _set_kv(valid_model(), "lfm2.attention.head_count_kv", T_ARRAY, (T_I32, [0, 1, 1])); add("head_count_kv_length", g, "EV_ERR_BAD_KEY")
+    g = _set_kv(valid_model(), "lfm2.block_count", T_STRING, "2"); add("key_wrong_type", g, "EV_ERR_BAD_KEY")
+    g = _set_kv(valid_model(), "lfm2.embedding_length", T_U32, 0); add("zero_embedding_length", g, "EV_ERR_BAD_KEY")
+    g = _set_kv(valid_model(), "tokenizer.ggml.tokens", T_ARRAY, (T_STRING, ["a"] * (VOCAB + 1))); add("vocab_too_long", g, "EV_ERR_BAD_KEY")
+    # truncation inside the header: every field boundary region reports TRUNCATED or BAD_STRING
+    data_end = len(good) - sum(len(t.data) for t in v.tensors) - _padding(v)
+    add("truncated_in_version", good[:6], "EV_ERR_TRUNCATED")
+    add("truncated_in_counts", good[:20], "EV_ERR_TRUNCATED")
+    add("truncated_in_tensor_data", good[:len(good) - 7], "EV_ERR_BAD_OFFSET")
+    add("truncated_before_data", good[:data_end - 3], "EV_ERR_TRUNCATED")
+    return cases
+
+
+def truncations(step: int = 7) -> list[bytes]:
+    """The valid model cut at many points (every `step` bytes through the header, a few in the data)."""
+    good = valid_model().to_bytes()
+    header = len(good) - sum(len(t.data) for t in valid_model().tensors)
+    cuts = list(range(0, header, step)) + [header + 1, len(good) // 2, len(good) - 1]
+    return [good[:c] for c in cuts]

@@ -1,0 +1,130 @@
+"""C runtime logits vs transformers' Lfm2ForCausalLM (random small model).
+
+Metrics and bounds: F32 GGUF max abs logit error < 1e-3 for prefill and 16
+decode steps; greedy next-token agreement over 256 steps (teacher-forced on
+PyTorch's greedy sequence) >= 99% for Q8_0 and >= 95% for Q4_0; embeddings prefill equals ids
+prefill exactly (max abs diff 0) when the embeddings are the embedding rows.
+"""
+import numpy as np
+import pytest
+import torch
+
+from edgevlm.runtime import Model, RuntimeInputError, Sampler
+from edgevlm.runtime.gguf_export import export_lfm2_gguf
+from lfm2_reference import full_logits, greedy, reference_model, trained_reference_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    # Tiny models on a shared 2-core machine: extra torch threads only contend (40x slower here).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return reference_model()
+
+
+@pytest.fixture(scope="module")
+def f32_model(ref, tmp_path_factory):
+    cfg, model = ref
+    path = export_lfm2_gguf(tmp_path_factory.mktemp("gguf") / "f32.gguf", cfg, model.state_dict(), qtype="f32")
+    # One thread: on this shared 2-core machine a 2-thread pool mostly waits for
+    # cores (see test_two_threads_give_the_same_logits for the threaded path).
+    return Model.load(path, threads=1)
+
+
+def test_f32_prefill_and_decode_match_pytorch(ref, f32_model):
+    _, model = ref
+    ids = torch.randint(0, 512, (48,), generator=torch.Generator().manual_seed(1))
+    want = full_logits(model, ids).numpy()
+    assert np.abs(want).max() > 1.0   # the bound below is meaningful only for non-tiny logits
+    s = f32_model.session(n_ctx=64)
+    got = s.prefill(ids=ids[:32].numpy())
+    assert np.abs(got - want[31]).max() < 1e-3
+    for t in range(32, 48):
+        got = s.step(int(ids[t]))
+        assert np.abs(got - want[t]).max() < 1e-3, f"step {t}"
+    assert s.n_past == 48
+
+
+def test_two_threads_give_the_same_logits(f32_model):
+    ids = np.array([4, 8, 15, 16, 23, 42], dtype=np.int32)
+    one = f32_model.session(16, threads=1)
+    two = f32_model.session(16, threads=2)
+    assert np.array_equal(one.prefill(ids=ids), two.prefill(ids=ids))
+    for t in (7, 99, 3):
+        assert np.array_equal(one.step(t), two.step(t))
+
+
+def test_prefill_in_chunks_equals_one_prefill(f32_model):
+    ids = np.arange(1, 41, dtype=np.int32) * 7 % 512
+    a = f32_model.session(64).prefill(ids=ids)
+    s = f32_model.session(64)
+    s.prefill(ids=ids[:13])
+    b = s.prefill(ids=ids[13:])
+    assert np.abs(a - b).max() < 1e-4
+
+
+def test_embeds_prefill_equals_ids_prefill(ref, f32_model):
+    _, model = ref
+    ids = np.array([5, 17, 300, 42, 9], dtype=np.int32)
+    emb = model.model.embed_tokens.weight.detach()[torch.from_numpy(ids).long()].numpy()
+    a = f32_model.session(16).prefill(ids=ids)
+    b = f32_model.session(16).prefill(embeds=emb)
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("qtype,bound", [("q8_0", 0.99), ("q4_0", 0.95)])
+def test_quantized_greedy_agrees_with_pytorch(tmp_path, qtype, bound):
+    # A briefly trained model: random weights have near-tied logits (see trained_reference_model).
+    cfg, model = trained_reference_model()
+    rm = Model.load(export_lfm2_gguf(tmp_path / "m.gguf", cfg, model.state_dict(), qtype=qtype), threads=1)
+    prompt = torch.tensor([1, 20, 33, 100, 7, 81, 150, 2])
+    seq = greedy(model, prompt, 256)
+    s = rm.session(n_ctx=len(seq))
+    logits = s.prefill(ids=prompt.numpy())
+    agree = 0
+    for t in range(len(prompt), len(seq)):
+        agree += int(logits.argmax()) == int(seq[t])
+        logits = s.step(int(seq[t]))
+    rate = agree / 256
+    assert rate >= bound, f"{qtype} greedy agreement {rate:.3f}"
+
+
+def test_generate_streams_greedy_tokens(ref, f32_model):
+    _, model = ref
+    prompt = torch.tensor([3, 14, 15, 92, 65])
+    want = greedy(model, prompt, 12)[len(prompt):].tolist()
+    got = list(f32_model.generate(prompt.numpy(), max_new_tokens=12, sampler=Sampler()))
+    assert got == want
+
+
+def test_sampling_is_seeded(f32_model):
+    smp = Sampler(temperature=1.0, top_k=40, top_p=0.9, seed=7)
+    a = list(f32_model.generate([1, 2, 3], 20, smp))
+    b = list(f32_model.generate([1, 2, 3], 20, smp))
+    c = list(f32_model.generate([1, 2, 3], 20, Sampler(temperature=1.0, top_k=40, top_p=0.9, seed=8)))
+    assert a == b and len(a) == 20 and a != c
+
+
+def test_top_k_1_is_greedy(f32_model):
+    a = list(f32_model.generate([1, 2, 3], 10, Sampler(temperature=0.8, top_k=1, seed=3)))
+    b = list(f32_model.generate([1, 2, 3], 10, Sampler()))
+    assert a == b
+
+
+def test_bad_inputs_raise_input_errors(f32_model):
+    s = f32_model.session(n_ctx=4)
+    with pytest.raises(RuntimeInputError, match="outside"):
+        s.prefill(ids=[1, 512])
+    with pytest.raises(RuntimeInputError) as exc:
+        s.prefill(ids=[1, 2, 3, 4, 5])
+    assert exc.value.name == "EV_ERR_CONTEXT_FULL"
+    with pytest.raises(RuntimeInputError):
+        f32_model.session(n_ctx=0)
+    with pytest.raises(ValueError):
+        s.prefill(embeds=np.zeros((2, 3), np.float32))
