@@ -33,3 +33,8 @@ test-slow: $(STAMP)
 
 clean:
 	rm -rf build build-* _skbuild dist *.egg-info
+
+# The C runtime alone: the library, edgevlm-run and the test driver built
+# with -fsanitize=address,undefined, run on the bad-GGUF corpus and short decodes.
+test-c: $(STAMP)
+	$(PY) -m pytest -q tests/runtime/test_sanitizers.py tests/runtime/test_gguf_reader.py
