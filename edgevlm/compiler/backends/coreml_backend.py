@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
-from edgevlm.compiler.backends.executorch_backend import calibration_inputs, scheme_for
+from edgevlm.compiler.backends.executorch_backend import calibration_inputs
 from edgevlm.errors import BackendUnavailableError, InputError
 
 EXTRA = "coreml"
@@ -183,12 +183,13 @@ class CoreMLBackend(Backend):
         if not ok:
             raise BackendUnavailableError("coremltools not installed", INSTALL)
         ct, cto = _import_ct()
-        scheme = scheme_for(plan, stage.stage.kind)
-        info: dict = {"scheme": scheme.name if scheme else "float", "compute_precision": "float16"}
+        scheme = (plan.quant or {}).get(stage.stage.kind)
+        info: dict = {"compute_precision": "float16"}
         deployment = ct.target.iOS17
         program = stage.program
         compression, weight_kind = (None, None)
         if scheme is not None:
+            quant = info["quant"] = {"scheme": scheme.name}
             if scheme.act_bits == 8:
                 if scheme.weight_bits != 8:
                     raise InputError(
@@ -196,13 +197,13 @@ class CoreMLBackend(Backend):
                         "use w8a8, or w4a16 for 4-bit weights with float16 activations",
                     )
                 program = _int8_activation_program(stage)
-                info["activations"] = "int8 (pt2e Q/DQ, calibrated)"
-                info["calibration_batches"] = len(calibration_inputs(stage))
+                quant["activations"] = "int8 (pt2e Q/DQ, calibrated)"
+                quant["calibration_batches"] = len(calibration_inputs(stage))
                 weight_kind = "int8 linear, per channel (pt2e)"
             else:
-                info["activations"] = f"float16 (Core ML has no int{scheme.act_bits} activations)"
+                quant["activations"] = f"float16 (Core ML has no int{scheme.act_bits} activations)"
                 compression, weight_kind = _weight_compression(cto, scheme)
-            info["weights"] = weight_kind or "float16"
+            quant["weights"] = weight_kind or "float16"
             if scheme.weight_bits == 4 and scheme.weight_granularity == "per-group":
                 deployment = ct.target.iOS18
                 info["deployment_note"] = "int4 per-block weights need iOS 18: deployment target raised from iOS 17"

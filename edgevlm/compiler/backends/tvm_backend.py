@@ -69,6 +69,9 @@ class TvmBackend(Backend):
         mod = _relax_module(stage.program)
         info = {"ops": relax_ops(mod), "host_target": HOST_TARGET, "aarch64_target": AARCH64_TARGET,
                 "dtypes": sorted({str(x.dtype).removeprefix("torch.") for x in stage.stage.example_inputs})}
+        scheme = (plan.quant or {}).get(stage.stage.kind)
+        if scheme is not None:
+            info["note"] = f"compiled in float: the TVM backend does not quantize (scheme {scheme.name} not applied)"
 
         host = f"{stage.name}.tvm.so"
         relax.build(mod, target=tvm.target.Target(HOST_TARGET)).export_library(str(out / host))

@@ -33,7 +33,7 @@ def test_int8_weights_and_activations(tiny_stage, make_plan):
     assert info["ops"]["quantize"] >= 2 and info["ops"]["dequantize"] >= 2
     assert info["activation_dtypes"] == ["int8"]
     assert "int8" in info["weight_storage"]["constexpr_affine_dequantize"]
-    assert info["calibration_batches"] == 16
+    assert info["quant"]["calibration_batches"] == 16
 
 
 def test_int8_weight_only(tiny_stage, make_plan):

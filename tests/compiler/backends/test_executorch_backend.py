@@ -38,7 +38,7 @@ def test_int8_xnnpack_sqnr(tiny_stage, make_plan):
     artifact, sqnr = run_and_compare(tiny_stage, make_plan("cpu-x86_64", {"encoder": get_scheme("w8a8")}), "sqnr_db")
     assert sqnr >= 30.0
     assert artifact.info["delegate"] == "XnnpackBackend"
-    assert artifact.info["calibration_batches"] == 16
+    assert artifact.info["quant"]["calibration_batches"] == 16
 
 
 @pytest.mark.parametrize("scheme", ["w8a8", "w8a16"])
@@ -47,7 +47,7 @@ def test_htp_without_sdk_quantizes_with_qnn_and_runs_portable(tiny_stage, make_p
     artifact, sqnr = run_and_compare(tiny_stage, make_plan("sa8295p", {"encoder": get_scheme(scheme)}), "sqnr_db")
     assert sqnr >= 30.0
     assert artifact.info["qnn"].startswith("QNN SDK not found (set QNN_SDK_ROOT")
-    assert "SA8295" in artifact.info["quantizer"]
+    assert "SA8295" in artifact.info["quant"]["quantizer"]
     assert artifact.info["delegate"] == "portable"
     assert "quantize_per_tensor" in artifact.info["ops"]
     assert "QNN_SDK_ROOT" not in os.environ  # the SDK-free path leaves no empty QNN_SDK_ROOT behind

@@ -64,3 +64,10 @@ def test_libraries_are_deterministic(tiny_stage, make_plan, tmp_path):
     blobs = {f: (tmp_path / f).read_bytes() for f in first.files}
     backend.lower(tiny_stage, make_plan("cpu-arm64"))
     assert all((tmp_path / f).read_bytes() == b for f, b in blobs.items())
+
+
+def test_scheme_is_reported_as_not_applied(tiny_stage, make_plan):
+    from edgevlm.quant.schemes import get_scheme
+
+    artifact = get_backend("tvm").lower(tiny_stage, make_plan("cpu-arm64", {"encoder": get_scheme("w8a8")}))
+    assert "quant" not in artifact.info and "w8a8 not applied" in artifact.info["note"]
