@@ -69,6 +69,15 @@ def test_prefill_in_chunks_equals_one_prefill(f32_model):
     assert np.abs(a - b).max() < 1e-4
 
 
+def test_long_prompt_crosses_prefill_chunks(ref, f32_model):
+    # 300 tokens > the runtime's 256-token prefill chunk
+    _, model = ref
+    ids = torch.randint(0, 512, (300,), generator=torch.Generator().manual_seed(2))
+    want = full_logits(model, ids).numpy()[-1]
+    got = f32_model.session(n_ctx=300).prefill(ids=ids.numpy())
+    assert np.abs(got - want).max() < 1e-3
+
+
 def test_embeds_prefill_equals_ids_prefill(ref, f32_model):
     _, model = ref
     ids = np.array([5, 17, 300, 42, 9], dtype=np.int32)
