@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.edgevlm-installed
 # at install time by scikit-build-core).
 C_SOURCES := $(shell find edgevlm/runtime -name '*.c' -o -name '*.h' -o -name CMakeLists.txt 2>/dev/null)
 
-.PHONY: demo test test-slow test-c install clean
+.PHONY: demo test test-slow test-c install clean test-aarch64 install-aarch64-tools
 
 $(STAMP): pyproject.toml CMakeLists.txt $(C_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,19 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow tests
+
+# Cross-build the C runtime and its kernel tests for aarch64 and run them
+# under qemu-user (scalar and NEON dotprod variants).  Needs the Debian
+# packages from `make install-aarch64-tools`; tests/runtime/test_kernels.py
+# runs the same check when they are installed and skips it otherwise.
+test-aarch64:
+	cmake -S . -B build-aarch64 -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/edgevlm/runtime/cmake/aarch64-linux-gnu.cmake
+	cmake --build build-aarch64 --target test_kernels -j2
+	qemu-aarch64 -L /usr/aarch64-linux-gnu build-aarch64/edgevlm/runtime/test_kernels
+
+install-aarch64-tools:
+	apt-get update && apt-get install -y gcc-aarch64-linux-gnu qemu-user
 
 clean:
 	rm -rf build build-* _skbuild dist *.egg-info
