@@ -134,3 +134,14 @@ def test_usage_errors_exit_2(argv):
         else:
             raise SystemExit(cli.main(argv))
     assert info.value.code == 2
+
+
+def test_hub_without_credentials_still_builds(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("QAI_HUB_API_TOKEN", raising=False)
+    monkeypatch.delenv("QAIHUB_CLIENT_INI", raising=False)
+    out = tmp_path / "b"
+    assert cli.main(["compile", "--model", "tinyconv", "--target", "sa8295p", "--backends", "onnx", "--hub", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert sum("AI Hub" in line for line in err.splitlines()) == 1 and "Traceback" not in err
+    assert json.loads((out / "report.json").read_text())["hub"]["status"] == "skipped"

@@ -13,6 +13,7 @@ def add_arguments(parser):
                         "e.g. encoder=w8a16,llm=w4a16,kv=kv8 (default: the target's)")
     parser.add_argument("--calib", default=None, metavar="DIR", help="directory of calibration images for the vision encoder")
     parser.add_argument("--calib-samples", type=int, default=32, help="calibration samples to use at most (default 32)")
+    parser.add_argument("--hub", action="store_true", help="also compile and profile each stage on a device through Qualcomm AI Hub (needs qai-hub credentials)")
     parser.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"], help="activation range observer")
 
 
@@ -24,7 +25,7 @@ def run(args) -> int:
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     result = compile_model(args.model, target=args.target, out=args.out, backends=backends, verbose=True,
-                           quant=args.quant, calib_dir=args.calib, calib_samples=args.calib_samples, observer=args.observer)
+                           quant=args.quant, calib_dir=args.calib, calib_samples=args.calib_samples, observer=args.observer, hub=args.hub)
     rep = result.report
     table = Table(title=f"{rep['model']} -> {rep['target']}")
     for col in ("stage", "backend", "artifact", "parity", "lower s"):

@@ -193,6 +193,7 @@ def compile(  # noqa: A001 - the public verb
     calib_dir=None,
     calib_samples: int = 32,
     observer: str = "minmax",
+    hub: bool = False,
 ) -> CompileResult:
     """Compile a model for a target and verify every artifact against PyTorch.
 
@@ -206,7 +207,8 @@ def compile(  # noqa: A001 - the public verb
     defaults.  Quantization calibrates on ``calibration`` (an iterable of
     input tuples, for a module), the stage's own samples, images in
     ``calib_dir``, or, failing all, seeded synthetic samples (said so in the
-    report).
+    report).  ``hub=True`` also compiles and profiles the stages on a real
+    device through Qualcomm AI Hub when credentials exist (one line otherwise).
     """
     from edgevlm.quant.schemes import parse_quant_spec
 
@@ -241,6 +243,12 @@ def compile(  # noqa: A001 - the public verb
             "stages": stages,
             "compile_s": round(time.perf_counter() - t_start, 3),
         }
+        if hub:
+            from rich.console import Console
+
+            from edgevlm.compiler.hub import run_hub
+
+            run_hub(tmp, report, tgt, Console(stderr=True))
         report_io.write_report(tmp, report)
         report_io.write_manifest(tmp, report)
         _swap_into_place(tmp, build_dir)
