@@ -9,6 +9,8 @@ result.  Calibration is done here rather than inside quantize_static so that
 non-finite activations are reported by tensor name and so that the MSE
 observer (which onnxruntime lacks) can be used.
 """
+import contextlib
+import logging
 import tempfile
 from pathlib import Path
 
@@ -58,7 +60,7 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
     if not float_onnx_path.is_file():
         raise InputError(f"float ONNX model '{float_onnx_path}' not found")
     qnn = uses_qnn_rules(target)
-    with tempfile.TemporaryDirectory(prefix="edgevlm-quant-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgevlm-quant-") as tmp, _quiet_onnxruntime_quantization():
         tmp = Path(tmp)
         model_path = float_onnx_path
         preprocessed = False
@@ -141,6 +143,21 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
     }
 
 
+@contextlib.contextmanager
+def _quiet_onnxruntime_quantization():
+    """Silence onnxruntime.quantization's root-logger advice ("consider pre-processing", opset bumps).
+
+    What it warns about is either done here (QNN pre-processing, opset 21)
+    or reported in the returned info; the console belongs to the CLI.
+    """
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def check_weights(model: onnx.ModelProto, scheme: QuantScheme) -> None:
     """Raise InputError for a float initializer with NaN/Inf or whose quantization scale would underflow.
 
@@ -211,11 +228,16 @@ def float_tensor_names(model: onnx.ModelProto) -> list[str]:
 
 
 def run_with_intermediates(model_path, samples, names):
-    """Yield, per sample, {name: value} for the float tensors ``names`` (added as graph outputs)."""
+    """Yield, per sample, {name: value} for the float tensors ``names``.
+
+    Node outputs are added as graph outputs; graph inputs are taken from the
+    sample itself (an ONNX graph may not output a name it takes as input).
+    """
     model = onnx.load(str(model_path))
     existing = {o.name for o in model.graph.output}
+    inputs = {i.name for i in model.graph.input}
     for name in names:
-        if name not in existing:
+        if name not in existing and name not in inputs:
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     opts = ort.SessionOptions()
     # Unoptimized, so that every named tensor still exists.
@@ -224,8 +246,9 @@ def run_with_intermediates(model_path, samples, names):
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     out_names = [o.name for o in sess.get_outputs()]
     for sample in samples:
-        values = sess.run(None, sample)
-        yield {n: v for n, v in zip(out_names, values) if n in names}
+        values = dict(zip(out_names, sess.run(None, sample)))
+        values.update({n: v for n, v in sample.items() if n in inputs})
+        yield {n: v for n, v in values.items() if n in names}
 
 
 def calibrate_onnx(model_path, samples, observer: str = "minmax", default_dtype: str = "uint8",

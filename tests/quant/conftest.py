@@ -28,6 +28,22 @@ class ConvAttention(nn.Module):
         return self.fc(a.mean(1))
 
 
+class TinyLM(nn.Module):
+    """Token ids (int64) + a float state in, logits + new state out: the shape of an LLM decode stage."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.up = nn.Linear(16, 32)
+        self.down = nn.Linear(32, 16)
+        self.head = nn.Linear(16, 50)
+
+    def forward(self, ids, state):
+        h = self.emb(ids) + state
+        h = h + self.down(nn.functional.silu(self.up(h)))
+        return self.head(h), h[:, -1:]
+
+
 def export_onnx(module: nn.Module, example: tuple, path, input_names, output_names) -> str:
     """Export like the ONNX backend does (dynamo exporter), quietly."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -46,6 +62,13 @@ def conv_attention_onnx(tmp_path_factory) -> str:
         model.bn.running_var.uniform_(0.5, 2.0)
     return export_onnx(model, (torch.randn(1, 3, 16, 16),), tmp_path_factory.mktemp("onnx") / "conv_attention.onnx",
                        ["image"], ["logits"])
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_onnx(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    return export_onnx(TinyLM(), (torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 1, 16)),
+                       tmp_path_factory.mktemp("onnx") / "tiny_lm.onnx", ["ids", "state"], ["logits", "new_state"])
 
 
 def image_samples(n: int, seed: int = 0) -> list[dict]:
