@@ -45,9 +45,11 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
     """Quantize ``float_onnx_path`` to a QDQ model at ``out_path``; return info for the report.
 
     ``calibration``: iterable of {input name: np.ndarray} (or input tuples).
-    ``overrides``: {tensor or node name: bits} raising single tensors above
-    the scheme: 16 for an activation (or every float output of a node), 8
-    for a weight initializer (or every weight of a node).
+    ``overrides``: {tensor or node name: bits} setting single tensors apart
+    from the scheme: an activation tensor to 16 bits (mixed precision) or 8
+    bits (e.g. the KV-cache inputs/outputs under kv8), a weight initializer
+    to 8 bits; a node name applies 16 to all its float outputs or 8 to its
+    weights.
     Raises InputError for bad data (naming the tensor), a scheme the target
     does not allow, non-finite weights, or scales that would underflow.
     """
@@ -72,7 +74,8 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         model = onnx.load(str(model_path))
         check_weights(model, scheme)
         act_overrides, weight_overrides = _split_overrides(model, overrides or {})
-        if _opset(model) < 21 and (scheme.act_bits == 16 or scheme.weight_bits != 8 or act_overrides):
+        needs_opset21 = scheme.act_bits == 16 or scheme.weight_bits != 8 or 16 in act_overrides.values()
+        if _opset(model) < 21 and needs_opset21:
             # 4- and 16-bit QuantizeLinear/DequantizeLinear are standard from opset 21; without
             # this, onnxruntime's QNN configuration falls back to com.microsoft contrib Q/DQ ops.
             model = onnx.version_converter.convert_version(model, 21)
@@ -136,7 +139,7 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         "nodes_quantized": n_quantized,
         "quantize_nodes": sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node),
         "dequantize_nodes": sum(n.op_type == "DequantizeLinear" for n in quantized.graph.node),
-        "overrides": {**{k: 16 for k in act_overrides}, **{k: 8 for k in weight_overrides}},
+        "overrides": {**act_overrides, **weight_overrides},
         "integer_only": ok,
         "offending_ops": offending,
         "path": str(out_path),
@@ -282,8 +285,8 @@ def _split_overrides(model: onnx.ModelProto, overrides: dict[str, int]):
                 raise InputError(f"override '{name}': weights can be raised to 8 bits, not {bits}")
             weights[name] = bits
         elif name in tensors:
-            if bits != 16:
-                raise InputError(f"override '{name}': activations can be raised to 16 bits, not {bits}")
+            if bits not in (8, 16):
+                raise InputError(f"override '{name}': activations take 8 or 16 bits, not {bits}")
             acts[name] = bits
         elif name in nodes:
             node = nodes[name]
@@ -305,7 +308,7 @@ def _ort_overrides(model, acts, weights, scheme: QuantScheme, qnn: bool) -> dict
     for n in model.graph.node:
         for k, i in enumerate(n.input):
             consumers.setdefault(i, (n, k))
-    out = {name: [{"quant_type": QuantType.QUInt16}] for name in acts if scheme.act_bits < 16}
+    out = {name: [{"quant_type": _QTYPE[f"uint{bits}"]}] for name, bits in acts.items() if bits != scheme.act_bits}
     for name in weights:
         if scheme.weight_bits >= 8:
             continue

@@ -60,6 +60,20 @@ def test_llm_like_stage_with_token_ids_and_state(tiny_lm_onnx, tmp_path, scheme,
     assert set(r["outputs"]) == {"logits", "new_state"} and r["sqnr_db"] >= min_sqnr
 
 
+def test_kv_style_override_lowers_state_tensors_to_8_bit(tiny_lm_onnx, tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    calib = [(torch.randint(0, 50, (1, 8), generator=gen), torch.randn(1, 1, 16, generator=gen)) for _ in range(4)]
+    out = tmp_path / "q.onnx"
+    info = quantize_onnx(tiny_lm_onnx, out, "w4a16", calib, "sa8295p", overrides={"state": 8, "new_state": 8})
+    assert info["overrides"] == {"state": 8, "new_state": 8} and info["integer_only"]
+    m = onnx.load(str(out))
+    inits = {t.name: t for t in m.graph.initializer}
+    q_types = {n.input[0]: inits[n.input[2]].data_type for n in m.graph.node if n.op_type == "QuantizeLinear"}
+    assert q_types["state"] == TensorProto.UINT8
+    assert q_types["new_state_QuantizeLinear_Input"] == TensorProto.UINT8
+    assert TensorProto.UINT16 in q_types.values()  # the rest stays 16-bit
+
+
 def test_conv_weights_are_per_channel_symmetric(conv_attention_onnx, calib, tmp_path):
     out = tmp_path / "q.onnx"
     quantize_onnx(conv_attention_onnx, out, "w8a16", calib, "sa8295p")
