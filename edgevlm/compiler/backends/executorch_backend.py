@@ -9,24 +9,17 @@
   to ExecuTorch's portable kernels so it still runs here with the HTP's
   quantization numerics, and ``info["qnn"]`` says so.  That is not an error.
 """
-import contextlib
-import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
-from edgevlm.errors import BackendUnavailableError, InputError
+from edgevlm.errors import BackendUnavailableError
 
 EXTRA = "executorch"
 INSTALL = f"pip install 'edgevlm[{EXTRA}]'"
-
-# edgevlm target name -> QcomChipset member of the target's SoC.
-HTP_SOCS = {"sa8295p": "SA8295", "snapdragon-8-gen3": "SM8650"}
-
-# (activation bits, weight bits) -> QuantDtype member of the QnnQuantizer.
-QNN_QUANT_DTYPES = {(8, 8): "use_8a8w", (16, 8): "use_16a8w", (16, 4): "use_16a4w", (16, 16): "use_16a16w", (8, 4): "use_8a4w"}
+QNN_HOST_LIB = Path("lib") / "x86_64-linux-clang" / "libQnnHtp.so"
 
 
 def calibration_inputs(stage) -> list[tuple]:
@@ -35,102 +28,24 @@ def calibration_inputs(stage) -> list[tuple]:
 
 
 def quantize_program(stage, quantizer) -> "torch.export.ExportedProgram":
-    """pt2e post-training quantization of ``stage.program`` with ``quantizer``.
+    """pt2e post-training quantization of the captured stage, re-exported at its example shapes.
 
-    prepare -> calibrate on :func:`calibration_inputs` -> convert -> re-export,
-    giving a Q/DQ ExportedProgram at the stage's example shapes.
+    edgevlm.quant.pt2e does prepare -> calibrate on :func:`calibration_inputs`
+    -> convert; lowering needs an ExportedProgram again.
     """
     import torch
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    prepared = prepare_pt2e(stage.program.module(), quantizer)
-    with torch.no_grad():
-        for inputs in calibration_inputs(stage):
-            prepared(*inputs)
-    converted = convert_pt2e(prepared)
-    return torch.export.export(converted, tuple(stage.stage.example_inputs), strict=False)
+    from edgevlm.quant.pt2e import quantize_pt2e
 
-
-def xnnpack_quantizer(scheme):
-    """Static symmetric int8 activations (XNNPACK has no 16-bit ones), 8- or 4-bit weights."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-
-    if scheme.act_bits != 8 or scheme.weight_bits not in (4, 8) or scheme.weight_granularity == "per-group":
-        raise InputError(
-            f"the executorch backend (XNNPACK) cannot run scheme {scheme.name}: it takes int8 activations "
-            "and int8/int4 weights per channel or per tensor",
-            "use --quant w8a8 for executorch, or the onnx backend for this scheme",
-        )
-    qmax = 127 if scheme.weight_bits == 8 else 7
-    config = get_symmetric_quantization_config(
-        is_per_channel=scheme.weight_granularity == "per-channel", weight_qmin=-qmax, weight_qmax=qmax
-    )
-    return XNNPACKQuantizer().set_global(config)
-
-
-QNN_HOST_LIB = Path("lib") / "x86_64-linux-clang" / "libQnnHtp.so"
+    example = tuple(stage.stage.example_inputs)
+    converted = quantize_pt2e(stage.program, example, quantizer, calibration_inputs(stage))
+    return torch.export.export(converted, example, strict=False)
 
 
 def qnn_sdk_root() -> str | None:
     """QNN_SDK_ROOT when it holds the SDK's host HTP library, else None."""
     root = os.environ.get("QNN_SDK_ROOT", "")
     return root if root and (Path(root) / QNN_HOST_LIB).is_file() else None
-
-
-@contextlib.contextmanager
-def _qnn_sdk_env():
-    """Run QNN quantization with a usable SDK or with none, never half of one.
-
-    Without ``QNN_SDK_ROOT`` ExecuTorch downloads the QNN SDK and a libc++
-    when a QnnQuantizer is built; with a ``QNN_SDK_ROOT`` that lacks the host
-    libraries, its annotation passes abort the process inside the SDK's
-    loader.  An empty ``QNN_SDK_ROOT`` is ExecuTorch's documented "the caller
-    manages the SDK", after which it uses its SDK-free quantization rules; its
-    warning about that fallback is ours to report (in ``info["qnn"]``).
-    """
-    previous = os.environ.get("QNN_SDK_ROOT")
-    hide = qnn_sdk_root() is None
-    if hide:
-        os.environ["QNN_SDK_ROOT"] = ""
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
-        if hide:
-            if previous is None:
-                os.environ.pop("QNN_SDK_ROOT", None)
-            else:
-                os.environ["QNN_SDK_ROOT"] = previous
-
-
-def qnn_quantizer(soc: str, scheme):
-    """QnnQuantizer for ``soc`` with the scheme's widths, per-channel weights and min/max activation ranges.
-
-    Build and use it inside ``_qnn_sdk_env()``.
-    """
-    from executorch.backends.qualcomm.quantizer.quantizer import QnnQuantizer, QuantDtype
-    from executorch.backends.qualcomm.serialization.qc_schema import QcomChipset
-    from torchao.quantization.pt2e import MinMaxObserver
-
-    key = (scheme.act_bits, scheme.weight_bits)
-    if key not in QNN_QUANT_DTYPES:
-        raise InputError(f"QnnQuantizer has no a{scheme.act_bits}w{scheme.weight_bits} scheme", "use w8a8, w8a16 or w4a16")
-    quantizer = QnnQuantizer(soc_model=getattr(QcomChipset, soc))
-    per_channel = scheme.weight_granularity != "per-tensor"
-    # MinMaxObserver, not QNN's default moving average: a calibration set of a
-    # few batches would otherwise keep mostly the first batch's range and clip
-    # the rest (measured: 13 dB vs 37 dB SQNR on a small conv+linear stage).
-    quantizer.set_default_quant_config(
-        getattr(QuantDtype, QNN_QUANT_DTYPES[key]),
-        is_conv_per_channel=per_channel,
-        is_linear_per_channel=per_channel,
-        act_observer=MinMaxObserver,
-    )
-    return quantizer
 
 
 def _lower_xnnpack(program):
@@ -201,27 +116,24 @@ class ExecuTorchBackend(Backend):
         return True, ""
 
     def lower(self, stage, plan: Plan) -> Artifact:
-        ok, why = self.available()
-        if not ok:
+        if not self.available()[0]:
             raise BackendUnavailableError("executorch not installed", INSTALL)
+        from edgevlm.quant.pt2e import QNN_QUANT_DTYPES, QNN_SOCS, quantizer_for
+        from edgevlm.quant.schemes import uses_qnn_rules
+
         scheme = (plan.quant or {}).get(stage.stage.kind)
-        soc = HTP_SOCS.get(plan.target.name)
+        soc = QNN_SOCS.get(plan.target.name) if uses_qnn_rules(plan.target) else None
+        observer = plan.options.get("observer", "minmax")
         info: dict = {}
         program = stage.program
         if scheme is not None:
-            if soc:
-                with _qnn_sdk_env():
-                    program = quantize_program(stage, qnn_quantizer(soc, scheme))
-                quantizer = f"QnnQuantizer({QNN_QUANT_DTYPES[(scheme.act_bits, scheme.weight_bits)]}, {soc})"
-                observer = "MinMaxObserver (activations), per-channel min/max (weights)"
-            else:
-                program = quantize_program(stage, xnnpack_quantizer(scheme))
-                quantizer = "XNNPACKQuantizer (symmetric int8 activations)"
-                observer = "HistogramObserver (activations), per-channel min/max (weights)"
+            program = quantize_program(stage, quantizer_for(plan.target, scheme, observer=observer))
+            quantizer = (f"QnnQuantizer({QNN_QUANT_DTYPES[(scheme.act_bits, scheme.weight_bits)]}, {soc})" if soc
+                         else "XNNPACKQuantizer (symmetric int8 activations)")
             # The pipeline judges an artifact with info["quant"] by SQNR against the float model.
-            info["quant"] = {"scheme": scheme.name, "quantizer": quantizer, "observer": observer,
+            info["quant"] = {"scheme": scheme.name, "quantizer": quantizer, "activation_observer": observer,
                              "calibration_batches": len(calibration_inputs(stage))}
-        if soc and qnn_sdk_root():
+        if soc and scheme is not None and qnn_sdk_root():
             try:
                 edge = _lower_qnn(program, soc, stage.stage.example_inputs)
             except Exception as exc:  # the SDK raises many types; the user needs the first line
