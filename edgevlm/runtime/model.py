@@ -43,6 +43,11 @@ class Sampler:
         if self.top_k < 0 or self.seed < 0 or self.temperature < 0:
             raise InputError("temperature, top_k and seed must be >= 0", "use temperature=0 for greedy decoding")
 
+    def sample(self, logits, count: int = 1) -> list[int]:
+        """Draw count token ids from one logits vector with the C sampler (fresh RNG from seed)."""
+        a = np.ascontiguousarray(logits, dtype=np.float32).reshape(-1)
+        return _rt.sample(a, int(count), float(self.temperature), int(self.top_k), float(self.top_p), int(self.seed))
+
 
 class Session:
     """KV cache, conv state and thread pool for one sequence (one thread at a time)."""

@@ -310,6 +310,37 @@ static PyTypeObject GenType = {
     .tp_new = Gen_new,
 };
 
+/* ---- sampling without a model (tests, custom loops) ------------------------ */
+
+/* sample(logits, count, temperature, top_k, top_p, seed) -> list of count ids,
+ * drawn by one sampler from the same float32 logits buffer. */
+static PyObject *rt_sample(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *obj;
+    int count, top_k;
+    float temperature, top_p;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "OififK", &obj, &count, &temperature, &top_k, &top_p, &seed)) return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(obj, &b, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    int n = (int)(b.len / 4);
+    if (n < 1 || count < 0) {
+        PyBuffer_Release(&b);
+        return PyErr_Format(PyExc_ValueError, "need at least one logit and count >= 0");
+    }
+    ev_sampler_opts o = {temperature, top_k, top_p, (uint64_t)seed};
+    ev_sampler *smp = ev_sampler_new(&o);
+    PyObject *out = smp ? PyList_New(count) : PyErr_NoMemory();
+    for (int i = 0; out && i < count; i++) {
+        PyObject *v = PyLong_FromLong(ev_sampler_sample(smp, (const float *)b.buf, n));
+        if (!v) { Py_CLEAR(out); break; }
+        PyList_SET_ITEM(out, i, v);
+    }
+    ev_sampler_free(smp);
+    PyBuffer_Release(&b);
+    return out;
+}
+
 /* ---- module --------------------------------------------------------------- */
 
 static PyObject *rt_cpu_features(PyObject *self, PyObject *unused) {
@@ -331,6 +362,8 @@ static PyObject *rt_cpu_features(PyObject *self, PyObject *unused) {
 static PyMethodDef rt_methods[] = {
     {"cpu_features", rt_cpu_features, METH_NOARGS,
      "List of SIMD levels detected at run time (e.g. 'avx2', 'avx512_vnni', 'neon_dotprod')."},
+    {"sample", rt_sample, METH_VARARGS,
+     "sample(logits_f32, count, temperature, top_k, top_p, seed) -> list of token ids"},
     {"_set_error_factory", rt_set_error_factory, METH_O,
      "Register f(code, name, message) -> exception instance for C errors."},
     {NULL, NULL, 0, NULL}

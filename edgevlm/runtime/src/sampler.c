@@ -1,5 +1,11 @@
 /* Token samplers: greedy, or temperature -> top-k -> top-p (nucleus) with a
- * seeded xoshiro-style RNG, so a seed reproduces its tokens. */
+ * seeded splitmix64 RNG, so a seed reproduces its tokens.
+ *
+ * Sorting the whole vocab every token would cost more than a decode step of
+ * a small model (65536 logits), so candidates are selected with a min-heap:
+ * top_k of them, or for top-p alone a growing prefix (64, 512, ...) until it
+ * holds top_p of the probability mass.  Pure temperature sampling needs no
+ * ordering at all. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -49,27 +55,39 @@ static int32_t argmax(const float *x, int n) {
     return best;
 }
 
-/* Sort candidate ids by logit, descending (ties: lower id first).  A bottom-up
- * merge sort: qsort has no context argument, and a global would not be
- * thread-safe.  Returns 0 when out of memory (ids left unsorted). */
-static int sort_ids(int32_t *ids, int n, const float *logits) {
-    int32_t *tmp = malloc(sizeof(int32_t) * (size_t)n);
-    if (!tmp) return 0;
-    for (int w = 1; w < n; w *= 2) {
-        for (int lo = 0; lo < n; lo += 2 * w) {
-            int mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
-            int i = lo, j = mid, k = lo;
-            while (i < mid && j < hi) {
-                float a = logits[ids[i]], b = logits[ids[j]];
-                tmp[k++] = (a > b || (a == b && ids[i] < ids[j])) ? ids[i++] : ids[j++];
-            }
-            while (i < mid) tmp[k++] = ids[i++];
-            while (j < hi) tmp[k++] = ids[j++];
-        }
-        for (int i = 0; i < n; i++) ids[i] = tmp[i];
+/* a ranks below b: lower logit, or equal logit and higher id */
+static int below(const float *l, int32_t a, int32_t b) { return l[a] < l[b] || (l[a] == l[b] && a > b); }
+
+static void sift_down(int32_t *h, int m, int i, const float *l) {
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= m) return;
+        if (c + 1 < m && below(l, h[c + 1], h[c])) c++;
+        if (!below(l, h[c], h[i])) return;
+        int32_t t = h[c]; h[c] = h[i]; h[i] = t;
+        i = c;
     }
-    free(tmp);
-    return 1;
+}
+
+/* ids[0..m) = the m highest logits, best first (ties: lower id first). */
+static void select_top(const float *l, int n, int m, int32_t *ids) {
+    for (int i = 0; i < m; i++) ids[i] = i;
+    for (int i = m / 2 - 1; i >= 0; i--) sift_down(ids, m, i, l);   /* min-heap of the first m */
+    for (int32_t i = m; i < n; i++)
+        if (below(l, ids[0], i)) { ids[0] = i; sift_down(ids, m, 0, l); }
+    for (int end = m - 1; end > 0; end--) {                          /* heap sort: best first */
+        int32_t t = ids[0]; ids[0] = ids[end]; ids[end] = t;
+        sift_down(ids, end, 0, l);
+    }
+}
+
+static int32_t draw(ev_sampler *s, const int32_t *ids, const float *p, int k, double sum) {
+    double r = next_uniform(s) * sum, acc = 0;
+    for (int i = 0; i < k; i++) {
+        acc += p[i];
+        if (r < acc) return ids ? ids[i] : i;
+    }
+    return ids ? ids[k - 1] : k - 1;
 }
 
 int32_t ev_sampler_sample(ev_sampler *s, const float *logits, int n) {
@@ -83,28 +101,38 @@ int32_t ev_sampler_sample(ev_sampler *s, const float *logits, int n) {
         if (!ids || !p) return argmax(logits, n);   /* out of memory: degrade to greedy */
         s->cap = n;
     }
-    for (int i = 0; i < n; i++) s->ids[i] = i;
-    if (!sort_ids(s->ids, n, logits)) return argmax(logits, n);
-    int k = s->o.top_k > 0 && s->o.top_k < n ? s->o.top_k : n;
-    float inv_t = 1.0f / s->o.temperature, mx = logits[s->ids[0]];
-    double sum = 0;
-    for (int i = 0; i < k; i++) sum += s->p[i] = expf((logits[s->ids[i]] - mx) * inv_t);
-    if (s->o.top_p < 1.0f) {
-        double cum = 0;
-        for (int i = 0; i < k; i++) {
-            cum += s->p[i] / sum;
-            if (cum >= s->o.top_p) {
-                k = i + 1;
-                break;
+    const float inv_t = 1.0f / s->o.temperature, mx = logits[argmax(logits, n)];
+    const int top_k = s->o.top_k > 0 && s->o.top_k < n ? s->o.top_k : n;
+    const int use_p = s->o.top_p < 1.0f;
+    if (top_k == n && !use_p) {
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += s->p[i] = expf((logits[i] - mx) * inv_t);
+        return draw(s, NULL, s->p, n, sum);
+    }
+    /* mass of the whole top-k set, needed to normalize top-p */
+    double total = 0;
+    if (top_k == n)
+        for (int i = 0; i < n; i++) total += expf((logits[i] - mx) * inv_t);
+    int m = top_k < n ? top_k : (n < 64 ? n : 64);
+    for (;;) {
+        select_top(logits, n, m, s->ids);
+        double sum = 0;
+        for (int i = 0; i < m; i++) sum += s->p[i] = expf((logits[s->ids[i]] - mx) * inv_t);
+        if (top_k < n) total = sum;
+        int k = m;
+        if (use_p) {
+            double cum = 0;
+            for (k = 0; k < m && cum < s->o.top_p * total; k++) cum += s->p[k];
+            if (cum < s->o.top_p * total && m < top_k) {   /* nucleus not inside the prefix yet */
+                m = m * 8 < top_k ? m * 8 : top_k;
+                continue;
             }
+            if (k < 1) {   /* top_p <= 0: keep the best token */
+                k = 1;
+                cum = s->p[0];
+            }
+            sum = cum;
         }
-        sum = 0;
-        for (int i = 0; i < k; i++) sum += s->p[i];
+        return draw(s, s->ids, s->p, k, sum);
     }
-    double r = next_uniform(s) * sum, acc = 0;
-    for (int i = 0; i < k; i++) {
-        acc += s->p[i];
-        if (r < acc) return s->ids[i];
-    }
-    return s->ids[k - 1];
 }
