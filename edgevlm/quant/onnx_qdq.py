@@ -33,9 +33,9 @@ _QTYPE = {
     "uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16, "int8": QuantType.QInt8,
     "int16": QuantType.QInt16, "int4": QuantType.QInt4, "uint4": QuantType.QUInt4,
 }
-# Smallest activation range: an all-zero tensor gets [0, 1e-4] instead of a zero scale
-# (the value onnxruntime's QNN configuration uses).
-MIN_REAL_RANGE = 1e-4
+# Smallest activation range (rmax - rmin) QNN accepts; onnxruntime's QNN configuration widens
+# narrower ranges to it.
+QNN_MIN_REAL_RANGE = 1e-4
 # Per-channel axis of a weight, by consumer op: the defaults of onnxruntime's operator quantizers.
 _WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1}
 
@@ -85,6 +85,11 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         samples = _samples_for(model, calibration)
         act_dtypes = {n: f"uint{b}" for n, b in act_overrides.items()}
         ranges = calibrate_onnx(model_path, samples, observer, scheme.act_dtype, act_dtypes, percentile)
+        check_activation_scales(ranges, scheme, act_dtypes)
+        # On HTP, ranges the quantizer widens to QNN's minimum lose their precision:
+        # reported, never silent.  All-zero tensors are exact either way and not listed.
+        widened = {n: [lo, hi] for n, (lo, hi) in ranges.items()
+                   if qnn and 0.0 < max(hi, 0.0) - min(lo, 0.0) < QNN_MIN_REAL_RANGE}
         cache = tmp / "calibration.json"
         save_tensors_data(_tensors_data(ranges), cache)
 
@@ -104,7 +109,7 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
             op_types = sorted({n.op_type for n in model.graph.node} - {"Cast"})
             extra = {
                 "ActivationSymmetric": scheme.act_symmetric, "WeightSymmetric": scheme.weight_symmetric,
-                "MinimumRealRange": MIN_REAL_RANGE, "TensorQuantOverrides": ort_overrides,
+                "TensorQuantOverrides": ort_overrides,
             }
         if scheme.weight_granularity == "per-group":
             extra["BlockSize"] = scheme.group_size
@@ -140,6 +145,7 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         "quantize_nodes": sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node),
         "dequantize_nodes": sum(n.op_type == "DequantizeLinear" for n in quantized.graph.node),
         "overrides": {**act_overrides, **weight_overrides},
+        "range_widened": widened,
         "integer_only": ok,
         "offending_ops": offending,
         "path": str(out_path),
@@ -188,6 +194,26 @@ def check_weights(model: onnx.ModelProto, scheme: QuantScheme) -> None:
                     f"{float(amax[(amax > 0)].min()):.3g}, so its scale underflows float32",
                     "rescale the layer (fold the factor into the next one) or check the checkpoint",
                 )
+
+
+def check_activation_scales(ranges: dict, scheme: QuantScheme, dtypes: dict[str, str]) -> None:
+    """Raise InputError naming the activations whose non-zero range gives a scale below float32's normals.
+
+    onnxruntime would replace such a scale with 1.0, turning the tensor into zeros.
+    """
+    tiny = np.finfo(np.float32).tiny
+    bad = []
+    for name, (lo, hi) in ranges.items():
+        qmin, qmax = qrange(dtypes.get(name, scheme.act_dtype))
+        width = max(hi, 0.0) - min(lo, 0.0)
+        if 0.0 < width / (qmax - qmin) < tiny:
+            bad.append(f"'{name}' [{lo:.3g}, {hi:.3g}]")
+    if bad:
+        raise InputError(
+            f"activation {', '.join(sorted(bad)[:5])}{' ...' if len(bad) > 5 else ''} spans so little on the "
+            "calibration data that its quantization scale underflows float32",
+            "check the model's weights and normalization (values this small are lost in any integer type)",
+        )
 
 
 def check_scales(model: onnx.ModelProto) -> None:

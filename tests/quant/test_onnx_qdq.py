@@ -169,14 +169,31 @@ def test_underflowing_weight_scale_is_named(tmp_path):
         quantize_onnx(_matmul_model(tmp_path / "f.onnx", w, "Relu"), tmp_path / "q.onnx", "w8a8", _x(), "sa8295p")
 
 
-def test_zero_range_tensors_quantize_exactly(tmp_path):
+def test_underflowing_activation_scale_is_named(tmp_path):
+    f = _matmul_model(tmp_path / "f.onnx", np.eye(4, 3, dtype=np.float32), "Relu")
+    tiny_inputs = [{"x": (s["x"] * 1e-38).astype(np.float32)} for s in _x()]  # range / 255 < float32 normals
+    with pytest.raises(InputError, match="activation 'mm'.*'x' .*'y'.*underflows"):
+        quantize_onnx(f, tmp_path / "q.onnx", "w8a8", tiny_inputs, "cpu-x86_64")
+
+
+def test_ranges_below_qnn_minimum_are_reported(tmp_path):
+    f = _matmul_model(tmp_path / "f.onnx", np.eye(4, 3, dtype=np.float32), "Relu")
+    small = [{"x": (s["x"] * 1e-6).astype(np.float32)} for s in _x()]
+    info = quantize_onnx(f, tmp_path / "q.onnx", "w8a16", small, "sa8295p")
+    assert {"x", "mm"} <= set(info["range_widened"])  # widened to QNN's 1e-4 minimum: precision lost, said so
+    info = quantize_onnx(f, tmp_path / "q.onnx", "w8a16", _x(), "sa8295p")
+    assert info["range_widened"] == {}
+
+
+@pytest.mark.parametrize("target", ["sa8295p", "cpu-x86_64"])
+def test_zero_range_tensors_quantize_exactly(tmp_path, target):
     # An all-zero weight column and an all-zero activation (x * 0): exact zeros, finite scales.
     w = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     w[:, 1] = 0.0
     f = _matmul_model(tmp_path / "f.onnx", w, "Relu")
     out = tmp_path / "q.onnx"
     zeros = [{"x": np.zeros((1, 4), np.float32)} for _ in range(3)]
-    quantize_onnx(f, out, "w8a16", zeros + _x(), "sa8295p")
+    quantize_onnx(f, out, "w8a16", zeros + _x(), target)
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     y0 = sess.run(None, zeros[0])[0]
     assert np.all(y0 == 0.0)
