@@ -27,7 +27,7 @@ OBSERVERS = ("minmax", "percentile", "entropy", "mse")
 DEFAULT_PERCENTILE = 99.99
 HISTOGRAM_BINS = 2048
 ENTROPY_BINS = 128  # quantized bins of the entropy search (onnxruntime default)
-MSE_GRID = 48  # candidate clip points per side
+MSE_GRID = 16  # candidate clip points per side, per search stage
 
 
 def check_finite(name: str, array: np.ndarray, where: str) -> None:
@@ -118,8 +118,9 @@ def mse_range(hist: np.ndarray, edges: np.ndarray, dtype: str, seen_min: float, 
     """The [lo, hi] minimising the histogram's expected squared fake-quantization error.
 
     Candidates clip each side of [seen_min, seen_max] to a fraction in
-    (0, 1] of its extent (a ``grid`` x ``grid`` search); each is scored as
-    sum over bins of count * (center - dequant(quant(center)))^2, with the
+    (0, 1] of its extent: a ``grid`` x ``grid`` search, then the same grid
+    again within one coarse step of the best pair.  Each candidate is scored
+    as sum over bins of count * (center - dequant(quant(center)))^2, with the
     asymmetric (scale, zero point) convention of :func:`qparams_for_range`.
     The range returned always includes 0, as quantized ranges do.
     """
@@ -131,15 +132,24 @@ def mse_range(hist: np.ndarray, edges: np.ndarray, dtype: str, seen_min: float, 
     lo0, hi0 = min(seen_min, 0.0), max(seen_max, 0.0)
     if hi0 - lo0 == 0.0 or counts.size == 0:
         return lo0, hi0
-    fractions = np.linspace(1.0 / grid, 1.0, grid)
-    los = np.repeat(lo0 * fractions, grid)[:, None]
-    his = np.tile(hi0 * fractions, grid)[:, None]
-    scale = (his - los) / (qmax - qmin)
-    zero = np.clip(np.rint(qmin - los / scale), qmin, qmax)
-    q = np.clip(np.rint(centers[None, :] / scale) + zero, qmin, qmax)
-    err = ((centers[None, :] - (q - zero) * scale) ** 2 * counts[None, :]).sum(axis=1)
-    best = int(np.argmin(err))
-    return float(los[best, 0]), float(his[best, 0])
+
+    def best(lo_fracs: np.ndarray, hi_fracs: np.ndarray) -> tuple[float, float]:
+        lf = np.repeat(lo_fracs, hi_fracs.size)[:, None]
+        hf = np.tile(hi_fracs, lo_fracs.size)[:, None]
+        los, his = lo0 * lf, hi0 * hf
+        scale = np.maximum(his - los, 1e-300) / (qmax - qmin)
+        zero = np.clip(np.rint(qmin - los / scale), qmin, qmax)
+        q = np.clip(np.rint(centers[None, :] / scale) + zero, qmin, qmax)
+        err = ((centers[None, :] - (q - zero) * scale) ** 2 * counts[None, :]).sum(axis=1)
+        i = int(np.argmin(err))
+        return float(lf[i, 0]), float(hf[i, 0])
+
+    step = 1.0 / grid
+    coarse = np.linspace(step, 1.0, grid)
+    lf, hf = best(coarse, coarse)
+    lf, hf = best(np.linspace(max(lf - step, step / grid), min(lf + step, 1.0), grid),
+                  np.linspace(max(hf - step, step / grid), min(hf + step, 1.0), grid))
+    return lo0 * lf, hi0 * hf
 
 
 def observe(samples, method: str = "minmax", **kwargs) -> dict[str, tuple[float, float]]:

@@ -113,6 +113,9 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
             }
         if scheme.weight_granularity == "per-group":
             extra["BlockSize"] = scheme.group_size
+            # Groups run along a MatMul weight's reduction axis (K of a K x N weight), as in
+            # GPTQ/AWQ-style int4; onnxruntime would otherwise block along its channel axis N.
+            extra["QDQOpTypePerChannelSupportToAxis"] = {"MatMul": 0}
         out_path.parent.mkdir(parents=True, exist_ok=True)
         partial = out_path.with_name(out_path.name + ".partial")
         quantize_static(

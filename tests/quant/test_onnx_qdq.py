@@ -60,6 +60,26 @@ def test_llm_like_stage_with_token_ids_and_state(tiny_lm_onnx, tmp_path, scheme,
     assert set(r["outputs"]) == {"logits", "new_state"} and r["sqnr_db"] >= min_sqnr
 
 
+@pytest.mark.parametrize("target", ["cpu-x86_64", "snapdragon-8-gen3"])
+def test_per_group_weights_block_the_reduction_axis(tiny_lm_onnx, tmp_path, target):
+    gen = torch.Generator().manual_seed(0)
+    calib = [(torch.randint(0, 50, (1, 8), generator=gen), torch.randn(1, 1, 16, generator=gen)) for _ in range(4)]
+    out = tmp_path / "q.onnx"
+    info = quantize_onnx(tiny_lm_onnx, out, "w4a16-g8", calib, target)
+    assert info["weight_granularity"] == "per-group" and info["integer_only"]
+    m = onnx.load(str(out))
+    inits = {t.name: t for t in m.graph.initializer}
+    mm_weights = {n.input[1] for n in m.graph.node if n.op_type == "MatMul"}
+    blocked = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.output[0] in mm_weights]
+    assert blocked
+    for dq in blocked:
+        attrs = {a.name: a.i for a in dq.attribute}
+        k, n = inits[dq.input[0]].dims
+        assert attrs == {"axis": 0, "block_size": 8}
+        assert tuple(inits[dq.input[1]].dims) == (k // 8, n)  # one scale per 8 inputs, per output channel
+    assert stage_sqnr(tiny_lm_onnx, out, calib)["sqnr_db"] >= 20.0  # bound: at least plain w4a16's level
+
+
 def test_kv_style_override_lowers_state_tensors_to_8_bit(tiny_lm_onnx, tmp_path):
     gen = torch.Generator().manual_seed(0)
     calib = [(torch.randint(0, 50, (1, 8), generator=gen), torch.randn(1, 1, 16, generator=gen)) for _ in range(4)]
