@@ -139,7 +139,8 @@ int ev_session_n_past(const ev_session *s);
 
 /* Run n tokens (ids, or embeddings [n, n_embd] row-major) after what the
  * session has seen; when logits is not NULL, write the n_vocab logits of
- * the last token there. */
+ * the last token there.  Argument errors (bad id, EV_ERR_CONTEXT_FULL) leave
+ * the session unchanged; after any other error, call ev_session_reset. */
 ev_status ev_prefill(ev_session *s, const int32_t *ids, int n, float *logits, ev_error *err);
 ev_status ev_prefill_embeds(ev_session *s, const float *embeds, int n, float *logits, ev_error *err);
 /* One decode step: ev_prefill with a single token. */
