@@ -29,4 +29,6 @@ def capture(stage: Stage) -> torch.fx.GraphModule:
     """
     stage.module.eval()
     program = export_static(stage.module, stage.example_inputs, f"stage '{stage.name}'")
-    return program.module()
+    # An empty decomposition table only functionalizes: in-place ops (add_, relu_)
+    # become their pure forms, every other op keeps its high-level name.
+    return program.run_decompositions({}).module()

@@ -9,6 +9,7 @@ half-precision tensors.
     scaled_dot_product_attention(q, k, v) -> softmax(q @ k^T * scale + mask) @ v
     rms_norm(x, shape, w, eps)           -> x * rsqrt(mean(x^2) + eps) * w
     linalg_vector_norm(x, 2, dims)       -> sqrt(sum(x * x, dims))
+    view(x, shape)                       -> reshape(x, shape)   (only after a rewrite)
 """
 import math
 
@@ -113,6 +114,13 @@ def run(gm: torch.fx.GraphModule, target) -> PassResult:
         if name is None or target.supports_op(name) or name not in RULES:
             continue
         changed |= RULES[name](gm, node)
+    if changed:
+        # Rewritten ops need not reproduce the eager memory layout (strides) of the
+        # ops they replace, so a downstream view() traced against the old strides
+        # may no longer apply; reshape() has the same meaning without that assumption.
+        for node in gm.graph.nodes:
+            if node.op == "call_function" and node.target == aten.view.default:
+                node.target = aten.reshape.default
     for node in gm.graph.nodes:
         name = op_name(node)
         if name is None:
