@@ -11,6 +11,7 @@ observer (which onnxruntime lacks) can be used.
 """
 import contextlib
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -116,20 +117,18 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
             # Groups run along a MatMul weight's reduction axis (K of a K x N weight), as in
             # GPTQ/AWQ-style int4; onnxruntime would otherwise block along its channel axis N.
             extra["QDQOpTypePerChannelSupportToAxis"] = {"MatMul": 0}
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = out_path.with_name(out_path.name + ".partial")
+        staged = tmp / "quantized.onnx"  # out_path only ever receives a checked model
         quantize_static(
-            str(model_path), str(partial), None, quant_format=QuantFormat.QDQ,
+            str(model_path), str(staged), None, quant_format=QuantFormat.QDQ,
             op_types_to_quantize=op_types, per_channel=per_channel,
             activation_type=act_type, weight_type=weight_type, calibrate_method=CalibrationMethod.MinMax,
             extra_options=extra, calibration_cache_path=str(cache),
         )
-        quantized = onnx.load(str(partial))
-        try:
-            check_scales(quantized)
-        except InputError:
-            partial.unlink()
-            raise
+        quantized = onnx.load(str(staged))
+        check_scales(quantized)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = out_path.with_name(out_path.name + ".partial")
+        shutil.copyfile(staged, partial)
         partial.replace(out_path)
 
     ok, offending, n_quantized = _check(quantized)

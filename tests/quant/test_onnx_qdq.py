@@ -222,3 +222,17 @@ def test_zero_range_tensors_quantize_exactly(tmp_path, target):
     m = onnx.load(str(out))
     scales = [numpy_helper.to_array(t) for t in m.graph.initializer if t.name.endswith("_scale")]
     assert all(np.all(np.isfinite(s)) and np.all(s > 0) for s in scales)
+
+
+@pytest.mark.parametrize("bad_scale", [np.nan, 0.0, 1e-40])
+def test_final_scale_check_names_the_tensor(bad_scale):
+    from edgevlm.quant.onnx_qdq import check_scales
+
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(np.array(bad_scale, np.float32), "s"), numpy_helper.from_array(np.array(0, np.uint8), "z")])
+    with pytest.raises(InputError, match="scale of tensor 'x'"):
+        check_scales(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
