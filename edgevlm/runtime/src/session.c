@@ -22,7 +22,11 @@ struct ev_session {
     float *k_cache, *v_cache;   /* [n_attn_layers][n_ctx][n_head_kv * head_dim] */
     float *conv_state;          /* [n_layer][n_embd][l_cache - 1] (conv layers only used) */
     float *inv_freq;            /* [head_dim / 2] */
-    float *x, *xn, *bcx, *q, *k, *v, *att, *gate, *up, *tmp;
+    float *x, *xn;              /* residual stream and its normed copy [ub][n_embd] */
+    float *bcx;                 /* in_proj output [ub][3 n_embd] */
+    float *q, *k, *v, *heads;   /* attention [ub][heads * head_dim] */
+    float *mix;                 /* conv or attention block output [ub][n_embd] */
+    float *gate, *up, *tmp;
     float *scores;              /* [n_head][n_ctx] */
     float *logits;              /* [n_vocab]: logits of the last token run */
     int has_logits;
@@ -67,7 +71,8 @@ ev_status ev_session_new(const ev_model *m, const ev_session_opts *opts, ev_sess
     s->q = alloc_f32(ub * HD, &fail);
     s->k = alloc_f32(ub * KD, &fail);
     s->v = alloc_f32(ub * KD, &fail);
-    s->att = alloc_f32(ub * HD, &fail);
+    s->heads = alloc_f32(ub * HD, &fail);
+    s->mix = alloc_f32(ub * E, &fail);
     s->gate = alloc_f32(ub * F, &fail);
     s->up = alloc_f32(ub * F, &fail);
     s->tmp = alloc_f32(ub * E, &fail);
@@ -92,7 +97,7 @@ void ev_session_free(ev_session *s) {
     if (!s) return;
     if (s->tp) ev_threadpool_free(s->tp);
     float *bufs[] = {s->k_cache, s->v_cache, s->conv_state, s->inv_freq, s->x, s->xn, s->bcx, s->q, s->k,
-                     s->v, s->att, s->gate, s->up, s->tmp, s->scores, s->logits};
+                     s->v, s->heads, s->mix, s->gate, s->up, s->tmp, s->scores, s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(s);
 }
@@ -155,7 +160,7 @@ static ev_status shortconv(ev_session *s, int il, int n, ev_error *err) {
         }
         for (int j = 0; j < S; j++) st_c[j] = win[j];
     }
-    return matmul(s, L->out_proj, s->tmp, n, s->att, err);
+    return matmul(s, L->out_proj, s->tmp, n, s->mix, err);
 }
 
 typedef struct {
@@ -187,7 +192,7 @@ static void attn_head(void *ctx, int h, int n_heads) {
         }
         float sum = 0;
         for (int p = 0; p < n_keys; p++) sum += sc[p] = expf(sc[p] - mx);
-        float *o = s->att + (size_t)t * HD + (size_t)h * D;
+        float *o = s->heads + (size_t)t * HD + (size_t)h * D;
         memset(o, 0, sizeof(float) * D);
         for (int p = 0; p < n_keys; p++) {
             const float *v = j->vc + (size_t)p * KD + (size_t)kvh * D;
@@ -223,9 +228,7 @@ static ev_status attention(ev_session *s, int il, int n, ev_error *err) {
     }
     attn_job job = {s, kc, vc, n, s->n_past};
     ev_threadpool_run(s->tp, attn_head, &job, H);
-    if ((st = matmul(s, L->wo, s->att, n, s->tmp, err))) return st;
-    memcpy(s->att, s->tmp, sizeof(float) * (size_t)n * in->n_embd);
-    return EV_OK;
+    return matmul(s, L->wo, s->heads, n, s->mix, err);
 }
 
 /* ---- one chunk of tokens -------------------------------------------------- */
@@ -242,7 +245,7 @@ static ev_status forward(ev_session *s, int n, int want_logits, ev_error *err) {
         for (int t = 0; t < n; t++) rmsnorm(s->xn + (size_t)t * E, s->x + (size_t)t * E, L->attn_norm, E, in->norm_eps);
         st = L->is_attn ? attention(s, il, n, err) : shortconv(s, il, n, err);
         if (st) return st;
-        for (size_t i = 0; i < (size_t)n * E; i++) s->x[i] += s->att[i];
+        for (size_t i = 0; i < (size_t)n * E; i++) s->x[i] += s->mix[i];
         for (int t = 0; t < n; t++) rmsnorm(s->xn + (size_t)t * E, s->x + (size_t)t * E, L->ffn_norm, E, in->norm_eps);
         if ((st = matmul(s, L->ffn_gate, s->xn, n, s->gate, err))) return st;
         if ((st = matmul(s, L->ffn_up, s->xn, n, s->up, err))) return st;
