@@ -137,3 +137,25 @@ def test_bad_inputs_raise_input_errors(f32_model):
         f32_model.session(n_ctx=0)
     with pytest.raises(ValueError):
         s.prefill(embeds=np.zeros((2, 3), np.float32))
+
+
+def test_edgevlm_lfm2_exports_and_matches(tmp_path):
+    # edgevlm's own LFM2 (fixed-size state, used by the compiler) through the same writer
+    from edgevlm.models.lfm2 import Lfm2Config, Lfm2ForCausalLM
+
+    torch.manual_seed(3)
+    cfg = Lfm2Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                     num_key_value_heads=2, layer_types=["conv", "full_attention", "conv"], block_auto_adjust_ff_dim=False,
+                     max_position_embeddings=64)
+    model = Lfm2ForCausalLM(cfg).eval()
+    model._init_weights(std=0.1)
+    ids = torch.randint(0, 128, (1, 20))
+    with torch.no_grad():
+        want, _ = model.prefill(ids=ids, state=model.init_state(32))
+    rm = Model.load(export_lfm2_gguf(tmp_path / "e.gguf", cfg, model.state_dict(), qtype="f32"))
+    s = rm.session(32)
+    got = s.prefill(ids=ids[0, :12].numpy())
+    assert np.abs(got - want[0, 11].numpy()).max() < 1e-3
+    for t in range(12, 20):
+        got = s.step(int(ids[0, t]))
+        assert np.abs(got - want[0, t].numpy()).max() < 1e-3
