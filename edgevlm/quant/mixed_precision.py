@@ -101,5 +101,8 @@ def search_mixed_precision(float_onnx_path, out_path, scheme, calibration, targe
             steps.append({"raised": row["node"], "tensors": sorted(new), metric: value})
             if met(value):
                 break
-    return MixedPrecisionResult(overrides=overrides, metric=metric, achieved=value, target_value=goal,
-                                met=met(value), steps=steps, info=info, path=str(out_path))
+    result = MixedPrecisionResult(overrides=overrides, metric=metric, achieved=value, target_value=goal,
+                                  met=met(value), steps=steps, info=info, path=str(out_path))
+    # The quantization info of the final model carries the search, ready for report.json.
+    info["mixed_precision"] = {k: v for k, v in result.to_dict().items() if k != "path"}
+    return result

@@ -22,6 +22,7 @@ def test_raises_int4_weights_until_sqnr_target(conv_attention_onnx, calib, tmp_p
     # The figure is the model on disk's figure (stage SQNR on the calibration data).
     assert stage_sqnr(conv_attention_onnx, out, calib)["sqnr_db"] == pytest.approx(r.achieved)
     assert r.info["integer_only"]
+    assert r.info["mixed_precision"]["achieved"] == r.achieved and r.info["overrides"] == r.overrides
 
 
 def test_raises_activations_on_w8a8(conv_attention_onnx, calib, tmp_path):
