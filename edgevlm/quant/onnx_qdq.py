@@ -37,6 +37,7 @@ _QTYPE = {
 # Smallest activation range (rmax - rmin) QNN accepts; onnxruntime's QNN configuration widens
 # narrower ranges to it.
 QNN_MIN_REAL_RANGE = 1e-4
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
 # Per-channel axis of a weight, by consumer op: the defaults of onnxruntime's operator quantizers.
 _WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1}
 
@@ -77,11 +78,16 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         act_overrides, weight_overrides = _split_overrides(model, overrides or {})
         needs_opset21 = scheme.act_bits == 16 or scheme.weight_bits != 8 or 16 in act_overrides.values()
         if _opset(model) < 21 and needs_opset21:
-            # 4- and 16-bit QuantizeLinear/DequantizeLinear are standard from opset 21; without
-            # this, onnxruntime's QNN configuration falls back to com.microsoft contrib Q/DQ ops.
-            model = onnx.version_converter.convert_version(model, 21)
-            model_path = tmp / "opset21.onnx"
-            onnx.save(model, str(model_path))
+            # 4- and 16-bit QuantizeLinear/DequantizeLinear are standard from opset 21.  If the
+            # converter cannot lift the model, onnxruntime emits com.microsoft Q/DQ ops instead
+            # (visible in the returned "qdq_domains").
+            try:
+                converted = onnx.version_converter.convert_version(model, 21)
+            except Exception:  # noqa: BLE001 - any converter failure leaves the model as exported
+                converted = None
+            if converted is not None:
+                model, model_path = converted, tmp / "opset21.onnx"
+                onnx.save(model, str(model_path))
 
         samples = _samples_for(model, calibration)
         act_dtypes = {n: f"uint{b}" for n, b in act_overrides.items()}
@@ -143,6 +149,7 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         "qnn_config": qnn,
         "qnn_preprocessed": preprocessed,
         "opset": _opset(quantized),
+        "qdq_domains": sorted({n.domain or "ai.onnx" for n in quantized.graph.node if n.op_type in _QDQ}),
         "nodes_quantized": n_quantized,
         "quantize_nodes": sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node),
         "dequantize_nodes": sum(n.op_type == "DequantizeLinear" for n in quantized.graph.node),

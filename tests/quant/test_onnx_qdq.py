@@ -42,6 +42,7 @@ def test_quantize_types_integer_only_and_sqnr(conv_attention_onnx, calib, heldou
     assert info["qnn_config"] == (target == "sa8295p")
     m = onnx.load(str(out))
     assert {n.domain for n in m.graph.node} == {""}  # standard Q/DQ ops, no com.microsoft contrib ops
+    assert info["qdq_domains"] == ["ai.onnx"]
     if act == TensorProto.UINT16 or weight == TensorProto.INT4:
         assert info["opset"] >= 21
     # Metric: worst-output SQNR vs float on held-out inputs; bound per scheme (>= 40 dB at w8a16).
