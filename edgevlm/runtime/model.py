@@ -28,6 +28,17 @@ from edgevlm.runtime.errors import from_c
 _rt._set_error_factory(from_c)
 
 
+def _token_ids(ids, n_vocab: int) -> np.ndarray:
+    """ids as a contiguous int32 vector, refusing non-integers and out-of-range values before narrowing."""
+    a = np.asarray(ids)
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise InputError(f"token ids have dtype {a.dtype}", "pass integer token ids")
+    if a.size and (a.min() < 0 or a.max() >= n_vocab):
+        raise InputError(f"token id {int(a.min()) if a.min() < 0 else int(a.max())} is outside [0, {n_vocab})",
+                         "use ids from the model's tokenizer")
+    return np.ascontiguousarray(a, dtype=np.int32).reshape(-1)
+
+
 @dataclass(frozen=True)
 class Sampler:
     """Token sampling: temperature <= 0 is greedy; else top-k, then top-p, seeded."""
@@ -72,7 +83,7 @@ class Session:
             raise InputError("prefill needs exactly one of ids= or embeds=", "pass token ids or an [n, hidden] float array")
         out = np.empty(self.model.n_vocab, dtype=np.float32)
         if ids is not None:
-            a = np.ascontiguousarray(ids, dtype=np.int32).reshape(-1)
+            a = _token_ids(ids, self.model.n_vocab)
             self._s.run(0, a, a.shape[0], out)
         else:
             a = np.ascontiguousarray(embeds, dtype=np.float32)
@@ -124,7 +135,7 @@ class Model:
     def generate(self, ids, max_new_tokens: int, sampler: Sampler | None = None, n_ctx: int | None = None,
                  stop_at_eos: bool = True) -> Iterator[int]:
         """Prefill ids in a fresh session, then stream up to max_new_tokens sampled token ids."""
-        ids = np.ascontiguousarray(ids, dtype=np.int32).reshape(-1)
+        ids = _token_ids(ids, self.n_vocab)
         s = self.session(n_ctx or ids.shape[0] + max_new_tokens)
         s.prefill(ids=ids)
         eos = self.info["eos_token"] if stop_at_eos else -1

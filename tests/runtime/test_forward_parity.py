@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgevlm.errors import InputError
 from edgevlm.runtime import Model, RuntimeInputError, Sampler
 from edgevlm.runtime.gguf_export import export_lfm2_gguf
 from lfm2_reference import full_logits, greedy, reference_model, trained_reference_model
@@ -128,8 +129,14 @@ def test_top_k_1_is_greedy(f32_model):
 
 def test_bad_inputs_raise_input_errors(f32_model):
     s = f32_model.session(n_ctx=4)
-    with pytest.raises(RuntimeInputError, match="outside"):
+    with pytest.raises(InputError, match="outside"):
         s.prefill(ids=[1, 512])
+    with pytest.raises(InputError, match="outside"):
+        s.prefill(ids=np.array([2**32 + 5], dtype=np.int64))   # must not wrap to 5
+    with pytest.raises(InputError, match="dtype"):
+        s.prefill(ids=[1.5])
+    with pytest.raises(RuntimeInputError, match="outside"):   # the C check, behind the Python one
+        s._s.run(0, np.array([1, 512], np.int32), 2, None)
     with pytest.raises(RuntimeInputError) as exc:
         s.prefill(ids=[1, 2, 3, 4, 5])
     assert exc.value.name == "EV_ERR_CONTEXT_FULL"
