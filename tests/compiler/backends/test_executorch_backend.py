@@ -34,6 +34,22 @@ def test_float_xnnpack_parity(tiny_stage, make_plan):
     assert "convolution" in artifact.info["delegated_ops"]
 
 
+def test_channels_last_example_inputs(capture, make_plan):
+    # The program must read the contiguous tensors it is fed, whatever memory
+    # layout the example inputs had at capture (a channels-last one broke it).
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                 torch.nn.Linear(8 * 8 * 8, 16))
+    x = torch.randn(1, 3, 8, 8).to(memory_format=torch.channels_last)
+    stage = capture(module, (x,))
+    plan = make_plan("cpu-x86_64")
+    backend = get_backend("executorch")
+    artifact = backend.lower(stage, plan)
+    outputs = backend.execute(artifact, plan.out_dir, [x.numpy()])
+    with torch.no_grad():
+        assert compare("max_abs_err", [module(x).numpy()], outputs) <= 1e-4
+
+
 def test_int8_xnnpack_sqnr(tiny_stage, make_plan):
     artifact, sqnr = run_and_compare(tiny_stage, make_plan("cpu-x86_64", {"encoder": get_scheme("w8a8")}), "sqnr_db")
     assert sqnr >= 30.0
