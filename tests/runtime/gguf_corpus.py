@@ -211,3 +211,18 @@ def truncations(step: int = 7) -> list[bytes]:
     header = len(good) - sum(len(t.data) for t in valid_model().tensors)
     cuts = list(range(0, header, step)) + [header + 1, len(good) // 2, len(good) - 1]
     return [good[:c] for c in cuts]
+
+
+def mutations(count: int = 300, seed: int = 0) -> list[bytes]:
+    """The valid model with 1-4 header bytes overwritten (random or extreme values), deterministically."""
+    good = valid_model().to_bytes()
+    header = len(good) - sum(len(t.data) for t in valid_model().tensors)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        b = bytearray(good)
+        for _ in range(int(rng.integers(1, 5))):
+            i = int(rng.integers(4, header))
+            b[i] = int(rng.choice([0x00, 0xFF, 0x7F, 0x80, int(rng.integers(0, 256))]))
+        out.append(bytes(b))
+    return out

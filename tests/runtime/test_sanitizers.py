@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gguf_corpus import corpus, truncations, valid_model
+from gguf_corpus import corpus, mutations, truncations
 
 ROOT = Path(__file__).resolve().parents[2]
 SAN_FLAGS = "-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1"
@@ -58,6 +58,18 @@ def test_bad_files_under_sanitizers(driver, tmp_path):
     for f, code in want.items():
         assert got[f] == code, f
     assert all(v != "EV_OK" for v in got.values())
+
+
+def test_mutated_headers_under_sanitizers(driver, tmp_path):
+    # 300 files with random header bytes overwritten: any status is fine, a sanitizer report or crash is not
+    files = []
+    for i, data in enumerate(mutations()):
+        f = tmp_path / f"mut{i}.gguf"
+        f.write_bytes(data)
+        files.append(f)
+    p = run(driver, "load", *files)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(p.stdout.splitlines()) == len(files)
 
 
 @pytest.mark.parametrize("qtype", ["f32", "q8_0", "q4_0"])

@@ -7,6 +7,8 @@
  * (sample + decode step) never runs Python code. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <string.h>
+
 #include "edgevlm.h"
 
 /* ---- errors --------------------------------------------------------------- */
@@ -18,8 +20,10 @@ static PyObject *g_error_factory = NULL;
 
 static PyObject *raise_ev(const ev_error *err) {
     if (g_error_factory) {
-        PyObject *exc = PyObject_CallFunction(g_error_factory, "iss", (int)err->code,
-                                              ev_status_name(err->code), err->message);
+        /* messages quote names read from files: decode leniently */
+        PyObject *msg = PyUnicode_DecodeUTF8(err->message, (Py_ssize_t)strlen(err->message), "replace");
+        if (!msg) return NULL;
+        PyObject *exc = PyObject_CallFunction(g_error_factory, "isN", (int)err->code, ev_status_name(err->code), msg);
         if (exc) {
             PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
             Py_DECREF(exc);

@@ -89,11 +89,12 @@ static void decode_scalar(ev_gguf_kv *kv, const uint8_t *p) {
 
 static ev_status read_kv(cursor *c, ev_gguf_kv *kv, uint64_t idx) {
     ev_status st;
+    char pb[68];
     if ((st = rd_str(c, &kv->key, "metadata key"))) return st;
     if ((st = rd_u32(c, &kv->type, "metadata value type"))) return st;
     if (kv->type >= GGUF_T_COUNT)
-        return ev_fail(c->err, EV_ERR_BAD_KV_TYPE, "gguf: metadata #%llu '%.*s' has unknown value type %u",
-                       (unsigned long long)idx, (int)(kv->key.len > 64 ? 64 : kv->key.len), kv->key.ptr, kv->type);
+        return ev_fail(c->err, EV_ERR_BAD_KV_TYPE, "gguf: metadata #%llu '%s' has unknown value type %u",
+                       (unsigned long long)idx, ev_printable(kv->key, pb), kv->type);
     if (kv->type == GGUF_T_STRING) return rd_str(c, &kv->str, "metadata string value");
     if (kv->type != GGUF_T_ARRAY) {
         size_t n = scalar_size(kv->type);
@@ -108,8 +109,8 @@ static ev_status read_kv(cursor *c, ev_gguf_kv *kv, uint64_t idx) {
     if (kv->arr_type == GGUF_T_STRING) {
         /* each element is at least its 8-byte length */
         if (kv->arr_count > (c->size - c->pos) / 8)
-            return ev_fail(c->err, EV_ERR_BAD_COUNT, "gguf: string array '%.*s' count %llu exceeds the file size",
-                           (int)(kv->key.len > 64 ? 64 : kv->key.len), kv->key.ptr, (unsigned long long)kv->arr_count);
+            return ev_fail(c->err, EV_ERR_BAD_COUNT, "gguf: string array '%s' count %llu exceeds the file size",
+                           ev_printable(kv->key, pb), (unsigned long long)kv->arr_count);
         for (uint64_t i = 0; i < kv->arr_count; i++) {
             ev_str s;
             if ((st = rd_str(c, &s, "array string element"))) return st;
@@ -118,11 +119,11 @@ static ev_status read_kv(cursor *c, ev_gguf_kv *kv, uint64_t idx) {
     }
     size_t es = scalar_size(kv->arr_type);
     if (es == 0)
-        return ev_fail(c->err, EV_ERR_BAD_KV_TYPE, "gguf: array '%.*s' has element type %u (nested or unknown)",
-                       (int)(kv->key.len > 64 ? 64 : kv->key.len), kv->key.ptr, kv->arr_type);
+        return ev_fail(c->err, EV_ERR_BAD_KV_TYPE, "gguf: array '%s' has element type %u (nested or unknown)",
+                       ev_printable(kv->key, pb), kv->arr_type);
     if (kv->arr_count > (c->size - c->pos) / es)
-        return ev_fail(c->err, EV_ERR_BAD_COUNT, "gguf: array '%.*s' count %llu exceeds the file size",
-                       (int)(kv->key.len > 64 ? 64 : kv->key.len), kv->key.ptr, (unsigned long long)kv->arr_count);
+        return ev_fail(c->err, EV_ERR_BAD_COUNT, "gguf: array '%s' count %llu exceeds the file size",
+                       ev_printable(kv->key, pb), (unsigned long long)kv->arr_count);
     c->pos += (size_t)(kv->arr_count * es);
     return EV_OK;
 }
@@ -146,35 +147,36 @@ static ev_status read_tensor_info(cursor *c, ev_gguf_tensor *t, uint64_t idx) {
     if (t->name.len >= GGUF_MAX_NAME)
         return ev_fail(c->err, EV_ERR_BAD_STRING, "gguf: tensor #%llu name is %llu bytes (limit %d)",
                        (unsigned long long)idx, (unsigned long long)t->name.len, GGUF_MAX_NAME - 1);
-    int nl = (int)t->name.len;
+    char pb[68];
+    const char *nm = ev_printable(t->name, pb);
     if ((st = rd_u32(c, &t->n_dims, "tensor n_dims"))) return st;
     if (t->n_dims < 1 || t->n_dims > 4)
-        return ev_fail(c->err, EV_ERR_BAD_SHAPE, "gguf: tensor '%.*s' has %u dims (1..4 allowed)",
-                       nl, t->name.ptr, t->n_dims);
+        return ev_fail(c->err, EV_ERR_BAD_SHAPE, "gguf: tensor '%s' has %u dims (1..4 allowed)",
+                       nm, t->n_dims);
     uint64_t nelem = 1;
     for (uint32_t d = 0; d < 4; d++) t->ne[d] = 1;
     for (uint32_t d = 0; d < t->n_dims; d++) {
         uint64_t ne;
         if ((st = rd_u64(c, &ne, "tensor dim"))) return st;
         if (ne > (uint64_t)INT64_MAX || (ne != 0 && nelem > (uint64_t)INT64_MAX / ne))
-            return ev_fail(c->err, EV_ERR_BAD_SHAPE, "gguf: tensor '%.*s' shape overflows (dim %u = %llu)",
-                           nl, t->name.ptr, d, (unsigned long long)ne);
+            return ev_fail(c->err, EV_ERR_BAD_SHAPE, "gguf: tensor '%s' shape overflows (dim %u = %llu)",
+                           nm, d, (unsigned long long)ne);
         t->ne[d] = (int64_t)ne;
         nelem *= ne;
     }
     if ((st = rd_u32(c, &t->type, "tensor type"))) return st;
     if (!type_supported(t->type))
         return ev_fail(c->err, EV_ERR_BAD_TENSOR_TYPE,
-                       "gguf: tensor '%.*s' has ggml type %u; the runtime reads F32 (0), F16 (1), Q4_0 (2), Q8_0 (8)",
-                       nl, t->name.ptr, t->type);
+                       "gguf: tensor '%s' has ggml type %u; the runtime reads F32 (0), F16 (1), Q4_0 (2), Q8_0 (8)",
+                       nm, t->type);
     if ((st = rd_u64(c, &t->offset, "tensor offset"))) return st;
     uint64_t row = ev_gguf_row_bytes(t->type, t->ne[0]);
     if (row == 0 && t->ne[0] != 0)
-        return ev_fail(c->err, EV_ERR_BAD_SHAPE, "gguf: tensor '%.*s' row of %lld is not a multiple of the block size",
-                       nl, t->name.ptr, (long long)t->ne[0]);
+        return ev_fail(c->err, EV_ERR_BAD_SHAPE, "gguf: tensor '%s' row of %lld is not a multiple of the block size",
+                       nm, (long long)t->ne[0]);
     uint64_t rows = t->ne[0] ? nelem / (uint64_t)t->ne[0] : 0;
     if (rows != 0 && row > UINT64_MAX / rows)
-        return ev_fail(c->err, EV_ERR_BAD_SHAPE, "gguf: tensor '%.*s' byte size overflows", nl, t->name.ptr);
+        return ev_fail(c->err, EV_ERR_BAD_SHAPE, "gguf: tensor '%s' byte size overflows", nm);
     t->nbytes = row * rows;
     return EV_OK;
 }
@@ -186,6 +188,17 @@ static int cmp_offset(const void *a, const void *b) {
 
 static int str_eq2(ev_str a, ev_str b) { return a.len == b.len && memcmp(a.ptr, b.ptr, (size_t)a.len) == 0; }
 
+const char *ev_printable(ev_str s, char *buf) {
+    uint64_t n = s.len > 64 ? 64 : s.len;
+    for (uint64_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s.ptr[i];
+        buf[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    if (s.len > 64) memcpy(buf + n, "...", 3), n += 3;
+    buf[n] = '\0';
+    return buf;
+}
+
 int ev_str_eq(ev_str s, const char *c) {
     size_t n = strlen(c);
     return s.len == n && memcmp(s.ptr, c, n) == 0;
@@ -195,16 +208,17 @@ static ev_status check_tensors(ev_gguf *g, ev_error *err) {
     uint64_t data_size = g->size - g->data_offset;
     ev_gguf_tensor **order = NULL;
     ev_status st = EV_OK;
+    char pb[68];
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         ev_gguf_tensor *t = &g->tensors[i];
-        int nl = (int)t->name.len;
+        const char *nm = ev_printable(t->name, pb);
         if (t->offset % g->alignment)
-            return ev_fail(err, EV_ERR_MISALIGNED, "gguf: tensor '%.*s' offset %llu is not a multiple of alignment %llu",
-                           nl, t->name.ptr, (unsigned long long)t->offset, (unsigned long long)g->alignment);
+            return ev_fail(err, EV_ERR_MISALIGNED, "gguf: tensor '%s' offset %llu is not a multiple of alignment %llu",
+                           nm, (unsigned long long)t->offset, (unsigned long long)g->alignment);
         if (t->offset > data_size || t->nbytes > data_size - t->offset)
             return ev_fail(err, EV_ERR_BAD_OFFSET,
-                           "gguf: tensor '%.*s' data [%llu, +%llu) runs past the end of the data section (%llu bytes)",
-                           nl, t->name.ptr, (unsigned long long)t->offset, (unsigned long long)t->nbytes,
+                           "gguf: tensor '%s' data [%llu, +%llu) runs past the end of the data section (%llu bytes)",
+                           nm, (unsigned long long)t->offset, (unsigned long long)t->nbytes,
                            (unsigned long long)data_size);
         t->data = g->base + g->data_offset + t->offset;
     }
@@ -213,11 +227,12 @@ static ev_status check_tensors(ev_gguf *g, ev_error *err) {
     if (!order) return ev_fail(err, EV_ERR_NOMEM, "gguf: out of memory sorting %llu tensors", (unsigned long long)g->n_tensors);
     for (uint64_t i = 0; i < g->n_tensors; i++) order[i] = &g->tensors[i];
     qsort(order, (size_t)g->n_tensors, sizeof *order, cmp_offset);
+    char pa[68];
     for (uint64_t i = 0; i + 1 < g->n_tensors && !st; i++) {
         const ev_gguf_tensor *a = order[i], *b = order[i + 1];
         if (a->offset + a->nbytes > b->offset)
-            st = ev_fail(err, EV_ERR_OVERLAP, "gguf: tensors '%.*s' and '%.*s' overlap in the data section",
-                         (int)a->name.len, a->name.ptr, (int)b->name.len, b->name.ptr);
+            st = ev_fail(err, EV_ERR_OVERLAP, "gguf: tensors '%s' and '%s' overlap in the data section",
+                         ev_printable(a->name, pa), ev_printable(b->name, pb));
     }
     free(order);
     return st;
@@ -232,12 +247,12 @@ static int cmp_str(const void *a, const void *b) {
 }
 
 static ev_status check_unique(ev_str **names, uint64_t n, const char *what, ev_error *err) {
+    char pb[68];
     if (n < 2) return EV_OK;
     qsort(names, (size_t)n, sizeof *names, cmp_str);
     for (uint64_t i = 0; i + 1 < n; i++)
         if (str_eq2(*names[i], *names[i + 1]))
-            return ev_fail(err, EV_ERR_DUPLICATE, "gguf: %s '%.*s' appears twice", what,
-                           (int)(names[i]->len > 64 ? 64 : names[i]->len), names[i]->ptr);
+            return ev_fail(err, EV_ERR_DUPLICATE, "gguf: %s '%s' appears twice", what, ev_printable(*names[i], pb));
     return EV_OK;
 }
 
@@ -376,9 +391,10 @@ const ev_gguf_tensor *ev_gguf_find_tensor(const ev_gguf *g, const char *name) {
 }
 
 ev_status ev_gguf_str_array(const ev_gguf_kv *kv, ev_str *out, uint64_t count, ev_error *err) {
+    char pb[68];
     if (kv->type != GGUF_T_ARRAY || kv->arr_type != GGUF_T_STRING || count > kv->arr_count)
-        return ev_fail(err, EV_ERR_BAD_KEY, "gguf: '%.*s' is not a string array of %llu entries",
-                       (int)(kv->key.len > 64 ? 64 : kv->key.len), kv->key.ptr, (unsigned long long)count);
+        return ev_fail(err, EV_ERR_BAD_KEY, "gguf: '%s' is not a string array of %llu entries",
+                       ev_printable(kv->key, pb), (unsigned long long)count);
     const uint8_t *p = kv->arr_data;
     for (uint64_t i = 0; i < count; i++) {   /* lengths were bounds-checked by read_kv */
         uint64_t len;

@@ -68,6 +68,10 @@ const ev_gguf_kv *ev_gguf_find_kv(const ev_gguf *g, const char *key);
 const ev_gguf_tensor *ev_gguf_find_tensor(const ev_gguf *g, const char *name);
 int ev_str_eq(ev_str s, const char *c);
 
+/* A file string made safe for messages: at most 64 bytes, bytes outside
+ * printable ASCII replaced by '?'.  Returns buf (at least 68 bytes). */
+const char *ev_printable(ev_str s, char *buf);
+
 /* The first count elements of a (validated) string array. */
 ev_status ev_gguf_str_array(const ev_gguf_kv *kv, ev_str *out, uint64_t count, ev_error *err);
 

@@ -127,10 +127,12 @@ static ev_status load_hparams(ev_model *m, int **head_kv, ev_error *err) {
     ev_model_info *in = &m->info;
     const ev_gguf_kv *arch = ev_gguf_find_kv(g, "general.architecture");
     if (!arch) return ev_fail(err, EV_ERR_MISSING_KEY, "model: required key 'general.architecture' is missing");
-    if (arch->type != GGUF_T_STRING || !ev_str_eq(arch->str, ARCH))
-        return ev_fail(err, EV_ERR_UNSUPPORTED_ARCH, "model: architecture '%.*s' is not supported (only '" ARCH "')",
-                       arch->type == GGUF_T_STRING ? (int)(arch->str.len > 32 ? 32 : arch->str.len) : 0,
-                       arch->type == GGUF_T_STRING ? arch->str.ptr : "");
+    if (arch->type != GGUF_T_STRING || !ev_str_eq(arch->str, ARCH)) {
+        char pb[68];
+        ev_str none = {"", 0};
+        return ev_fail(err, EV_ERR_UNSUPPORTED_ARCH, "model: architecture '%s' is not supported (only '" ARCH "')",
+                       ev_printable(arch->type == GGUF_T_STRING ? arch->str : none, pb));
+    }
     int64_t v[8] = {0};
     ev_status st;
     if ((st = get_int(g, ARCH ".embedding_length", 1, 1, MAX_DIM, &v[0], err))) return st;
