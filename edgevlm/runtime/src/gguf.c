@@ -346,6 +346,10 @@ ev_status ev_gguf_open(ev_gguf *g, const char *path, ev_error *err) {
         close(fd);
         return ev_fail(err, EV_ERR_IO, "'%s' is not a regular file", path);
     }
+    if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {   /* 32-bit hosts */
+        close(fd);
+        return ev_fail(err, EV_ERR_IO, "'%s' is too large to map on this platform", path);
+    }
     size_t size = (size_t)sb.st_size;
     if (size == 0) {
         close(fd);
