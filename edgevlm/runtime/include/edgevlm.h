@@ -104,7 +104,7 @@ typedef struct {
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
     int n_ctx_train, conv_l_cache, n_attn_layers;
     float rope_theta, norm_eps;
-    int weight_type;            /* ggml type id of the projection weights (0 F32, 1 F16, 2 Q4_0, 8 Q8_0) */
+    int weight_type;            /* ggml type id of the FFN weights (0 F32, 1 F16, 2 Q4_0, 8 Q8_0) */
 } ev_model_info;
 
 void ev_model_get_info(const ev_model *model, ev_model_info *info);

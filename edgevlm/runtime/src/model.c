@@ -110,9 +110,12 @@ static ev_status load_vec(ev_model *m, const char *name, int64_t ne0, int64_t ne
 }
 
 static ev_status prepare(const ev_gguf_tensor *t, const char *name, ev_weights **out, ev_error *err) {
-    if (ev_weights_prepare(out, (ev_type)t->type, t->data, t->ne[1], t->ne[0]) != 0)
-        return ev_fail(err, EV_ERR_INTERNAL, "model: preparing weights of '%s' (type %u, %lld x %lld) failed",
-                       name, t->type, (long long)t->ne[1], (long long)t->ne[0]);
+    int rc = ev_weights_prepare(out, (ev_type)t->type, t->data, t->ne[1], t->ne[0]);
+    if (rc == EV_KERNEL_ENOMEM)
+        return ev_fail(err, EV_ERR_NOMEM, "model: out of memory preparing '%s'", name);
+    if (rc != EV_KERNEL_OK)
+        return ev_fail(err, EV_ERR_INTERNAL, "model: preparing weights of '%s' (type %u, %lld x %lld) failed (kernel error %d)",
+                       name, t->type, (long long)t->ne[1], (long long)t->ne[0], rc);
     return EV_OK;
 }
 
@@ -240,7 +243,6 @@ static ev_status load_weights(ev_model *m, const int *head_kv, ev_error *err) {
         return ev_fail(err, EV_ERR_TENSOR_SHAPE, "model: token_embd.weight must be [n_embd=%d, n_vocab]", in->n_embd);
     m->tok_embd = t;
     in->n_vocab = (int)t->ne[1];
-    in->weight_type = (int)t->type;
     int64_t nv = 0;
     ev_status st = get_int(&m->gguf, ARCH ".vocab_size", 0, 1, INT32_MAX, &nv, err);
     if (st) return st;
@@ -258,6 +260,7 @@ static ev_status load_weights(ev_model *m, const int *head_kv, ev_error *err) {
     int attn_count = 0;
     for (int il = 0; il < in->n_layer; il++)
         if ((st = load_layer(m, il, head_kv[il], &attn_count, err))) return st;
+    in->weight_type = (int)ev_weights_type(m->layers[0].ffn_gate);
     return EV_OK;
 }
 
