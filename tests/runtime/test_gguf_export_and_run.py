@@ -107,3 +107,15 @@ def test_edgevlm_run_bad_input_exits_2(edgevlm_run, tmp_path):
     assert p.returncode == 2 and "not a GGUF file" in p.stderr
     p = subprocess.run([str(edgevlm_run)], capture_output=True, text=True)
     assert p.returncode == 2 and "usage" in p.stderr
+
+
+@pytest.mark.parametrize("qtype,type_id,embd", [("f32", 0, "F32"), ("f16", 1, "F16"), ("q8_0", 8, "Q8_0"), ("q4_0", 2, "Q8_0")])
+def test_each_type_loads(weights, tmp_path, qtype, type_id, embd):
+    from gguf import GGUFReader
+
+    sd, cfg = weights
+    path = export_lfm2_gguf(tmp_path / "m.gguf", cfg, sd, qtype=qtype)
+    assert Model.load(path).info["weight_type"] == type_id
+    t = {x.name: x for x in GGUFReader(path).tensors}
+    assert t["token_embd.weight"].tensor_type.name == embd   # q4_0 keeps the tied head at Q8_0
+    assert t["blk.0.shortconv.conv.weight"].tensor_type.name == "F32"
