@@ -11,6 +11,9 @@
  *    then removes the nibble offset. */
 #include "kernels_internal.h"
 
+/* The small fixed loops over tokens (j) and rows/chunks (k) of a tile are
+ * unrolled with pragmas: -O2 alone keeps the accumulator arrays on the stack. */
+
 #if defined(EV_KERNELS_X86)
 #include <immintrin.h>
 #include <string.h>
@@ -52,10 +55,12 @@ static void quantize_avx2(const float *x, int64_t cols, int8_t *q, float *d, int
         __m256 v[4], m;
         __m256i iv[4], p;
         float id;
+        #pragma GCC unroll 8
         for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + b * 32 + k * 8);
         m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
                           _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
         ev_q8_scale(hmax8(m), &d[b], &id);
+        #pragma GCC unroll 8
         for (int k = 0; k < 4; k++) /* cvtps rounds half to even, like the scalar nearbyintf */
             iv[k] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[k], _mm256_set1_ps(id))), lim), nlim);
         s[b] = hsum8_epi32(_mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3])));
@@ -79,24 +84,30 @@ tile_q8(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, flo
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[TILE];
     int nrows = (int)(W->rows - g * R < R ? W->rows - g * R : R);
+    #pragma GCC unroll 8
     for (int j = 0; j < T; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wq = W->qs + (g * nb + b) * 32 * R;
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(W->d + (g * nb + b) * R)));
         __m256i isum[TILE];
+        #pragma GCC unroll 8
         for (int j = 0; j < T; j++) isum[j] = _mm256_setzero_si256();
+        #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             __m256i w = _mm256_loadu_si256((const __m256i *)(wq + k * 32)), aw = _mm256_abs_epi8(w);
+            #pragma GCC unroll 8
             for (int j = 0; j < T; j++) {
                 __m256i sx = _mm256_sign_epi8(bcast4(A->q + ((t + j) * nb + b) * 32 + 4 * k), w);
                 isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones));
             }
         }
+        #pragma GCC unroll 8
         for (int j = 0; j < T; j++) {
             const int64_t tb = (t + j) * nb + b;
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(dw, _mm256_set1_ps(A->d[tb])), acc[j]);
         }
     }
+    #pragma GCC unroll 8
     for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
 }
 
@@ -106,27 +117,33 @@ tile_q4(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, flo
     const __m256i ones = _mm256_set1_epi16(1), lo = _mm256_set1_epi8(0x0f);
     __m256 acc[TILE];
     int nrows = (int)(W->rows - g * R < R ? W->rows - g * R : R);
+    #pragma GCC unroll 8
     for (int j = 0; j < T; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wq = W->qs + (g * nb + b) * 16 * R;
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(W->d + (g * nb + b) * R)));
         __m256i s16[TILE];
+        #pragma GCC unroll 8
         for (int j = 0; j < T; j++) s16[j] = _mm256_setzero_si256();
+        #pragma GCC unroll 8
         for (int k = 0; k < 4; k++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(wq + k * 32));
             __m256i wl = _mm256_and_si256(v, lo), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo);
+            #pragma GCC unroll 8
             for (int j = 0; j < T; j++) {
                 const int8_t *xq = A->q + ((t + j) * nb + b) * 32;
                 s16[j] = _mm256_add_epi16(s16[j], _mm256_maddubs_epi16(wl, bcast4(xq + 4 * k)));
                 s16[j] = _mm256_add_epi16(s16[j], _mm256_maddubs_epi16(wh, bcast4(xq + 16 + 4 * k)));
             }
         }
+        #pragma GCC unroll 8
         for (int j = 0; j < T; j++) {
             const int64_t tb = (t + j) * nb + b;
             __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(s16[j], ones), _mm256_set1_epi32(8 * A->s[tb]));
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(A->d[tb])), acc[j]);
         }
     }
+    #pragma GCC unroll 8
     for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
 }
 
@@ -180,6 +197,7 @@ gemm_f(const ev_weights *W, const float *X, int64_t t0, int64_t t1, int64_t r0, 
     for (int64_t r = r0; r < r1; r += 4) {
         int nr = (int)(r1 - r < 4 ? r1 - r : 4);
         const uint8_t *w[4];
+        #pragma GCC unroll 8
         for (int k = 0; k < 4; k++) w[k] = W->qs + (r + (k < nr ? k : 0)) * cols * esz;
         for (int64_t t = t0; t < t1; t++) {
             const float *x = X + t * cols;
@@ -198,6 +216,7 @@ gemm_f(const ev_weights *W, const float *X, int64_t t0, int64_t t1, int64_t r0, 
             out[2] = hsum8_ps(a2);
             out[3] = hsum8_ps(a3);
             for (; i < cols; i++)
+                #pragma GCC unroll 8
                 for (int k = 0; k < 4; k++) out[k] += scalar_w(w[k], i, f16) * x[i];
             for (int k = 0; k < nr; k++) Y[t * ldy + r + k] = out[k];
         }

@@ -10,6 +10,9 @@
  * each loaded weight register 8 times for prefill. */
 #include "kernels_internal.h"
 
+/* The small fixed loops over tokens (j) and rows/chunks (k) of a tile are
+ * unrolled with pragmas: -O2 alone keeps the accumulator arrays on the stack. */
+
 #if defined(EV_KERNELS_X86)
 #include <immintrin.h>
 #include <string.h>
@@ -69,6 +72,7 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
     const int32_t offset = q4 ? 8 : 128;
     __m512 acc[TILE];
     int nrows = (int)(W->rows - g * R < R ? W->rows - g * R : R);
+    #pragma GCC unroll 8
     for (int j = 0; j < T; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wq = W->qs + (g * nb + b) * qb * R;
@@ -76,20 +80,24 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
         __m512i w[8];
         if (q4) {
             const __m512i lo = _mm512_set1_epi32(0x0f0f0f0f);
+            #pragma GCC unroll 8
             for (int k = 0; k < 4; k++) {
                 __m512i v = _mm512_loadu_si512(wq + k * 64);
                 w[k] = _mm512_and_si512(v, lo);
                 w[k + 4] = _mm512_and_si512(_mm512_srli_epi32(v, 4), lo);
             }
         } else {
+            #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512(wq + k * 64);
         }
+        #pragma GCC unroll 8
         for (int j = 0; j < T; j++) {
             const int64_t tb = (t + j) * nb + b;
             __m512i isum = _mm512_sub_epi32(dot_block(w, A->q + tb * 32), _mm512_set1_epi32(offset * A->s[tb]));
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, _mm512_set1_ps(A->d[tb])), acc[j]);
         }
     }
+    #pragma GCC unroll 8
     for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
 }
 
@@ -122,8 +130,8 @@ static void gemm_q4_0_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0,
     gemm_q(W, A, t0, t1, g0, g1, Y, ldy, 1);
 }
 
-/* Float weights: 4 rows x 1 token per inner loop; f16 rows converted with
- * vcvtph2ps (exact); columns past the last multiple of 16 done in scalar. */
+/* Float weights: f16 rows converted with vcvtph2ps (exact); columns past
+ * the last multiple of 16 done in scalar. */
 static inline __m512 load_w(const uint8_t *base, int64_t i, int f16) {
     if (f16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i)));
     return _mm512_loadu_ps((const float *)base + i);
@@ -138,33 +146,56 @@ static inline float scalar_w(const uint8_t *base, int64_t i, int f16) {
     return ((const float *)base)[i];
 }
 
+/* 4 rows x T (<= 4) tokens: 16 accumulators; each weight vector loaded (and
+ * converted from f16) once per 16 columns and used for T tokens. */
+static inline __attribute__((always_inline)) void
+tile_f(const ev_weights *W, const float *X, int64_t r, int nr, int64_t t, int T, float *Y, int64_t ldy, int f16) {
+    const int64_t cols = W->cols, esz = f16 ? 2 : 4;
+    const uint8_t *w[4];
+    __m512 acc[4][4];
+    int64_t i = 0;
+    #pragma GCC unroll 8
+    for (int k = 0; k < 4; k++) w[k] = W->qs + (r + (k < nr ? k : 0)) * cols * esz;
+    #pragma GCC unroll 8
+    for (int j = 0; j < T; j++)
+        #pragma GCC unroll 8
+        for (int k = 0; k < 4; k++) acc[j][k] = _mm512_setzero_ps();
+    for (; i + 16 <= cols; i += 16) {
+        __m512 wv[4];
+        #pragma GCC unroll 8
+        for (int k = 0; k < 4; k++) wv[k] = load_w(w[k], i, f16);
+        #pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            __m512 xv = _mm512_loadu_ps(X + (t + j) * cols + i);
+            #pragma GCC unroll 8
+            for (int k = 0; k < 4; k++) acc[j][k] = _mm512_fmadd_ps(wv[k], xv, acc[j][k]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int j = 0; j < T; j++) {
+        const float *x = X + (t + j) * cols;
+        float out[4];
+        #pragma GCC unroll 8
+        for (int k = 0; k < 4; k++) out[k] = _mm512_reduce_add_ps(acc[j][k]);
+        for (int64_t c = i; c < cols; c++)
+            #pragma GCC unroll 8
+            for (int k = 0; k < 4; k++) out[k] += scalar_w(w[k], c, f16) * x[c];
+        for (int k = 0; k < nr; k++) Y[(t + j) * ldy + r + k] = out[k];
+    }
+}
+
 static inline __attribute__((always_inline)) void
 gemm_f(const ev_weights *W, const float *X, int64_t t0, int64_t t1, int64_t r0, int64_t r1,
        float *Y, int64_t ldy, int f16) {
-    const int64_t cols = W->cols, esz = f16 ? 2 : 4;
     for (int64_t r = r0; r < r1; r += 4) {
         int nr = (int)(r1 - r < 4 ? r1 - r : 4);
-        const uint8_t *w[4];
-        for (int k = 0; k < 4; k++) w[k] = W->qs + (r + (k < nr ? k : 0)) * cols * esz;
-        for (int64_t t = t0; t < t1; t++) {
-            const float *x = X + t * cols;
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            float out[4];
-            int64_t i = 0;
-            for (; i + 16 <= cols; i += 16) {
-                __m512 xv = _mm512_loadu_ps(x + i);
-                a0 = _mm512_fmadd_ps(load_w(w[0], i, f16), xv, a0);
-                a1 = _mm512_fmadd_ps(load_w(w[1], i, f16), xv, a1);
-                a2 = _mm512_fmadd_ps(load_w(w[2], i, f16), xv, a2);
-                a3 = _mm512_fmadd_ps(load_w(w[3], i, f16), xv, a3);
-            }
-            out[0] = _mm512_reduce_add_ps(a0);
-            out[1] = _mm512_reduce_add_ps(a1);
-            out[2] = _mm512_reduce_add_ps(a2);
-            out[3] = _mm512_reduce_add_ps(a3);
-            for (; i < cols; i++)
-                for (int k = 0; k < 4; k++) out[k] += scalar_w(w[k], i, f16) * x[i];
-            for (int k = 0; k < nr; k++) Y[t * ldy + r + k] = out[k];
+        int64_t t = t0;
+        for (; t + 4 <= t1; t += 4) tile_f(W, X, r, nr, t, 4, Y, ldy, f16);
+        switch (t1 - t) { /* constant T per call so the tile stays in registers */
+        case 3: tile_f(W, X, r, nr, t, 3, Y, ldy, f16); break;
+        case 2: tile_f(W, X, r, nr, t, 2, Y, ldy, f16); break;
+        case 1: tile_f(W, X, r, nr, t, 1, Y, ldy, f16); break;
+        default: break;
         }
     }
 }

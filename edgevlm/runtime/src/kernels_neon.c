@@ -9,6 +9,9 @@
  * removes the offset).  Tiles of up to 4 tokens reuse each weight register. */
 #include "kernels_internal.h"
 
+/* The small fixed loops over tokens (j) and rows/chunks (k) of a tile are
+ * unrolled with pragmas: -O2 alone keeps the accumulator arrays on the stack. */
+
 #if defined(EV_KERNELS_NEON)
 #include <arm_neon.h>
 #include <string.h>
@@ -22,15 +25,18 @@ static void quantize_neon(const float *x, int64_t cols, int8_t *q, float *d, int
         float32x4_t v[8], m = vdupq_n_f32(0.0f);
         int32x4_t iv[8], sum = vdupq_n_s32(0);
         float id;
+        #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             v[k] = vld1q_f32(x + b * 32 + 4 * k);
             m = vmaxq_f32(m, vabsq_f32(v[k]));
         }
         ev_q8_scale(vmaxvq_f32(m), &d[b], &id);
+        #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) { /* vcvtn rounds half to even, like the scalar nearbyintf */
             iv[k] = vmaxq_s32(vminq_s32(vcvtnq_s32_f32(vmulq_n_f32(v[k], id)), lim), nlim);
             sum = vaddq_s32(sum, iv[k]);
         }
+        #pragma GCC unroll 8
         for (int k = 0; k < 8; k += 2) {
             int16x8_t h = vcombine_s16(vqmovn_s32(iv[k]), vqmovn_s32(iv[k + 1]));
             vst1_s8(q + b * 32 + 4 * k, vqmovn_s16(h));
@@ -67,20 +73,24 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
     const int64_t nb = W->nb, qb = q4 ? 16 : 32;
     float32x4_t acc[TILE];
     int nrows = (int)(W->rows - g * R < R ? W->rows - g * R : R);
+    #pragma GCC unroll 8
     for (int j = 0; j < T; j++) acc[j] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wq = W->qs + (g * nb + b) * qb * R;
         float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(W->d + (g * nb + b) * R)));
         int8x16_t w[8];
         if (q4) {
+            #pragma GCC unroll 8
             for (int k = 0; k < 4; k++) {
                 uint8x16_t v = vld1q_u8(wq + 16 * k);
                 w[k] = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0f)));
                 w[k + 4] = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
             }
         } else {
+            #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) w[k] = vld1q_s8((const int8_t *)wq + 16 * k);
         }
+        #pragma GCC unroll 8
         for (int j = 0; j < T; j++) {
             const int64_t tb = (t + j) * nb + b;
             int32x4_t isum = dot_block(w, A->q + tb * 32);
@@ -88,6 +98,7 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
             acc[j] = vfmaq_f32(acc[j], vcvtq_f32_s32(isum), vmulq_n_f32(dw, A->d[tb]));
         }
     }
+    #pragma GCC unroll 8
     for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
 }
 
@@ -138,6 +149,7 @@ gemm_f(const ev_weights *W, const float *X, int64_t t0, int64_t t1, int64_t r0, 
     for (int64_t r = r0; r < r1; r += 4) {
         int nr = (int)(r1 - r < 4 ? r1 - r : 4);
         const uint8_t *w[4];
+        #pragma GCC unroll 8
         for (int k = 0; k < 4; k++) w[k] = W->qs + (r + (k < nr ? k : 0)) * cols * esz;
         for (int64_t t = t0; t < t1; t++) {
             const float *x = X + t * cols;
@@ -156,6 +168,7 @@ gemm_f(const ev_weights *W, const float *X, int64_t t0, int64_t t1, int64_t r0, 
             out[2] = vaddvq_f32(a2);
             out[3] = vaddvq_f32(a3);
             for (; i < cols; i++)
+                #pragma GCC unroll 8
                 for (int k = 0; k < 4; k++) out[k] += scalar_w(w[k], i, f16) * x[i];
             for (int k = 0; k < nr; k++) Y[t * ldy + r + k] = out[k];
         }
