@@ -77,11 +77,19 @@ class Session:
         """Forget all tokens."""
         self._s.reset()
 
-    def prefill(self, ids=None, embeds=None) -> np.ndarray:
-        """Run token ids [n] or embeddings [n, n_embd]; returns the last token's logits [n_vocab]."""
+    def prefill(self, ids=None, embeds=None, out: np.ndarray | None = None) -> np.ndarray:
+        """Run token ids [n] or embeddings [n, n_embd]; returns the last token's logits [n_vocab].
+
+        out: optional float32 C-contiguous [n_vocab] array the C code writes the logits into.
+        """
         if (ids is None) == (embeds is None):
             raise InputError("prefill needs exactly one of ids= or embeds=", "pass token ids or an [n, hidden] float array")
-        out = np.empty(self.model.n_vocab, dtype=np.float32)
+        if out is None:
+            out = np.empty(self.model.n_vocab, dtype=np.float32)
+        elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (self.model.n_vocab,)
+                  and out.flags.c_contiguous and out.flags.writeable):
+            raise InputError(f"out must be a writable C-contiguous float32 array of shape ({self.model.n_vocab},)",
+                             "allocate it with np.empty(model.n_vocab, np.float32)")
         if ids is not None:
             a = _token_ids(ids, self.model.n_vocab)
             self._s.run(0, a, a.shape[0], out)
@@ -95,9 +103,9 @@ class Session:
             self._s.run(1, a, a.shape[0], out)
         return out
 
-    def step(self, token: int) -> np.ndarray:
-        """Run one token; returns its logits [n_vocab]."""
-        return self.prefill(ids=np.array([token], dtype=np.int32))
+    def step(self, token: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Run one token; returns its logits [n_vocab] (written into out when given)."""
+        return self.prefill(ids=np.array([token], dtype=np.int64), out=out)
 
     def generate(self, max_new_tokens: int, sampler: Sampler | None = None, stop_token: int | None = None) -> Iterator[int]:
         """Sample up to max_new_tokens after the last prefill/step; stops at stop_token (not yielded)."""

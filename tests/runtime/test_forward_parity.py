@@ -70,6 +70,14 @@ def test_prefill_in_chunks_equals_one_prefill(f32_model):
     assert np.abs(a - b).max() < 1e-4
 
 
+def test_logits_written_into_caller_array(f32_model):
+    s = f32_model.session(8)
+    buf = np.zeros(f32_model.n_vocab, np.float32)
+    assert s.step(5, out=buf) is buf and np.abs(buf).max() > 0
+    with pytest.raises(InputError):
+        s.step(6, out=np.zeros(f32_model.n_vocab, np.float64))
+
+
 def test_long_prompt_crosses_prefill_chunks(ref, f32_model):
     # 300 tokens > the runtime's 256-token prefill chunk
     _, model = ref
