@@ -22,7 +22,8 @@ Bytes and the on-chip memory model:
 
 Operand width picks the peak: 16-bit activations use ``int16_macs_per_s``,
 8-bit ones ``int8_macs_per_s`` (4- and 8-bit weights alike: HTP v68 unpacks
-int4 weights to int8), float schemes ``float_macs_per_s``.
+int4 weights to int8), float schemes ``float_macs_per_s`` with fp32 tensors on
+targets that list fp32 activations and fp16 ones elsewhere.
 
 Every figure this module returns is an estimate, labelled so; the efficiency
 constants and where they come from are below (:data:`HTP_EFFICIENCY`).
@@ -30,7 +31,6 @@ constants and where they come from are below (:data:`HTP_EFFICIENCY`).
 import json
 import math
 from dataclasses import asdict, dataclass, field
-
 from pathlib import Path
 
 from edgevlm.errors import InputError
@@ -262,8 +262,8 @@ def count_ops(gm, example_inputs: tuple) -> list[OpCount]:
             continue
         inputs = node.all_input_nodes
         op = _op_name(node)
-        if inputs and all(i in constant for i in inputs):
-            constant.add(node)  # folded at compile time on the device
+        if all(i in constant for i in inputs):
+            constant.add(node)  # constants only (or none, e.g. arange): folded at compile time on the device
             continue
         if op in _FREE or op.startswith("_assert") or op.startswith("sym_"):
             continue
@@ -307,7 +307,8 @@ def time_ops(counts: list[OpCount], target: Target, scheme=None, efficiency: Eff
     """Turn op counts into an :class:`Estimate` for ``target`` under ``scheme``."""
     eff = efficiency or efficiency_for(target)
     w_bits, a_bits, scheme_name = scheme_bits(scheme)
-    w_bytes, a_bytes = (w_bits or 32) / 8, (a_bits or 32) / 8
+    float_bits = 32 if "fp32" in target.activation_dtypes else 16  # NPUs with float graphs run fp16
+    w_bytes, a_bytes = (w_bits or float_bits) / 8, (a_bits or float_bits) / 8
     peak = _peak_macs(target, a_bits)
     bandwidth = target.roofline.dram_gb_per_s * 1e9 * eff.memory
     rows = []
