@@ -195,6 +195,8 @@ def corpus() -> list[tuple[str, bytes, str]]:
     g = _set_kv(valid_model(), "lfm2.attention.head_count_kv", T_ARRAY, (T_I32, [0, 1, 1])); add("head_count_kv_length", g, "EV_ERR_BAD_KEY")
     g = _set_kv(valid_model(), "lfm2.block_count", T_STRING, "2"); add("key_wrong_type", g, "EV_ERR_BAD_KEY")
     g = _set_kv(valid_model(), "lfm2.embedding_length", T_U32, 0); add("zero_embedding_length", g, "EV_ERR_BAD_KEY")
+    g = _set_kv(valid_model(), "lfm2.attention.head_count", T_U32, 4096)
+    g.kvs.append(("lfm2.attention.key_length", T_U32, 1 << 20)); add("huge_attention_width", g, "EV_ERR_BAD_KEY")
     g = _set_kv(valid_model(), "tokenizer.ggml.tokens", T_ARRAY, (T_STRING, ["a"] * (VOCAB + 1))); add("vocab_too_long", g, "EV_ERR_BAD_KEY")
     # truncation inside the header: every field boundary region reports TRUNCATED or BAD_STRING
     data_end = len(good) - sum(len(t.data) for t in v.tensors) - _padding(v)

@@ -160,6 +160,8 @@ static ev_status load_hparams(ev_model *m, int **head_kv, ev_error *err) {
     if ((st = get_float(g, ARCH ".attention.layer_norm_rms_epsilon", &in->norm_eps, err))) return st;
     if (in->head_dim % 2)
         return ev_fail(err, EV_ERR_BAD_KEY, "model: head dim %d must be even for RoPE", in->head_dim);
+    if ((int64_t)in->n_head * in->head_dim > MAX_DIM)   /* keeps every int product in the forward pass small */
+        return ev_fail(err, EV_ERR_BAD_KEY, "model: %d heads x head dim %d exceeds %d", in->n_head, in->head_dim, MAX_DIM);
     *head_kv = malloc((size_t)in->n_layer * sizeof(int));
     if (!*head_kv) return ev_fail(err, EV_ERR_NOMEM, "model: out of memory");
     if ((st = get_head_kv(g, in->n_layer, *head_kv, err))) return st;
