@@ -108,7 +108,11 @@ class Session:
         return self.prefill(ids=np.array([token], dtype=np.int64), out=out)
 
     def generate(self, max_new_tokens: int, sampler: Sampler | None = None, stop_token: int | None = None) -> Iterator[int]:
-        """Sample up to max_new_tokens after the last prefill/step; stops at stop_token (not yielded)."""
+        """Sample up to max_new_tokens after the last prefill/step; stops at stop_token (not yielded).
+
+        Each yielded token has been run through the model, so the session can
+        continue (prefill more, or generate again) after the iterator ends.
+        """
         s = sampler or Sampler()
         stop = -1 if stop_token is None else int(stop_token)
         return _rt.Generator(self._s, int(max_new_tokens), float(s.temperature), int(s.top_k), float(s.top_p),
