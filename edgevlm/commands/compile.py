@@ -14,7 +14,9 @@ def add_arguments(parser):
     parser.add_argument("--calib", default=None, metavar="DIR", help="directory of calibration images for the vision encoder")
     parser.add_argument("--calib-samples", type=int, default=32, help="calibration samples to use at most (default 32)")
     parser.add_argument("--hub", action="store_true", help="also compile and profile each stage on a device through Qualcomm AI Hub (needs qai-hub credentials)")
-    parser.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"], help="activation range observer")
+    parser.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse", "entropy"], help="activation range observer")
+    parser.add_argument("--quality-target", type=float, default=None, metavar="DB",
+                        help="mixed precision: raise sensitive layers until each quantized stage reaches this SQNR (dB)")
 
 
 def run(args) -> int:
@@ -25,7 +27,8 @@ def run(args) -> int:
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     result = compile_model(args.model, target=args.target, out=args.out, backends=backends, verbose=True,
-                           quant=args.quant, calib_dir=args.calib, calib_samples=args.calib_samples, observer=args.observer, hub=args.hub)
+                           quant=args.quant, calib_dir=args.calib, calib_samples=args.calib_samples, observer=args.observer, hub=args.hub,
+                           quality_target_db=args.quality_target)
     rep = result.report
     table = Table(title=f"{rep['model']} -> {rep['target']}")
     for col in ("stage", "backend", "artifact", "parity", "lower s"):
@@ -37,6 +40,9 @@ def run(args) -> int:
             shown = f"{p['metric']} {value:.3g}" if isinstance(value, float) else p["metric"]
             if "integer_only" in a:
                 shown += ", integer-only" if a["integer_only"] else ", NOT integer-only"
+            mp = a.get("info", {}).get("quant", {}).get("mixed_precision")
+            if mp and not mp["met"]:
+                shown += f", quality target NOT met ({mp['achieved']:.1f} < {mp['target']:g} dB)"
             table.add_row(st["name"], a["backend"], a["path"], shown, f"{a['lower_s']:.2f}")
         for s in st["skipped"]:
             table.add_row(st["name"], s["backend"], "-", f"skipped: {s['reason']}", "-")

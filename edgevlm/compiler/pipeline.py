@@ -194,6 +194,7 @@ def compile(  # noqa: A001 - the public verb
     calib_samples: int = 32,
     observer: str = "minmax",
     hub: bool = False,
+    quality_target_db: float | None = None,
 ) -> CompileResult:
     """Compile a model for a target and verify every artifact against PyTorch.
 
@@ -209,6 +210,9 @@ def compile(  # noqa: A001 - the public verb
     ``calib_dir``, or, failing all, seeded synthetic samples (said so in the
     report).  ``hub=True`` also compiles and profiles the stages on a real
     device through Qualcomm AI Hub when credentials exist (one line otherwise).
+    ``quality_target_db`` turns on mixed precision: the most sensitive layers
+    of each quantized stage are raised (16-bit activations, 8-bit weights)
+    until the stage output's SQNR reaches it, within the target's dtypes.
     """
     from edgevlm.quant.schemes import parse_quant_spec
 
@@ -221,7 +225,7 @@ def compile(  # noqa: A001 - the public verb
     progress = _Progress(verbose, total=len(bundle.stages) * len(chosen))
     t_start = time.perf_counter()
     try:
-        plan = Plan(target=tgt, out_dir=tmp, quant=schemes, options={"observer": observer})
+        plan = Plan(target=tgt, out_dir=tmp, quant=schemes, options={"observer": observer, "quality_target_db": quality_target_db})
         stages = []
         for stage in bundle.stages:
             scheme = schemes.get(stage.kind)

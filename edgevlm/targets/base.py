@@ -80,7 +80,7 @@ HTP_OPS = frozenset(
     reshape view _unsafe_view flatten unflatten permute transpose t contiguous clone
     expand expand_as view_as squeeze unsqueeze cat stack split split_with_sizes chunk unbind slice select narrow movedim
     index_select gather embedding constant_pad_nd pad repeat tile
-    eq ne gt ge lt le logical_not logical_and
+    eq ne gt ge lt le logical_not logical_and logical_or bitwise_not bitwise_and bitwise_or
     alias detach dropout _to_copy to type_as zeros zeros_like ones ones_like full full_like arange eye scalar_tensor new_zeros new_ones new_full
     cumsum sin cos masked_fill
     """.split()

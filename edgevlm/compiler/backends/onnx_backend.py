@@ -60,8 +60,15 @@ class OnnxBackend(Backend):
             with tempfile.TemporaryDirectory(prefix="edgevlm-onnx-") as tmp:
                 float_path = Path(tmp) / rel
                 onnx.save_model(model, str(float_path))
-                quant = quantize_onnx(float_path, path, scheme, stage.stage.calibration, plan.target,
-                                      observer=plan.options.get("observer", "minmax"))
+                observer = plan.options.get("observer", "minmax")
+                min_sqnr = plan.options.get("quality_target_db")
+                if min_sqnr is None:
+                    quant = quantize_onnx(float_path, path, scheme, stage.stage.calibration, plan.target, observer=observer)
+                else:
+                    from edgevlm.quant.mixed_precision import search_mixed_precision
+
+                    quant = search_mixed_precision(float_path, path, scheme, stage.stage.calibration, plan.target,
+                                                   min_sqnr_db=min_sqnr, observer=observer).info
             quant.pop("path", None)  # a temporary path: not part of the (deterministic) record
             info |= {"quant": quant, "integer_only": quant["integer_only"], "offending_ops": quant["offending_ops"]}
             model = onnx.load(str(path))
