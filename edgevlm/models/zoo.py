@@ -24,6 +24,8 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 MODEL_TYPE = "edgevlm_vlm"
 CALIBRATION_SEED = 999  # shapes seed for stage calibration inputs; training uses 0, evaluation 12345
 CALIBRATION_SAMPLES = 8
+PROMPT_ROOM = 16  # tokens after the image tokens in the compiled prefill: <bos> + the longest shapes prompt (8) + slack
+ANSWER_ROOM = 24  # KV slots after the prefill: the longest shapes answer is 17 tokens with <eos>
 
 _CONV, _ATTN = "conv", "full_attention"
 
@@ -64,8 +66,6 @@ def default_config(name: str) -> dict:
         "projector": {"hidden_dim": 128 if size == "nano" else 256, "act": "gelu", "bias": True},
         "text_config": _text_config(size, tok.vocab_size),
         "image_token_id": SPECIAL_TOKENS.index("<image>"),
-        "prefill_len": 32,
-        "max_len": 64,
     }
 
 
@@ -82,8 +82,11 @@ def build_vlm(cfg: dict) -> VisionLanguageModel:
             projector = MLPProjector(encoder.out_dim, proj_cfg["hidden_dim"], text.hidden_size, proj_cfg.get("act", "gelu"),
                                      proj_cfg.get("bias", True))
             lm = Lfm2ForCausalLM(text)
+        # Room for <bos>, the image tokens and the longest shapes prompt, then for the longest answer.
+        prefill_len = int(cfg.get("prefill_len", encoder.num_tokens + PROMPT_ROOM))
+        max_len = int(cfg.get("max_len", prefill_len + ANSWER_ROOM))
         return VisionLanguageModel(encoder, projector, lm, int(cfg["image_token_id"]), enc_cfg["image_size"],
-                                   encoder.num_tokens, int(cfg["prefill_len"]), int(cfg["max_len"]), encoder.mean, encoder.std)
+                                   encoder.num_tokens, prefill_len, max_len, encoder.mean, encoder.std)
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"model config lacks or mistypes {exc}", "re-save the model with edgevlm (models.zoo.save_model)") from None
 
@@ -175,6 +178,22 @@ def _bundle(cfg: dict, vlm: VisionLanguageModel, tok, trained: bool) -> ModelBun
         "config": cfg,
     }
     return ModelBundle(cfg.get("edgevlm_model", "vlm"), stages, {"vlm": vlm, "tokenizer": tok}, meta)
+
+
+def describe(name: str) -> dict:
+    """Params and MACs per stage of a named model, computed on the meta device (no weights, no compute)."""
+    from edgevlm.models.flops import count_macs, count_params
+
+    shipped = shipped_weights(name)
+    cfg = shipped[0] if shipped else default_config(name)
+    with torch.device("meta"):
+        vlm = build_vlm(cfg)
+        macs = {s.name: count_macs(s.module, *s.example_inputs) for s in vlm_stages(vlm)}
+    return {
+        "name": name, "description": SPECS[name][3], "encoder": f"{cfg['encoder']['name']} {cfg['encoder']['size']}",
+        "image_size": vlm.image_size, "image_tokens": vlm.num_image_tokens, "params": count_params(vlm),
+        "params_llm": count_params(vlm.lm), "macs": macs, "trained": shipped is not None,
+    }
 
 
 def _builder(name: str):

@@ -1,0 +1,73 @@
+"""`edgevlm eval MODEL --dataset shapes --n 500`: exact-match accuracy of greedy generation.
+
+The model is a zoo name or a saved checkpoint directory, run in PyTorch
+(float).  Generation goes through an ``answer(image, prompt) -> str``
+function (edgevlm.data.evaluate), so other backends plug in by supplying
+their own; a compiled build directory (holding manifest.json) is evaluated
+by the backend registered for it in ``BUILD_ANSWERERS``.
+"""
+import json
+from pathlib import Path
+
+from edgevlm.errors import InputError
+
+NAME = "eval"
+HELP = "exact-match accuracy of a model (greedy generation) on a data set"
+ORDER = 50
+
+# Backends that can answer from a compiled build directory: name -> "module:function(build_dir) -> answer fn".
+BUILD_ANSWERERS: dict[str, str] = {}
+
+
+def add_arguments(parser):
+    parser.add_argument("model", help="zoo model name or checkpoint directory")
+    parser.add_argument("--dataset", default="shapes", choices=["shapes"], help="data set (default shapes)")
+    parser.add_argument("--n", type=int, default=500, help="number of samples (default 500)")
+    parser.add_argument("--seed", type=int, default=12345, help="data set seed (default 12345; training used seed 0)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def answerer_for(model: str):
+    """(answer function, image size, description) for a model name, checkpoint dir or build dir."""
+    path = Path(model)
+    if path.is_dir() and (path / "manifest.json").is_file():
+        return _build_answerer(path)
+    from edgevlm.models import build_model
+    from edgevlm.models.vlm import make_answerer
+
+    bundle = build_model(model)
+    vlm, tok = bundle.modules.get("vlm"), bundle.modules.get("tokenizer")
+    if vlm is None or tok is None or vlm.encoder is None:
+        raise InputError(f"model '{model}' is not a complete vision-language model with a tokenizer",
+                         "evaluate a zoo VLM (see `edgevlm models`) or a directory saved by edgevlm.models.train")
+    return make_answerer(vlm, tok), vlm.image_size, f"{bundle.name} (pytorch float)"
+
+
+def _build_answerer(path: Path):
+    import importlib
+
+    manifest = json.loads((path / "manifest.json").read_text())
+    for backend, target in BUILD_ANSWERERS.items():
+        module, func = target.split(":")
+        made = getattr(importlib.import_module(module), func)(path, manifest)
+        if made is not None:
+            return made
+    raise InputError(f"no evaluation backend can run the build '{path}'",
+                     "evaluate the float model by name (e.g. `edgevlm eval autoneural-nano`)")
+
+
+def run(args) -> int:
+    from edgevlm.data.evaluate import evaluate
+
+    if args.n < 1:
+        raise InputError(f"--n must be positive, got {args.n}", "pass e.g. --n 500")
+    answer, image_size, what = answerer_for(args.model)
+    result = evaluate(answer, args.dataset, n=args.n, seed=args.seed, image_size=image_size)
+    result["model"] = what
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{what} on {args.dataset} (n={result['n']}, seed {args.seed}): exact_match {result['exact_match']:.4f}")
+    for kind, acc in result["by_question"].items():
+        print(f"  {kind:<12} {acc:.3f}")
+    return 0

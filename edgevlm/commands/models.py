@@ -1,0 +1,58 @@
+"""`edgevlm models`: the named models and the vision encoders, with params and MACs."""
+import json
+
+NAME = "models"
+HELP = "list the model zoo (named VLMs and vision encoders) with params and MACs"
+ORDER = 30
+
+
+def add_arguments(parser):
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _m(x: int) -> str:
+    return f"{x / 1e6:.2f} M"
+
+
+def run(args) -> int:
+    from edgevlm.models import DEFAULT_MODEL, list_models
+    from edgevlm.models.encoders import list_encoders
+    from edgevlm.models.zoo import SPECS, describe
+
+    vlms = [describe(name) for name in SPECS]
+    others = [{"name": e.name, "family": e.family, "description": e.description}
+              for e in list_models() if e.name not in SPECS]
+    encoders = list_encoders()
+    if args.json:
+        print(json.dumps({"default": DEFAULT_MODEL, "vlms": vlms, "other_models": others, "encoders": encoders}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="edgevlm vision-language models (MACs per stage at batch 1; prefill at its compiled length)")
+    for col in ("name", "encoder", "image", "tokens", "params", "LLM params", "encoder MACs", "prefill MACs",
+                "decode MACs/token", "weights"):
+        table.add_column(col)
+    for v in vlms:
+        mark = " (default)" if v["name"] == DEFAULT_MODEL else ""
+        table.add_row(v["name"] + mark, v["encoder"], f"{v['image_size']} px", str(v["image_tokens"]), _m(v["params"]),
+                      _m(v["params_llm"]), _m(v["macs"]["encoder"]), _m(v["macs"]["llm-prefill"]),
+                      _m(v["macs"]["llm-decode"]), "trained (shipped)" if v["trained"] else "random init")
+    console.print(table)
+    table = Table(title="vision encoders (MACs at the default image size)")
+    for col in ("name", "size", "image", "tokens", "dim", "params", "MACs", "note"):
+        table.add_column(col)
+    for e in encoders:
+        table.add_row(e["name"], e["size"], f"{e['image_size']} px", str(e["tokens"]), str(e["out_dim"]), _m(e["params"]),
+                      _m(e["macs"]), e["note"])
+    console.print(table)
+    if others:
+        table = Table(title="other models")
+        for col in ("name", "family", "description"):
+            table.add_column(col)
+        for o in others:
+            table.add_row(o["name"], o["family"], o["description"])
+        console.print(table)
+    print("MACs count conv, linear, matmul and attention ops (torch FlopCounterMode / 2); elementwise ops are not counted.")
+    return 0
