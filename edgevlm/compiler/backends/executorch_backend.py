@@ -66,6 +66,46 @@ def qnn_sdk_root() -> str | None:
     return root if root and (Path(root) / QNN_HOST_LIB).is_file() else None
 
 
+def has_channel_rms_norm(program) -> bool:
+    """True when an RMS norm reduces over a dim other than the last (e.g. channels of NCHW).
+
+    ExecuTorch's QNN ``RecomposeRmsNorm`` pass rewrites every
+    ``x * rsqrt(mean(x^2) + eps) * gamma`` into ``rms_norm(x, gamma.shape)``,
+    which normalizes the trailing dims: for a channel norm (MobileNetV5's
+    RMSNorm2d) that is wrong and fails at calibration.
+    """
+    for node in program.graph.nodes:
+        if node.op != "call_function" or _op_name(node.target) != "mean" or len(node.args) < 2:
+            continue
+        rank = len(node.args[0].meta["val"].shape)
+        if (rank - 1) in {d % rank for d in node.args[1]}:
+            continue
+        followers = {_op_name(u.target) for u in node.users} | {
+            _op_name(v.target) for u in node.users for v in u.users
+        }
+        if "rsqrt" in followers:
+            return True
+    return False
+
+
+def _keep_rms_norm_decomposed(quantizer) -> None:
+    """Make ``quantizer`` (a QnnQuantizer) prepare graphs without the RecomposeRmsNorm pass.
+
+    The norm then stays as pow/mean/add/rsqrt/mul, all of which the HTP runs.
+    """
+    from executorch.backends.qualcomm._passes import RecomposeRmsNorm
+    from executorch.backends.qualcomm._passes.qnn_pass_manager import get_qnn_pass_manager_cls
+
+    base = get_qnn_pass_manager_cls(quantizer.backend)
+
+    class WithoutRmsNormRecompose(base):
+        @classmethod
+        def get_annotation_passes(cls):
+            return [p for p in super().get_annotation_passes() if p is not RecomposeRmsNorm]
+
+    quantizer.transform_for_annotation = lambda model: WithoutRmsNormRecompose().transform_for_annotation_pipeline(model)
+
+
 def _lower_xnnpack(program):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -79,9 +119,12 @@ def _lower_portable(program):
     return to_edge_transform_and_lower(program)
 
 
-def _lower_qnn(program, soc: str, example_inputs):
+def _lower_qnn(program, soc: str, example_inputs, keep_rms_norm_decomposed: bool = False):
     """QNN HTP delegate for ``soc`` (needs the QNN SDK's host libraries)."""
+    from executorch.backends.qualcomm._passes import RecomposeRmsNorm
+    from executorch.backends.qualcomm._passes.qnn_pass_manager import get_qnn_pass_manager_cls
     from executorch.backends.qualcomm.serialization.qc_schema import QcomChipset
+    from executorch.backends.qualcomm.utils.constants import QCOM_PASS_ACTIVATE_KEY
     from executorch.backends.qualcomm.utils.utils import (
         generate_htp_compiler_spec,
         generate_qnn_executorch_compiler_spec,
@@ -91,11 +134,17 @@ def _lower_qnn(program, soc: str, example_inputs):
     specs = generate_qnn_executorch_compiler_spec(
         soc_model=getattr(QcomChipset, soc), backend_options=generate_htp_compiler_spec(use_fp16=False)
     )
-    return to_edge_transform_and_lower_to_qnn(program.module(), tuple(example_inputs), specs)
+    passes_job = get_qnn_pass_manager_cls().get_capture_program_passes()
+    if keep_rms_norm_decomposed:  # see has_channel_rms_norm
+        passes_job[RecomposeRmsNorm][QCOM_PASS_ACTIVATE_KEY] = False
+    return to_edge_transform_and_lower_to_qnn(program.module(), tuple(example_inputs), specs, passes_job=passes_job)
 
 
 def _op_name(target) -> str:
-    """``aten.convolution.default`` / ``quantized_decomposed::quantize_per_tensor`` -> the bare op name."""
+    """ATen / edge / quantized_decomposed op (``aten::convolution.default``) -> the bare name ``convolution``."""
+    schema = getattr(target, "_schema", None)
+    if schema is not None:
+        return schema.name.split("::")[-1]
     parts = getattr(target, "__name__", str(target)).replace("::", ".").split(".")
     return parts[1] if len(parts) >= 2 else parts[0]
 
@@ -144,16 +193,21 @@ class ExecuTorchBackend(Backend):
         observer = plan.options.get("observer", "minmax")
         info: dict = {}
         program, example = contiguous_program(stage)
+        channel_norm = soc is not None and has_channel_rms_norm(program)
         if scheme is not None:
-            program = quantize_program(stage, quantizer_for(plan.target, scheme, observer=observer), program, example)
-            quantizer = (f"QnnQuantizer({QNN_QUANT_DTYPES[(scheme.act_bits, scheme.weight_bits)]}, {soc})" if soc
-                         else "XNNPACKQuantizer (symmetric int8 activations)")
+            quantizer = quantizer_for(plan.target, scheme, observer=observer)
+            if channel_norm:
+                _keep_rms_norm_decomposed(quantizer)
+                info["qnn_rms_norm"] = "channel RMS norm kept decomposed (QNN's RecomposeRmsNorm handles last-dim norms only)"
+            program = quantize_program(stage, quantizer, program, example)
+            label = (f"QnnQuantizer({QNN_QUANT_DTYPES[(scheme.act_bits, scheme.weight_bits)]}, {soc})" if soc
+                     else "XNNPACKQuantizer (symmetric int8 activations)")
             # The pipeline judges an artifact with info["quant"] by SQNR against the float model.
-            info["quant"] = {"scheme": scheme.name, "quantizer": quantizer, "activation_observer": observer,
+            info["quant"] = {"scheme": scheme.name, "quantizer": label, "activation_observer": observer,
                              "calibration_batches": len(calibration_inputs(stage))}
         if soc and scheme is not None and qnn_sdk_root():
             try:
-                edge = _lower_qnn(program, soc, example)
+                edge = _lower_qnn(program, soc, example, keep_rms_norm_decomposed=channel_norm)
             except Exception as exc:  # the SDK raises many types; the user needs the first line
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise BackendUnavailableError(

@@ -76,7 +76,7 @@ def test_htp_with_sdk_routes_to_qnn_for_the_targets_soc(tiny_stage, make_plan, m
     monkeypatch.setattr(etb, "qnn_sdk_root", lambda: "/opt/qnn")
     seen = {}
 
-    def fake_lower(program, soc, example_inputs):
+    def fake_lower(program, soc, example_inputs, keep_rms_norm_decomposed=False):
         seen["soc"] = soc
         return etb._lower_portable(program)  # an edge program manager, as the QNN path returns
 
@@ -98,7 +98,7 @@ def test_broken_sdk_is_a_clear_error(tiny_stage, make_plan, monkeypatch):
     monkeypatch.setenv("QNN_SDK_ROOT", "")
     monkeypatch.setattr(etb, "qnn_sdk_root", lambda: "/opt/qnn")
 
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise RuntimeError("libQnnHtp.so: cannot open shared object file")
 
     monkeypatch.setattr(etb, "_lower_qnn", broken)
@@ -132,3 +132,29 @@ def test_pte_is_deterministic(tiny_stage, make_plan, tmp_path):
     first = (tmp_path / a.path).read_bytes()
     backend.lower(tiny_stage, make_plan("cpu-x86_64"))
     assert (tmp_path / a.path).read_bytes() == first
+
+
+class ChannelRMSNorm(torch.nn.Module):
+    """conv -> RMS norm over channels (NCHW, as MobileNetV5's RMSNorm2d) -> conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.gamma = torch.nn.Parameter(torch.rand(1, 8, 1, 1) + 0.5)
+        self.conv2 = torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        y = y * torch.rsqrt(y.pow(2).mean(dim=1, keepdim=True) + 1e-6) * self.gamma
+        return self.conv2(y)
+
+
+def test_htp_channel_rms_norm_quantizes(capture, make_plan, monkeypatch):
+    # ExecuTorch's QNN RecomposeRmsNorm turns a channel norm into a last-dim
+    # rms_norm and calibration fails; the backend keeps such norms decomposed.
+    monkeypatch.delenv("QNN_SDK_ROOT", raising=False)
+    torch.manual_seed(0)
+    stage = capture(ChannelRMSNorm(), (torch.randn(1, 3, 8, 8),), [(torch.randn(1, 3, 8, 8),) for _ in range(8)])
+    assert etb.has_channel_rms_norm(stage.program)
+    artifact, sqnr = run_and_compare(stage, make_plan("sa8295p", {"encoder": get_scheme("w8a16")}), "sqnr_db")
+    assert sqnr >= 30.0 and "decomposed" in artifact.info["qnn_rms_norm"]
