@@ -5,6 +5,7 @@
  *   padding to general.alignment | tensor data
  * Every read goes through a cursor that knows the file size, so a bad count or
  * length is reported (with the field and file offset) instead of read past. */
+#define _DEFAULT_SOURCE   /* madvise (glibc's posix_madvise ignores DONTNEED) */
 #include "gguf.h"
 
 #include <stdlib.h>
@@ -380,6 +381,18 @@ void ev_gguf_close(ev_gguf *g) {
     free(g->kv);
     free(g->tensors);
     memset(g, 0, sizeof *g);
+}
+
+void ev_gguf_release(const ev_gguf *g, const void *data, uint64_t nbytes) {
+#if !defined(_WIN32) && defined(MADV_DONTNEED)
+    long page = sysconf(_SC_PAGESIZE);
+    if (!g->mapped || page <= 0) return;
+    uintptr_t lo = ((uintptr_t)data + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    uintptr_t hi = ((uintptr_t)data + (uintptr_t)nbytes) / (uintptr_t)page * (uintptr_t)page;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);   /* advisory: failure is harmless */
+#else
+    (void)g; (void)data; (void)nbytes;
+#endif
 }
 
 const ev_gguf_kv *ev_gguf_find_kv(const ev_gguf *g, const char *key) {

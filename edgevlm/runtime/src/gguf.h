@@ -64,6 +64,11 @@ ev_status ev_gguf_parse(ev_gguf *g, const uint8_t *base, size_t size, ev_error *
 ev_status ev_gguf_open(ev_gguf *g, const char *path, ev_error *err);
 void ev_gguf_close(ev_gguf *g);
 
+/* Tell the OS the mapped pages wholly inside [data, data + nbytes) are no
+ * longer needed (their contents were copied), so they do not count twice in
+ * resident memory.  Reading them again later stays valid (re-read from file). */
+void ev_gguf_release(const ev_gguf *g, const void *data, uint64_t nbytes);
+
 const ev_gguf_kv *ev_gguf_find_kv(const ev_gguf *g, const char *key);
 const ev_gguf_tensor *ev_gguf_find_tensor(const ev_gguf *g, const char *name);
 int ev_str_eq(ev_str s, const char *c);

@@ -109,8 +109,11 @@ static ev_status load_vec(ev_model *m, const char *name, int64_t ne0, int64_t ne
     return EV_OK;
 }
 
-static ev_status prepare(const ev_gguf_tensor *t, const char *name, ev_weights **out, ev_error *err) {
+/* Prepare a matrix for ev_matmul (a copy, maybe repacked), then release the
+ * file pages it came from, except token_embd's: embedding lookups read them. */
+static ev_status prepare(const ev_model *m, const ev_gguf_tensor *t, const char *name, ev_weights **out, ev_error *err) {
     int rc = ev_weights_prepare(out, (ev_type)t->type, t->data, t->ne[1], t->ne[0]);
+    if (rc == EV_KERNEL_OK && t != m->tok_embd) ev_gguf_release(&m->gguf, t->data, t->nbytes);
     if (rc == EV_KERNEL_ENOMEM)
         return ev_fail(err, EV_ERR_NOMEM, "model: out of memory preparing '%s'", name);
     if (rc != EV_KERNEL_OK)
@@ -122,7 +125,7 @@ static ev_status prepare(const ev_gguf_tensor *t, const char *name, ev_weights *
 static ev_status load_mat(ev_model *m, const char *name, int64_t cols, int64_t rows, ev_weights **out, ev_error *err) {
     const ev_gguf_tensor *t;
     ev_status st = find(m, name, cols, rows, &t, 1, err);
-    return st ? st : prepare(t, name, out, err);
+    return st ? st : prepare(m, t, name, out, err);
 }
 
 static ev_status load_hparams(ev_model *m, int **head_kv, ev_error *err) {
@@ -256,7 +259,7 @@ static ev_status load_weights(ev_model *m, const int *head_kv, ev_error *err) {
     if ((st = load_vec(m, norm, in->n_embd, 0, &m->out_norm, err))) return st;
     const ev_gguf_tensor *out;
     if ((st = find(m, "output.weight", in->n_embd, in->n_vocab, &out, 0, err))) return st;
-    if ((st = prepare(out ? out : t, out ? "output.weight" : "token_embd.weight (tied output)", &m->output, err))) return st;
+    if ((st = prepare(m, out ? out : t, out ? "output.weight" : "token_embd.weight (tied output)", &m->output, err))) return st;
     m->layers = calloc((size_t)in->n_layer, sizeof *m->layers);
     if (!m->layers) return ev_fail(err, EV_ERR_NOMEM, "model: out of memory for %d layers", in->n_layer);
     int attn_count = 0;
