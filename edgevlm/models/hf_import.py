@@ -11,6 +11,12 @@ Supported ``model_type`` values:
   its tensors are checked to exist and left out; the projector takes the
   vision tower's output features (a square grid of patch tokens) instead of
   pixels.
+- ``fast_vlm``: FastVlmForConditionalGeneration -> a VisionLanguageModel
+  holding its Qwen2 language model (edgevlm.models.qwen2, same explicit-state
+  API) and its projector (linear -> GELU -> linear).  Its vision tower (a
+  timm model, FastViTHD ``fastvit_mci3`` in the released checkpoints, held
+  under transformers' TimmWrapper) is NOT built: the projector takes the
+  tower's flattened output feature map.
 - ``edgevlm_vlm``: directories written by edgevlm's own ``save_model``.
 
 Nothing is downloaded and pickle files are refused (see checkpoint.py).
@@ -114,13 +120,57 @@ def load_lfm2_vl(ckpt: Path, cfg: dict) -> ModelBundle:
     return ModelBundle(ckpt.name, stages, {"vlm": vlm, "lm": lm, "projector": projector}, meta)
 
 
+def load_fast_vlm(ckpt: Path, cfg: dict) -> ModelBundle:
+    """A FastVLM checkpoint: Qwen2 language model + projector (the timm vision tower is not built)."""
+    from edgevlm.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
+
+    text_cfg, vision_cfg = cfg.get("text_config"), cfg.get("vision_config")
+    if not isinstance(text_cfg, dict) or not isinstance(vision_cfg, dict) or "hidden_size" not in vision_cfg:
+        raise CheckpointError(f"'{ckpt}/config.json' lacks text_config or vision_config.hidden_size", "use the checkpoint's original config.json")
+    if text_cfg.get("model_type", "qwen2") != "qwen2":
+        raise CheckpointError(f"FastVLM text model '{text_cfg.get('model_type')}' is not supported", "only Qwen2 language models are")
+    text = Qwen2Config.from_dict(text_cfg)
+    text.tie_word_embeddings = bool(cfg.get("tie_word_embeddings", text.tie_word_embeddings))
+    lm = Qwen2ForCausalLM(text)
+    bias = cfg.get("multimodal_projector_bias", True)
+    projector = MLPProjector(vision_cfg["hidden_size"], text.hidden_size, text.hidden_size,
+                             act=cfg.get("projector_hidden_act", "gelu"), bias=bias)
+    state = checkpoint.load_state_dict(ckpt)
+    vision = _take(state, ("model.vision_tower.", "vision_tower."), "")
+    if not vision:
+        raise CheckpointError(f"no vision tower tensors in '{ckpt}'", "the checkpoint is not a complete FastVLM model")
+    proj_state = _take(state, ("model.multi_modal_projector.", "multi_modal_projector."), "")
+    lm_state = _take(state, ("model.language_model.", "language_model.model."), "model.")
+    lm_state.update(_take(state, ("lm_head.", "language_model.lm_head."), "lm_head."))
+    if state:
+        raise CheckpointError(f"unexpected tensor '{sorted(state)[0]}' in '{ckpt}'", "the checkpoint is not a FastVLM model")
+    checkpoint.load_into(projector, proj_state, f"{ckpt} (multi_modal_projector)")
+    if text.tie_word_embeddings:
+        lm_state.pop("lm_head.weight", None)
+    checkpoint.load_into(lm, lm_state, f"{ckpt} (language_model)")
+    image_token = int(cfg.get("image_token_index", cfg.get("image_token_id", 151646)))
+    vlm = VisionLanguageModel(None, projector, lm, image_token, image_size=0, num_image_tokens=0,
+                              prefill_len=PREFILL_LEN, max_len=MAX_LEN).eval()
+    tokens = torch.randn(1, 16, vision_cfg["hidden_size"], generator=torch.Generator().manual_seed(0))
+    stages = [Stage("projector", projector, (tokens,), kind="projector", input_names=("image_tokens",),
+                    output_names=("image_embeds",))] + _lm_stages(lm)
+    meta = {
+        "family": "vlm", "source": "huggingface", "model_type": "fast_vlm",
+        "params": sum(p.numel() for p in vlm.parameters()),
+        "not_supported": "vision tower (timm %s, %d tensors) not built: pass its output feature map, flattened to "
+                         "[B, h*w, C], to the projector" % (vision_cfg.get("architecture", "?"), len(vision)),
+        "config": {"text_config": text_cfg, "image_token_id": image_token},
+    }
+    return ModelBundle(ckpt.name, stages, {"vlm": vlm, "lm": lm, "projector": projector}, meta)
+
+
 def load_edgevlm(ckpt: Path, cfg: dict) -> ModelBundle:
     from edgevlm.models.zoo import load_saved_model
 
     return load_saved_model(ckpt)
 
 
-LOADERS = {"lfm2": load_lfm2, "lfm2_vl": load_lfm2_vl, "edgevlm_vlm": load_edgevlm}
+LOADERS = {"lfm2": load_lfm2, "lfm2_vl": load_lfm2_vl, "fast_vlm": load_fast_vlm, "edgevlm_vlm": load_edgevlm}
 
 
 def from_pretrained(path) -> ModelBundle:

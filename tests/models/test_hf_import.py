@@ -108,7 +108,7 @@ def test_mismatched_shape_names_the_tensor(tmp_path):
 def test_unknown_model_type_lists_supported(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(CheckpointError, match="model_type 'llama'.*supported model_type values: lfm2, lfm2_vl"):
+    with pytest.raises(CheckpointError, match="model_type .llama..*supported model_type values: lfm2, lfm2_vl, fast_vlm"):
         build_model(str(tmp_path))
 
 
@@ -117,3 +117,29 @@ def test_pickle_checkpoint_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
     with pytest.raises(CheckpointError, match="refusing pickle"):
         from_pretrained(tmp_path)
+
+
+def test_fast_vlm_language_model_and_projector_match_transformers(tmp_path):
+    # A small timm tower (resnet10t) stands in for FastViTHD: its features feed our projector + Qwen2 LM.
+    vision = dict(model_type="timm_wrapper", architecture="resnet10t", hidden_size=512, do_pooling=False, model_args={})
+    text = dict(model_type="qwen2", vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    hf = transformers.FastVlmForConditionalGeneration(
+        transformers.FastVlmConfig(vision_config=vision, text_config=text, image_token_id=5)).eval()
+    hf.save_pretrained(tmp_path)
+    bundle = from_pretrained(tmp_path)
+    vlm = bundle.modules["vlm"]
+    assert "vision tower" in bundle.meta["not_supported"]
+    pixel_values = torch.randn(1, 3, 64, 64)  # -> 2x2 feature map -> 4 image tokens
+    ids = torch.tensor([[1, 7, 5, 5, 5, 5, 8, 9, 10]])
+    with torch.no_grad():
+        ref = hf(input_ids=ids, pixel_values=pixel_values, use_cache=True)
+        features = hf.model.vision_tower(pixel_values).last_hidden_state.flatten(2).transpose(1, 2)
+        logits, state = vlm.lm.prefill(embeds=vlm.splice(ids, vlm.projector(features)), state=vlm.lm.init_state(32))
+        assert (logits - ref.logits).abs().max().item() < BOUND
+
+        def hf_step(tok, cache):
+            out = hf(input_ids=tok[:, None], cache=cache, use_cache=True)
+            return out.logits[:, -1], out.cache
+
+        assert _compare_decode(hf_step, vlm.lm, ref.cache, ref.logits, state) < BOUND
