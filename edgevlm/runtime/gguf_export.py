@@ -166,6 +166,8 @@ def export_lfm2_gguf(path, config, state_dict, qtype: str = "q8_0", tokenizer=No
         writer.add_file_type(int(ftype[qtype]))
         if tokenizer is not None:
             _add_vocab(writer, tokenizer, cfg)
+        else:
+            writer.add_tokenizer_model("none")   # llama.cpp requires the key; "none" = no vocab
         for gname, hf, is_matrix in entries:
             a = _numpy(state_dict[hf])
             if gname.endswith("shortconv.conv.weight"):

@@ -75,3 +75,16 @@ def trained_reference_model(seed: int = 0, vocab: int = 256, steps: int = 150):
         opt.step()
     model.eval()
     return cfg, model
+
+
+def small_bpe_tokenizer(vocab_size: int = 320):
+    """A byte-level BPE `tokenizers` tokenizer (LFM2's kind) trained on two phrases; ids 0, 1 are <s>, </s>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["hello world", "hello there world"] * 20, trainer)
+    return tok

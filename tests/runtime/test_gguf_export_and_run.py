@@ -9,6 +9,7 @@ import pytest
 from edgevlm.errors import CheckpointError, InputError
 from edgevlm.runtime import Model
 from edgevlm.runtime.gguf_export import export_lfm2_gguf
+from lfm2_reference import small_bpe_tokenizer
 from test_sanitizers import _state_dict_from_corpus_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,16 +22,7 @@ def weights():
 
 @pytest.fixture(scope="module")
 def bpe_tokenizer(weights):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
-
-    _, cfg = weights
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=cfg["vocab_size"] * 20, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(["hello world", "hello there world"] * 20, trainer)
-    return tok
+    return small_bpe_tokenizer(weights[1]["vocab_size"] * 20)
 
 
 def test_writer_uses_llama_cpp_names(weights, tmp_path):

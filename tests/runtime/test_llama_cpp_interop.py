@@ -20,7 +20,7 @@ import torch
 
 from edgevlm.runtime import Model
 from edgevlm.runtime.gguf_export import export_lfm2_gguf
-from lfm2_reference import full_logits, reference_model
+from lfm2_reference import full_logits, reference_model, small_bpe_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "benchmarks" / "_work"
@@ -76,10 +76,11 @@ def test_runtime_loads_llama_cpp_conversion(tmp_path, outtype, bound):
 
 
 @pytest.mark.skipif(_llama_bench() is None, reason="no llama-bench binary (set EDGEVLM_LLAMA_BENCH)")
-@pytest.mark.parametrize("qtype", ["f16", "q8_0", "q4_0"])
-def test_llama_cpp_runs_our_gguf(tmp_path, qtype):
-    cfg, model = reference_model()
-    path = export_lfm2_gguf(tmp_path / f"ours-{qtype}.gguf", cfg, model.state_dict(), qtype=qtype)
+@pytest.mark.parametrize("qtype,with_vocab", [("f16", False), ("q8_0", False), ("q4_0", False), ("q8_0", True)])
+def test_llama_cpp_runs_our_gguf(tmp_path, qtype, with_vocab):
+    tok = small_bpe_tokenizer() if with_vocab else None
+    cfg, model = reference_model(vocab=tok.get_vocab_size() if tok else 512)
+    path = export_lfm2_gguf(tmp_path / f"ours-{qtype}.gguf", cfg, model.state_dict(), qtype=qtype, tokenizer=tok)
     p = subprocess.run([str(_llama_bench()), "-m", str(path), "-p", "8", "-n", "4", "-t", "1", "-r", "1", "-o", "json"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
