@@ -81,17 +81,27 @@ def random_state_dict(cfg: dict, seed: int = 0) -> dict:
     return sd
 
 
+def word_tokenizer(vocab_size: int):
+    """A word-level vocab of placeholder words: llama.cpp refuses a GGUF
+    without tokenizer keys, and the benchmark feeds random token ids anyway."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    return Tokenizer(WordLevel({f"w{i}": i for i in range(vocab_size)}, unk_token="w0"))
+
+
 def build_models(types: list[str]) -> dict[str, Path]:
     from edgevlm.runtime.gguf_export import export_lfm2_gguf
 
-    paths = {t: WORK / f"lfm2-350m-random-{t}.gguf" for t in types}
+    paths = {t: WORK / f"lfm2-350m-random-vocab-{t}.gguf" for t in types}
     missing = [t for t, p in paths.items() if not p.exists()]
     if missing:
         cfg = lfm2_350m_config()
         sd = random_state_dict(cfg)
         for t in missing:
             print(f"[bench] writing {paths[t].name}", flush=True)
-            export_lfm2_gguf(paths[t], cfg, sd, qtype=t, name=f"lfm2-350m-random-{t}")
+            export_lfm2_gguf(paths[t], cfg, sd, qtype=t, tokenizer=word_tokenizer(cfg["vocab_size"]),
+                             name=f"lfm2-350m-random-{t}")
     return paths
 
 
