@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
-from edgevlm.compiler.backends.executorch_backend import calibration_inputs
+from edgevlm.compiler.backends.executorch_backend import calibration_inputs, contiguous_program
 from edgevlm.errors import BackendUnavailableError, InputError
 
 EXTRA = "coreml"
@@ -55,7 +55,7 @@ def _import_ct():
     return ct, cto
 
 
-def _int8_activation_program(stage):
+def _int8_activation_program(stage, program, example):
     """pt2e Q/DQ program with int8 activations and int8 per-channel weights."""
     from edgevlm.compiler.backends.executorch_backend import quantize_program
 
@@ -72,7 +72,7 @@ def _int8_activation_program(stage):
     # Symmetric int8 per-channel weights and int8 activations: the form Core ML's
     # quantize/dequantize ops (iOS 17) take.
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    return quantize_program(stage, quantizer)
+    return quantize_program(stage, quantizer, program, example)
 
 
 def _weight_compression(cto, scheme):
@@ -186,7 +186,8 @@ class CoreMLBackend(Backend):
         scheme = (plan.quant or {}).get(stage.stage.kind)
         info: dict = {"compute_precision": "float16"}
         deployment = ct.target.iOS17
-        program = stage.program
+        # Core ML converts only contiguous (default dim order) inputs.
+        program, example = contiguous_program(stage)
         compression, weight_kind = (None, None)
         if scheme is not None:
             quant = info["quant"] = {"scheme": scheme.name}
@@ -196,7 +197,7 @@ class CoreMLBackend(Backend):
                         f"Core ML backend: scheme {scheme.name} has no Core ML form (int8 activations take int8 weights)",
                         "use w8a8, or w4a16 for 4-bit weights with float16 activations",
                     )
-                program = _int8_activation_program(stage)
+                program = _int8_activation_program(stage, program, example)
                 quant["activations"] = "int8 (pt2e Q/DQ, calibrated)"
                 quant["calibration_batches"] = len(calibration_inputs(stage))
                 weight_kind = "int8 linear, per channel (pt2e)"
@@ -208,9 +209,16 @@ class CoreMLBackend(Backend):
                 deployment = ct.target.iOS18
                 info["deployment_note"] = "int4 per-block weights need iOS 18: deployment target raised from iOS 17"
         names = list(stage.stage.input_names)
-        inputs = [ct.TensorType(name=n, shape=tuple(x.shape), dtype=x.numpy().dtype)
-                  for n, x in zip(names, stage.stage.example_inputs, strict=True)]
-        outputs = [ct.TensorType(name=n) for n in stage.stage.output_names] if stage.stage.output_names else None
+        inputs = [ct.TensorType(name=n, shape=tuple(x.shape), dtype=x.detach().cpu().numpy().dtype)
+                  for n, x in zip(names, example, strict=True)]
+        outputs = None
+        if stage.stage.output_names:
+            # A Core ML function cannot use one name for an input and an output
+            # (the LLM stages pass their state through): such outputs get "_out".
+            out_names = [f"{n}_out" if n in names else n for n in stage.stage.output_names]
+            outputs = [ct.TensorType(name=n) for n in out_names]
+            if out_names != list(stage.stage.output_names):
+                info["output_names"] = dict(zip(stage.stage.output_names, out_names))
         with _quiet():
             model = ct.convert(
                 program.run_decompositions({}),

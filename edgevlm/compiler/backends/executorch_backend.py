@@ -106,11 +106,26 @@ def _keep_rms_norm_decomposed(quantizer) -> None:
     quantizer.transform_for_annotation = lambda model: WithoutRmsNormRecompose().transform_for_annotation_pipeline(model)
 
 
+def decompose_tanh_gelu(program):
+    """Spell out ``gelu(approximate="tanh")`` as mul/add/tanh.
+
+    XNNPACK lowers it as exact (erf) GELU: 5e-4 max abs error per op,
+    2.9e-3 over a MobileNetV5 encoder (measured); spelled out it is 4e-7.
+    """
+    import torch
+    from torch._decomp import decomposition_table
+
+    gelu = torch.ops.aten.gelu.default
+    if not any(n.target is gelu and n.kwargs.get("approximate") == "tanh" for n in program.graph.nodes):
+        return program
+    return program.run_decompositions({gelu: decomposition_table[gelu]})
+
+
 def _lower_xnnpack(program):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    return to_edge_transform_and_lower(decompose_tanh_gelu(program), partitioner=[XnnpackPartitioner()])
 
 
 def _lower_portable(program):

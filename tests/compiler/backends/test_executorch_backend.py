@@ -158,3 +158,12 @@ def test_htp_channel_rms_norm_quantizes(capture, make_plan, monkeypatch):
     assert etb.has_channel_rms_norm(stage.program)
     artifact, sqnr = run_and_compare(stage, make_plan("sa8295p", {"encoder": get_scheme("w8a16")}), "sqnr_db")
     assert sqnr >= 30.0 and "decomposed" in artifact.info["qnn_rms_norm"]
+
+
+def test_tanh_gelu_parity(capture, make_plan):
+    # XNNPACK would run tanh-approximated GELU as exact GELU (5e-4 error per op).
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(approximate="tanh"))
+    stage = capture(module, (torch.randn(1, 4, 64) * 3,))
+    artifact, err = run_and_compare(stage, make_plan("cpu-x86_64"), "max_abs_err")
+    assert err <= 1e-4 and "tanh" in artifact.info["delegated_ops"]
