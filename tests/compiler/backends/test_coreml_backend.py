@@ -107,3 +107,20 @@ def test_4bit_weights_with_int8_activations_is_refused(tiny_stage, make_plan):
 
     with pytest.raises(InputError, match="w4a16"):
         get_backend("coreml").lower(tiny_stage, make_plan("apple-a17pro", {"encoder": get_scheme("w4a8")}))
+
+
+def test_state_passed_through_gets_distinct_output_names(make_plan):
+    from edgevlm.compiler.stage import CapturedStage, Stage
+
+    class Step(torch.nn.Module):
+        def forward(self, x, cache):
+            new_cache = cache * 0.5 + x
+            return new_cache.sum(dim=-1), new_cache
+
+    x, cache = torch.randn(1, 8), torch.randn(1, 8)
+    stage = Stage("tiny", Step(), (x, cache), input_names=("x", "cache"), output_names=("y", "cache"))
+    program = torch.export.export(stage.module, stage.example_inputs)
+    captured = CapturedStage(stage, program.module(), program)
+    info = lower(captured, make_plan("apple-a17pro"))
+    assert info["output_names"] == {"y": "y", "cache": "cache_out"}
+    assert set(info["outputs"]) == {"y", "cache_out"} and set(info["inputs"]) == {"x", "cache"}
