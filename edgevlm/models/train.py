@@ -50,8 +50,16 @@ def make_batch(vlm, tok, seed: int, start: int, images: int):
     return vlm.pixel_values(pics), torch.tensor(owner), ids, mask
 
 
-def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, log_every: int = 50):
-    """Train model ``name`` from its seeded random initialization and save it to ``out``; returns the bundle."""
+def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, log_every: int = 50,
+          encoder_lr_mult: float = 3.0, init: Path | None = None, first_index: int = 0):
+    """Train model ``name`` and save it to ``out``; returns (vlm, tokenizer, config).
+
+    Starts from the seeded random initialization, or from the saved model
+    ``init`` (to continue a run; ``first_index`` then skips the samples
+    already seen).  The encoder learns ``encoder_lr_mult`` times faster than
+    the projector and LM: trained from scratch it is the slowest part to
+    learn, while the LM stalls at higher rates.
+    """
     from edgevlm.models import zoo
     from edgevlm.models.tokenizer import load_tokenizer
 
@@ -59,17 +67,23 @@ def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, lo
         raise InputError(f"unknown zoo VLM '{name}'", f"use one of: {', '.join(zoo.SPECS)}")
     if steps < 1 or batch < 1 or not lr > 0:
         raise InputError("--steps, --batch and --lr must be positive", "pass e.g. --steps 1000 --batch 12 --lr 1e-3")
-    cfg = zoo.default_config(name)
     tok = load_tokenizer()
-    vlm = zoo.build_vlm(cfg)
+    if init is not None:
+        bundle = zoo.load_saved_model(Path(init))
+        vlm, cfg = bundle.modules["vlm"], bundle.meta["config"]
+    else:
+        cfg = zoo.default_config(name)
+        vlm = zoo.build_vlm(cfg)
     vlm.train()
-    opt = torch.optim.AdamW(vlm.parameters(), lr=lr, weight_decay=0.01)
+    groups = [{"params": list(vlm.encoder.parameters()), "lr": lr * encoder_lr_mult},
+              {"params": list(vlm.projector.parameters()) + list(vlm.lm.parameters()), "lr": lr}]
+    opt = torch.optim.AdamW(groups, weight_decay=0.01)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     t0, running = time.time(), None
     for step in range(steps):
-        px, owner, ids, mask = make_batch(vlm, tok, seed, step * batch, batch)
+        px, owner, ids, mask = make_batch(vlm, tok, seed, first_index + step * batch, batch)
         logits = vlm.lm(vlm.splice(ids, vlm.image_embeds(px)[owner]))[:, :-1]
         loss = (F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none") * mask[:, :-1]).sum() / mask.sum()
         opt.zero_grad(set_to_none=True)
@@ -109,6 +123,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=12, help="images per step (each asked all its questions)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0, help="shapes seed of the training samples")
+    parser.add_argument("--encoder-lr-mult", type=float, default=3.0, help="encoder learning rate / --lr (default 3)")
+    parser.add_argument("--init", type=Path, default=None, help="continue from this saved model directory")
+    parser.add_argument("--first-index", type=int, default=0, help="index of the first training sample (to continue a run on unseen samples)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core machine: 2 threads oversubscribe)")
     parser.add_argument("--eval-n", type=int, default=200, help="evaluate on this many samples of seed 12345 after training (0: skip)")
     parser.add_argument("--ship", action="store_true", help="also write the weights into edgevlm/models/weights/")
@@ -116,7 +133,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     try:
-        vlm, tok, cfg = train(args.model, args.out, args.steps, args.batch, args.lr, args.seed)
+        vlm, tok, cfg = train(args.model, args.out, args.steps, args.batch, args.lr, args.seed,
+                              encoder_lr_mult=args.encoder_lr_mult, init=args.init, first_index=args.first_index)
         if args.eval_n:
             from edgevlm.data.evaluate import evaluate
             from edgevlm.models.vlm import make_answerer
