@@ -48,5 +48,8 @@ def run(args) -> int:
             table.add_row(st["name"], s["backend"], "-", f"skipped: {s['reason']}", "-")
     console = Console(width=max(Console().width, 110))
     console.print(table)
+    notes = {a["info"]["qnn"] for st in rep["stages"] for a in st["artifacts"] if a.get("info", {}).get("qnn")}
+    for note in sorted(notes):
+        console.print(f"executorch: {note}", markup=False, highlight=False)
     console.print(f"build: {result.build_dir}/ (report.json, report.html, manifest.json)")
     return 0

@@ -79,3 +79,16 @@ def test_half_precision_rejected_on_integer_only_target():
     gm = capture(Stage("s", Half(), (torch.randn(4),)))
     with pytest.raises(UnsupportedOpError, match="half-precision"):
         legalize_for_target_pass.run(gm, HTP)
+
+
+def test_repeat_interleave_becomes_expand_reshape():
+    class GQA(nn.Module):
+        def forward(self, k):
+            return k.repeat_interleave(3, dim=1) * 2.0
+
+    k = torch.randn(1, 2, 5, 4)
+    gm = capture(Stage("s", GQA(), (k,)))
+    result = legalize_for_target_pass.run(gm, HTP)
+    lint(result.graph_module)
+    assert "repeat_interleave" not in _ops(result.graph_module)
+    assert torch.equal(result.graph_module(k), GQA()(k))  # max abs err 0: pure data movement

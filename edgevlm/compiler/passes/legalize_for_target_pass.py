@@ -9,6 +9,7 @@ half-precision tensors.
     scaled_dot_product_attention(q, k, v) -> softmax(q @ k^T * scale + mask) @ v
     rms_norm(x, shape, w, eps)           -> x * rsqrt(mean(x^2) + eps) * w
     linalg_vector_norm(x, 2, dims)       -> sqrt(sum(x * x, dims))
+    repeat_interleave(x, r, d)           -> reshape(expand(unsqueeze(x, d+1)))
     view(x, shape)                       -> reshape(x, shape)   (only after a rewrite)
 """
 import math
@@ -90,7 +91,29 @@ def _rewrite_vector_norm(gm, node):
     return True
 
 
+def _rewrite_repeat_interleave(gm, node):
+    """GQA key/value head repetition: x[:, :, None].expand(...).reshape(...) (static repeats only)."""
+    x, repeats, *rest = node.args
+    dim = rest[0] if rest else node.kwargs.get("dim")
+    shape = _shape(x)
+    if not isinstance(repeats, int) or dim is None or shape is None:
+        return False
+    dim = dim % len(shape)
+    expanded = list(shape[: dim + 1]) + [repeats] + list(shape[dim + 1:])
+    out_shape = list(shape)
+    out_shape[dim] *= repeats
+    g = gm.graph
+    with g.inserting_before(node):
+        y = g.call_function(aten.unsqueeze.default, (x, dim + 1))
+        y = g.call_function(aten.expand.default, (y, expanded))
+        y = g.call_function(aten.reshape.default, (y, out_shape))
+    node.replace_all_uses_with(y)
+    g.erase_node(node)
+    return True
+
+
 RULES = {
+    "repeat_interleave": _rewrite_repeat_interleave,
     "scaled_dot_product_attention": _rewrite_sdpa,
     "rms_norm": _rewrite_rms_norm,
     "linalg_vector_norm": _rewrite_vector_norm,
