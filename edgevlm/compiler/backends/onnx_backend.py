@@ -16,6 +16,18 @@ from edgevlm.compiler.backends.base import Artifact, Backend, Plan
 OPSET = 21  # first opset with int4/uint16 QuantizeLinear, which the quantized stages use
 
 
+def _output_names(stage) -> list[str] | None:
+    """Stage output names, with "_out" added where one repeats an input name.
+
+    A state-passing stage (llm-decode: conv_state in, conv_state out) names
+    both sides alike, but an ONNX graph may define each name only once.
+    """
+    if not stage.output_names:
+        return None
+    inputs = set(stage.input_names)
+    return [f"{n}_out" if n in inputs else n for n in stage.output_names]
+
+
 class OnnxBackend(Backend):
     name = "onnx"
     extra = None  # core dependency
@@ -43,7 +55,7 @@ class OnnxBackend(Backend):
                 (),
                 dynamo=True,
                 input_names=list(stage.stage.input_names),
-                output_names=list(stage.stage.output_names) if stage.stage.output_names else None,
+                output_names=_output_names(stage.stage),
                 opset_version=OPSET,
                 external_data=False,
                 optimize=True,
