@@ -50,6 +50,20 @@ def make_batch(vlm, tok, seed: int, start: int, images: int):
     return vlm.pixel_values(pics), torch.tensor(owner), ids, mask
 
 
+def _rescale_layer_scales(encoder, value: float = 0.1) -> None:
+    """Set LayerScale gammas to ``value`` before training from scratch.
+
+    timm initializes them to 1e-5, which suits fine-tuning a pretrained net;
+    from scratch (MobileNetV5's stride-2 blocks scale their only path by it)
+    the encoder's features stay ~97% identical across images and training
+    stalls with the LM ignoring colour and shape.
+    """
+    with torch.no_grad():
+        for name, p in encoder.named_parameters():
+            if name.endswith("layer_scale.gamma") or name.endswith(".gamma"):
+                p.fill_(value)
+
+
 def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, log_every: int = 50,
           encoder_lr_mult: float = 3.0, init: Path | None = None, first_index: int = 0):
     """Train model ``name`` and save it to ``out``; returns (vlm, tokenizer, config).
@@ -74,6 +88,7 @@ def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, lo
     else:
         cfg = zoo.default_config(name)
         vlm = zoo.build_vlm(cfg)
+        _rescale_layer_scales(vlm.encoder)
     vlm.train()
     groups = [{"params": list(vlm.encoder.parameters()), "lr": lr * encoder_lr_mult},
               {"params": list(vlm.projector.parameters()) + list(vlm.lm.parameters()), "lr": lr}]
