@@ -6,7 +6,7 @@ from pathlib import Path
 from edgevlm.errors import CheckpointError, UnknownNameError
 from edgevlm.models.registry import ModelBundle, ModelEntry
 
-DEFAULT_MODEL = "tinyconv"
+DEFAULT_MODEL = "autoneural-nano"
 
 _ENTRIES: dict[str, ModelEntry] | None = None
 

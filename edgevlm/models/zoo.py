@@ -48,7 +48,7 @@ SPECS = {
     "autoneural-small": ("mobilenetv5", "small", 128, "AutoNeural-style at 'small' size"),
     "fastvlm-nano": ("fastvithd", "nano", 64, "FastVLM-style: FastViTHD encoder + MLP connector + LFM2-style hybrid LM"),
     "fastvlm-small": ("fastvithd", "small", 128, "FastVLM-style at 'small' size"),
-    "vit-nano": ("vit", "nano", 64, "ViT baseline (SigLIP-style encoder) + MLP connector + LFM2-style hybrid LM"),
+    "vit-nano": ("vit", "nano", 96, "ViT baseline (SigLIP-style encoder) + MLP connector + LFM2-style hybrid LM"),
     "vit-small": ("vit", "small", 128, "ViT baseline at 'small' size"),
 }
 

@@ -1,0 +1,29 @@
+"""`edgevlm eval` and `edgevlm models` from the command line."""
+import json
+
+from edgevlm.cli import main
+
+
+def test_eval_json(capsys):
+    assert main(["eval", "autoneural-nano", "--n", "20", "--seed", "77", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0.0 <= result["exact_match"] <= 1.0 and result["n"] == 20 and result["seed"] == 77
+
+
+def test_eval_errors(tmp_path, capsys):
+    assert main(["eval", "no-such-model", "--n", "5"]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+    (tmp_path / "manifest.json").write_text("{}")
+    assert main(["eval", str(tmp_path), "--n", "5"]) == 2
+    assert "no evaluation backend can run the build" in capsys.readouterr().err
+    assert main(["eval", "autoneural-nano", "--n", "0"]) == 2
+
+
+def test_models_lists_vlms_and_encoders(capsys):
+    assert main(["models", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    names = {v["name"] for v in listing["vlms"]}
+    assert {"autoneural-nano", "autoneural-small", "fastvlm-nano", "fastvlm-small", "vit-nano", "vit-small"} <= names
+    nano = next(v for v in listing["vlms"] if v["name"] == "autoneural-nano")
+    assert nano["params"] > nano["params_llm"] > 0 and nano["macs"]["llm-decode"] > 0
+    assert {e["name"] for e in listing["encoders"]} >= {"mobilenetv5", "fastvithd", "vit"}
