@@ -65,14 +65,14 @@ def _rescale_layer_scales(encoder, value: float = 0.1) -> None:
 
 
 def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, log_every: int = 50,
-          encoder_lr_mult: float = 3.0, init: Path | None = None, first_index: int = 0):
+          encoder_lr_mult: float = 0.3, init: Path | None = None, first_index: int = 0):
     """Train model ``name`` and save it to ``out``; returns (vlm, tokenizer, config).
 
     Starts from the seeded random initialization, or from the saved model
     ``init`` (to continue a run; ``first_index`` then skips the samples
-    already seen).  The encoder learns ``encoder_lr_mult`` times faster than
-    the projector and LM: trained from scratch it is the slowest part to
-    learn, while the LM stalls at higher rates.
+    already seen).  The encoder's learning rate is ``encoder_lr_mult`` times
+    the LM's: with 3x, runs stalled at a higher loss than with 0.3x
+    (observed on autoneural-nano, 64 px, 300 steps).
     """
     from edgevlm.models import zoo
     from edgevlm.models.tokenizer import load_tokenizer
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=12, help="images per step (each asked all its questions)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0, help="shapes seed of the training samples")
-    parser.add_argument("--encoder-lr-mult", type=float, default=3.0, help="encoder learning rate / --lr (default 3)")
+    parser.add_argument("--encoder-lr-mult", type=float, default=0.3, help="encoder learning rate / --lr (default 0.3)")
     parser.add_argument("--init", type=Path, default=None, help="continue from this saved model directory")
     parser.add_argument("--first-index", type=int, default=0, help="index of the first training sample (to continue a run on unseen samples)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core machine: 2 threads oversubscribe)")
