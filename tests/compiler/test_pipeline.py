@@ -16,7 +16,7 @@ def _sha(path):
 
 def test_default_model_build_layout(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = edgevlm.compile(target="sa8295p")
+    result = edgevlm.compile(target="sa8295p", backends=["onnx"])  # other backends: tests/compiler/backends
     from edgevlm.models import DEFAULT_MODEL
 
     assert result.build_dir == tmp_path / "build" / f"{DEFAULT_MODEL}-sa8295p" or result.build_dir.resolve() == (tmp_path / "build" / f"{DEFAULT_MODEL}-sa8295p")
