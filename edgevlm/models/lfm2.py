@@ -198,6 +198,29 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def cached_attention(q, k, v, cos, sin, key_cache, value_cache, write, mask):
+    """RoPE + fixed-size KV-cache update + grouped-query attention, shared by the LMs here.
+
+    q [B,h,S,hd] and k, v [B,kv,S,hd] before RoPE; caches [B,kv,T,hd];
+    ``write`` [S,T] one-hot cache slots; ``mask`` [S,T] additive.  Returns
+    (out [B,S,h*hd], key_cache, value_cache).
+    """
+    bsz, _, seq, head_dim = q.shape
+    q = q * cos + _rotate_half(q) * sin
+    k = k * cos + _rotate_half(k) * sin
+    # Write the new keys/values into their slots: cache * (1 - used) + write^T @ new.
+    used = write.sum(0).view(1, 1, -1, 1)
+    wt = write.transpose(0, 1)
+    key_cache = key_cache * (1 - used) + torch.matmul(wt, k)
+    value_cache = value_cache * (1 - used) + torch.matmul(wt, v)
+    rep = q.shape[1] // k.shape[1]
+    keys = key_cache.repeat_interleave(rep, dim=1) if rep > 1 else key_cache
+    values = value_cache.repeat_interleave(rep, dim=1) if rep > 1 else value_cache
+    scores = torch.matmul(q, keys.transpose(2, 3)) * head_dim**-0.5 + mask
+    out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), values)
+    return out.transpose(1, 2).reshape(bsz, seq, -1), key_cache, value_cache
+
+
 class Lfm2Attention(nn.Module):
     """GQA attention with per-head QK RMSNorm and RoPE over a fixed-size KV cache."""
 
@@ -217,19 +240,8 @@ class Lfm2Attention(nn.Module):
         q = self.q_layernorm(self.q_proj(x).view(bsz, seq, self.n_heads, self.head_dim)).transpose(1, 2)
         k = self.k_layernorm(self.k_proj(x).view(bsz, seq, self.n_kv, self.head_dim)).transpose(1, 2)
         v = self.v_proj(x).view(bsz, seq, self.n_kv, self.head_dim).transpose(1, 2)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-        # Write the new keys/values into their slots: cache * (1 - used) + write^T @ new.
-        used = write.sum(0).view(1, 1, -1, 1)
-        wt = write.transpose(0, 1)
-        key_cache = key_cache * (1 - used) + torch.matmul(wt, k)
-        value_cache = value_cache * (1 - used) + torch.matmul(wt, v)
-        rep = self.n_heads // self.n_kv
-        keys = key_cache.repeat_interleave(rep, dim=1) if rep > 1 else key_cache
-        values = value_cache.repeat_interleave(rep, dim=1) if rep > 1 else value_cache
-        scores = torch.matmul(q, keys.transpose(2, 3)) * self.head_dim**-0.5 + mask
-        out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), values)
-        return self.out_proj(out.transpose(1, 2).reshape(bsz, seq, -1)), key_cache, value_cache
+        out, key_cache, value_cache = cached_attention(q, k, v, cos, sin, key_cache, value_cache, write, mask)
+        return self.out_proj(out), key_cache, value_cache
 
     def forward_full(self, x, cos, sin):
         """Stateless causal attention over a whole sequence (training)."""

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgevlm.errors import CheckpointError
-from edgevlm.models.lfm2 import LMState, Lfm2RMSNorm, _one_hot, _rotate_half
+from edgevlm.models.lfm2 import LMState, Lfm2RMSNorm, _one_hot, cached_attention
 
 
 @dataclass
@@ -66,18 +66,8 @@ class Qwen2Attention(nn.Module):
         q = self.q_proj(x).view(bsz, seq, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(bsz, seq, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(bsz, seq, self.n_kv, self.head_dim).transpose(1, 2)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-        used = write.sum(0).view(1, 1, -1, 1)
-        wt = write.transpose(0, 1)
-        key_cache = key_cache * (1 - used) + torch.matmul(wt, k)
-        value_cache = value_cache * (1 - used) + torch.matmul(wt, v)
-        rep = self.n_heads // self.n_kv
-        keys = key_cache.repeat_interleave(rep, dim=1) if rep > 1 else key_cache
-        values = value_cache.repeat_interleave(rep, dim=1) if rep > 1 else value_cache
-        scores = torch.matmul(q, keys.transpose(2, 3)) * self.head_dim**-0.5 + mask
-        out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), values)
-        return self.o_proj(out.transpose(1, 2).reshape(bsz, seq, -1)), key_cache, value_cache
+        out, key_cache, value_cache = cached_attention(q, k, v, cos, sin, key_cache, value_cache, write, mask)
+        return self.o_proj(out), key_cache, value_cache
 
 
 class Qwen2MLP(nn.Module):
