@@ -94,15 +94,7 @@ def load_lfm2_vl(ckpt: Path, cfg: dict) -> ModelBundle:
         act=cfg.get("projector_hidden_act", "gelu"), bias=cfg.get("projector_bias", True),
         downsample_factor=cfg.get("downsample_factor", 2), layer_norm=cfg.get("projector_use_layernorm", True),
     )
-    state = checkpoint.load_state_dict(ckpt)
-    vision = _take(state, ("model.vision_tower.", "vision_tower."), "")
-    if not vision:
-        raise CheckpointError(f"no vision tower tensors in '{ckpt}'", "the checkpoint is not a complete LFM2-VL model")
-    proj_state = _take(state, ("model.multi_modal_projector.", "multi_modal_projector."), "")
-    lm_state = _take(state, ("model.language_model.", "language_model.model."), "model.")
-    lm_state.update(_take(state, ("lm_head.", "language_model.lm_head."), "lm_head."))
-    if state:
-        raise CheckpointError(f"unexpected tensor '{sorted(state)[0]}' in '{ckpt}'", "the checkpoint is not an LFM2-VL model")
+    vision, proj_state, lm_state = _split_vlm_state(ckpt, "LFM2-VL")
     checkpoint.load_into(projector, proj_state, f"{ckpt} (multi_modal_projector)")
     _load_lm(lm, lm_state, f"{ckpt} (language_model)")
     vlm = VisionLanguageModel(None, projector, lm, int(cfg.get("image_token_id", 396)), image_size=0, num_image_tokens=0,
@@ -120,6 +112,22 @@ def load_lfm2_vl(ckpt: Path, cfg: dict) -> ModelBundle:
     return ModelBundle(ckpt.name, stages, {"vlm": vlm, "lm": lm, "projector": projector}, meta)
 
 
+def _split_vlm_state(ckpt: Path, name: str):
+    """(vision tower, projector, language model) tensors of a HF VLM checkpoint, LM keys renamed to
+    the causal-LM layout; any tensor outside the three parts is a CheckpointError."""
+    state = checkpoint.load_state_dict(ckpt)
+    vision = _take(state, ("model.vision_tower.", "vision_tower."), "")
+    if not vision:
+        raise CheckpointError(f"no vision tower tensors in '{ckpt}'", f"the checkpoint is not a complete {name} model")
+    proj_state = _take(state, ("model.multi_modal_projector.", "multi_modal_projector."), "")
+    lm_state = _take(state, ("model.language_model.", "language_model.model."), "model.")
+    lm_state.update(_take(state, ("lm_head.", "language_model.lm_head."), "lm_head."))
+    if state:
+        article = "an" if name.startswith("L") else "a"
+        raise CheckpointError(f"unexpected tensor '{sorted(state)[0]}' in '{ckpt}'", f"the checkpoint is not {article} {name} model")
+    return vision, proj_state, lm_state
+
+
 def load_fast_vlm(ckpt: Path, cfg: dict) -> ModelBundle:
     """A FastVLM checkpoint: Qwen2 language model + projector (the timm vision tower is not built)."""
     from edgevlm.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
@@ -135,15 +143,7 @@ def load_fast_vlm(ckpt: Path, cfg: dict) -> ModelBundle:
     bias = cfg.get("multimodal_projector_bias", True)
     projector = MLPProjector(vision_cfg["hidden_size"], text.hidden_size, text.hidden_size,
                              act=cfg.get("projector_hidden_act", "gelu"), bias=bias)
-    state = checkpoint.load_state_dict(ckpt)
-    vision = _take(state, ("model.vision_tower.", "vision_tower."), "")
-    if not vision:
-        raise CheckpointError(f"no vision tower tensors in '{ckpt}'", "the checkpoint is not a complete FastVLM model")
-    proj_state = _take(state, ("model.multi_modal_projector.", "multi_modal_projector."), "")
-    lm_state = _take(state, ("model.language_model.", "language_model.model."), "model.")
-    lm_state.update(_take(state, ("lm_head.", "language_model.lm_head."), "lm_head."))
-    if state:
-        raise CheckpointError(f"unexpected tensor '{sorted(state)[0]}' in '{ckpt}'", "the checkpoint is not a FastVLM model")
+    vision, proj_state, lm_state = _split_vlm_state(ckpt, "FastVLM")
     checkpoint.load_into(projector, proj_state, f"{ckpt} (multi_modal_projector)")
     if text.tie_word_embeddings:
         lm_state.pop("lm_head.weight", None)
