@@ -12,3 +12,23 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def default_build(tmp_path_factory):
+    """`edgevlm compile --target sa8295p --backends onnx` of the default model, run once in a fresh directory.
+
+    Returns (CompileResult, the directory compile ran in).  Tests must not modify the build.
+    """
+    import os
+
+    import edgevlm
+
+    cwd = tmp_path_factory.mktemp("default-build")
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = edgevlm.compile(target="sa8295p", backends=["onnx"])  # other backends: tests/compiler/backends
+    finally:
+        os.chdir(old)
+    return result, cwd

@@ -15,6 +15,12 @@ def add_arguments(parser):
     parser.add_argument("--calib-samples", type=int, default=32, help="calibration samples to use at most (default 32)")
     parser.add_argument("--hub", action="store_true", help="also compile and profile each stage on a device through Qualcomm AI Hub (needs qai-hub credentials)")
     parser.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse", "entropy"], help="activation range observer")
+    parser.add_argument("--vision-tokens", type=int, default=None, metavar="N",
+                        help="reduce the VLM's image tokens to N inside the encoder stage (default: keep all)")
+    parser.add_argument("--token-reduce", default="dct", choices=["dct", "pool", "merge"],
+                        help="how --vision-tokens reduces: dct (Fourier-VLM low-pass), pool (average), merge (ToMe); default dct")
+    parser.add_argument("--eval-n", type=int, default=200, metavar="N",
+                        help="measure a VLM build's accuracy on N shapes samples, float vs the build's path (0: skip; default 200)")
     parser.add_argument("--quality-target", type=float, default=None, metavar="DB",
                         help="mixed precision: raise sensitive layers until each quantized stage reaches this SQNR (dB)")
 
@@ -28,7 +34,8 @@ def run(args) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     result = compile_model(args.model, target=args.target, out=args.out, backends=backends, verbose=True,
                            quant=args.quant, calib_dir=args.calib, calib_samples=args.calib_samples, observer=args.observer, hub=args.hub,
-                           quality_target_db=args.quality_target)
+                           quality_target_db=args.quality_target, vision_tokens=args.vision_tokens,
+                           token_reduce=args.token_reduce, eval_n=args.eval_n)
     rep = result.report
     table = Table(title=f"{rep['model']} -> {rep['target']}")
     for col in ("stage", "backend", "artifact", "parity", "lower s"):
@@ -46,6 +53,15 @@ def run(args) -> int:
             table.add_row(st["name"], a["backend"], a["path"], shown, f"{a['lower_s']:.2f}")
         for s in st["skipped"]:
             table.add_row(st["name"], s["backend"], "-", f"skipped: {s['reason']}", "-")
+    rt = rep.get("runtime")
+    if rt:
+        p = rt["parity"]
+        table.add_row("llm", rt["backend"], f"{rt['path']} ({rt['info']['gguf_type']})",
+                      f"greedy agreement {p['value']:.3f}, first-token sqnr_db {p['first_token_sqnr_db']:.3g}", "-")
+    acc = rep.get("accuracy")
+    if acc:
+        table.caption = (f"accuracy on {acc['n']} shapes samples: float {acc['float']:.3f}, "
+                         f"this build {acc['quantized']:.3f} ({acc['quantized_path']})")
     console = Console(width=max(Console().width, 110))
     console.print(table)
     notes = {a["info"]["qnn"] for st in rep["stages"] for a in st["artifacts"] if a.get("info", {}).get("qnn")}

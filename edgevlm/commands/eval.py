@@ -16,7 +16,7 @@ HELP = "exact-match accuracy of a model (greedy generation) on a data set"
 ORDER = 50
 
 # Backends that can answer from a compiled build directory: name -> "module:function(build_dir) -> answer fn".
-BUILD_ANSWERERS: dict[str, str] = {}
+BUILD_ANSWERERS: dict[str, str] = {"edgevlm-runtime": "edgevlm.runner:build_answerer"}
 
 
 def add_arguments(parser):

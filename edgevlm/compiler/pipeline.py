@@ -17,6 +17,7 @@ import torch
 
 from edgevlm import __version__
 from edgevlm.compiler import report as report_io
+from edgevlm.compiler import runtime_bundle
 from edgevlm.compiler.backends import get_backend, list_backends
 from edgevlm.compiler.backends.base import Plan
 from edgevlm.compiler.capture import capture, export_static
@@ -145,17 +146,63 @@ class _Progress:
             self.bar.stop()
 
 
-def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progress) -> dict:
+LATENCY_RUNS = 5
+
+
+def _median_ms(run, inputs) -> dict:
+    """Median wall time of ``run(inputs)`` over LATENCY_RUNS runs after the verification run (measured here)."""
+    times = []
+    for _ in range(LATENCY_RUNS):
+        t0 = time.perf_counter()
+        run(inputs)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"label": "measured", "where": "this machine (compile host), CPU", "median": float(np.median(times)),
+            "runs": LATENCY_RUNS}
+
+
+def _estimate(gm, stage: Stage, target, scheme) -> dict:
+    """The target latency of the stage's graph from the target's roofline (labelled estimated)."""
+    from edgevlm.errors import EdgeVLMError
+    from edgevlm.targets.roofline import count_ops, time_ops
+
+    try:
+        est = time_ops(count_ops(gm, stage.example_inputs), target, scheme)
+    except EdgeVLMError as exc:
+        return {"label": "estimated", "total_ms": None, "reason": exc.cause}
+    return {"label": "estimated", "target": target.name, "scheme": est.scheme, "total_ms": est.total_ms,
+            "macs": est.macs, "by_class": est.by_class(), "efficiency_source": est.efficiency.source}
+
+
+ACCURACY_SEED = 12345  # the shapes evaluation seed (training uses 0)
+
+
+def _accuracy(bundle, build_dir: Path, n: int, gguf_type: str) -> dict:
+    """Exact match on ``n`` shapes samples: the float PyTorch model vs the build's deployed path."""
+    from edgevlm.data.evaluate import evaluate
+    from edgevlm.models.vlm import make_answerer
+    from edgevlm.runner import BuildRunner
+
+    vlm, tok = bundle.modules["vlm"], bundle.modules["tokenizer"]
+    runner = BuildRunner(build_dir, threads=1)
+    built = evaluate(lambda im, p: runner.answer(im, p).text, n=n, seed=ACCURACY_SEED, image_size=vlm.image_size)
+    ref = evaluate(make_answerer(vlm, tok), n=n, seed=ACCURACY_SEED, image_size=vlm.image_size)
+    return {"dataset": "shapes", "n": n, "seed": ACCURACY_SEED, "float": ref["exact_match"], "quantized": built["exact_match"],
+            "quantized_path": f"{runner.backend} vision artifacts + C runtime llm.gguf ({gguf_type})",
+            "by_question": {"float": ref["by_question"], "quantized": built["by_question"]}}
+
+
+def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progress, scheme=None) -> dict:
     progress.step(f"{stage.name}: capture")
     gm = capture(stage)
     progress.step(f"{stage.name}: passes")
     gm, log = run_pipeline(gm, target)
+    estimate = _estimate(gm, stage, target, scheme)
     program = export_static(gm, stage.example_inputs, f"stage '{stage.name}' after passes")
     captured = CapturedStage(stage, gm, program, log)
     with torch.no_grad():
         reference = _flat_outputs(stage.module(*stage.example_inputs))
     inputs = [x.detach().cpu().numpy() for x in stage.example_inputs]
-    entry = {"name": stage.name, "kind": stage.kind, "passes": log, "artifacts": [], "skipped": []}
+    entry = {"name": stage.name, "kind": stage.kind, "passes": log, "artifacts": [], "skipped": [], "estimate": estimate}
     for backend in backends:
         progress.step(f"{stage.name}: lower {backend.name}")
         t0 = time.perf_counter()
@@ -166,7 +213,9 @@ def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progre
             art["integer_only"] = artifact.info["integer_only"]
         if backend.can_execute:
             progress.step(f"{stage.name}: verify {backend.name}")
-            outputs = backend.execute(artifact, plan.out_dir, inputs)
+            run = backend.load(artifact, plan.out_dir)
+            outputs = run(inputs)
+            art["latency_ms"] = _median_ms(run, inputs)
             if len(outputs) != len(reference):
                 raise RuntimeError(f"{backend.name} artifact of {stage.name} has {len(outputs)} outputs, PyTorch {len(reference)}")
             # Float artifacts must match closely; quantized ones are judged by their noise level.
@@ -195,6 +244,9 @@ def compile(  # noqa: A001 - the public verb
     observer: str = "minmax",
     hub: bool = False,
     quality_target_db: float | None = None,
+    vision_tokens: int | None = None,
+    token_reduce: str = "dct",
+    eval_n: int = 200,
 ) -> CompileResult:
     """Compile a model for a target and verify every artifact against PyTorch.
 
@@ -213,12 +265,20 @@ def compile(  # noqa: A001 - the public verb
     ``quality_target_db`` turns on mixed precision: the most sensitive layers
     of each quantized stage are raised (16-bit activations, 8-bit weights)
     until the stage output's SQNR reaches it, within the target's dtypes.
+    ``vision_tokens`` reduces a VLM's image tokens to that many with
+    ``token_reduce`` (dct, pool or merge; see edgevlm.models.token_reduction).
+    ``eval_n`` shapes samples measure a VLM build's accuracy, float PyTorch vs
+    the build's own path (its vision artifacts + the C runtime); 0 skips it.
     """
     from edgevlm.quant.schemes import parse_quant_spec
 
     tgt = get_target(target)
     schemes = parse_quant_spec(quant, tgt)
     bundle = _as_bundle(model, example_inputs, name, calibration)
+    if vision_tokens is not None:
+        from edgevlm.models.zoo import with_token_reduction
+
+        bundle = with_token_reduction(bundle, vision_tokens, token_reduce)
     chosen, skipped = _select_backends(tgt, backends)
     build_dir = Path(out) if out is not None else Path("build") / f"{bundle.name}-{tgt.name}"
     tmp = _prepare_dir(build_dir)
@@ -230,7 +290,7 @@ def compile(  # noqa: A001 - the public verb
         for stage in bundle.stages:
             scheme = schemes.get(stage.kind)
             calib_source = _stage_calibration(stage, calib_dir, calib_samples) if scheme is not None else None
-            entry = _compile_stage(stage, tgt, chosen, plan, progress)
+            entry = _compile_stage(stage, tgt, chosen, plan, progress, scheme)
             entry["skipped"] = [{"backend": n, "reason": why} for n, why in skipped]
             entry["quant"] = scheme.name if scheme is not None else None
             entry["calibration"] = calib_source
@@ -238,6 +298,11 @@ def compile(  # noqa: A001 - the public verb
             if quantized:
                 entry["sqnr_db"] = min(quantized)
             stages.append(entry)
+        runtime = None
+        if runtime_bundle.is_runtime_vlm(bundle):
+            progress.step("runtime bundle: GGUF + verify")
+            paths = {st["name"]: {a["backend"]: a["path"] for a in st["artifacts"]} for st in stages}
+            runtime = runtime_bundle.write(bundle, schemes.get("llm"), tmp, paths)
         report = {
             "model": bundle.name,
             "target": tgt.name,
@@ -245,6 +310,7 @@ def compile(  # noqa: A001 - the public verb
             "model_meta": bundle.meta,
             "quant": {kind: (sch.name if sch is not None else None) for kind, sch in schemes.items()},
             "stages": stages,
+            "runtime": runtime,
             "compile_s": round(time.perf_counter() - t_start, 3),
         }
         if hub:
@@ -253,8 +319,11 @@ def compile(  # noqa: A001 - the public verb
             from edgevlm.compiler.hub import run_hub
 
             run_hub(tmp, report, tgt, Console(stderr=True))
-        report_io.write_report(tmp, report)
         report_io.write_manifest(tmp, report)
+        if runtime is not None and eval_n:
+            progress.step(f"accuracy: {eval_n} shapes samples")
+            report["accuracy"] = _accuracy(bundle, tmp, eval_n, runtime["info"]["gguf_type"])
+        report_io.write_report(tmp, report)
         _swap_into_place(tmp, build_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

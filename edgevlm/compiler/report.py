@@ -39,15 +39,16 @@ def _artifact_files(build_dir: Path, files: list[str]) -> list[Path]:
 
 
 def write_manifest(build_dir: Path, report: dict) -> dict:
-    """manifest.json: every artifact file with its sha256 and size."""
-    entries = []
-    for stage in report["stages"]:
-        for art in stage["artifacts"]:
-            for p in _artifact_files(build_dir, art.get("files") or [art["path"]]):
-                entries.append({
-                    "path": p.relative_to(build_dir).as_posix(), "stage": stage["name"], "backend": art["backend"],
-                    "bytes": p.stat().st_size, "sha256": sha256_file(p),
-                })
+    """manifest.json: every artifact file (stage artifacts and the runtime bundle) with its sha256 and size."""
+    groups = [(stage["name"], art) for stage in report["stages"] for art in stage["artifacts"]]
+    if report.get("runtime"):
+        groups.append(("llm", report["runtime"]))
+    entries = [
+        {"path": p.relative_to(build_dir).as_posix(), "stage": stage, "backend": art["backend"],
+         "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for stage, art in groups
+        for p in _artifact_files(build_dir, art.get("files") or [art["path"]])
+    ]
     manifest = {"model": report["model"], "target": report["target"], "artifacts": sorted(entries, key=lambda e: e["path"])}
     (build_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -4,9 +4,13 @@ A VLM is split into stages (encoder, projector, llm-prefill, llm-decode), each
 an nn.Module with static-shape example inputs.  A user's own module is one
 stage.
 """
-from dataclasses import dataclass, field
+from __future__ import annotations
 
-import torch
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: importing a stage description needs no torch
+    import torch
 
 
 @dataclass

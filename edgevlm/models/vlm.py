@@ -38,19 +38,9 @@ class VisionLanguageModel(nn.Module):
     # -- inputs ------------------------------------------------------------
     def pixel_values(self, images) -> torch.Tensor:
         """PIL images (or one) -> normalized [B, 3, S, S] at the model's image size."""
-        from PIL import Image
+        from edgevlm.data.image import preprocess
 
-        images = images if isinstance(images, (list, tuple)) else [images]
-        arrays = []
-        for im in images:
-            if not isinstance(im, Image.Image):
-                raise InputError(f"expected a PIL image, got {type(im).__name__}", "open the image with PIL.Image.open")
-            im = im.convert("RGB")
-            if im.size != (self.image_size, self.image_size):
-                im = im.resize((self.image_size, self.image_size), Image.BILINEAR)
-            arrays.append(np.asarray(im, dtype=np.float32) / 255.0)
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        return (x - self.mean) / self.std
+        return torch.from_numpy(preprocess(images, self.image_size, self.mean.flatten().tolist(), self.std.flatten().tolist()))
 
     def prompt_ids(self, prompt_ids: list[int], bos_id: int) -> list[int]:
         """``<bos> <image> x N prompt`` as token ids."""

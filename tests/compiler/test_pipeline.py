@@ -14,25 +14,30 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_default_model_build_layout(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = edgevlm.compile(target="sa8295p", backends=["onnx"])  # other backends: tests/compiler/backends
+def test_default_model_build_layout(default_build):
+    result, tmp_path = default_build
     from edgevlm.models import DEFAULT_MODEL
 
-    assert result.build_dir == tmp_path / "build" / f"{DEFAULT_MODEL}-sa8295p" or result.build_dir.resolve() == (tmp_path / "build" / f"{DEFAULT_MODEL}-sa8295p")
-    report = json.loads((result.build_dir / "report.json").read_text())
+    assert (tmp_path / result.build_dir).resolve() == (tmp_path / "build" / f"{DEFAULT_MODEL}-sa8295p").resolve()
+    build = tmp_path / result.build_dir
+    report = json.loads((build / "report.json").read_text())
     assert report["model"] == DEFAULT_MODEL and report["target"] == "sa8295p"
     for stage in report["stages"]:
         assert {"name", "artifacts"} <= stage.keys()
         for art in stage["artifacts"]:
             assert {"backend", "path", "parity"} <= art.keys()
             assert {"metric", "value"} <= art["parity"].keys()
-    manifest = json.loads((result.build_dir / "manifest.json").read_text())
+    manifest = json.loads((build / "manifest.json").read_text())
     assert manifest["artifacts"]
     for entry in manifest["artifacts"]:
-        assert _sha(result.build_dir / entry["path"]) == entry["sha256"]
-    assert "<html" in (result.build_dir / "report.html").read_text()
+        assert _sha(build / entry["path"]) == entry["sha256"]
+    assert "<html" in (tmp_path / result.build_dir / "report.html").read_text()
     assert not [p for p in (tmp_path / "build").iterdir() if p.name.startswith(".")], "temporary dirs left behind"
+    for stage in report["stages"]:  # every stage carries its target estimate, labelled as one
+        assert stage["estimate"]["label"] == "estimated" and stage["estimate"]["total_ms"] > 0
+    runtime = report["runtime"]
+    assert runtime["info"]["gguf_type"] == "q4_0"  # sa8295p's LLM scheme is w4a16
+    assert {"llm.gguf", "vlm.json", "tokenizer.json"} <= {e["path"] for e in manifest["artifacts"]}
 
 
 def test_compiling_twice_gives_identical_artifacts(tmp_path):

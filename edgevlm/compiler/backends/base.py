@@ -7,7 +7,9 @@ A backend module defines ``BACKEND``, an object with:
 - ``lower(stage: CapturedStage, plan: Plan) -> Artifact``: writes files under
   ``plan.out_dir`` and returns what it wrote;
 - ``execute(artifact, inputs) -> list[np.ndarray]`` where this machine can run
-  the artifact; ``can_execute`` says whether it can.
+  the artifact; ``can_execute`` says whether it can;
+- ``load(artifact, build_dir) -> fn(inputs) -> outputs``: the artifact loaded
+  once for many runs (`edgevlm run`, profiling).
 """
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,5 +53,14 @@ class Backend:
     def lower(self, stage, plan: Plan) -> Artifact:
         raise NotImplementedError
 
+    def load(self, artifact: Artifact, build_dir: Path, threads: int = 0):
+        """A function inputs -> outputs running ``artifact`` (loaded once, run many times).
+
+        Backends that only define ``execute`` get a loader that calls it each run.
+        """
+        if type(self).execute is Backend.execute:
+            raise NotImplementedError(f"backend {self.name} cannot run artifacts on this machine")
+        return lambda inputs: self.execute(artifact, build_dir, inputs)
+
     def execute(self, artifact: Artifact, build_dir: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        raise NotImplementedError(f"backend {self.name} cannot run artifacts on this machine")
+        return self.load(artifact, build_dir)(inputs)

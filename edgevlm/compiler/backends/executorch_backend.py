@@ -251,14 +251,18 @@ class ExecuTorchBackend(Backend):
         info["bytes"] = len(data)
         return Artifact(self.name, stage.name, rel, [rel], info)
 
-    def execute(self, artifact: Artifact, build_dir, inputs):
+    def load(self, artifact: Artifact, build_dir, threads: int = 0):
         import torch
         from executorch.runtime import Runtime
 
         program = Runtime.get().load_program(Path(build_dir) / artifact.path)
         method = program.load_method("forward")
-        outputs = method.execute([torch.from_numpy(np.ascontiguousarray(x)) for x in inputs])
-        return [o.detach().numpy() if isinstance(o, torch.Tensor) else np.asarray(o) for o in outputs]
+
+        def run(inputs):
+            outputs = method.execute([torch.from_numpy(np.ascontiguousarray(x)) for x in inputs])
+            return [o.detach().numpy() if isinstance(o, torch.Tensor) else np.asarray(o) for o in outputs]
+
+        return run
 
 
 BACKEND = ExecuTorchBackend()

@@ -87,14 +87,19 @@ class OnnxBackend(Backend):
         info |= {"ops": sorted({n.op_type for n in model.graph.node}), "nodes": len(model.graph.node)}
         return Artifact("onnx", stage.name, rel, [rel], info)
 
-    def execute(self, artifact: Artifact, build_dir, inputs):
+    def load(self, artifact: Artifact, build_dir, threads: int = 0):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        opts.intra_op_num_threads = threads
         sess = ort.InferenceSession(str(Path(build_dir) / artifact.path), opts, providers=["CPUExecutionProvider"])
-        feeds = {i.name: np.asarray(x) for i, x in zip(sess.get_inputs(), inputs, strict=True)}
-        return sess.run(None, feeds)
+        names = [i.name for i in sess.get_inputs()]
+
+        def run(inputs):
+            return sess.run(None, {n: np.asarray(x) for n, x in zip(names, inputs, strict=True)})
+
+        return run
 
 
 BACKEND = OnnxBackend()

@@ -1,0 +1,126 @@
+"""The runtime bundle of a VLM build: what `edgevlm run` needs beside the stage artifacts.
+
+A build of a zoo VLM also holds
+
+- ``llm.gguf``: the language model for the C runtime (edgevlm.runtime), its
+  matrices in the GGUF type matching the build's LLM scheme (4-bit weights ->
+  Q4_0, 8-bit -> Q8_0, float -> F32; the tied embedding/output matrix stays
+  Q8_0 under Q4_0, as llama.cpp's quantizer keeps it);
+- ``tokenizer.json``: the model's tokenizer;
+- ``vlm.json``: how to turn an image and a prompt into runtime inputs (image
+  size, normalization, number of image tokens, special ids) and which stage
+  artifacts hold the encoder and projector.
+
+The bundle is verified like every other artifact: the C runtime's greedy
+answers on the calibration prompts are compared with the float PyTorch
+model's (token agreement), and the first-token logits by SQNR.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+GGUF_NAME = "llm.gguf"
+VLM_JSON = "vlm.json"
+TOKENIZER_JSON = "tokenizer.json"
+FORMAT_VERSION = 1
+
+
+def gguf_type_for(scheme) -> str:
+    """GGUF tensor type for an LLM scheme (None = float)."""
+    bits = getattr(scheme, "weight_bits", None)
+    return {4: "q4_0", 8: "q8_0"}.get(bits, "f32")
+
+
+def is_runtime_vlm(bundle) -> bool:
+    """True when the bundle is a VLM whose LM the C runtime can run (an edgevlm LFM2)."""
+    from edgevlm.models.lfm2 import Lfm2ForCausalLM
+
+    vlm, tok = bundle.modules.get("vlm"), bundle.modules.get("tokenizer")
+    return vlm is not None and tok is not None and vlm.encoder is not None and isinstance(vlm.lm, Lfm2ForCausalLM)
+
+
+def write(bundle, scheme, out_dir: Path, stage_paths: dict[str, dict[str, str]], verify_samples: int = 4) -> dict:
+    """Write llm.gguf, tokenizer.json and vlm.json into ``out_dir``; returns the report entry.
+
+    ``stage_paths`` maps stage name -> {backend: artifact path} of what was
+    built, so `edgevlm run` finds the encoder and projector artifacts.
+    """
+    from edgevlm.runtime.gguf_export import export_lfm2_gguf
+
+    vlm, tok = bundle.modules["vlm"], bundle.modules["tokenizer"]
+    qtype = gguf_type_for(scheme)
+    out_dir = Path(out_dir)
+    tok.save(out_dir / TOKENIZER_JSON)
+    export_lfm2_gguf(out_dir / GGUF_NAME, vlm.lm.config, vlm.lm.state_dict(), qtype=qtype,
+                     tokenizer=tok.tokenizer, name=bundle.name)
+    meta = {
+        "format": FORMAT_VERSION,
+        "model": bundle.name,
+        "image_size": vlm.image_size,
+        "mean": [float(v) for v in vlm.mean.flatten()],
+        "std": [float(v) for v in vlm.std.flatten()],
+        "num_image_tokens": vlm.num_image_tokens,
+        "image_token_id": vlm.image_token_id,
+        "bos_id": tok.bos_id,
+        "eos_id": tok.eos_id,
+        "max_len": vlm.max_len,
+        "gguf": GGUF_NAME,
+        "tokenizer": TOKENIZER_JSON,
+        "stages": {name: paths for name, paths in stage_paths.items() if name in ("encoder", "projector")},
+    }
+    (out_dir / VLM_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+    parity = _verify(vlm, tok, out_dir / GGUF_NAME, verify_samples)
+    return {"backend": "edgevlm-runtime", "path": GGUF_NAME, "files": [GGUF_NAME, TOKENIZER_JSON, VLM_JSON],
+            "info": {"gguf_type": qtype, "runs_on": "C runtime (edgevlm.runtime), CPU"}, "parity": parity}
+
+
+def _verify(vlm, tok, gguf_path: Path, samples: int) -> dict:
+    """Greedy answers of the C runtime vs float PyTorch on shapes calibration samples (float image embeddings)."""
+    import torch
+
+    from edgevlm.compiler.verify import sqnr_db
+    from edgevlm.data.shapes import make_sample
+    from edgevlm.models.zoo import CALIBRATION_SEED
+    from edgevlm.runtime import Model
+
+    model = Model.load(gguf_path, threads=1)
+    same = total = 0
+    sqnrs = []
+    for i in range(samples):
+        s = make_sample(CALIBRATION_SEED, i, vlm.image_size)
+        with torch.no_grad():
+            embeds = vlm.image_embeds(vlm.pixel_values(s.image))
+        ids = vlm.prompt_ids(tok.encode(s.prompt), tok.bos_id)
+        want = vlm.generate(embeds, ids, tok.eos_id) + [tok.eos_id]
+        sess = model.session(n_ctx=vlm.max_len)
+        logits = prefill_vlm(sess, ids, embeds[0].numpy(), vlm.image_token_id)
+        with torch.no_grad():
+            ref = vlm.lm(vlm.splice(torch.tensor([ids]), embeds))[0, -1].numpy()
+        sqnrs.append(sqnr_db([ref], [logits]))
+        got = [int(logits.argmax())]
+        for _ in range(len(want) - 1):
+            got.append(int(sess.step(got[-1]).argmax()))
+        same += sum(a == b for a, b in zip(want, got))
+        total += len(want)
+    return {"metric": "greedy_agreement", "value": same / total, "first_token_sqnr_db": min(sqnrs),
+            "reference": f"float PyTorch model, greedy answers to {samples} shapes calibration prompts (float image embeddings)"}
+
+
+def prefill_vlm(session, ids: list[int], image_embeds: np.ndarray, image_token_id: int) -> np.ndarray:
+    """Prefill ``<bos> <image> x N prompt`` into a runtime session: text runs as ids, the image run as embeddings.
+
+    Returns the last position's logits.
+    """
+    ids = list(ids)
+    first = ids.index(image_token_id)
+    n = image_embeds.shape[0]
+    if ids[first:first + n] != [image_token_id] * n:
+        raise ValueError(f"expected {n} consecutive image placeholders at position {first}")
+    if first:
+        session.prefill(ids=ids[:first])
+    logits = session.prefill(embeds=np.ascontiguousarray(image_embeds, dtype=np.float32))
+    rest = ids[first + n:]
+    return session.prefill(ids=rest) if rest else logits

@@ -1,0 +1,177 @@
+"""Run a compiled VLM build on this machine: the path `edgevlm run`, `edgevlm profile` and the examples take.
+
+    from edgevlm.runner import BuildRunner
+    runner = BuildRunner("build/autoneural-nano-sa8295p", threads=2)
+    result = runner.answer(PIL.Image.open("cat.png"), "what color is the circle?")
+    print(result.text, result.timings)
+
+The encoder and projector run from the build's compiled artifacts (ONNX
+through onnxruntime by default, or the ExecuTorch .pte), so a quantized
+build answers with its quantized vision path; the language model runs in the
+C runtime from the build's ``llm.gguf`` (prefill of ``<bos>``, then the image
+embeddings, then the prompt; then greedy or sampled decode in C).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from edgevlm.errors import InputError
+
+RUNNABLE_BACKENDS = ("onnx", "executorch")  # stage artifacts this machine can run, in order of preference
+
+
+@dataclass
+class Answer:
+    text: str
+    tokens: list[int]
+    timings: dict = field(default_factory=dict)  # ms and tokens/s, measured on this machine
+
+
+def open_image(path):
+    """PIL image from a path, or one clear error naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise InputError(f"image '{path}' does not exist", "pass the path of a PNG or JPEG file") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read image '{path}': {exc}", "pass an image file PIL can open (PNG, JPEG, ...)") from None
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {what} '{path}': {exc}", "recompile the build with `edgevlm compile`") from None
+
+
+class BuildRunner:
+    """A compiled VLM build, loaded once: encoder + projector artifacts and the runtime GGUF."""
+
+    def __init__(self, build_dir, threads: int = 2, backend: str | None = None):
+        import importlib
+
+        from edgevlm.compiler.backends.base import Artifact
+        from edgevlm.compiler.runtime_bundle import VLM_JSON
+        from edgevlm.models.tokenizer import load_tokenizer
+        from edgevlm.runtime import Model
+
+        self.build_dir = Path(build_dir)
+        if not (self.build_dir / "manifest.json").is_file():
+            raise InputError(f"'{build_dir}' is not an edgevlm build (no manifest.json)",
+                             "pass a directory written by `edgevlm compile`, e.g. build/autoneural-nano-sa8295p")
+        if not (self.build_dir / VLM_JSON).is_file():
+            raise InputError(f"build '{build_dir}' has no {VLM_JSON}: it is not a VLM build with a runtime bundle",
+                             "compile a zoo VLM with this edgevlm (e.g. `edgevlm compile --target sa8295p`)")
+        if threads < 1:
+            raise InputError(f"threads={threads}", "use threads >= 1")
+        self.meta = _read_json(self.build_dir / VLM_JSON, "build metadata")
+        report = self.build_dir / "report.json"  # absent while compile itself measures the build's accuracy
+        self.report = _read_json(report, "build report") if report.is_file() else {}
+        stages = self.meta["stages"]
+        choices = [backend] if backend else [b for b in RUNNABLE_BACKENDS if all(b in stages.get(s, {}) for s in ("encoder", "projector"))]
+        if not choices or not all(choices[0] in stages.get(s, {}) for s in ("encoder", "projector")):
+            have = sorted({b for s in stages.values() for b in s})
+            raise InputError(f"build '{build_dir}' has no runnable encoder and projector artifacts"
+                             f"{' for backend ' + backend if backend else ''} (it has: {', '.join(have) or 'none'})",
+                             f"compile with --backends {','.join(RUNNABLE_BACKENDS)}")
+        self.backend = choices[0]
+        # The backend's module directly, not the registry: that would import every backend (and torch).
+        be = importlib.import_module(f"edgevlm.compiler.backends.{self.backend}_backend").BACKEND
+        self._stages: dict[str, Callable] = {
+            s: be.load(Artifact(self.backend, s, stages[s][self.backend]), self.build_dir, threads) for s in ("encoder", "projector")
+        }
+        self.tokenizer = load_tokenizer(self.build_dir / self.meta["tokenizer"])
+        self.model = Model.load(self.build_dir / self.meta["gguf"], threads=threads)
+        self.threads = threads
+
+    # -- pieces --------------------------------------------------------------
+    def pixel_values(self, image) -> np.ndarray:
+        from edgevlm.data.image import preprocess
+
+        return preprocess(image, self.meta["image_size"], self.meta["mean"], self.meta["std"])
+
+    def image_embeds(self, image, timings: dict | None = None) -> np.ndarray:
+        """Projected image tokens [N, hidden] of one PIL image, through the build's artifacts."""
+        px = self.pixel_values(image)
+        t0 = time.perf_counter()
+        (tokens,) = self._stages["encoder"]([px])[:1]
+        t1 = time.perf_counter()
+        (embeds,) = self._stages["projector"]([tokens])[:1]
+        t2 = time.perf_counter()
+        if timings is not None:
+            timings["encoder_ms"] = (t1 - t0) * 1e3
+            timings["projector_ms"] = (t2 - t1) * 1e3
+        return np.asarray(embeds, dtype=np.float32).reshape(-1, embeds.shape[-1])
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        m = self.meta
+        ids = [m["bos_id"]] + [m["image_token_id"]] * m["num_image_tokens"] + self.tokenizer.encode(prompt)
+        if len(ids) >= m["max_len"]:
+            raise InputError(f"the prompt is {len(ids) - 1 - m['num_image_tokens']} tokens; this build holds "
+                             f"{m['max_len'] - 1 - m['num_image_tokens']} with its image", "shorten the prompt")
+        return ids
+
+    # -- the whole path ------------------------------------------------------
+    def stream(self, image, prompt: str, max_new_tokens: int = 24, sampler=None, timings: dict | None = None,
+               token_ids: list | None = None) -> Iterator[str]:
+        """Yield the answer's words as they are generated.
+
+        ``timings`` (if given) receives encoder_ms, projector_ms, prefill_ms,
+        ttft_ms (image in to first answer token out; the C generator hands a
+        token back after running it, so this includes one decode step) and
+        decode_tokens_per_s; ``token_ids`` receives the ids.
+        """
+        from edgevlm.compiler.runtime_bundle import prefill_vlm
+
+        if max_new_tokens < 1:
+            raise InputError(f"--max-new-tokens must be >= 1, got {max_new_tokens}", "pass e.g. --max-new-tokens 24")
+        timings = {} if timings is None else timings
+        t_start = time.perf_counter()
+        ids = self.prompt_ids(prompt)
+        embeds = self.image_embeds(image, timings)
+        session = self.model.session(n_ctx=self.meta["max_len"])
+        t0 = time.perf_counter()
+        prefill_vlm(session, ids, embeds, self.meta["image_token_id"])
+        t_prefilled = time.perf_counter()
+        timings.update(prefill_ms=(t_prefilled - t0) * 1e3, prompt_tokens=len(ids))
+        budget = min(max_new_tokens, self.meta["max_len"] - len(ids))
+        n, t_first = 0, None
+        # Sampling and the decode step of every token run in C; each id is handed back as it is made.
+        for token in session.generate(budget, sampler, stop_token=self.meta["eos_id"]):
+            if t_first is None:
+                t_first = time.perf_counter()
+                timings["ttft_ms"] = (t_first - t_start) * 1e3
+            if token_ids is not None:
+                token_ids.append(token)
+            n += 1
+            yield self.tokenizer.decode([token])
+        t_end = time.perf_counter()
+        timings.setdefault("ttft_ms", (t_end - t_start) * 1e3)
+        timings.update(new_tokens=n, decode_tokens_per_s=(n - 1) / (t_end - t_first) if n > 1 else None)
+
+    def answer(self, image, prompt: str, max_new_tokens: int = 24, sampler=None) -> Answer:
+        timings: dict = {}
+        ids: list[int] = []
+        words = list(self.stream(image, prompt, max_new_tokens, sampler, timings, ids))
+        return Answer(" ".join(w for w in words if w), ids, timings)
+
+
+def build_answerer(build_dir, manifest=None):
+    """``answer(image, prompt) -> str`` over a build (for `edgevlm eval BUILD`), or None if it is not a VLM build."""
+    from edgevlm.compiler.runtime_bundle import VLM_JSON
+
+    if not (Path(build_dir) / VLM_JSON).is_file():
+        return None
+    runner = BuildRunner(build_dir)
+    return (lambda image, prompt: runner.answer(image, prompt).text), runner.meta["image_size"], \
+        f"{runner.meta['model']} build {build_dir} ({runner.backend} vision + C runtime {runner.report.get('runtime', {}).get('info', {}).get('gguf_type', '?')})"

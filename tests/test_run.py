@@ -1,0 +1,101 @@
+"""`edgevlm run`, `edgevlm profile` and `edgevlm eval BUILD` on the default model's sa8295p build.
+
+The build's vision runs from its quantized ONNX artifacts and its LLM in the
+C runtime from llm.gguf (Q4_0 under sa8295p's w4a16), so these tests check
+the whole deployed path, not the float model.
+"""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgevlm.data.shapes import make_sample
+
+FRESH_SEED = 777  # not the training (0), evaluation (12345) or calibration (999) seed
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgevlm.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def build(default_build):
+    result, cwd = default_build
+    return cwd / result.build_dir
+
+
+@pytest.fixture(scope="module")
+def runner(build):
+    from edgevlm.runner import BuildRunner
+
+    return BuildRunner(build, threads=1)
+
+
+def test_runtime_bundle_agrees_with_pytorch(build):
+    """Compile verified the GGUF: greedy answers of the C runtime vs float PyTorch on calibration prompts."""
+    parity = json.loads((build / "report.json").read_text())["runtime"]["parity"]
+    assert parity["metric"] == "greedy_agreement" and parity["value"] >= 0.99  # agreement rate over answer tokens
+
+
+def test_run_answers_a_fresh_sample_through_the_build(runner):
+    """Exact-match accuracy of the deployed path on a fresh shapes sample (n=60; floor 0.85, the float model's
+    own accuracy is stated in README)."""
+    samples = [make_sample(FRESH_SEED, i, runner.meta["image_size"]) for i in range(60)]
+    right = sum(runner.answer(s.image, s.prompt).text == s.answer for s in samples)
+    assert right / len(samples) >= 0.85
+
+
+def test_build_answers_like_the_float_model(runner):
+    """The demo VLM gives the same answers through the build (quantized vision + Q4_0 runtime) as in PyTorch
+    (agreement rate over 40 samples >= 0.9)."""
+    from edgevlm.models import DEFAULT_MODEL, build_model
+    from edgevlm.models.vlm import make_answerer
+
+    bundle = build_model(DEFAULT_MODEL)
+    float_answer = make_answerer(bundle.modules["vlm"], bundle.modules["tokenizer"])
+    samples = [make_sample(FRESH_SEED + 1, i, runner.meta["image_size"]) for i in range(40)]
+    same = sum(runner.answer(s.image, s.prompt).text == float_answer(s.image, s.prompt) for s in samples)
+    assert same / len(samples) >= 0.9
+
+
+def test_cli_run_streams_the_answer_and_timings(build, runner, tmp_path):
+    s = make_sample(FRESH_SEED, 3, runner.meta["image_size"])
+    s.image.save(tmp_path / "img.png")
+    r = _cli("run", build, "--image", tmp_path / "img.png", "--prompt", "how many shapes are there?", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == {1: "one", 2: "two"}[len(s.objects)]
+    assert "time to first token" in r.stderr and "measured here" in r.stderr
+
+
+def test_cli_run_bad_inputs_are_one_line_errors(build, tmp_path):
+    (tmp_path / "not-an-image.png").write_text("hello")
+    cases = [
+        (build, tmp_path / "not-an-image.png", "cannot read image"),
+        (build, tmp_path / "missing.png", "does not exist"),
+        (tmp_path, tmp_path / "not-an-image.png", "not an edgevlm build"),
+    ]
+    for build_dir, image, message in cases:
+        r = _cli("run", build_dir, "--image", image, "--prompt", "describe the image.")
+        assert r.returncode == 2, r.stderr
+        assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_profile_json_has_measured_and_estimated_figures(build):
+    r = _cli("profile", build, "--runs", "2", "--threads", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    m, e = out["measured"], out["estimated"]
+    assert m["label"] == "measured" and e["label"] == "estimated" and e["target"] == "sa8295p"
+    for key in ("encoder_ms", "projector_ms", "ttft_ms", "decode_tokens_per_s", "peak_rss_mb"):
+        assert m[key] > 0, key
+    assert m["ttft_ms"] >= m["encoder_ms"]
+    assert e["ttft_ms"] > 0 and e["decode_tokens_per_s"] > 0
+    assert e["ttft_ms"] == pytest.approx(sum(e["stages_ms"][s] for s in ("encoder", "projector", "llm-prefill")))
+
+
+def test_cli_eval_runs_a_build(build):
+    r = _cli("eval", build, "--n", "20", "--seed", str(FRESH_SEED), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "C runtime" in out["model"] and 0.0 <= out["exact_match"] <= 1.0
