@@ -44,9 +44,9 @@ def _text_config(size: str, vocab_size: int) -> dict:
 
 # name -> (encoder, size, image size, description)
 SPECS = {
-    "autoneural-nano": ("mobilenetv5", "nano", 64, "AutoNeural-style: MobileNetV5 encoder + MLP connector + LFM2-style hybrid LM"),
+    "autoneural-nano": ("mobilenetv5", "nano", 96, "AutoNeural-style: MobileNetV5 encoder + MLP connector + LFM2-style hybrid LM"),
     "autoneural-small": ("mobilenetv5", "small", 128, "AutoNeural-style at 'small' size"),
-    "fastvlm-nano": ("fastvithd", "nano", 64, "FastVLM-style: FastViTHD encoder + MLP connector + LFM2-style hybrid LM"),
+    "fastvlm-nano": ("fastvithd", "nano", 128, "FastVLM-style: FastViTHD encoder + MLP connector + LFM2-style hybrid LM"),
     "fastvlm-small": ("fastvithd", "small", 128, "FastVLM-style at 'small' size"),
     "vit-nano": ("vit", "nano", 96, "ViT baseline (SigLIP-style encoder) + MLP connector + LFM2-style hybrid LM"),
     "vit-small": ("vit", "small", 128, "ViT baseline at 'small' size"),
@@ -178,6 +178,31 @@ def _bundle(cfg: dict, vlm: VisionLanguageModel, tok, trained: bool) -> ModelBun
         "config": cfg,
     }
     return ModelBundle(cfg.get("edgevlm_model", "vlm"), stages, {"vlm": vlm, "tokenizer": tok}, meta)
+
+
+def with_token_reduction(bundle: ModelBundle, tokens: int, method: str) -> ModelBundle:
+    """The bundle's VLM with its image tokens reduced to ``tokens`` by ``method`` (see token_reduction).
+
+    The reducer runs inside the encoder stage; the prefill and cache lengths
+    shrink with the image.  The weights are shared, not retrained.
+    """
+    from edgevlm.errors import InputError
+    from edgevlm.models.token_reduction import ReducedEncoder, make_reducer
+
+    vlm, tok = bundle.modules.get("vlm"), bundle.modules.get("tokenizer")
+    if vlm is None or vlm.encoder is None or tok is None:
+        raise InputError(f"model '{bundle.name}' has no vision tokens to reduce", "use --vision-tokens with a zoo VLM")
+    if tokens == vlm.num_image_tokens:
+        return bundle
+    reducer = make_reducer(method, vlm.num_image_tokens, tokens)
+    prefill_len = tokens + PROMPT_ROOM
+    reduced = VisionLanguageModel(ReducedEncoder(vlm.encoder, reducer, method, tokens), vlm.projector, vlm.lm,
+                                  vlm.image_token_id, vlm.image_size, tokens, prefill_len, prefill_len + ANSWER_ROOM,
+                                  vlm.encoder.mean, vlm.encoder.std).eval()
+    cfg = dict(bundle.meta["config"], token_reduction={"method": method, "tokens": tokens, "from": vlm.num_image_tokens})
+    out = _bundle(cfg, reduced, tok, bundle.meta["trained"])
+    out.name = f"{bundle.name}-{method}{tokens}"
+    return out
 
 
 def describe(name: str) -> dict:

@@ -82,7 +82,7 @@ HTP_OPS = frozenset(
     index_select gather embedding constant_pad_nd pad repeat tile
     eq ne gt ge lt le logical_not logical_and logical_or bitwise_not bitwise_and bitwise_or
     alias detach dropout _to_copy to type_as zeros zeros_like ones ones_like full full_like arange eye scalar_tensor new_zeros new_ones new_full
-    cumsum sin cos masked_fill
+    cumsum sin cos masked_fill topk
     """.split()
 )
 
