@@ -216,6 +216,17 @@ static void gemm_task(void *ctx, int i, int n) {
  * up the op (tasks are handed out dynamically). */
 #define EV_TASKS_PER_THREAD 4
 
+/* At least this many multiply-adds per task: a smaller op runs on fewer
+ * threads (down to the caller alone), since waking a worker costs
+ * microseconds and, when other processes share the cores, a woken worker
+ * may wait a whole scheduler tick before it runs. */
+#define EV_MIN_MACS_PER_TASK 65536
+
+static int64_t tasks_for(int64_t want, int64_t macs) {
+    int64_t by_work = (macs + EV_MIN_MACS_PER_TASK - 1) / EV_MIN_MACS_PER_TASK;
+    return want < by_work ? want : (by_work > 0 ? by_work : 1);
+}
+
 int ev_matmul(ev_threadpool *tp, const ev_weights *W, const float *X, int64_t n, float *Y) {
     matmul_job job;
     void *heap = NULL;
@@ -241,11 +252,12 @@ int ev_matmul(ev_threadpool *tp, const ev_weights *W, const float *X, int64_t n,
         job.A.q = job.q;
         job.A.d = job.d;
         job.A.s = job.s;
-        ev_threadpool_run(tp, quantize_task, &job, (int)(n < n_threads ? n : n_threads));
+        ev_threadpool_run(tp, quantize_task, &job, (int)tasks_for(n < n_threads ? n : n_threads, n * W->cols));
     }
     tasks = (int64_t)n_threads * EV_TASKS_PER_THREAD;
     if (n_threads == 1) tasks = 1;
     if (tasks > W->n_groups) tasks = W->n_groups;
+    tasks = tasks_for(tasks, n * W->rows * W->cols);
     ev_threadpool_run(tp, gemm_task, &job, (int)tasks);
     free(heap);
     return EV_KERNEL_OK;
