@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   create .venv, install edgevlm with all extras, compile the default model
+#   make demo   create .venv, install edgevlm with all extras, compile the default model, run it on an image
 #   make test   same set-up, then run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -22,8 +22,15 @@ $(STAMP): pyproject.toml CMakeLists.txt $(C_SOURCES)
 
 install: $(STAMP)
 
+DEMO_IMAGE := edgevlm/data/demo/shapes.png
+DEMO_BUILD := build/autoneural-nano-sa8295p
+
+# Compile the default model for the SA8295P, then answer on the bundled image
+# through the build (quantized ONNX vision + the C runtime on its GGUF).
 demo: $(STAMP)
 	$(VENV)/bin/edgevlm compile --target sa8295p
+	$(VENV)/bin/edgevlm run $(DEMO_BUILD) --image $(DEMO_IMAGE) --prompt "describe the image."
+	@$(PY) -c "import json; print('expected:', json.load(open('edgevlm/data/demo/shapes.json'))['answer'])"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -57,6 +57,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("edgevlm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed it: not an error
+        sys.stdout = None  # keep the interpreter from flushing into the closed pipe at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ def run(args) -> int:
     from edgevlm.runner import BuildRunner, open_image
     from edgevlm.runtime import Sampler
 
-    image = open_image(args.image)
     sampler = Sampler(temperature=args.temperature, seed=args.seed)
     runner = BuildRunner(args.build, threads=args.threads, backend=args.backend)
+    image = open_image(args.image)
     timings: dict = {}
     first = True
     for word in runner.stream(image, args.prompt, args.max_new_tokens, sampler, timings):

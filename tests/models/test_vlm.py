@@ -84,9 +84,8 @@ def test_bad_saved_models(bundle, tmp_path):
 
 
 def test_shipped_default_model_is_trained():
-    # metric: exact-match accuracy of greedy answers on 100 samples of a seed not used in training.
-    # Bound 0.35 is a regression floor for the weights shipped now (measured 0.432 on seed 12345, n=500),
-    # well above an untrained model (0.0) -- NOT the 0.90 goal of the issue, which they do not reach yet.
+    # metric: exact-match accuracy of greedy answers on 100 samples of a seed not used in training (4242).
+    # Bound: the issue's 0.90 (the shipped fp16 weights measured 1.000 on seed 12345 and on seed 4242, n=500).
     from edgevlm.data.evaluate import evaluate
     from edgevlm.models.vlm import make_answerer
 
@@ -95,4 +94,4 @@ def test_shipped_default_model_is_trained():
     assert default.meta["trained"]
     result = evaluate(make_answerer(default.modules["vlm"], default.modules["tokenizer"]), n=100, seed=4242,
                       image_size=default.modules["vlm"].image_size)
-    assert result["exact_match"] >= 0.35, result
+    assert result["exact_match"] >= 0.90, result
