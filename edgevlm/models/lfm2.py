@@ -202,8 +202,14 @@ def cached_attention(q, k, v, cos, sin, key_cache, value_cache, write, mask):
     """RoPE + fixed-size KV-cache update + grouped-query attention, shared by the LMs here.
 
     q [B,h,S,hd] and k, v [B,kv,S,hd] before RoPE; caches [B,kv,T,hd];
-    ``write`` [S,T] one-hot cache slots; ``mask`` [S,T] additive.  Returns
-    (out [B,S,h*hd], key_cache, value_cache).
+    ``write`` [S,T] one-hot cache slots; ``mask`` [S,T] 1.0 where a query
+    may attend, 0.0 elsewhere.  Returns (out [B,S,h*hd], key_cache, value_cache).
+
+    The mask multiplies the exponentials instead of adding -inf (or
+    finfo.min) to the scores: mathematically the same softmax, but every
+    tensor keeps a small range, so per-tensor 8/16-bit quantization of the
+    scores is not ruined by one huge negative constant (and no float Where
+    op is left in the graph for an integer-only NPU).
     """
     bsz, _, seq, head_dim = q.shape
     q = q * cos + _rotate_half(q) * sin
@@ -216,8 +222,10 @@ def cached_attention(q, k, v, cos, sin, key_cache, value_cache, write, mask):
     rep = q.shape[1] // k.shape[1]
     keys = key_cache.repeat_interleave(rep, dim=1) if rep > 1 else key_cache
     values = value_cache.repeat_interleave(rep, dim=1) if rep > 1 else value_cache
-    scores = torch.matmul(q, keys.transpose(2, 3)) * head_dim**-0.5 + mask
-    out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), values)
+    scores = (torch.matmul(q, keys.transpose(2, 3)) * head_dim**-0.5).float()
+    weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True)) * mask
+    probs = weights / weights.sum(dim=-1, keepdim=True)
+    out = torch.matmul(probs.to(q.dtype), values)
     return out.transpose(1, 2).reshape(bsz, seq, -1), key_cache, value_cache
 
 
@@ -235,7 +243,7 @@ class Lfm2Attention(nn.Module):
         self.k_layernorm = Lfm2RMSNorm(self.head_dim, cfg.norm_eps)
 
     def forward(self, x, cos, sin, key_cache, value_cache, write, mask):
-        """x [B,S,H]; caches [B,kv,T,hd]; write [S,T] one-hot slots; mask [S,T] additive."""
+        """x [B,S,H]; caches [B,kv,T,hd]; write [S,T] one-hot slots; mask [S,T] 1 = may attend."""
         bsz, seq, _ = x.shape
         q = self.q_layernorm(self.q_proj(x).view(bsz, seq, self.n_heads, self.head_dim)).transpose(1, 2)
         k = self.k_layernorm(self.k_proj(x).view(bsz, seq, self.n_kv, self.head_dim)).transpose(1, 2)
@@ -376,7 +384,7 @@ class Lfm2ForCausalLM(nn.Module):
         cos, sin = self._rope(positions, x.dtype)
         write = _one_hot(positions, max_len, x.dtype)  # [S, T]
         allowed = torch.arange(max_len, device=x.device)[None, :] <= positions[:, None]
-        mask = torch.zeros(seq, max_len, dtype=x.dtype, device=x.device).masked_fill(~allowed, torch.finfo(x.dtype).min)
+        mask = allowed.to(torch.float32)
         convs, keys, values = list(state.conv.unbind(0)), list(state.key.unbind(0)), list(state.value.unbind(0))
         ci = ai = 0
         for layer in self.model.layers:

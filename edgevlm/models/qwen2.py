@@ -142,7 +142,7 @@ class Qwen2ForCausalLM(nn.Module):
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
         write = _one_hot(positions, max_len, x.dtype)
         allowed = torch.arange(max_len, device=x.device)[None, :] <= positions[:, None]
-        mask = torch.zeros(seq, max_len, dtype=x.dtype, device=x.device).masked_fill(~allowed, torch.finfo(x.dtype).min)
+        mask = allowed.to(torch.float32)
         keys, values = list(state.key.unbind(0)), list(state.value.unbind(0))
         for i, layer in enumerate(self.model.layers):
             h, keys[i], values[i] = layer.self_attn(layer.input_layernorm(x), cos, sin, keys[i], values[i], write, mask)
