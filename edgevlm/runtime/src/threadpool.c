@@ -3,7 +3,14 @@
  * A decode step runs ~100 small parallel ops; waking threads through a
  * condition variable costs several microseconds each, so workers first spin
  * on a generation counter for a short while and only then sleep.  Shared
- * state uses the GCC/Clang __atomic builtins (the library is C99). */
+ * state uses the GCC/Clang __atomic builtins (the library is C99).
+ *
+ * An op never waits for a worker that has not started: tasks are claimed
+ * from one packed word (op generation | task count | next task) by
+ * compare-and-swap, and the caller, which claims too, waits only until
+ * every task is done.  A worker the OS has not scheduled yet (another
+ * process holds the core) simply misses the op instead of stalling it for a
+ * scheduler tick; it sees the generation moved on and claims nothing. */
 #define _GNU_SOURCE
 #include "threadpool.h"
 
@@ -35,10 +42,9 @@ struct ev_threadpool {
     /* current op */
     void (*fn)(void *ctx, int i, int n);
     void *ctx;
-    int n_tasks;
-    int next_task;      /* atomic: next task index to hand out */
-    int pending;        /* atomic: workers (not counting the caller) still busy */
-    unsigned generation;/* atomic: bumped once per op */
+    uint64_t work;      /* atomic: PACK(generation, n_tasks, next task to claim) */
+    int done_tasks;     /* atomic: tasks of the current op finished */
+    unsigned generation;/* atomic: bumped once per op (the wake-up signal) */
     int sleeping;       /* atomic: workers waiting on `wake` */
     int caller_waiting; /* atomic: the caller waits on `done` */
     int stop;           /* atomic */
@@ -52,11 +58,32 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void run_tasks(ev_threadpool *tp) {
+/* work word: generation (24 bits) | n_tasks (20 bits) | next task (20 bits) */
+#define EV_TASK_BITS 20
+#define EV_TASK_MASK ((1ULL << EV_TASK_BITS) - 1)
+#define EV_GEN_MASK 0xFFFFFFULL
+#define PACK(g, n, i) ((((uint64_t)(g) & EV_GEN_MASK) << (2 * EV_TASK_BITS)) | ((uint64_t)(n) << EV_TASK_BITS) | (uint64_t)(i))
+#define W_GEN(w) ((unsigned)((w) >> (2 * EV_TASK_BITS)))
+#define W_N(w) ((int)(((w) >> EV_TASK_BITS) & EV_TASK_MASK))
+#define W_NEXT(w) ((int)((w) & EV_TASK_MASK))
+
+/* Claim and run tasks of op `gen` until none is left (or a newer op began). */
+static void run_tasks(ev_threadpool *tp, unsigned gen) {
+    uint64_t w = __atomic_load_n(&tp->work, __ATOMIC_ACQUIRE);
     for (;;) {
-        int i = __atomic_fetch_add(&tp->next_task, 1, __ATOMIC_RELAXED);
-        if (i >= tp->n_tasks) break;
-        tp->fn(tp->ctx, i, tp->n_tasks);
+        if (W_GEN(w) != (gen & EV_GEN_MASK) || W_NEXT(w) >= W_N(w)) return;
+        if (!__atomic_compare_exchange_n(&tp->work, &w, w + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+        /* Task W_NEXT(w) of op `gen` is ours; the op cannot finish before it
+         * does, so fn and ctx are still this op's. */
+        tp->fn(tp->ctx, W_NEXT(w), W_N(w));
+        /* seq_cst pairs with the caller's store of caller_waiting */
+        if (__atomic_add_fetch(&tp->done_tasks, 1, __ATOMIC_SEQ_CST) == W_N(w) &&
+            __atomic_load_n(&tp->caller_waiting, __ATOMIC_SEQ_CST)) {
+            pthread_mutex_lock(&tp->mu);
+            pthread_cond_broadcast(&tp->done);
+            pthread_mutex_unlock(&tp->mu);
+        }
+        w = __atomic_load_n(&tp->work, __ATOMIC_ACQUIRE);
     }
 }
 
@@ -86,14 +113,7 @@ static void *worker_main(void *arg) {
     for (;;) {
         seen = wait_for_work(tp, seen);
         if (__atomic_load_n(&tp->stop, __ATOMIC_ACQUIRE)) return NULL;
-        run_tasks(tp);
-        /* seq_cst pairs with the caller's store of caller_waiting */
-        if (__atomic_sub_fetch(&tp->pending, 1, __ATOMIC_SEQ_CST) == 0 &&
-            __atomic_load_n(&tp->caller_waiting, __ATOMIC_SEQ_CST)) {
-            pthread_mutex_lock(&tp->mu);
-            pthread_cond_broadcast(&tp->done);
-            pthread_mutex_unlock(&tp->mu);
-        }
+        run_tasks(tp, seen);
     }
 }
 
@@ -154,40 +174,42 @@ void ev_threadpool_free(ev_threadpool *tp) {
 
 int ev_threadpool_n_threads(const ev_threadpool *tp) { return tp ? tp->n_threads : 1; }
 
-/* Wait until every worker finished the current op: spin, then sleep. */
-static void wait_done(ev_threadpool *tp) {
+/* Wait until all n tasks of the current op are done: spin, then sleep.
+ * Only tasks already claimed (by running threads) can be outstanding. */
+static void wait_done(ev_threadpool *tp, int n) {
     int64_t deadline = now_ns() + EV_SPIN_NS;
-    for (int spins = 0; __atomic_load_n(&tp->pending, __ATOMIC_ACQUIRE) > 0; spins++) {
+    for (int spins = 0; __atomic_load_n(&tp->done_tasks, __ATOMIC_ACQUIRE) < n; spins++) {
         EV_CPU_RELAX();
         if ((spins & 255) == 255 && now_ns() > deadline) break;
     }
-    if (__atomic_load_n(&tp->pending, __ATOMIC_ACQUIRE) == 0) return;
+    if (__atomic_load_n(&tp->done_tasks, __ATOMIC_ACQUIRE) >= n) return;
     pthread_mutex_lock(&tp->mu);
     __atomic_store_n(&tp->caller_waiting, 1, __ATOMIC_SEQ_CST);
-    while (__atomic_load_n(&tp->pending, __ATOMIC_SEQ_CST) > 0) pthread_cond_wait(&tp->done, &tp->mu);
+    while (__atomic_load_n(&tp->done_tasks, __ATOMIC_SEQ_CST) < n) pthread_cond_wait(&tp->done, &tp->mu);
     __atomic_store_n(&tp->caller_waiting, 0, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&tp->mu);
 }
 
 void ev_threadpool_run(ev_threadpool *tp, void (*fn)(void *ctx, int i, int n), void *ctx, int n) {
     int i;
+    unsigned gen;
     if (n <= 0) return;
-    if (!tp || tp->n_threads == 1 || n == 1) {
+    if (!tp || tp->n_threads == 1 || n == 1 || (uint64_t)n > EV_TASK_MASK) {
         for (i = 0; i < n; i++) fn(ctx, i, n);
         return;
     }
     tp->fn = fn;
     tp->ctx = ctx;
-    tp->n_tasks = n;
-    __atomic_store_n(&tp->next_task, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&tp->pending, tp->n_threads - 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&tp->done_tasks, 0, __ATOMIC_RELAXED);
+    gen = __atomic_load_n(&tp->generation, __ATOMIC_RELAXED) + 1;  /* only this thread writes it */
+    __atomic_store_n(&tp->work, PACK(gen, n, 0), __ATOMIC_RELEASE);
     /* seq_cst store pairs with the seq_cst `sleeping` increment in
      * wait_for_work: either the worker sees the new generation or we see it
      * sleeping and broadcast. */
-    __atomic_add_fetch(&tp->generation, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&tp->generation, gen, __ATOMIC_SEQ_CST);
     wake_all(tp);
-    run_tasks(tp);
-    wait_done(tp);
+    run_tasks(tp, gen);
+    wait_done(tp, n);
 }
 
 void *ev_threadpool_scratch(ev_threadpool *tp, size_t bytes) {
