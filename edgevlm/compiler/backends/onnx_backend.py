@@ -14,6 +14,7 @@ import numpy as np
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
 
 OPSET = 21  # first opset with int4/uint16 QuantizeLinear, which the quantized stages use
+LAYER_SQNR_SAMPLES = 2  # calibration samples behind the per-layer SQNR in report.html (kept few: it runs both models)
 
 
 def _output_names(stage) -> list[str] | None:
@@ -26,6 +27,28 @@ def _output_names(stage) -> list[str] | None:
         return None
     inputs = set(stage.input_names)
     return [f"{n}_out" if n in inputs else n for n in stage.output_names]
+
+
+def _layer_sqnr(float_path, qdq_path, calibration) -> dict:
+    """``{"layer_sqnr": [{"tensor", "op", "sqnr_db"}]}``: each quantized activation, graph order, QDQ vs float (dB, 2 decimals).
+
+    A per-layer chart is a diagnostic: where the SQNR cannot be computed
+    (the error overflows float64, or the quantizer made a tensor the float
+    model lacks, such as an inlined HardSwish's input, which onnxruntime's
+    activation matching does not skip) the build stands and
+    ``{"layer_sqnr_error": reason}`` says why.
+    """
+    from edgevlm.errors import EdgeVLMError
+    from edgevlm.quant.analysis import layer_sqnr
+
+    try:
+        rows = layer_sqnr(float_path, qdq_path, list(calibration)[:LAYER_SQNR_SAMPLES])
+    except EdgeVLMError:
+        raise
+    except (ValueError, ArithmeticError, KeyError) as exc:
+        return {"layer_sqnr_error": f"edgevlm.quant.analysis.layer_sqnr failed ({type(exc).__name__}: {exc})"}
+    return {"layer_sqnr": [{"tensor": r["tensor"], "op": r["op"],
+                            "sqnr_db": None if r["sqnr_db"] is None else round(float(r["sqnr_db"]), 2)} for r in rows]}
 
 
 class OnnxBackend(Backend):
@@ -81,6 +104,7 @@ class OnnxBackend(Backend):
 
                     quant = search_mixed_precision(float_path, path, scheme, stage.stage.calibration, plan.target,
                                                    min_sqnr_db=min_sqnr, observer=observer).info
+                info |= _layer_sqnr(float_path, path, stage.stage.calibration)
             quant.pop("path", None)  # a temporary path: not part of the (deterministic) record
             info |= {"quant": quant, "integer_only": quant["integer_only"], "offending_ops": quant["offending_ops"]}
             model = onnx.load(str(path))
