@@ -26,11 +26,15 @@ def sqnr_db(ref, test) -> float:
     """Signal-to-quantization-noise ratio 10*log10(sum ref^2 / sum (ref-test)^2), in dB.
 
     +inf when the outputs are identical; -inf when the reference is all zero
-    but the test is not.
+    but the test is not, or the noise is not finite; NaN when the reference
+    itself is not finite.
     """
     r, t = _pair(ref, test)
     noise = float(np.sum((r - t) ** 2))
     signal = float(np.sum(r**2))
+    if not math.isfinite(noise) or not math.isfinite(signal):
+        # NaN/inf in either tensor, or a noise sum past float range: no finite ratio exists.
+        return -math.inf if math.isfinite(signal) else math.nan
     if noise == 0.0:
         return math.inf
     if signal == 0.0:

@@ -25,7 +25,9 @@ from edgevlm.compiler.verify import compare, sqnr_db
 from edgevlm.quant.calibration import as_samples
 
 
-def _concat_sqnr(refs, tests) -> float:
+def _concat_sqnr(refs, tests) -> float | None:
+    if not len(refs) or not len(tests):
+        return None
     r = np.concatenate([np.asarray(a, np.float64).ravel() for a in refs])
     t = np.concatenate([np.asarray(a, np.float64).ravel() for a in tests])
     return sqnr_db(r, t)
@@ -95,6 +97,8 @@ def layer_sqnr(float_path, qdq_path, data) -> list[dict]:
         float_acts = _activations(float_path, samples, Path(tmp))
         qdq_acts = _activations(qdq_path, samples, Path(tmp))
     matched = qdq_loss_debug.create_activation_matching(qdq_acts, float_acts)
+    for m in matched.values():  # tensors only the QDQ model has (e.g. inlined HardSwish) get no figure
+        m.setdefault("float", [])
     errors = qdq_loss_debug.compute_activation_error(matched, err_func=_concat_sqnr)
     producers = _producers(float_path)
     qdq_producers = _producers(qdq_path)

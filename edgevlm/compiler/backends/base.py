@@ -63,4 +63,6 @@ class Backend:
         return lambda inputs: self.execute(artifact, build_dir, inputs)
 
     def execute(self, artifact: Artifact, build_dir: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        if type(self).load is Backend.load:  # neither defined: this backend cannot run artifacts
+            raise NotImplementedError(f"backend {self.name} cannot run artifacts on this machine")
         return self.load(artifact, build_dir)(inputs)
