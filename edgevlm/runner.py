@@ -92,6 +92,11 @@ class BuildRunner:
         }
         self.tokenizer = load_tokenizer(self.build_dir / self.meta["tokenizer"])
         self.model = Model.load(self.build_dir / self.meta["gguf"], threads=threads)
+        self.text_embeddings = None
+        if self.meta.get("prune_to") is not None:
+            from safetensors.numpy import load_file
+
+            self.text_embeddings = load_file(str(self.build_dir / self.meta["text_embeddings"]))["embed_tokens"]
         self.threads = threads
 
     # -- pieces --------------------------------------------------------------
@@ -112,6 +117,15 @@ class BuildRunner:
             timings["encoder_ms"] = (t1 - t0) * 1e3
             timings["projector_ms"] = (t2 - t1) * 1e3
         return np.asarray(embeds, dtype=np.float32).reshape(-1, embeds.shape[-1])
+
+    def select_image_tokens(self, embeds: np.ndarray, ids: list[int]) -> np.ndarray:
+        """Text-guided pruning to the build's ``prune_to`` tokens (builds compiled with --token-reduce prune)."""
+        if self.text_embeddings is None:
+            return embeds
+        from edgevlm.models.token_pruning import text_guided_keep
+
+        words = [i for i in ids[1:] if i != self.meta["image_token_id"]]
+        return embeds[text_guided_keep(embeds, self.text_embeddings[words], self.meta["prune_to"])]
 
     def prompt_ids(self, prompt: str) -> list[int]:
         m = self.meta
@@ -138,7 +152,7 @@ class BuildRunner:
         timings = {} if timings is None else timings
         t_start = time.perf_counter()
         ids = self.prompt_ids(prompt)
-        embeds = self.image_embeds(image, timings)
+        embeds = self.select_image_tokens(self.image_embeds(image, timings), ids)
         session = self.model.session(n_ctx=self.meta["max_len"])
         t0 = time.perf_counter()
         prefill_vlm(session, ids, embeds, self.meta["image_token_id"])

@@ -17,8 +17,9 @@ def add_arguments(parser):
     parser.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse", "entropy"], help="activation range observer")
     parser.add_argument("--vision-tokens", type=int, default=None, metavar="N",
                         help="reduce the VLM's image tokens to N inside the encoder stage (default: keep all)")
-    parser.add_argument("--token-reduce", default="dct", choices=["dct", "pool", "merge"],
-                        help="how --vision-tokens reduces: dct (Fourier-VLM low-pass), pool (average), merge (ToMe); default dct")
+    parser.add_argument("--token-reduce", default="dct", choices=["dct", "pool", "merge", "prune"],
+                        help="how --vision-tokens reduces: dct (Fourier-VLM low-pass), pool (average), merge (ToMe), "
+                        "prune (text-guided, keeps the tokens closest to the prompt); default dct")
     parser.add_argument("--eval-n", type=int, default=200, metavar="N",
                         help="measure a VLM build's accuracy on N shapes samples, float vs the build's path (0: skip; default 200)")
     parser.add_argument("--quality-target", type=float, default=None, metavar="DB",

@@ -7,6 +7,8 @@ A build of a zoo VLM also holds
   Q4_0, 8-bit -> Q8_0, float -> F32; the tied embedding/output matrix stays
   Q8_0 under Q4_0, as llama.cpp's quantizer keeps it);
 - ``tokenizer.json``: the model's tokenizer;
+- ``text_embeddings.safetensors``: the LM's word embeddings, only when the
+  build prunes image tokens by the prompt (``--token-reduce prune``);
 - ``vlm.json``: how to turn an image and a prompt into runtime inputs (image
   size, normalization, number of image tokens, special ids) and which stage
   artifacts hold the encoder and projector.
@@ -25,6 +27,7 @@ import numpy as np
 GGUF_NAME = "llm.gguf"
 VLM_JSON = "vlm.json"
 TOKENIZER_JSON = "tokenizer.json"
+TEXT_EMBEDDINGS = "text_embeddings.safetensors"  # only for text-guided token pruning
 FORMAT_VERSION = 1
 
 
@@ -71,9 +74,18 @@ def write(bundle, scheme, out_dir: Path, stage_paths: dict[str, dict[str, str]],
         "tokenizer": TOKENIZER_JSON,
         "stages": {name: paths for name, paths in stage_paths.items() if name in ("encoder", "projector")},
     }
+    files = [GGUF_NAME, TOKENIZER_JSON, VLM_JSON]
+    if vlm.prune_to is not None:
+        # Text-guided pruning runs at run time and needs the word embeddings the LM starts from.
+        from safetensors.numpy import save_file
+
+        table = vlm.lm.model.embed_tokens.weight.detach().float().numpy()
+        save_file({"embed_tokens": table}, str(out_dir / TEXT_EMBEDDINGS))
+        meta.update(prune_to=vlm.prune_to, text_embeddings=TEXT_EMBEDDINGS)
+        files.append(TEXT_EMBEDDINGS)
     (out_dir / VLM_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     parity = _verify(vlm, tok, out_dir / GGUF_NAME, verify_samples)
-    return {"backend": "edgevlm-runtime", "path": GGUF_NAME, "files": [GGUF_NAME, TOKENIZER_JSON, VLM_JSON],
+    return {"backend": "edgevlm-runtime", "path": GGUF_NAME, "files": files,
             "info": {"gguf_type": qtype, "runs_on": "C runtime (edgevlm.runtime), CPU"}, "parity": parity}
 
 
@@ -91,9 +103,9 @@ def _verify(vlm, tok, gguf_path: Path, samples: int) -> dict:
     sqnrs = []
     for i in range(samples):
         s = make_sample(CALIBRATION_SEED, i, vlm.image_size)
-        with torch.no_grad():
-            embeds = vlm.image_embeds(vlm.pixel_values(s.image))
         ids = vlm.prompt_ids(tok.encode(s.prompt), tok.bos_id)
+        with torch.no_grad():
+            embeds = vlm.select_image_tokens(vlm.image_embeds(vlm.pixel_values(s.image)), ids)
         want = vlm.generate(embeds, ids, tok.eos_id) + [tok.eos_id]
         sess = model.session(n_ctx=vlm.max_len)
         logits = prefill_vlm(sess, ids, embeds[0].numpy(), vlm.image_token_id)

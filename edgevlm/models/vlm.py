@@ -32,6 +32,7 @@ class VisionLanguageModel(nn.Module):
         self.num_image_tokens = num_image_tokens
         self.prefill_len = prefill_len
         self.max_len = max_len
+        self.prune_to: int | None = None  # text-guided pruning keeps this many image tokens (None: all)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -66,8 +67,24 @@ class VisionLanguageModel(nn.Module):
         return self.lm(self.splice(ids, self.image_embeds(pixel_values)))
 
     @torch.no_grad()
+    def select_image_tokens(self, image_embeds: torch.Tensor, ids: list[int]) -> torch.Tensor:
+        """Text-guided pruning of [1, N, H] image embeddings to ``prune_to`` tokens, guided by the prompt in ``ids``."""
+        if self.prune_to is None or image_embeds.shape[1] <= self.prune_to:
+            return image_embeds
+        from edgevlm.models.token_pruning import text_guided_keep
+
+        words = [i for i in ids[1:] if i != self.image_token_id]
+        text = self.lm.embed(torch.tensor(words, dtype=torch.long)).float().numpy()
+        keep = text_guided_keep(image_embeds[0].float().numpy(), text, self.prune_to)
+        return image_embeds[:, torch.from_numpy(keep)]
+
+    @torch.no_grad()
     def generate(self, image_embeds: torch.Tensor, ids: list[int], eos_id: int, max_new_tokens: int = 24) -> list[int]:
-        """Greedy decoding for one sample through prefill + decode with explicit state."""
+        """Greedy decoding for one sample through prefill + decode with explicit state.
+
+        ``image_embeds`` are the projector's tokens; text-guided pruning (if set) picks among them here.
+        """
+        image_embeds = self.select_image_tokens(image_embeds, ids)
         if len(ids) > self.prefill_len:
             raise InputError(f"prompt is {len(ids)} tokens, the model's prefill length is {self.prefill_len}",
                              "shorten the prompt")
@@ -110,7 +127,7 @@ def vlm_stages(vlm: VisionLanguageModel, calibration: list | None = None) -> lis
     with torch.no_grad():
         for px, ids in calibration:
             tokens = vlm.encoder(px)
-            embeds = vlm.projector(tokens)
+            embeds = vlm.select_image_tokens(vlm.projector(tokens), list(ids))
             ids_t = torch.tensor([list(ids) + [0] * (vlm.prefill_len - len(ids))])
             spliced = vlm.splice(ids_t, embeds)
             state = vlm.lm.init_state(vlm.max_len)

@@ -194,11 +194,18 @@ def with_token_reduction(bundle: ModelBundle, tokens: int, method: str) -> Model
         raise InputError(f"model '{bundle.name}' has no vision tokens to reduce", "use --vision-tokens with a zoo VLM")
     if tokens == vlm.num_image_tokens:
         return bundle
-    reducer = make_reducer(method, vlm.num_image_tokens, tokens)
+    if method == "prune":  # prompt-dependent: runs between projector and LM (models/token_pruning.py)
+        if not isinstance(tokens, int) or not 1 <= tokens <= vlm.num_image_tokens:
+            raise InputError(f"--vision-tokens {tokens} is outside 1..{vlm.num_image_tokens} (the encoder's tokens)",
+                             f"pass a count from 1 to {vlm.num_image_tokens}")
+        encoder = vlm.encoder
+    else:
+        encoder = ReducedEncoder(vlm.encoder, make_reducer(method, vlm.num_image_tokens, tokens), method, tokens)
     prefill_len = tokens + PROMPT_ROOM
-    reduced = VisionLanguageModel(ReducedEncoder(vlm.encoder, reducer, method, tokens), vlm.projector, vlm.lm,
-                                  vlm.image_token_id, vlm.image_size, tokens, prefill_len, prefill_len + ANSWER_ROOM,
-                                  vlm.encoder.mean, vlm.encoder.std).eval()
+    reduced = VisionLanguageModel(encoder, vlm.projector, vlm.lm, vlm.image_token_id, vlm.image_size, tokens,
+                                  prefill_len, prefill_len + ANSWER_ROOM, vlm.encoder.mean, vlm.encoder.std).eval()
+    if method == "prune":
+        reduced.prune_to = tokens
     cfg = dict(bundle.meta["config"], token_reduction={"method": method, "tokens": tokens, "from": vlm.num_image_tokens})
     out = _bundle(cfg, reduced, tok, bundle.meta["trained"])
     out.name = f"{bundle.name}-{method}{tokens}"

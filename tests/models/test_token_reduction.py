@@ -98,3 +98,33 @@ def test_reduced_vlm_has_fewer_image_tokens_in_every_stage():
     pre = next(s for s in reduced.stages if s.name == "llm-prefill")
     assert pre.example_inputs[0].shape[1] == vlm.prefill_len < base.modules["vlm"].prefill_len
     assert reduced.meta["config"]["token_reduction"] == {"method": "pool", "tokens": 1, "from": n}
+
+
+def test_text_guided_keep_picks_the_tokens_closest_to_the_prompt_in_order():
+    import numpy as np
+
+    from edgevlm.models.token_pruning import text_guided_keep
+
+    image = np.eye(6, 4, dtype=np.float32)  # tokens 0..3 point along the 4 axes, tokens 4 and 5 are zero
+    image[5] = [0.0, 0.9, 0.1, 0.0]  # close to axis 1
+    text = np.array([[0, 1, 0, 0], [0, 1, 0.2, 0]], dtype=np.float32)  # the prompt points along axis 1
+    assert text_guided_keep(image, text, 2).tolist() == [1, 5]  # best two, in source order
+    assert text_guided_keep(image, text, 6).tolist() == list(range(6))
+
+
+def test_prune_keeps_the_encoder_and_selects_tokens_per_prompt():
+    from edgevlm.data.shapes import make_sample
+    from edgevlm.models import DEFAULT_MODEL, build_model
+    from edgevlm.models.zoo import with_token_reduction
+
+    base = build_model(DEFAULT_MODEL)
+    reduced = with_token_reduction(base, 3, "prune")
+    vlm, tok = reduced.modules["vlm"], reduced.modules["tokenizer"]
+    assert vlm.prune_to == 3 and vlm.encoder is base.modules["vlm"].encoder
+    s = make_sample(5, 0, vlm.image_size)
+    full = vlm.image_embeds(vlm.pixel_values(s.image))
+    ids = vlm.prompt_ids(tok.encode(s.prompt), tok.bos_id)
+    kept = vlm.select_image_tokens(full, ids)
+    assert kept.shape[1] == 3 and all(any(torch.equal(row, f) for f in full[0]) for row in kept[0])
+    with pytest.raises(InputError, match="outside 1..9"):
+        with_token_reduction(base, 10, "prune")

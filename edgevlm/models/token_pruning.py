@@ -1,0 +1,26 @@
+"""Text-guided vision token pruning (numpy only: the PyTorch model and the build runner share it).
+
+Each image token (after the projector, in the LM's embedding space) is
+scored by its cosine similarity to the mean embedding of the prompt's words;
+the ``keep`` best tokens stay, in their original order.  Unlike dct, pool
+and merge, which run inside the encoder stage, pruning depends on the
+prompt, so it runs between the projector and the LM prefill: in
+``VisionLanguageModel.generate`` and in ``edgevlm.runner.BuildRunner``
+(which reads the word embeddings from the build's text_embeddings.safetensors).
+"""
+import numpy as np
+
+
+def text_guided_keep(image_embeds: np.ndarray, text_embeds: np.ndarray, keep: int) -> np.ndarray:
+    """Indices (ascending) of the ``keep`` image tokens [N, H] most similar to the mean text embedding [T, H]."""
+    image = np.asarray(image_embeds, dtype=np.float32)
+    n = image.shape[0]
+    if keep >= n:
+        return np.arange(n)
+    text = np.asarray(text_embeds, dtype=np.float32)
+    query = text.mean(axis=0) if text.shape[0] else np.zeros(image.shape[1], np.float32)
+    norms = np.linalg.norm(image, axis=1) * max(float(np.linalg.norm(query)), 1e-12)
+    scores = image @ query / np.maximum(norms, 1e-12)
+    # Stable: among equal scores the earlier token wins, so the choice is deterministic.
+    best = np.argsort(-scores, kind="stable")[:keep]
+    return np.sort(best)
