@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="autoneural-nano")
     ap.add_argument("--target", default="sa8295p")
     ap.add_argument("--tokens", default="4,1", help="reduced token counts (comma-separated)")
-    ap.add_argument("--methods", default="dct,pool,merge")
+    ap.add_argument("--methods", default="dct,pool,merge,prune")
     ap.add_argument("--n", type=int, default=500, help="shapes samples for accuracy")
     ap.add_argument("--runs", type=int, default=20, help="timed answers for time to first token")
     ap.add_argument("--threads", type=int, default=2)
