@@ -44,14 +44,15 @@ class MixedPrecisionResult:
 def search_mixed_precision(float_onnx_path, out_path, scheme, calibration, target, *,
                            min_sqnr_db: float | None = None, accuracy_drop=None,
                            max_accuracy_drop: float = 1.0, eval_data=None, observer: str = "minmax",
-                           max_steps: int | None = None) -> MixedPrecisionResult:
+                           max_steps: int | None = None, base_overrides: dict[str, int] | None = None) -> MixedPrecisionResult:
     """Quantize with ``scheme``, raising sensitive layers until the quality target holds.
 
     Give exactly one target: ``min_sqnr_db`` (worst stage-output SQNR in dB
     on ``eval_data``, default the calibration data) or ``accuracy_drop``, a
     callable taking the quantized model's path and returning the accuracy
     drop vs float in points, met when <= ``max_accuracy_drop``.  The model
-    written last to ``out_path`` is the returned one.
+    written last to ``out_path`` is the returned one.  ``base_overrides``
+    (e.g. the KV cache at 8 bits under kv8) hold throughout and are never raised.
     """
     if (min_sqnr_db is None) == (accuracy_drop is None):
         raise InputError("give exactly one quality target: min_sqnr_db or accuracy_drop")
@@ -78,8 +79,8 @@ def search_mixed_precision(float_onnx_path, out_path, scheme, calibration, targe
         def met(value: float) -> bool:
             return value <= goal
 
-    overrides: dict[str, int] = {}
-    info = quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observer=observer)
+    overrides: dict[str, int] = dict(base_overrides or {})
+    info = quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observer=observer, overrides=overrides)
     value = measure()
     steps = [{"raised": None, metric: value}]
     if not met(value) and (raise_acts or raise_weights):

@@ -77,3 +77,23 @@ def test_refuses_to_overwrite_foreign_directory(tmp_path):
 def test_module_without_example_inputs_is_an_input_error():
     with pytest.raises(InputError, match="example_inputs"):
         edgevlm.compile(nn.Linear(2, 2), target="cpu-x86_64")
+
+
+def test_sa8295p_llm_stages_keep_the_kv_cache_at_8_bits(default_build):
+    """kv8 (sa8295p's KV scheme): the cache inputs/outputs of both LLM stages are quantized to uint8, the rest uint16."""
+    import onnx
+
+    result, cwd = default_build
+    build = cwd / result.build_dir
+    report = json.loads((build / "report.json").read_text())
+    for name in ("llm-prefill", "llm-decode"):
+        stage = next(s for s in report["stages"] if s["name"] == name)
+        art = stage["artifacts"][0]
+        assert art["info"]["quant"]["kv_cache"]["bits"] == 8 and art["integer_only"]
+        model = onnx.load(str(build / art["path"]))
+        inits = {i.name: i for i in model.graph.initializer}
+        zp_type = {n.input[0]: inits[n.input[2]].data_type for n in model.graph.node
+                   if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits}
+        for out in ("key_cache_out", "value_cache_out"):
+            assert zp_type[f"{out}_QuantizeLinear_Input"] == onnx.TensorProto.UINT8
+        assert onnx.TensorProto.UINT16 in zp_type.values()

@@ -51,6 +51,47 @@ def _layer_sqnr(float_path, qdq_path, calibration) -> dict:
                             "sqnr_db": None if r["sqnr_db"] is None else round(float(r["sqnr_db"]), 2)} for r in rows]}
 
 
+KV_STATE = ("key_cache", "value_cache")  # the LM stages' KV-cache inputs (outputs add "_out")
+# Ops that only move data: the KV cache keeps its 8 bits through them.
+_MOVES = {"Slice", "Squeeze", "Unsqueeze", "Reshape", "Gather", "Split", "Transpose", "Identity"}
+
+
+def _kv_overrides(model, stage, scheme, kv_scheme) -> dict[str, int]:
+    """Activation overrides putting an LM stage's KV cache at the kv scheme's bits (kv8).
+
+    Covers the cache inputs and outputs and every tensor that only moves
+    cache data between them and the compute ops: forward from the inputs
+    (the per-layer slices of the stacked cache), backward from the outputs
+    (the stacking of the updated per-layer caches).
+    """
+    if kv_scheme is None or stage.kind != "llm" or kv_scheme.kv_bits >= scheme.act_bits:
+        return {}
+    outputs = _output_names(stage) or ()
+    consumers, producer = {}, {}
+    for node in model.graph.node:
+        for t in node.input:
+            consumers.setdefault(t, []).append(node)
+        for t in node.output:
+            producer[t] = node
+    constants = {i.name for i in model.graph.initializer}
+    tensors = set()
+    todo = [n for n in stage.input_names if n in KV_STATE]
+    while todo:  # forward from the cache inputs
+        t = todo.pop()
+        if t not in tensors:
+            tensors.add(t)
+            todo += [o for n in consumers.get(t, []) if n.op_type in _MOVES and n.input[0] == t for o in n.output]
+    todo = [n for n in outputs if n.removesuffix("_out") in KV_STATE]
+    while todo:  # backward from the cache outputs
+        t = todo.pop()
+        if t not in tensors:
+            tensors.add(t)
+            node = producer.get(t)
+            if node is not None and node.op_type in _MOVES | {"Concat"}:
+                todo += [i for i in (node.input if node.op_type == "Concat" else node.input[:1]) if i and i not in constants]
+    return {t: kv_scheme.kv_bits for t in sorted(tensors)}
+
+
 class OnnxBackend(Backend):
     name = "onnx"
     extra = None  # core dependency
@@ -97,13 +138,17 @@ class OnnxBackend(Backend):
                 onnx.save_model(model, str(float_path))
                 observer = plan.options.get("observer", "minmax")
                 min_sqnr = plan.options.get("quality_target_db")
+                kv = _kv_overrides(model, stage.stage, scheme, (plan.quant or {}).get("kv"))
                 if min_sqnr is None:
-                    quant = quantize_onnx(float_path, path, scheme, stage.stage.calibration, plan.target, observer=observer)
+                    quant = quantize_onnx(float_path, path, scheme, stage.stage.calibration, plan.target, observer=observer,
+                                          overrides=kv)
                 else:
                     from edgevlm.quant.mixed_precision import search_mixed_precision
 
                     quant = search_mixed_precision(float_path, path, scheme, stage.stage.calibration, plan.target,
-                                                   min_sqnr_db=min_sqnr, observer=observer).info
+                                                   min_sqnr_db=min_sqnr, observer=observer, base_overrides=kv).info
+                if kv:
+                    quant["kv_cache"] = {"bits": next(iter(kv.values())), "tensors": len(kv)}
                 info |= _layer_sqnr(float_path, path, stage.stage.calibration)
             quant.pop("path", None)  # a temporary path: not part of the (deterministic) record
             info |= {"quant": quant, "integer_only": quant["integer_only"], "offending_ops": quant["offending_ops"]}
