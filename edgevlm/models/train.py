@@ -15,6 +15,15 @@ encoder too weakly: trained that way, autoneural-nano learned count and
 position but answered colour and shape at chance (13% / 14%, n=300).  The result is a saved model directory
 (config.json, model.safetensors, tokenizer.json) that ``build_model(DIR)``
 loads; ``--ship`` also copies it into the package's weights/ directory.
+
+``--qat-int4`` (with ``--init``) fine-tunes a trained model for the int4
+weights of its LM stages: every LM weight the compiler quantizes (linear
+layers, the short-conv kernels, the tied embedding / output matrix) is
+fake-quantized per output channel on the compiler's symmetric int4 grid
+(see ``fake_quant_int4``), with a straight-through gradient; the encoder and
+projector are frozen.  The saved weights are snapped onto that grid, so the
+compiler's int4 quantization of the LM reproduces them (up to the float16 of
+the shipped weights).
 """
 import argparse
 import math
@@ -92,6 +101,45 @@ def make_batch(vlm, tok, seed: int, start: int, images: int):
     return vlm.pixel_values(pics), torch.tensor(owner), ids, mask, objects
 
 
+# The compiler's symmetric int4 weights (edgevlm.quant.onnx_qdq): per output channel (dim 0),
+# scale = max|w| / 7, q = clip(round_half_even(w / scale), -8, 7), so a channel's largest weight is on the grid.
+INT4_QMIN, INT4_QMAX = -8, 7
+
+
+def int4_scale(w: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel int4 scale of ``w`` as the compiler computes it, shaped to broadcast."""
+    amax = w.detach().abs().flatten(1).amax(1)
+    # An all-zero channel quantizes exactly whatever the scale; 1.0 is onnxruntime's choice too.
+    scale = torch.where(amax > 0, amax / INT4_QMAX, torch.ones_like(amax))
+    return scale.view(-1, *([1] * (w.dim() - 1)))
+
+
+def fake_quant_int4(w: torch.Tensor) -> torch.Tensor:
+    """``w`` rounded to its int4 grid in the forward pass; identity gradient (straight-through)."""
+    scale = int4_scale(w)
+    q = torch.clamp(torch.round(w / scale), INT4_QMIN, INT4_QMAX) * scale  # torch.round: half to even, as numpy
+    return w + (q - w).detach()
+
+
+class FakeQuantInt4(torch.nn.Module):
+    """A parametrization: the module's weight as its int4-rounded values."""
+
+    def forward(self, w):
+        return fake_quant_int4(w)
+
+
+def int4_weights(lm: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
+    """(module, "weight") of every LM weight the compiler quantizes to int4, by module type."""
+    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Embedding)
+    return [(m, "weight") for m in lm.modules() if isinstance(m, kinds)]
+
+
+@torch.no_grad()
+def snap_int4_(w: torch.Tensor) -> None:
+    """Move ``w`` onto its int4 grid in place: re-quantizing it then reproduces it (the scales stay)."""
+    w.copy_(fake_quant_int4(w))
+
+
 def _rescale_layer_scales(encoder, value: float = 0.1) -> None:
     """Set LayerScale gammas to ``value`` before training from scratch.
 
@@ -107,7 +155,8 @@ def _rescale_layer_scales(encoder, value: float = 0.1) -> None:
 
 
 def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, log_every: int = 50,
-          encoder_lr_mult: float = 0.3, init: Path | None = None, first_index: int = 0, cell_loss: float = 1.0):
+          encoder_lr_mult: float = 0.3, init: Path | None = None, first_index: int = 0, cell_loss: float = 1.0,
+          qat_int4: bool = False):
     """Train model ``name`` and save it to ``out``; returns (vlm, tokenizer, config).
 
     Starts from the seeded random initialization, or from the saved model
@@ -115,7 +164,9 @@ def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, lo
     already seen).  The encoder's learning rate is ``encoder_lr_mult`` times
     the LM's: with 3x, runs stalled at a higher loss than with 0.3x
     (observed on autoneural-nano, 64 px, 300 steps).  ``cell_loss`` weighs
-    the auxiliary per-cell loss (0 turns it off).
+    the auxiliary per-cell loss (0 turns it off).  ``qat_int4`` fine-tunes
+    the LM only, with int4 fake-quantized weights (needs ``init``); the saved
+    LM weights lie on the int4 grid.
     """
     from edgevlm.models import zoo
     from edgevlm.models.tokenizer import load_tokenizer
@@ -124,6 +175,8 @@ def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, lo
         raise InputError(f"unknown zoo VLM '{name}'", f"use one of: {', '.join(zoo.SPECS)}")
     if steps < 1 or batch < 1 or not lr > 0:
         raise InputError("--steps, --batch and --lr must be positive", "pass e.g. --steps 1000 --batch 12 --lr 1e-3")
+    if qat_int4 and init is None:
+        raise InputError("--qat-int4 fine-tunes a trained model", "pass --init DIR of a saved model")
     tok = load_tokenizer()
     if init is not None:
         bundle = zoo.load_saved_model(Path(init))
@@ -133,10 +186,21 @@ def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, lo
         vlm = zoo.build_vlm(cfg)
         _rescale_layer_scales(vlm.encoder)
     vlm.train()
-    head = CellHead(vlm.encoder.out_dim) if cell_loss > 0 else None
-    groups = [{"params": list(vlm.encoder.parameters()) + (list(head.parameters()) if head else []),
-               "lr": lr * encoder_lr_mult},
-              {"params": list(vlm.projector.parameters()) + list(vlm.lm.parameters()), "lr": lr}]
+    if qat_int4:
+        frozen = (vlm.encoder, vlm.projector)
+        for part in frozen:
+            part.eval().requires_grad_(False)
+        quantized = int4_weights(vlm.lm)
+        for module, attr in quantized:
+            torch.nn.utils.parametrize.register_parametrization(module, attr, FakeQuantInt4())
+        head = None
+        groups = [{"params": list(vlm.lm.parameters()), "lr": lr}]
+    else:
+        frozen = ()
+        head = CellHead(vlm.encoder.out_dim) if cell_loss > 0 else None
+        groups = [{"params": list(vlm.encoder.parameters()) + (list(head.parameters()) if head else []),
+                   "lr": lr * encoder_lr_mult},
+                  {"params": list(vlm.projector.parameters()) + list(vlm.lm.parameters()), "lr": lr}]
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -144,8 +208,10 @@ def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, lo
     t0, running = time.time(), None
     for step in range(steps):
         px, owner, ids, mask, objects = make_batch(vlm, tok, seed, first_index + step * batch, batch)
-        tokens = vlm.encoder(px)
-        logits = vlm.lm(vlm.splice(ids, vlm.projector(tokens)[owner]))[:, :-1]
+        with torch.set_grad_enabled(not frozen):
+            tokens = vlm.encoder(px)
+            embeds = vlm.projector(tokens)[owner]
+        logits = vlm.lm(vlm.splice(ids, embeds))[:, :-1]
         loss = (F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none") * mask[:, :-1]).sum() / mask.sum()
         if head is not None:
             col_logits, shp_logits = head(tokens)
@@ -157,13 +223,19 @@ def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, lo
         # Clip each part on its own: the encoder's gradient (behind RMS-normalized outputs) is ~1000x the
         # LM's, and one global clip would shrink the LM's updates to nothing.
         for part in (vlm.encoder, vlm.projector, vlm.lm) + ((head,) if head else ()):
-            torch.nn.utils.clip_grad_norm_(part.parameters(), 1.0)
+            if part not in frozen:
+                torch.nn.utils.clip_grad_norm_(part.parameters(), 1.0)
         opt.step()
         sched.step()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         if step % log_every == 0 or step == steps - 1:
             print(f"step {step:5d}  loss {running:.4f}  {time.time() - t0:6.0f} s", flush=True)
     vlm.eval()
+    if qat_int4:
+        for module, attr in quantized:
+            torch.nn.utils.parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+            snap_int4_(getattr(module, attr))
+        vlm.requires_grad_(True)
     zoo.save_model(vlm, cfg, out, tok)
     return vlm, tok, cfg
 
@@ -193,6 +265,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cell-loss", type=float, default=1.0, help="weight of the auxiliary per-cell colour/shape loss on the encoder (0: off)")
     parser.add_argument("--init", type=Path, default=None, help="continue from this saved model directory")
     parser.add_argument("--first-index", type=int, default=0, help="index of the first training sample (to continue a run on unseen samples)")
+    parser.add_argument("--qat-int4", action="store_true",
+                        help="with --init: fine-tune the LM with int4 fake-quantized weights (encoder and projector frozen)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core machine: 2 threads oversubscribe)")
     parser.add_argument("--eval-n", type=int, default=200, help="evaluate on this many samples of seed 12345 after training (0: skip)")
     parser.add_argument("--ship", action="store_true", help="also write the weights into edgevlm/models/weights/")
@@ -202,7 +276,7 @@ def main(argv=None) -> int:
     try:
         vlm, tok, cfg = train(args.model, args.out, args.steps, args.batch, args.lr, args.seed,
                               encoder_lr_mult=args.encoder_lr_mult, init=args.init, first_index=args.first_index,
-                              cell_loss=args.cell_loss)
+                              cell_loss=args.cell_loss, qat_int4=args.qat_int4)
         if args.eval_n:
             from edgevlm.data.evaluate import evaluate
             from edgevlm.models.vlm import make_answerer

@@ -337,6 +337,39 @@ def _split_overrides(model: onnx.ModelProto, overrides: dict[str, int]):
     return acts, weights
 
 
+def _restricted_int4_weights(model, consumers, raised: set[str], qnn: bool) -> dict:
+    """Overrides putting each int4 weight (or weight channel) on scale max|w| / 7.
+
+    onnxruntime's symmetric int4 scale is 2 max|w| / 15 (the whole [-8, 7]
+    range), which leaves the largest weight at 7.5 steps, between grid
+    points: it is rounded to 7 or -8 (a one-hot MatMul constant's 1.0 becomes
+    0.93), and a weight trained onto the int4 grid is not reproduced.  Its
+    int8 rule, restricted to [-127, 127], keeps the largest weight on the
+    grid; this is the same rule at 4 bits ([-7, 7] used), as QNN's symmetric
+    encodings do.  Conv and MatMul weights, with the axes onnxruntime uses
+    (QNN: MatMul per tensor).
+    """
+    out = {}
+    for init in model.graph.initializer:
+        node, idx = consumers.get(init.name, (None, None))
+        if (init.name in raised or node is None or idx != 1 or node.op_type not in ("Conv", "MatMul")
+                or init.data_type != onnx.TensorProto.FLOAT):
+            continue
+        w = onnx.numpy_helper.to_array(init)
+        if w.ndim < 2:
+            continue
+        axis = None if qnn and node.op_type == "MatMul" else _WEIGHT_AXIS[node.op_type]
+        rows = np.abs(w).reshape(1, -1) if axis is None else np.moveaxis(np.abs(w), axis, 0).reshape(w.shape[axis], -1)
+        amax = rows.max(axis=1).astype(np.float32)
+        scale = np.where(amax > 0, amax / np.float32(7), np.float32(1)).astype(np.float32)
+        specs = [{"scale": np.array(s, np.float32), "zero_point": np.array(0, np.int8)} for s in scale]
+        specs[0]["quant_type"] = QuantType.QInt4
+        if axis is not None:
+            specs[0]["axis"] = axis
+        out[init.name] = specs
+    return out
+
+
 def _ort_overrides(model, acts, weights, scheme: QuantScheme, qnn: bool) -> dict:
     """onnxruntime TensorQuantOverrides for the raised tensors."""
     consumers = {}
@@ -344,6 +377,8 @@ def _ort_overrides(model, acts, weights, scheme: QuantScheme, qnn: bool) -> dict
         for k, i in enumerate(n.input):
             consumers.setdefault(i, (n, k))
     out = {name: [{"quant_type": _QTYPE[f"uint{bits}"]}] for name, bits in acts.items() if bits != scheme.act_bits}
+    if scheme.weight_dtype == "int4" and scheme.weight_symmetric and scheme.weight_granularity == "per-channel":
+        out |= _restricted_int4_weights(model, consumers, set(weights), qnn)
     for name in weights:
         if scheme.weight_bits >= 8:
             continue

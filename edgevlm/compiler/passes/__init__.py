@@ -3,13 +3,19 @@
 Each pass: ``run(gm, target) -> PassResult(gm, changed)``, pure and
 idempotent; the graph is linted after each.
 """
-from edgevlm.compiler.passes import fold_batchnorm_pass, fold_constants_pass, legalize_for_target_pass
+from edgevlm.compiler.passes import (
+    fold_batchnorm_pass,
+    fold_constants_pass,
+    legalize_for_target_pass,
+    linear_to_conv_pass,
+)
 from edgevlm.compiler.passes.base import PassResult, lint
 
 PIPELINE = [
     fold_constants_pass,
     fold_batchnorm_pass,
     legalize_for_target_pass,
+    linear_to_conv_pass,
 ]
 
 
