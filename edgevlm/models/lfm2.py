@@ -223,7 +223,7 @@ def cached_attention(q, k, v, cos, sin, key_cache, value_cache, write, mask):
     keys = key_cache.repeat_interleave(rep, dim=1) if rep > 1 else key_cache
     values = value_cache.repeat_interleave(rep, dim=1) if rep > 1 else value_cache
     scores = (torch.matmul(q, keys.transpose(2, 3)) * head_dim**-0.5).float()
-    weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True)) * mask
+    weights = torch.exp(scores - scores.max(dim=-1, keepdim=True).values) * mask  # max.dim: TVM has no amax
     probs = weights / weights.sum(dim=-1, keepdim=True)
     out = torch.matmul(probs.to(q.dtype), values)
     return out.transpose(1, 2).reshape(bsz, seq, -1), key_cache, value_cache
