@@ -4,23 +4,33 @@ Supported ``model_type`` values:
 
 - ``lfm2``: Lfm2ForCausalLM -> :class:`~edgevlm.models.lfm2.Lfm2ForCausalLM`
   (parameter names are identical; a tied ``lm_head.weight`` is dropped).
-- ``lfm2_vl``: Lfm2VlForConditionalGeneration -> a VisionLanguageModel
-  holding its language model and projector (pixel unshuffle + LayerNorm +
-  MLP).  Its vision tower (SigLIP2 NaFlex: variable-resolution patches with
-  resized position embeddings and a patch attention mask) is NOT built:
-  its tensors are checked to exist and left out; the projector takes the
-  vision tower's output features (a square grid of patch tokens) instead of
-  pixels.
-- ``fast_vlm``: FastVlmForConditionalGeneration -> a VisionLanguageModel
-  holding its Qwen2 language model (edgevlm.models.qwen2, same explicit-state
-  API) and its projector (linear -> GELU -> linear).  Its vision tower (a
-  timm model, FastViTHD ``fastvit_mci3`` in the released checkpoints, held
-  under transformers' TimmWrapper) is NOT built: the projector takes the
-  tower's flattened output feature map.
+- ``lfm2_vl``: Lfm2VlForConditionalGeneration -> a VisionLanguageModel with
+  its SigLIP2 vision tower (:mod:`edgevlm.models.siglip2`), projector (pixel
+  unshuffle + LayerNorm + MLP) and LFM2 language model.  transformers' tower
+  is "NaFlex" (any patch grid, padded, position embeddings resized per
+  image); here it runs at one static square size, the processor's
+  ``tile_size`` from preprocessor_config.json when present, else the
+  position table's native grid, with every patch valid.
+- ``fast_vlm``: FastVlmForConditionalGeneration -> a VisionLanguageModel with
+  its timm vision tower (FastViTHD ``fastvit_mci3`` in the released
+  checkpoints, held under transformers' TimmWrapper; built by timm from the
+  config's ``architecture`` and ``model_args``), projector (linear -> GELU ->
+  linear) and Qwen2 language model (edgevlm.models.qwen2, same explicit-state
+  API).  The image side is the processor's crop size when
+  preprocessor_config.json is present, else timm's default input size.
+
 - ``edgevlm_vlm``: directories written by edgevlm's own ``save_model``.
+
+Both VLMs give the four static-shape stages of zoo VLMs (encoder, projector,
+llm-prefill, llm-decode; see vlm.vlm_stages), with ``image_size`` and
+``image_tokens`` in the bundle's meta.  They carry no tokenizer (the
+checkpoint's tokenizer.json is not read), so the C-runtime package
+(llm.gguf, vlm.json; compiler/runtime_bundle.py) is not written for them.
 
 Nothing is downloaded and pickle files are refused (see checkpoint.py).
 """
+import json
+import math
 from pathlib import Path
 
 import torch
@@ -28,10 +38,12 @@ import torch
 from edgevlm.compiler.stage import Stage
 from edgevlm.errors import CheckpointError
 from edgevlm.models import checkpoint
+from edgevlm.models.encoders.base import VisionEncoder
 from edgevlm.models.lfm2 import DecodeStage, Lfm2Config, Lfm2ForCausalLM, PrefillStage, STATE_NAMES
 from edgevlm.models.projector import MLPProjector
 from edgevlm.models.registry import ModelBundle
-from edgevlm.models.vlm import VisionLanguageModel
+from edgevlm.models.siglip2 import Siglip2VisionTower
+from edgevlm.models.vlm import VisionLanguageModel, vlm_stages
 
 PREFILL_LEN = 16
 MAX_LEN = 64
@@ -64,6 +76,11 @@ def _take(state: dict, prefixes: tuple[str, ...], new_prefix: str) -> dict:
     return out
 
 
+def _strip_prefix(state: dict, prefix: str) -> dict:
+    """``state`` with ``prefix`` removed from the names that start with it."""
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+
+
 def _load_lm(lm: Lfm2ForCausalLM, state: dict, where: str) -> None:
     if lm.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
@@ -80,8 +97,58 @@ def load_lfm2(ckpt: Path, cfg: dict) -> ModelBundle:
     return ModelBundle(ckpt.name, _lm_stages(lm), {"lm": lm}, meta)
 
 
+def _preprocessor(ckpt: Path) -> dict:
+    """The checkpoint's preprocessor_config.json (image size, mean, std), or {} when it has none."""
+    path = ckpt / "preprocessor_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        pre = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read '{path}': {exc}", "fix or remove preprocessor_config.json") from None
+    if not isinstance(pre, dict):
+        raise CheckpointError(f"'{path}' is not a JSON object", "fix or remove preprocessor_config.json")
+    return pre
+
+
+def _mean_std(pre: dict, default_mean, default_std) -> tuple[tuple, tuple]:
+    mean, std = pre.get("image_mean", default_mean), pre.get("image_std", default_std)
+    if pre.get("do_normalize") is False:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if isinstance(mean, (int, float)):
+        mean = (mean,) * 3
+    if isinstance(std, (int, float)):
+        std = (std,) * 3
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def _vlm_bundle(ckpt: Path, model_type: str, encoder, projector, lm, image_token: int, num_image_tokens: int,
+                config: dict) -> ModelBundle:
+    """encoder -> projector -> LM as a VisionLanguageModel and its four static-shape stages."""
+    prefill_len = num_image_tokens + PREFILL_LEN  # <bos> + image tokens + prompt room
+    vlm = VisionLanguageModel(encoder, projector, lm, image_token, encoder.image_size, num_image_tokens,
+                              prefill_len=prefill_len, max_len=prefill_len + MAX_LEN - PREFILL_LEN,
+                              mean=encoder.mean, std=encoder.std).eval()
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    meta = {
+        "family": "vlm", "source": "huggingface", "model_type": model_type, "params": count(vlm),
+        "params_by_part": {"encoder": count(encoder), "projector": count(projector), "llm": count(lm)},
+        "image_size": encoder.image_size, "image_tokens": num_image_tokens,
+        "config": dict(config, image_token_id=image_token, image_size=encoder.image_size),
+    }
+    return ModelBundle(ckpt.name, vlm_stages(vlm), {"vlm": vlm, "lm": lm, "projector": projector, "encoder": encoder}, meta)
+
+
 def load_lfm2_vl(ckpt: Path, cfg: dict) -> ModelBundle:
-    """An LFM2-VL checkpoint: language model + projector (the SigLIP2 NaFlex vision tower is not built)."""
+    """An LFM2-VL checkpoint: SigLIP2 vision tower (static square size) + projector + LFM2 language model.
+
+    The image side is the processor's ``tile_size`` (preprocessor_config.json)
+    when the directory has one, else the vision tower's native grid
+    (sqrt(num_patches) * patch_size).
+    """
     text_cfg, vision_cfg = cfg.get("text_config"), cfg.get("vision_config")
     if not isinstance(text_cfg, dict) or not isinstance(vision_cfg, dict) or "hidden_size" not in vision_cfg:
         raise CheckpointError(f"'{ckpt}/config.json' lacks text_config or vision_config.hidden_size", "use the checkpoint's original config.json")
@@ -89,27 +156,29 @@ def load_lfm2_vl(ckpt: Path, cfg: dict) -> ModelBundle:
     if "tie_word_embeddings" in cfg or "tie_embedding" in cfg:
         text.tie_word_embeddings = bool(cfg.get("tie_word_embeddings", cfg.get("tie_embedding")))
     lm = Lfm2ForCausalLM(text)
+    factor = int(cfg.get("downsample_factor", 2))
     projector = MLPProjector(
         vision_cfg["hidden_size"], cfg.get("projector_hidden_size", 2560), text.hidden_size,
         act=cfg.get("projector_hidden_act", "gelu"), bias=cfg.get("projector_bias", True),
-        downsample_factor=cfg.get("downsample_factor", 2), layer_norm=cfg.get("projector_use_layernorm", True),
+        downsample_factor=factor, layer_norm=cfg.get("projector_use_layernorm", True),
     )
+    pre = _preprocessor(ckpt)
+    patch = int(vision_cfg.get("patch_size", 16))
+    image_size = int(pre.get("tile_size", math.isqrt(int(vision_cfg.get("num_patches", 256))) * patch))
+    if image_size % (patch * factor):
+        raise CheckpointError(f"LFM2-VL image size {image_size} is not a multiple of patch_size x downsample_factor = {patch * factor}",
+                              "set tile_size in preprocessor_config.json to such a multiple")
+    mean, std = _mean_std(pre, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    encoder = Siglip2VisionTower(vision_cfg, image_size, mean, std)
     vision, proj_state, lm_state = _split_vlm_state(ckpt, "LFM2-VL")
+    vision = _strip_prefix(vision, "vision_model.")  # checkpoints saved before transformers 5 nest the tower there
+    _take(vision, ("head.",), "")  # SigLIP2's attention-pooling head: LFM2-VL reads the patch tokens
+    checkpoint.load_into(encoder, vision, f"{ckpt} (vision tower, under 'model.vision_tower.')")
     checkpoint.load_into(projector, proj_state, f"{ckpt} (multi_modal_projector)")
     _load_lm(lm, lm_state, f"{ckpt} (language_model)")
-    vlm = VisionLanguageModel(None, projector, lm, int(cfg.get("image_token_id", 396)), image_size=0, num_image_tokens=0,
-                              prefill_len=PREFILL_LEN, max_len=MAX_LEN).eval()
-    tokens = torch.randn(1, 16, vision_cfg["hidden_size"], generator=torch.Generator().manual_seed(0))
-    stages = [Stage("projector", projector, (tokens,), kind="projector", input_names=("image_tokens",),
-                    output_names=("image_embeds",))] + _lm_stages(lm)
-    meta = {
-        "family": "vlm", "source": "huggingface", "model_type": "lfm2_vl",
-        "params": sum(p.numel() for p in vlm.parameters()),
-        "not_supported": "vision tower (siglip2 NaFlex, %d tensors) not built: pass its output features "
-                         "[B, h*w, C] (a square grid) to the projector" % len(vision),
-        "config": {"text_config": text.to_dict(), "image_token_id": vlm.image_token_id},
-    }
-    return ModelBundle(ckpt.name, stages, {"vlm": vlm, "lm": lm, "projector": projector}, meta)
+    image_token = int(cfg.get("image_token_id", 396))
+    return _vlm_bundle(ckpt, "lfm2_vl", encoder, projector, lm, image_token, encoder.num_tokens // factor**2,
+                       {"text_config": text.to_dict(), "vision_config": vision_cfg, "downsample_factor": factor})
 
 
 def _split_vlm_state(ckpt: Path, name: str):
@@ -128,8 +197,46 @@ def _split_vlm_state(ckpt: Path, name: str):
     return vision, proj_state, lm_state
 
 
+def _side(value) -> int | None:
+    """An image side from a processor's size/crop_size entry (int or dict)."""
+    if isinstance(value, dict):
+        value = value.get("height", value.get("shortest_edge"))
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _timm_tower(ckpt: Path, vision_cfg: dict, pre: dict) -> VisionEncoder:
+    """FastVLM's vision tower: the timm model transformers' TimmWrapper holds, feature map -> tokens."""
+    from edgevlm._compat import import_timm
+
+    if vision_cfg.get("model_type", "timm_wrapper") != "timm_wrapper" or "architecture" not in vision_cfg:
+        raise CheckpointError(f"FastVLM vision tower '{vision_cfg.get('model_type')}' in '{ckpt}/config.json' is not supported",
+                              "only timm_wrapper towers (FastViTHD fastvit_mci3) are")
+    args = dict(vision_cfg.get("model_args") or {})
+    if args.get("features_only"):
+        raise CheckpointError("FastVLM vision tower with features_only is not supported", "FastVLM reads forward_features")
+    timm = import_timm()
+    try:
+        backbone = timm.create_model(vision_cfg["architecture"], pretrained=False, num_classes=0, **args)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"timm cannot build vision tower '{vision_cfg['architecture']}' with {args}: {exc}",
+                              "use the checkpoint's original config.json (or a newer timm)") from None
+    timm_cfg = getattr(backbone, "pretrained_cfg", {}) or {}
+    image_size = _side(pre.get("crop_size")) or _side(pre.get("size")) or int(timm_cfg.get("input_size", (3, 256, 256))[-1])
+    encoder = VisionEncoder(backbone, backbone.num_features)
+    encoder.encoder_name = vision_cfg["architecture"]
+    encoder.image_size = image_size
+    encoder.mean, encoder.std = _mean_std(pre, timm_cfg.get("mean", (0.0, 0.0, 0.0)), timm_cfg.get("std", (1.0, 1.0, 1.0)))
+    with torch.no_grad():
+        encoder.num_tokens = encoder.eval()(torch.zeros(1, 3, image_size, image_size)).shape[1]
+    return encoder
+
+
 def load_fast_vlm(ckpt: Path, cfg: dict) -> ModelBundle:
-    """A FastVLM checkpoint: Qwen2 language model + projector (the timm vision tower is not built)."""
+    """A FastVLM checkpoint: timm vision tower (FastViTHD) + projector + Qwen2 language model.
+
+    The image side is the processor's crop size (preprocessor_config.json)
+    when the directory has one, else timm's default input size.
+    """
     from edgevlm.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
 
     text_cfg, vision_cfg = cfg.get("text_config"), cfg.get("vision_config")
@@ -143,25 +250,18 @@ def load_fast_vlm(ckpt: Path, cfg: dict) -> ModelBundle:
     bias = cfg.get("multimodal_projector_bias", True)
     projector = MLPProjector(vision_cfg["hidden_size"], text.hidden_size, text.hidden_size,
                              act=cfg.get("projector_hidden_act", "gelu"), bias=bias)
+    encoder = _timm_tower(ckpt, vision_cfg, _preprocessor(ckpt))
     vision, proj_state, lm_state = _split_vlm_state(ckpt, "FastVLM")
+    # timm's names, under 'timm_model.' (transformers 5) or directly under the tower (older checkpoints)
+    vision = {"backbone." + k: v for k, v in _strip_prefix(vision, "timm_model.").items()}
+    checkpoint.load_into(encoder, vision, f"{ckpt} (vision tower, 'model.vision_tower.timm_model.' read as 'backbone.')")
     checkpoint.load_into(projector, proj_state, f"{ckpt} (multi_modal_projector)")
     if text.tie_word_embeddings:
         lm_state.pop("lm_head.weight", None)
     checkpoint.load_into(lm, lm_state, f"{ckpt} (language_model)")
     image_token = int(cfg.get("image_token_index", cfg.get("image_token_id", 151646)))
-    vlm = VisionLanguageModel(None, projector, lm, image_token, image_size=0, num_image_tokens=0,
-                              prefill_len=PREFILL_LEN, max_len=MAX_LEN).eval()
-    tokens = torch.randn(1, 16, vision_cfg["hidden_size"], generator=torch.Generator().manual_seed(0))
-    stages = [Stage("projector", projector, (tokens,), kind="projector", input_names=("image_tokens",),
-                    output_names=("image_embeds",))] + _lm_stages(lm)
-    meta = {
-        "family": "vlm", "source": "huggingface", "model_type": "fast_vlm",
-        "params": sum(p.numel() for p in vlm.parameters()),
-        "not_supported": "vision tower (timm %s, %d tensors) not built: pass its output feature map, flattened to "
-                         "[B, h*w, C], to the projector" % (vision_cfg.get("architecture", "?"), len(vision)),
-        "config": {"text_config": text_cfg, "image_token_id": image_token},
-    }
-    return ModelBundle(ckpt.name, stages, {"vlm": vlm, "lm": lm, "projector": projector}, meta)
+    return _vlm_bundle(ckpt, "fast_vlm", encoder, projector, lm, image_token, encoder.num_tokens,
+                       {"text_config": text_cfg, "vision_config": vision_cfg})
 
 
 def load_edgevlm(ckpt: Path, cfg: dict) -> ModelBundle:
