@@ -5,8 +5,10 @@ written to a temporary directory beside the destination and renamed into
 place at the end, so a failed compile leaves no half-written build (and an
 earlier build of the same name stays intact).
 """
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -60,7 +62,8 @@ def _select_backends(target, names):
             if n not in registered:
                 skipped.append((n, "backend not part of this edgevlm build"))
                 continue
-            ok, why = get_backend(n).available()
+            with _backend_log(None):
+                ok, why = get_backend(n).available()
             (chosen.append(get_backend(n)) if ok else skipped.append((n, why)))
         if not chosen:
             raise BackendUnavailableError(f"no backend of target {target.name} is usable here: " + "; ".join(f"{n}: {w}" for n, w in skipped), "install edgevlm with its extras: pip install 'edgevlm[all]'")
@@ -68,7 +71,8 @@ def _select_backends(target, names):
     chosen = []
     for n in names:
         backend = get_backend(n)
-        ok, why = backend.available()
+        with _backend_log(None):
+            ok, why = backend.available()
         if not ok:
             raise BackendUnavailableError(f"backend '{n}' is not usable: {why}", f"pip install 'edgevlm[{backend.extra}]'" if backend.extra else "reinstall edgevlm")
         chosen.append(backend)
@@ -146,6 +150,39 @@ class _Progress:
             self.bar.stop()
 
 
+@contextlib.contextmanager
+def _backend_log(build_dir: Path | None, name: str = ""):
+    """Send what third-party toolchains print while a backend works to logs/<name>.log in the build
+    (to /dev/null when ``build_dir`` is None: the import-time chatter of availability checks).
+
+    coremltools, the QNN quantizer, TVM and ExecuTorch's cpuinfo write
+    dozens of warnings and progress lines (Python logging, print and C
+    stderr alike); redirecting file descriptors 1 and 2 catches all of them,
+    so the console shows edgevlm's own output only.  The log stays in the
+    build (it is not an artifact: not in manifest.json).
+    """
+    if build_dir is None:
+        target = Path(os.devnull)
+    else:
+        (Path(build_dir) / "logs").mkdir(exist_ok=True)
+        target = Path(build_dir) / "logs" / f"{name}.log"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(target, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 LATENCY_RUNS = 5
 
 
@@ -206,15 +243,17 @@ def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progre
     for backend in backends:
         progress.step(f"{stage.name}: lower {backend.name}")
         t0 = time.perf_counter()
-        artifact = backend.lower(captured, plan)
+        with _backend_log(plan.out_dir, f"{stage.name}-{backend.name}"):
+            artifact = backend.lower(captured, plan)
         art = {"backend": backend.name, "path": artifact.path, "files": artifact.files, "info": artifact.info,
                "lower_s": round(time.perf_counter() - t0, 3)}
         if "integer_only" in artifact.info:
             art["integer_only"] = artifact.info["integer_only"]
         if backend.can_execute:
             progress.step(f"{stage.name}: verify {backend.name}")
-            run = backend.load(artifact, plan.out_dir)
-            outputs = run(inputs)
+            with _backend_log(plan.out_dir, f"{stage.name}-{backend.name}"):
+                run = backend.load(artifact, plan.out_dir)
+                outputs = run(inputs)
             art["latency_ms"] = _median_ms(run, inputs)
             if len(outputs) != len(reference):
                 raise RuntimeError(f"{backend.name} artifact of {stage.name} has {len(outputs)} outputs, PyTorch {len(reference)}")
