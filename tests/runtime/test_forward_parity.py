@@ -174,3 +174,35 @@ def test_edgevlm_lfm2_exports_and_matches(tmp_path):
     for t in range(12, 20):
         got = s.step(int(ids[0, t]))
         assert np.abs(got - want[0, t].numpy()).max() < 1e-3
+
+
+@pytest.mark.parametrize("qtype,bound", [("q8_0", 0.99), ("q4_0", 0.95)])
+def test_shipped_demo_vlm_greedy_agrees_over_256_steps(tmp_path, qtype, bound):
+    """The trained demo model (autoneural-nano's LM, image embeddings spliced in): greedy next-token agreement
+    of the C runtime with PyTorch over 256 steps, teacher-forced on PyTorch's greedy sequence (rate >= bound)."""
+    from edgevlm.compiler.runtime_bundle import prefill_vlm
+    from edgevlm.data.shapes import make_sample
+    from edgevlm.models import DEFAULT_MODEL, build_model
+
+    bundle = build_model(DEFAULT_MODEL)
+    vlm, tok = bundle.modules["vlm"], bundle.modules["tokenizer"]
+    s = make_sample(31337, 0, vlm.image_size)
+    ids = vlm.prompt_ids(tok.encode("describe the image."), tok.bos_id)
+    with torch.no_grad():
+        image = vlm.image_embeds(vlm.pixel_values(s.image))
+        x = vlm.splice(torch.tensor([ids]), image)
+        seq = []
+        for _ in range(256):  # PyTorch greedy, past <eos> too: 256 steps of the float model
+            token = int(vlm.lm(x)[0, -1].argmax())
+            seq.append(token)
+            x = torch.cat([x, vlm.lm.embed(torch.tensor([[token]]))], dim=1)
+    lm = vlm.lm
+    rm = Model.load(export_lfm2_gguf(tmp_path / "m.gguf", lm.config, lm.state_dict(), qtype=qtype), threads=1)
+    session = rm.session(n_ctx=len(ids) + 256)
+    logits = prefill_vlm(session, ids, image[0].numpy(), vlm.image_token_id)
+    agree = 0
+    for token in seq:
+        agree += int(logits.argmax()) == token
+        logits = session.step(token)
+    rate = agree / 256
+    assert rate >= bound, f"{qtype} greedy agreement {rate:.3f} on the shipped demo model"
