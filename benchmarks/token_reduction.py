@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     from edgevlm.compiler import report as report_io
     from edgevlm.runner import BuildRunner
 
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_runtime_vs_llamacpp import cpu_name  # noqa: E402 - a sibling script
+
     torch.set_num_threads(1)
     configs = [(None, "none")] + [(int(t), m) for t in args.tokens.split(",") for m in args.methods.split(",")]
     rows, base_dir = [], None
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
         base_dir = base_dir or out
         print(json.dumps(row), f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    meta = {"model": args.model, "target": args.target, "threads": args.threads, "cpu": _cpu(), "load_avg": os.getloadavg(),
+    meta = {"model": args.model, "target": args.target, "threads": args.threads, "cpu": cpu_name(), "load_avg": os.getloadavg(),
             "accuracy": f"exact match, shapes seed 12345, n={args.n}, through each build (quantized vision + C runtime)",
             "ttft": f"median of {args.runs} answers after one warm-up, measured on this machine",
             "estimated_ttft": f"roofline estimate on {args.target} (encoder + projector + prefill), not measured"}
@@ -78,16 +81,6 @@ def main(argv=None) -> int:
     rep["token_sweep"] = [{k: r[k] for k in ("tokens", "method", "exact_match", "ttft_ms")} for r in rows]
     report_io.write_report(base_dir, rep)
     return 0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

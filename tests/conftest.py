@@ -32,3 +32,18 @@ def default_build(tmp_path_factory):
     finally:
         os.chdir(old)
     return result, cwd
+
+
+@pytest.fixture(scope="session")
+def build(default_build):
+    """The default build's directory (see default_build)."""
+    result, cwd = default_build
+    return cwd / result.build_dir
+
+
+@pytest.fixture(scope="session")
+def runner(build):
+    """edgevlm.runner.BuildRunner on the default build, one thread."""
+    from edgevlm.runner import BuildRunner
+
+    return BuildRunner(build, threads=1)

@@ -19,19 +19,6 @@ def run(*args, timeout=300):
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def build(default_build):
-    result, cwd = default_build
-    return cwd / result.build_dir
-
-
-@pytest.fixture(scope="module")
-def runner(build):
-    from edgevlm.runner import BuildRunner
-
-    return BuildRunner(build, threads=1)
-
-
 # -- caption_folder.py -----------------------------------------------------------
 
 def test_caption_folder_one_line_per_image_and_summary(build, runner, tmp_path):

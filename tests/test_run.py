@@ -19,19 +19,6 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "edgevlm.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def build(default_build):
-    result, cwd = default_build
-    return cwd / result.build_dir
-
-
-@pytest.fixture(scope="module")
-def runner(build):
-    from edgevlm.runner import BuildRunner
-
-    return BuildRunner(build, threads=1)
-
-
 def test_runtime_bundle_agrees_with_pytorch(build):
     """Compile verified the GGUF: greedy answers of the C runtime vs float PyTorch on calibration prompts."""
     parity = json.loads((build / "report.json").read_text())["runtime"]["parity"]

@@ -29,18 +29,23 @@ def checkpoint_dir(path) -> Path:
     return p
 
 
+def read_json_object(path: Path, fix: str) -> dict:
+    """A JSON object from ``path``; CheckpointError (with ``fix``) if it is unreadable or not an object."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read '{path}': {exc}", fix) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"'{path}' is not a JSON object", fix)
+    return obj
+
+
 def read_config(ckpt: Path) -> dict:
     """Parse ``config.json`` of a checkpoint directory."""
     cfg_path = ckpt / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"no config.json in '{ckpt}'", "a checkpoint directory needs config.json next to its *.safetensors")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read '{cfg_path}': {exc}", "fix or re-export config.json") from None
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"'{cfg_path}' is not a JSON object", "fix or re-export config.json")
-    return cfg
+    return read_json_object(cfg_path, "fix or re-export config.json")
 
 
 def weight_files(ckpt: Path) -> list[Path]:

@@ -29,7 +29,6 @@ checkpoint's tokenizer.json is not read), so the C-runtime package
 
 Nothing is downloaded and pickle files are refused (see checkpoint.py).
 """
-import json
 import math
 from pathlib import Path
 
@@ -99,16 +98,10 @@ def load_lfm2(ckpt: Path, cfg: dict) -> ModelBundle:
 
 def _preprocessor(ckpt: Path) -> dict:
     """The checkpoint's preprocessor_config.json (image size, mean, std), or {} when it has none."""
+    from edgevlm.models.checkpoint import read_json_object
+
     path = ckpt / "preprocessor_config.json"
-    if not path.is_file():
-        return {}
-    try:
-        pre = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read '{path}': {exc}", "fix or remove preprocessor_config.json") from None
-    if not isinstance(pre, dict):
-        raise CheckpointError(f"'{path}' is not a JSON object", "fix or remove preprocessor_config.json")
-    return pre
+    return read_json_object(path, "fix or remove preprocessor_config.json") if path.is_file() else {}
 
 
 def _mean_std(pre: dict, default_mean, default_std) -> tuple[tuple, tuple]:
