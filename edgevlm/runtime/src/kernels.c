@@ -67,10 +67,19 @@ static const ev_kernel_variant *best_variant(void) {
 
 static const ev_kernel_variant *active_variant; /* NULL: auto */
 
+/* The variant EDGEVLM_KERNELS names (e.g. "avx2", to measure what a CPU
+ * without AVX-512 gets), if this CPU runs it; else the best one. */
+static const ev_kernel_variant *initial_variant(void) {
+    const char *name = getenv("EDGEVLM_KERNELS");
+    for (size_t i = 0; name && *name && i < N_VARIANTS; i++)
+        if (!strcmp(all_variants[i]->name, name) && cpu_runs(all_variants[i])) return all_variants[i];
+    return best_variant();
+}
+
 static const ev_kernel_variant *current_variant(void) {
     const ev_kernel_variant *v = __atomic_load_n(&active_variant, __ATOMIC_ACQUIRE);
     if (!v) {
-        v = best_variant();
+        v = initial_variant();
         __atomic_store_n(&active_variant, v, __ATOMIC_RELEASE);
     }
     return v;

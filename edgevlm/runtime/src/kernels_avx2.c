@@ -88,6 +88,7 @@ tile_q8(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, flo
     for (int j = 0; j < T; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wq = W->qs + (g * nb + b) * 32 * R;
+        ev_prefetch_ahead(wq, 32 * R);
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(W->d + (g * nb + b) * R)));
         __m256i isum[TILE];
         #pragma GCC unroll 8
@@ -121,6 +122,7 @@ tile_q4(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, flo
     for (int j = 0; j < T; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wq = W->qs + (g * nb + b) * 16 * R;
+        ev_prefetch_ahead(wq, 16 * R);
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(W->d + (g * nb + b) * R)));
         __m256i s16[TILE];
         #pragma GCC unroll 8

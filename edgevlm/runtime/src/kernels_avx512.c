@@ -76,6 +76,7 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
     for (int j = 0; j < T; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wq = W->qs + (g * nb + b) * qb * R;
+        ev_prefetch_ahead(wq, qb * R);
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(W->d + (g * nb + b) * R)));
         __m512i w[8];
         if (q4) {

@@ -77,6 +77,7 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
     for (int j = 0; j < T; j++) acc[j] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wq = W->qs + (g * nb + b) * qb * R;
+        ev_prefetch_ahead(wq, qb * R);
         float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(W->d + (g * nb + b) * R)));
         int8x16_t w[8];
         if (q4) {
