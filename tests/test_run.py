@@ -26,11 +26,11 @@ def test_runtime_bundle_agrees_with_pytorch(build):
 
 
 def test_run_answers_a_fresh_sample_through_the_build(runner):
-    """Exact-match accuracy of the deployed path on a fresh shapes sample (n=60; floor 0.85, the float model's
-    own accuracy is stated in README)."""
-    samples = [make_sample(FRESH_SEED, i, runner.meta["image_size"]) for i in range(60)]
+    """Exact-match accuracy of the deployed path on a fresh shapes sample: n=100, bound 0.90 (issue 7's bar;
+    measured 1.000 on n=500 of seed 12345, README)."""
+    samples = [make_sample(FRESH_SEED, i, runner.meta["image_size"]) for i in range(100)]
     right = sum(runner.answer(s.image, s.prompt).text == s.answer for s in samples)
-    assert right / len(samples) >= 0.85
+    assert right / len(samples) >= 0.90
 
 
 def test_build_answers_like_the_float_model(runner):
