@@ -122,9 +122,9 @@ class BuildRunner:
         """Text-guided pruning to the build's ``prune_to`` tokens (builds compiled with --token-reduce prune)."""
         if self.text_embeddings is None:
             return embeds
-        from edgevlm.models.token_pruning import text_guided_keep
+        from edgevlm.models.token_pruning import prompt_words, text_guided_keep
 
-        words = [i for i in ids[1:] if i != self.meta["image_token_id"]]
+        words = prompt_words(ids, self.meta["image_token_id"])
         return embeds[text_guided_keep(embeds, self.text_embeddings[words], self.meta["prune_to"])]
 
     def prompt_ids(self, prompt: str) -> list[int]:

@@ -11,6 +11,11 @@ prompt, so it runs between the projector and the LM prefill: in
 import numpy as np
 
 
+def prompt_words(ids, image_token_id: int) -> list[int]:
+    """The prompt's word ids in ``<bos> <image> x N words`` (what guides the pruning)."""
+    return [i for i in list(ids)[1:] if i != image_token_id]
+
+
 def text_guided_keep(image_embeds: np.ndarray, text_embeds: np.ndarray, keep: int) -> np.ndarray:
     """Indices (ascending) of the ``keep`` image tokens [N, H] most similar to the mean text embedding [T, H]."""
     image = np.asarray(image_embeds, dtype=np.float32)

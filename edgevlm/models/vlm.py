@@ -71,9 +71,9 @@ class VisionLanguageModel(nn.Module):
         """Text-guided pruning of [1, N, H] image embeddings to ``prune_to`` tokens, guided by the prompt in ``ids``."""
         if self.prune_to is None or image_embeds.shape[1] <= self.prune_to:
             return image_embeds
-        from edgevlm.models.token_pruning import text_guided_keep
+        from edgevlm.models.token_pruning import prompt_words, text_guided_keep
 
-        words = [i for i in ids[1:] if i != self.image_token_id]
+        words = prompt_words(ids, self.image_token_id)
         text = self.lm.embed(torch.tensor(words, dtype=torch.long)).float().numpy()
         keep = text_guided_keep(image_embeds[0].float().numpy(), text, self.prune_to)
         return image_embeds[:, torch.from_numpy(keep)]
