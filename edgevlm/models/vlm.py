@@ -8,7 +8,6 @@ until ``<eos>``.  The same object yields the compiler's four stages
 padded prompts marked by ``n_valid``) and llm-decode (one token, explicit
 state in and out).
 """
-import numpy as np
 import torch
 from torch import nn
 
