@@ -198,6 +198,25 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor, dtype):
+    """RoPE (cos, sin) [S, head_dim] for the tokens at ``positions``."""
+    freqs = positions.to(torch.float32)[:, None] * inv_freq[None]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def cache_step(positions: torch.Tensor, max_len: int, inv_freq: torch.Tensor, dtype):
+    """(cos, sin, write, mask) for the tokens at ``positions`` over a fixed-size KV cache of ``max_len`` slots.
+
+    ``write`` [S, T] one-hot cache slots; ``mask`` [S, T] 1.0 where a query
+    may attend (slot <= its position), the form cached_attention takes.
+    """
+    cos, sin = rope_tables(positions, inv_freq, dtype)
+    write = _one_hot(positions, max_len, dtype)
+    mask = (torch.arange(max_len, device=positions.device)[None, :] <= positions[:, None]).to(torch.float32)
+    return cos, sin, write, mask
+
+
 def cached_attention(q, k, v, cos, sin, key_cache, value_cache, write, mask):
     """RoPE + fixed-size KV-cache update + grouped-query attention, shared by the LMs here.
 
@@ -374,17 +393,12 @@ class Lfm2ForCausalLM(nn.Module):
         return self.logits(self.model.embedding_norm(x))
 
     def _rope(self, positions: torch.Tensor, dtype):
-        freqs = positions.to(torch.float32)[:, None] * self.inv_freq[None]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        return rope_tables(positions, self.inv_freq, dtype)
 
     def _run(self, x: torch.Tensor, state: LMState, n_valid: torch.Tensor):
         seq, max_len = x.shape[1], state.key.shape[3]
         positions = state.pos + torch.arange(seq, device=x.device)  # [S]
-        cos, sin = self._rope(positions, x.dtype)
-        write = _one_hot(positions, max_len, x.dtype)  # [S, T]
-        allowed = torch.arange(max_len, device=x.device)[None, :] <= positions[:, None]
-        mask = allowed.to(torch.float32)
+        cos, sin, write, mask = cache_step(positions, max_len, self.inv_freq, x.dtype)
         convs, keys, values = list(state.conv.unbind(0)), list(state.key.unbind(0)), list(state.value.unbind(0))
         ci = ai = 0
         for layer in self.model.layers:

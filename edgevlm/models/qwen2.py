@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgevlm.errors import CheckpointError
-from edgevlm.models.lfm2 import LMState, Lfm2RMSNorm, _one_hot, cached_attention
+from edgevlm.models.lfm2 import LMState, Lfm2RMSNorm, _one_hot, cache_step, cached_attention
 
 
 @dataclass
@@ -137,12 +137,7 @@ class Qwen2ForCausalLM(nn.Module):
         if n_valid is None:
             n_valid = torch.full((1,), seq, dtype=torch.long, device=x.device)
         positions = state.pos + torch.arange(seq, device=x.device)
-        freqs = positions.to(torch.float32)[:, None] * self.inv_freq[None]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
-        write = _one_hot(positions, max_len, x.dtype)
-        allowed = torch.arange(max_len, device=x.device)[None, :] <= positions[:, None]
-        mask = allowed.to(torch.float32)
+        cos, sin, write, mask = cache_step(positions, max_len, self.inv_freq, x.dtype)
         keys, values = list(state.key.unbind(0)), list(state.value.unbind(0))
         for i, layer in enumerate(self.model.layers):
             h, keys[i], values[i] = layer.self_attn(layer.input_layernorm(x), cos, sin, keys[i], values[i], write, mask)
