@@ -1,10 +1,14 @@
 /* kernels.c - weight preparation, matmul driver (threading, activation
  * quantization), variant selection and the scalar reference kernels. */
+#define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE */
 #include "kernels_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "edgevlm.h"
 #include "fp16.h"
@@ -114,6 +118,66 @@ static void *alloc64(size_t bytes) {
     return p;
 }
 
+/* Weight arena: decode streams every weight once per token, and with 4 KiB
+ * pages that is a TLB miss (and a stop of the hardware prefetcher, which
+ * does not cross pages) every 4 KiB.  Packing all matrices of a model into
+ * a few 2 MiB aligned chunks advised for transparent huge pages (Linux;
+ * elsewhere plain aligned memory) removes both: measured +3-4 % Q4_0 tg
+ * t/s on the LFM2-350M shape here.  Per-matrix huge pages would round each
+ * matrix up to 2 MiB (tens of MB wasted); chunks waste at most the untouched
+ * tail of the last one, which is never faulted in. */
+#define EV_ARENA_ALIGN ((size_t)2 << 20)
+#define EV_ARENA_CHUNK ((size_t)32 << 20)
+
+typedef struct ev_arena_chunk {
+    struct ev_arena_chunk *next;
+    uint8_t *base;
+    size_t size, used;
+} ev_arena_chunk;
+
+struct ev_arena {
+    ev_arena_chunk *chunks;   /* newest first; allocation from the newest only */
+};
+
+ev_arena *ev_arena_new(void) { return calloc(1, sizeof(ev_arena)); }
+
+void ev_arena_free(ev_arena *a) {
+    if (!a) return;
+    while (a->chunks) {
+        ev_arena_chunk *c = a->chunks;
+        a->chunks = c->next;
+        free(c->base);
+        free(c);
+    }
+    free(a);
+}
+
+static void *arena_alloc(ev_arena *a, size_t bytes) {
+    ev_arena_chunk *c = a->chunks;
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (!c || c->size - c->used < bytes) {
+        size_t size = bytes > EV_ARENA_CHUNK ? bytes : EV_ARENA_CHUNK;
+        void *p = NULL;
+        if (size > SIZE_MAX - EV_ARENA_ALIGN) return NULL;
+        size = (size + EV_ARENA_ALIGN - 1) & ~(EV_ARENA_ALIGN - 1);
+        c = calloc(1, sizeof *c);
+        if (!c) return NULL;
+        if (posix_memalign(&p, EV_ARENA_ALIGN, size)) { free(c); return NULL; }
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        (void)madvise(p, size, MADV_HUGEPAGE);   /* advice only: failure just means 4 KiB pages */
+#endif
+        c->base = p;
+        c->size = size;
+        c->next = a->chunks;
+        a->chunks = c;
+    }
+    void *p = c->base + c->used;
+    c->used += bytes;
+    return p;
+}
+
+static void *weights_alloc(ev_arena *a, size_t bytes) { return a ? arena_alloc(a, bytes) : alloc64(bytes); }
+
 /* Repack ggml blocks into the interleaved layout of kernels_internal.h. */
 static void pack_quantized(ev_weights *w, const uint8_t *src) {
     const int64_t qb = block_qbytes(w->type), bb = qb + 2, nb = w->nb, R = w->R;
@@ -140,6 +204,10 @@ static void pack_quantized(ev_weights *w, const uint8_t *src) {
 }
 
 int ev_weights_prepare(ev_weights **out, ev_type t, const void *data, int64_t rows, int64_t cols) {
+    return ev_weights_prepare_in(NULL, out, t, data, rows, cols);
+}
+
+int ev_weights_prepare_in(ev_arena *arena, ev_weights **out, ev_type t, const void *data, int64_t rows, int64_t cols) {
     ev_weights *w;
     size_t row_bytes;
     if (!out) return EV_KERNEL_EINVAL;
@@ -153,18 +221,19 @@ int ev_weights_prepare(ev_weights **out, ev_type t, const void *data, int64_t ro
     w->rows = rows;
     w->cols = cols;
     w->v = current_variant();
+    w->in_arena = arena != NULL;
     if (is_quantized(t)) {
         w->R = w->v->R;
         w->nb = cols / EV_QK;
         w->n_groups = (rows + w->R - 1) / w->R;
-        w->qs = alloc64((size_t)(w->n_groups * w->R * w->nb * block_qbytes(t)));
-        w->d = alloc64((size_t)(w->n_groups * w->R * w->nb) * 2);
+        w->qs = weights_alloc(arena, (size_t)(w->n_groups * w->R * w->nb * block_qbytes(t)));
+        w->d = weights_alloc(arena, (size_t)(w->n_groups * w->R * w->nb) * 2);
         if (!w->qs || !w->d) { ev_weights_free(w); return EV_KERNEL_ENOMEM; }
         pack_quantized(w, data);
     } else {
         w->R = 1;
         w->n_groups = rows;
-        w->qs = alloc64((size_t)rows * row_bytes);
+        w->qs = weights_alloc(arena, (size_t)rows * row_bytes);
         if (!w->qs) { ev_weights_free(w); return EV_KERNEL_ENOMEM; }
         memcpy(w->qs, data, (size_t)rows * row_bytes);
     }
@@ -174,8 +243,10 @@ int ev_weights_prepare(ev_weights **out, ev_type t, const void *data, int64_t ro
 
 void ev_weights_free(ev_weights *w) {
     if (!w) return;
-    free(w->qs);
-    free(w->d);
+    if (!w->in_arena) {
+        free(w->qs);
+        free(w->d);
+    }
     free(w);
 }
 

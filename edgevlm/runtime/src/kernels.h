@@ -47,7 +47,16 @@ typedef struct ev_weights ev_weights;
  * caller may free it afterwards.  Uses the variant active at call time.
  * Returns EV_KERNEL_OK or an error code; *out is NULL on error. */
 int ev_weights_prepare(ev_weights **out, ev_type t, const void *data, int64_t rows, int64_t cols);
+/* The same, with the packed data taken from arena (may be NULL: own
+ * allocation).  Arena memory is released by ev_arena_free, after every
+ * ev_weights_free of the matrices in it. */
+typedef struct ev_arena ev_arena;
+int ev_weights_prepare_in(ev_arena *arena, ev_weights **out, ev_type t, const void *data, int64_t rows, int64_t cols);
 void ev_weights_free(ev_weights *w);
+/* A growing arena of 2 MiB aligned chunks advised for transparent huge
+ * pages where the OS has them; NULL if out of memory. Not thread-safe. */
+ev_arena *ev_arena_new(void);
+void ev_arena_free(ev_arena *a);
 int64_t ev_weights_rows(const ev_weights *w);
 int64_t ev_weights_cols(const ev_weights *w);
 ev_type ev_weights_type(const ev_weights *w);

@@ -35,6 +35,7 @@ struct ev_weights {
     int64_t n_groups;   /* ceil(rows / R) for quantized types, rows otherwise */
     int R;              /* interleaved rows (quantized types), 1 otherwise */
     const struct ev_kernel_variant *v;
+    int in_arena;       /* qs and d belong to an ev_arena (freed with it) */
     uint8_t *qs;        /* packed quants, or the raw f32 / f16 matrix */
     uint16_t *d;        /* packed fp16 scales (quantized types) */
 };

@@ -112,7 +112,7 @@ static ev_status load_vec(ev_model *m, const char *name, int64_t ne0, int64_t ne
 /* Prepare a matrix for ev_matmul (a copy, maybe repacked), then release the
  * file pages it came from, except token_embd's: embedding lookups read them. */
 static ev_status prepare(const ev_model *m, const ev_gguf_tensor *t, const char *name, ev_weights **out, ev_error *err) {
-    int rc = ev_weights_prepare(out, (ev_type)t->type, t->data, t->ne[1], t->ne[0]);
+    int rc = ev_weights_prepare_in(m->arena, out, (ev_type)t->type, t->data, t->ne[1], t->ne[0]);
     if (rc == EV_KERNEL_OK && t != m->tok_embd) ev_gguf_release(&m->gguf, t->data, t->nbytes);
     if (rc == EV_KERNEL_ENOMEM)
         return ev_fail(err, EV_ERR_NOMEM, "model: out of memory preparing '%s'", name);
@@ -274,7 +274,11 @@ ev_status ev_model_load(const char *path, ev_model **out, ev_error *err) {
     if (!path || !out) return ev_fail(err, EV_ERR_INVALID_ARG, "ev_model_load: path and out must not be NULL");
     *out = NULL;
     ev_model *m = calloc(1, sizeof *m);
-    if (!m) return ev_fail(err, EV_ERR_NOMEM, "model: out of memory");
+    if (m) m->arena = ev_arena_new();
+    if (!m || !m->arena) {
+        free(m);
+        return ev_fail(err, EV_ERR_NOMEM, "model: out of memory");
+    }
     int *head_kv = NULL;
     ev_status st = ev_gguf_open(&m->gguf, path, err);
     if (!st) st = load_hparams(m, &head_kv, err);
@@ -302,6 +306,7 @@ void ev_model_free(ev_model *m) {
         free(m->layers);
     }
     if (m->output) ev_weights_free(m->output);
+    ev_arena_free(m->arena);
     free(m->out_norm);
     free(m->vocab);
     ev_gguf_close(&m->gguf);

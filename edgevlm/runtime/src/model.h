@@ -29,6 +29,7 @@ struct ev_model {
     float *out_norm;            /* [n_embd] */
     ev_weights *output;         /* output.weight, or token_embd when tied */
     ev_layer *layers;
+    ev_arena *arena;            /* memory of all prepared matrices */
     ev_str *vocab;              /* tokenizer.ggml.tokens, n_vocab_text entries */
     int n_vocab_text;
     int32_t bos, eos;
