@@ -13,6 +13,20 @@ def test_greedy_is_argmax_lowest_id_on_ties():
     assert Sampler().sample([2.0, 5.0, 5.0, 1.0]) == [1]
 
 
+def test_greedy_over_a_large_vocab_matches_numpy():
+    # the 8-lane argmax: ties in different lanes and in the tail, NaN entries, all -inf
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 8, 65536, 65541):
+        logits = rng.standard_normal(n).astype(np.float32)
+        assert Sampler().sample(logits) == [int(np.argmax(logits))]
+        logits[n // 3] = logits[n - 1] = 9.0      # tie: the lower id wins
+        assert Sampler().sample(logits) == [n // 3 if n > 1 else 0]
+        if n > 2:
+            logits[0] = np.nan
+            assert Sampler().sample(logits) == [n // 3]
+    assert Sampler().sample(np.full(20, -np.inf, dtype=np.float32)) == [0]
+
+
 def test_temperature_one_follows_softmax():
     # metric: max abs difference of empirical vs softmax frequencies over 20000 draws; bound 0.015 (~5 sigma)
     draws = np.array(Sampler(temperature=1.0, seed=1).sample(LOGITS, 20000))

@@ -48,11 +48,20 @@ static double next_uniform(ev_sampler *s) {
     return (double)(z >> 11) * (1.0 / 9007199254740992.0);   /* [0, 1) */
 }
 
+/* First index of the largest value (NaN never wins unless all are NaN).
+ * Two passes, the first in 8 independent lanes so that it vectorizes: the
+ * one-pass loop was ~2 % of a decode step at a 65536-token vocab. */
 static int32_t argmax(const float *x, int n) {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
+    float lane[8], mx = -INFINITY;
+    int i = 0;
+    for (int j = 0; j < 8; j++) lane[j] = -INFINITY;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    for (int j = 0; j < 8; j++) mx = lane[j] > mx ? lane[j] : mx;
+    for (i = 0; i < n; i++)
+        if (x[i] == mx) return i;
+    return 0;
 }
 
 /* a ranks below b: lower logit, or equal logit and higher id */
