@@ -9,8 +9,10 @@ Steps (each cached under benchmarks/_work/, which is gitignored):
    default, like llama.cpp's quantizer treats the output head);
 2. llama-bench built from llama.cpp as vendored in llama-cpp-python's source
    distribution on PyPI (default CMake options: native CPU flags, OpenMP);
-3. benchmarks/c/bench_memory (the runtime's thread pool) for memory read
-   bandwidth;
+3. benchmarks/c/bench_memory (the runtime's thread pool and weight arena)
+   for memory read bandwidth: once over 1 GiB, and after each edgevlm run
+   over a buffer the size of the file's weights (the decode share is taken
+   against that one: same size, same cache effects, same moment);
 4. per file, `edgevlm bench-runtime` and `llama-bench` with the same -p/-n/-t/-r,
    alternating so that background load hits both alike.
 Results go to benchmarks/results/runtime_vs_llamacpp.{md,json} with machine,
@@ -160,6 +162,12 @@ def run_llama(exe: Path, model: Path, p: int, n: int, t: int, r: int) -> list[di
     return json.loads(out)
 
 
+def read_bandwidth(exe: Path, threads: int, nbytes: int, reps: int) -> dict:
+    """bench_memory's streaming read over ceil(nbytes / MiB) MiB."""
+    mib = -(-nbytes // (1 << 20))
+    return json_lines(sh([str(exe), "read", str(threads), str(mib), str(reps)], capture_output=True, text=True).stdout)[0]
+
+
 def weight_bytes(model: Path) -> int:
     from gguf import GGUFReader
 
@@ -204,7 +212,7 @@ def main() -> int:
     from edgevlm.runtime import cpu_features
 
     load_start = loadavg()
-    membw = json_lines(sh([str(membw_exe), "read", str(args.threads), "1024", "7"], capture_output=True, text=True).stdout)[0]
+    membw = read_bandwidth(membw_exe, args.threads, 1 << 30, 7)
     rows = []
     for t in types:
         wb = weight_bytes(models[t])
@@ -214,6 +222,9 @@ def main() -> int:
                 res = (run_edgevlm(models[t], args.n_prompt, args.n_gen, args.threads, args.repetitions) if engine == "edgevlm"
                        else run_llama(llama, models[t], args.n_prompt, args.n_gen, args.threads, args.repetitions))
                 after = loadavg()
+                same_size = None
+                if engine == "edgevlm":
+                    same_size = read_bandwidth(membw_exe, args.threads, wb, 5)
                 for r in res:
                     test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
                     row = {"type": t, "engine": engine, "round": rnd, "test": test, "n_threads": args.threads,
@@ -221,7 +232,9 @@ def main() -> int:
                            "weight_bytes": wb}
                     if test.startswith("tg"):
                         row["decode_gbps"] = wb * r["avg_ts"] / 1e9
-                        row["fraction_of_read_bw"] = row["decode_gbps"] / membw["best_gbps"]
+                        if same_size:
+                            row["read_same_size"] = same_size
+                            row["fraction_of_read_bw"] = row["decode_gbps"] / same_size["best_gbps"]
                     rows.append(row)
                     print(f"[bench] {t} {engine} {test}: {r['avg_ts']:.1f} ± {r['stddev_ts']:.1f} t/s", flush=True)
     meta = {
@@ -244,6 +257,14 @@ def _best(rows, t, engine, test):
     return max(cand, key=lambda r: r["avg_ts"]) if cand else None
 
 
+def _round_ratios(rows, t, test) -> str:
+    """edgevlm / llama.cpp of each round (the two runs made back to back)."""
+    by = {(r["engine"], r.get("round", 0)): r["avg_ts"] for r in rows if r["type"] == t and r["test"] == test}
+    rounds = sorted({k[1] for k in by})
+    return ", ".join(f"{by[('edgevlm', k)] / by[('llama.cpp', k)]:.2f}" for k in rounds
+                     if ("edgevlm", k) in by and ("llama.cpp", k) in by)
+
+
 def markdown(meta: dict, rows: list[dict]) -> str:
     types = list(dict.fromkeys(r["type"] for r in rows))
     tests = list(dict.fromkeys(r["test"] for r in rows))
@@ -255,12 +276,12 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         f"edgevlm kernels: {', '.join(meta['machine']['runtime_cpu_features'])}. "
         f"llama.cpp: {meta['llama_cpp']}.",
         f"Model: LFM2-350M-shaped, random weights (benchmarks/bench_runtime_vs_llamacpp.py). "
-        f"Load average (1 min) {meta['load_average_start']:.1f} at start, {meta['load_average_end']:.1f} at end "
-        "(other processes shared the cores; per-run loads are in the .json).",
+        f"Load average (1 min) {meta['load_average_start']:.1f} before the first run, {meta['load_average_end']:.1f} "
+        "at the end (that one counts the benchmark's own threads; per-run loads are in the .json).",
         f"Memory read bandwidth ({m['threads']} threads, {m['mib']} MiB streaming read, bench_memory): "
         f"best {m['best_gbps']:.1f} GB/s, median {m['median_gbps']:.1f} GB/s.", "",
-        "| type | test | edgevlm t/s | llama.cpp t/s | edgevlm / llama.cpp | edgevlm decode GB/s (share of read BW) |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| type | test | edgevlm t/s | llama.cpp t/s | edgevlm / llama.cpp | per round | edgevlm decode GB/s (share of read BW) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for t in types:
         for test in tests:
@@ -269,11 +290,18 @@ def markdown(meta: dict, rows: list[dict]) -> str:
                 continue
             bw = f"{e['decode_gbps']:.1f} ({100 * e['fraction_of_read_bw']:.0f}%)" if "decode_gbps" in e else ""
             out.append(f"| {t} | {test} | {e['avg_ts']:.1f} ± {e['stddev_ts']:.1f} | {l['avg_ts']:.1f} ± {l['stddev_ts']:.1f} | "
-                       f"{e['avg_ts'] / l['avg_ts']:.2f}x | {bw} |")
-    out += ["", "Decode GB/s = bytes of all weight tensors in the file (each read once per token) x tg t/s."]
-    loads = [meta["load_average_start"], meta["load_average_end"]] + [r["load_before"] for r in rows]
+                       f"{e['avg_ts'] / l['avg_ts']:.2f}x | {_round_ratios(rows, t, test)} | {bw} |")
+    out += ["", "t/s columns: the round with the highest mean of each engine.  Per round: edgevlm / llama.cpp "
+            "of the runs made back to back in each round.",
+            "", "Decode GB/s = bytes of all weight tensors in the file (each read once per token) x tg t/s.  "
+            "Share of read BW: against bench_memory's streaming read of a buffer the size of the file's weights, "
+            "run right after the same edgevlm run (best of 5); both can keep part of their data in the "
+            "last-level cache between passes."]
+    # Only the load before the first run is other processes' alone: later
+    # readings include the decay of the benchmark's own threads.
+    loads = [meta["load_average_start"]]
     if max(loads) > 0.5 * meta["machine"]["logical_cpus"]:
-        out += ["", f"**Measured under load** (1-min load average up to {max(loads):.1f} on "
+        out += ["", f"**Measured under load** (1-min load average {max(loads):.1f} before the first run on "
                 f"{meta['machine']['logical_cpus']} logical CPUs: other processes were running).  Both engines "
                 "lose time to preemption; llama.cpp's OpenMP threads busy-wait and suffer far more when the "
                 "cores are oversubscribed, so the ratios here overstate edgevlm's lead on an idle machine."]

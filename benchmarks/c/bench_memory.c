@@ -8,7 +8,9 @@
  * best and median of REPS timed runs (after one warm-up).  The read test
  * sums 16-byte vectors with eight independent accumulators per thread over a
  * buffer much larger than the last-level cache, split evenly across the
- * runtime's own thread pool: the same threads that run decode. */
+ * runtime's own thread pool: the same threads that run decode.  Both tests
+ * read memory the way decode does: from the runtime's weight arena (2 MiB
+ * huge pages where the OS gives them) with the kernels' software prefetch. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +18,7 @@
 #include <time.h>
 
 #include "fp16.h"
-#include "kernels.h"
+#include "kernels_internal.h"
 #include "threadpool.h"
 
 static double now(void) {
@@ -46,8 +48,10 @@ static void read_task(void *ctx, int i, int n) {
     const v2u64 *p = (const v2u64 *)(job->buf + (lo & ~(size_t)15));
     size_t nv = ((hi & ~(size_t)15) - (lo & ~(size_t)15)) / 2;
     v2u64 a[8] = {{0}};
-    for (size_t k = 0; k + 8 <= nv; k += 8)
+    for (size_t k = 0; k + 8 <= nv; k += 8) {
+        ev_prefetch_ahead((const uint8_t *)(p + k), 128);
         for (int u = 0; u < 8; u++) a[u] += p[k + u];
+    }
     for (int u = 1; u < 8; u++) a[0] += a[u];
     job->sums[i % 64] = a[0][0] + a[0][1]; /* keeps the loads live */
 }
@@ -111,7 +115,8 @@ int main(int argc, char **argv) {
         char extra[64];
         memset(&job, 0, sizeof job);
         job.words = bytes / 8;
-        if (posix_memalign((void **)&job.buf, 64, bytes)) job.buf = NULL;
+        ev_arena *arena = ev_arena_new();
+        job.buf = arena ? ev_arena_alloc(arena, bytes) : NULL;
         if (!job.buf || !secs || reps < 1) { fprintf(stderr, "bench_memory: out of memory\n"); return 2; }
         memset((void *)job.buf, 1, bytes);
         ev_threadpool_run(tp, read_task, &job, ev_threadpool_n_threads(tp));
@@ -122,6 +127,8 @@ int main(int argc, char **argv) {
         }
         snprintf(extra, sizeof extra, "\"threads\": %d, \"mib\": %zu, ", ev_threadpool_n_threads(tp), bytes >> 20);
         report("read", extra, secs, reps, (double)bytes / 1e9, "gbps");
+        ev_arena_free(arena);
+        free(secs);
     } else if ((!strcmp(argv[1], "gemv") && argc == 7) || (!strcmp(argv[1], "gemm") && argc == 8)) {
         int gemm = !strcmp(argv[1], "gemm");
         ev_type t = parse_type(argv[3]);
@@ -130,10 +137,11 @@ int main(int argc, char **argv) {
         size_t bytes;
         uint8_t *w = random_matrix(t, rows, cols, &bytes);
         ev_weights *W = NULL;
+        ev_arena *arena = ev_arena_new();
         float *x = calloc((size_t)(n * cols), sizeof(float)), *y = calloc((size_t)(n * rows), sizeof(float));
         double *secs = calloc((size_t)reps, sizeof *secs);
         char extra[192];
-        if (!x || !y || !secs || reps < 1 || ev_weights_prepare(&W, t, w, rows, cols)) {
+        if (!x || !y || !secs || !arena || reps < 1 || ev_weights_prepare_in(arena, &W, t, w, rows, cols)) {
             fprintf(stderr, "bench_memory: bad shape or out of memory\n");
             return 2;
         }
@@ -151,6 +159,7 @@ int main(int argc, char **argv) {
         if (gemm) report("gemm", extra, secs, reps, (double)rows * (double)cols * (double)n / 1e9, "gmacps");
         else report("gemv", extra, secs, reps, (double)bytes / 1e9, "gbps");
         ev_weights_free(W);
+        ev_arena_free(arena);
         free(x); free(y); free(secs);
     } else {
         fprintf(stderr, "bench_memory: bad arguments (run without arguments for usage)\n");

@@ -152,7 +152,7 @@ void ev_arena_free(ev_arena *a) {
     free(a);
 }
 
-static void *arena_alloc(ev_arena *a, size_t bytes) {
+void *ev_arena_alloc(ev_arena *a, size_t bytes) {
     ev_arena_chunk *c = a->chunks;
     bytes = (bytes + 63) & ~(size_t)63;
     if (!c || c->size - c->used < bytes) {
@@ -176,7 +176,7 @@ static void *arena_alloc(ev_arena *a, size_t bytes) {
     return p;
 }
 
-static void *weights_alloc(ev_arena *a, size_t bytes) { return a ? arena_alloc(a, bytes) : alloc64(bytes); }
+static void *weights_alloc(ev_arena *a, size_t bytes) { return a ? ev_arena_alloc(a, bytes) : alloc64(bytes); }
 
 /* Repack ggml blocks into the interleaved layout of kernels_internal.h. */
 static void pack_quantized(ev_weights *w, const uint8_t *src) {

@@ -56,6 +56,8 @@ void ev_weights_free(ev_weights *w);
 /* A growing arena of 2 MiB aligned chunks advised for transparent huge
  * pages where the OS has them; NULL if out of memory. Not thread-safe. */
 ev_arena *ev_arena_new(void);
+/* 64-byte aligned memory from the arena (NULL if out of memory). */
+void *ev_arena_alloc(ev_arena *a, size_t bytes);
 void ev_arena_free(ev_arena *a);
 int64_t ev_weights_rows(const ev_weights *w);
 int64_t ev_weights_cols(const ev_weights *w);
