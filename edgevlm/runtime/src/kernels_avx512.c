@@ -44,25 +44,13 @@ static void quantize_avx512(const float *x, int64_t cols, int8_t *q, float *d, i
     }
 }
 
-/* Block dot of 8 unpacked weight registers (u8, chunk k = elements 4k..4k+3
- * of 16 rows) with one token's 32 activations; two chains hide latency. */
-static inline __m512i dot_block(const __m512i w[8], const int8_t *xq) {
-    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
-    a0 = _mm512_dpbusd_epi32(a0, w[0], bcast4(xq + 0));
-    a1 = _mm512_dpbusd_epi32(a1, w[1], bcast4(xq + 4));
-    a0 = _mm512_dpbusd_epi32(a0, w[2], bcast4(xq + 8));
-    a1 = _mm512_dpbusd_epi32(a1, w[3], bcast4(xq + 12));
-    a0 = _mm512_dpbusd_epi32(a0, w[4], bcast4(xq + 16));
-    a1 = _mm512_dpbusd_epi32(a1, w[5], bcast4(xq + 20));
-    a0 = _mm512_dpbusd_epi32(a0, w[6], bcast4(xq + 24));
-    a1 = _mm512_dpbusd_epi32(a1, w[7], bcast4(xq + 28));
-    return _mm512_add_epi32(a0, a1);
-}
-
-/* Q4_0: w[0..3] low nibbles (elements 0..15), w[4..7] high nibbles kept
- * at bits 4..7, i.e. 16 x (elements 16..31).  Their dot product is an exact
- * multiple of 16 (|sum| < 2^21), so the arithmetic shift is exact. */
-static inline __m512i dot_block_q4(const __m512i w[8], const int8_t *xq) {
+/* Block dot of 8 unpacked weight registers (u8, register k = elements
+ * 4k..4k+3 of 16 rows) with one token's 32 activations, in two chains that
+ * hide latency: elements 0..15 and 16..31.  For Q4_0 the second half holds
+ * the high nibbles left in place, 16 x their value: that chain's sum is an
+ * exact multiple of 16 (|sum| < 2^21) and hi_shift = 4 shifts it back
+ * exactly, one shift per block instead of one per register. */
+static inline __m512i dot_block(const __m512i w[8], const int8_t *xq, int hi_shift) {
     __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
     lo = _mm512_dpbusd_epi32(lo, w[0], bcast4(xq + 0));
     hi = _mm512_dpbusd_epi32(hi, w[4], bcast4(xq + 16));
@@ -72,7 +60,8 @@ static inline __m512i dot_block_q4(const __m512i w[8], const int8_t *xq) {
     hi = _mm512_dpbusd_epi32(hi, w[6], bcast4(xq + 24));
     lo = _mm512_dpbusd_epi32(lo, w[3], bcast4(xq + 12));
     hi = _mm512_dpbusd_epi32(hi, w[7], bcast4(xq + 28));
-    return _mm512_add_epi32(lo, _mm512_srai_epi32(hi, 4));
+    if (hi_shift) hi = _mm512_srai_epi32(hi, 4);
+    return _mm512_add_epi32(lo, hi);
 }
 
 static inline void store_rows(float *y, __m512 v, int nrows) {
@@ -96,8 +85,7 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(W->d + (g * nb + b) * R)));
         __m512i w[8];
         if (q4) {
-            /* high nibbles stay in place (16 x their value): dot_block_q4
-             * shifts their sum back, which saves a shift per register */
+            /* high nibbles stay in place (16 x their value): see dot_block */
             const __m512i lo = _mm512_set1_epi32(0x0f0f0f0f);
             #pragma GCC unroll 8
             for (int k = 0; k < 4; k++) {
@@ -112,8 +100,7 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
         #pragma GCC unroll 8
         for (int j = 0; j < T; j++) {
             const int64_t tb = (t + j) * nb + b;
-            __m512i dot = q4 ? dot_block_q4(w, A->q + tb * 32) : dot_block(w, A->q + tb * 32);
-            __m512i isum = _mm512_sub_epi32(dot, _mm512_set1_epi32(offset * A->s[tb]));
+            __m512i isum = _mm512_sub_epi32(dot_block(w, A->q + tb * 32, q4), _mm512_set1_epi32(offset * A->s[tb]));
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, _mm512_set1_ps(A->d[tb])), acc[j]);
         }
     }
