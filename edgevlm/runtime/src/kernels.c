@@ -263,17 +263,12 @@ typedef struct {
     float *Y;
 } matmul_job;
 
-/* Contiguous share [*lo, *hi) of `count` items for task i of n. */
-static void split(int64_t count, int i, int n, int64_t *lo, int64_t *hi) {
-    *lo = count * i / n;
-    *hi = count * (i + 1) / n;
-}
 
 static void quantize_task(void *ctx, int i, int n) {
     matmul_job *job = ctx;
     const int64_t cols = job->W->cols, nb = job->W->nb;
     int64_t t0, t1;
-    split(job->n, i, n, &t0, &t1);
+    ev_task_range(job->n, i, n, &t0, &t1);
     for (int64_t t = t0; t < t1; t++)
         job->W->v->quantize(job->X + t * cols, cols, job->q + t * cols, job->d + t * nb, job->s + t * nb);
 }
@@ -282,7 +277,7 @@ static void gemm_task(void *ctx, int i, int n) {
     matmul_job *job = ctx;
     const ev_weights *W = job->W;
     int64_t g0, g1;
-    split(W->n_groups, i, n, &g0, &g1);
+    ev_task_range(W->n_groups, i, n, &g0, &g1);
     if (g0 == g1) return;
     switch (W->type) {
     case EV_TYPE_Q8_0: W->v->gemm_q8_0(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;

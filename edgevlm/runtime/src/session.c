@@ -123,8 +123,7 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
 }
 
 /* cos and sin of the RoPE angles of positions p0 .. p0+n-1, computed once
- * per chunk instead of once per head and layer (cosf/sinf were ~5 % of a
- * decode step). */
+ * per chunk instead of once per head and layer. */
 static void rope_table(ev_session *s, int p0, int n) {
     const int D = s->m->info.head_dim, h = D / 2;
     for (int t = 0; t < n; t++) {
@@ -155,15 +154,10 @@ static ev_status matmul(ev_session *s, const ev_weights *w, const float *x, int 
 
 /* ---- mixers -------------------------------------------------------------- */
 
-/* Elementwise steps between the matmuls run on the thread pool too: on the
- * caller alone they left the other threads idle for ~10 % of a decode step.
- * Task i of n takes items [count*i/n, count*(i+1)/n). */
+/* Elementwise steps between the matmuls run on the thread pool too: before,
+ * the worker threads spun idle for about a fifth of a decode step (perf),
+ * much of it while the caller ran these loops alone. */
 #define EV_ELEMWISE_TASKS 8
-
-static void span(int64_t count, int i, int n, int64_t *lo, int64_t *hi) {
-    *lo = count * i / n;
-    *hi = count * (i + 1) / n;
-}
 
 typedef struct {
     ev_session *s;
@@ -180,7 +174,7 @@ static void conv_channels(void *ctx, int i, int n_tasks) {
     float *state = s->conv_state + (size_t)job->il * E * S;
     float win[EV_MAX_L_CACHE];
     int64_t c0, c1;
-    span(E, i, n_tasks, &c0, &c1);
+    ev_task_range(E, i, n_tasks, &c0, &c1);
     for (int64_t c = c0; c < c1; c++) {
         const float *w = L->conv + (size_t)c * K;
         float *st_c = state + (size_t)c * S;
@@ -302,7 +296,7 @@ typedef struct {
 static void swiglu(void *ctx, int i, int n_tasks) {
     const swiglu_job *j = ctx;
     int64_t lo, hi;
-    span(j->count, i, n_tasks, &lo, &hi);
+    ev_task_range(j->count, i, n_tasks, &lo, &hi);
     for (int64_t k = lo; k < hi; k++) {
         float g = j->gate[k];
         j->gate[k] = g / (1.0f + expf(-g)) * j->up[k];

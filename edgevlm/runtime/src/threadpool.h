@@ -8,6 +8,7 @@
 #define EV_THREADPOOL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct ev_threadpool ev_threadpool;
 
@@ -20,6 +21,12 @@ int ev_threadpool_n_threads(const ev_threadpool *tp);
  * are handed out dynamically); returns when all are done.  tp may be NULL
  * (runs inline).  Not re-entrant: one op at a time per pool. */
 void ev_threadpool_run(ev_threadpool *tp, void (*fn)(void *ctx, int i, int n), void *ctx, int n);
+
+/* Contiguous share [*lo, *hi) of `count` items for task i of n. */
+static inline void ev_task_range(int64_t count, int i, int n, int64_t *lo, int64_t *hi) {
+    *lo = count * i / n;
+    *hi = count * (i + 1) / n;
+}
 
 /* Scratch memory owned by the pool, at least `bytes` long and 64-byte
  * aligned, valid until the next call; grown on demand so steady-state ops do
