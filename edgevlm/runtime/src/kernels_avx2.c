@@ -208,6 +208,8 @@ gemm_f(const ev_weights *W, const float *X, int64_t t0, int64_t t1, int64_t r0, 
             int64_t i = 0;
             for (; i + 8 <= cols; i += 8) {
                 __m256 xv = _mm256_loadu_ps(x + i);
+                if (f16 && t == t0 && ((i * esz) & 63) == 0)
+                    for (int k = 0; k < 4; k++) ev_prefetch_at(w[k] + i * esz, 4 * cols * esz);
                 a0 = _mm256_fmadd_ps(load_w(w[0], i, f16), xv, a0);
                 a1 = _mm256_fmadd_ps(load_w(w[1], i, f16), xv, a1);
                 a2 = _mm256_fmadd_ps(load_w(w[2], i, f16), xv, a2);

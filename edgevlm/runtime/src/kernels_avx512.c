@@ -170,7 +170,10 @@ tile_f(const ev_weights *W, const float *X, int64_t r, int nr, int64_t t, int T,
     for (; i + 16 <= cols; i += 16) {
         __m512 wv[4];
         #pragma GCC unroll 8
-        for (int k = 0; k < 4; k++) wv[k] = load_w(w[k], i, f16);
+        for (int k = 0; k < 4; k++) {
+            if (f16 && ((i * esz) & 63) == 0) ev_prefetch_at(w[k] + i * esz, 4 * cols * esz);
+            wv[k] = load_w(w[k], i, f16);
+        }
         #pragma GCC unroll 8
         for (int j = 0; j < T; j++) {
             __m512 xv = _mm512_loadu_ps(X + (t + j) * cols + i);

@@ -96,6 +96,16 @@ static inline void ev_prefetch_ahead(const uint8_t *block, int64_t bytes) {
         __builtin_prefetch((const void *)((uintptr_t)block + EV_PF_BYTES + (uintptr_t)c), 0, 3);
 }
 
+/* The F16 kernels read a tile of 4 rows as 4 short streams (one row each,
+ * 2 KiB at 1024 columns), too short for the hardware prefetcher to pick
+ * up; each row pointer prefetches the same column of the next tile, `ahead`
+ * bytes further.  Measured (bench_memory gemv, 2 threads, 131072 x 1024,
+ * AVX-512): F16 47 -> 66 GB/s; F32 rows lost ~13 % with it, so they do
+ * without. */
+static inline void ev_prefetch_at(const uint8_t *p, int64_t ahead) {
+    __builtin_prefetch((const void *)((uintptr_t)p + (uintptr_t)ahead), 0, 3);
+}
+
 static inline void ev_q8_scale(float amax, float *d, float *id) {
     *d = amax / 127.0f;
     *id = *d != 0.0f ? 1.0f / *d : 0.0f;

@@ -159,6 +159,8 @@ gemm_f(const ev_weights *W, const float *X, int64_t t0, int64_t t1, int64_t r0, 
             int64_t i = 0;
             for (; i + 4 <= cols; i += 4) {
                 float32x4_t xv = vld1q_f32(x + i);
+                if (f16 && t == t0 && ((i * esz) & 63) == 0)
+                    for (int k = 0; k < 4; k++) ev_prefetch_at(w[k] + i * esz, 4 * cols * esz);
                 a0 = vfmaq_f32(a0, load_w(w[0], i, f16), xv);
                 a1 = vfmaq_f32(a1, load_w(w[1], i, f16), xv);
                 a2 = vfmaq_f32(a2, load_w(w[2], i, f16), xv);
