@@ -144,6 +144,10 @@ class Model:
         """The vocab entry of a token as stored in the GGUF, or None."""
         return self._m.token_text(int(token))
 
+    def token_type(self, token: int) -> int:
+        """GGUF token type (1 normal, 3 control such as <|im_end|>, 6 byte, ...), 0 if the file has none."""
+        return self._m.token_type(int(token))
+
     def generate(self, ids, max_new_tokens: int, sampler: Sampler | None = None, n_ctx: int | None = None,
                  stop_at_eos: bool = True) -> Iterator[int]:
         """Prefill ids in a fresh session, then stream up to max_new_tokens sampled token ids."""

@@ -158,12 +158,13 @@ static int check_inputs(const vlm_inputs *in, const ev_model *m, const char *pat
 
 /* Print one token as text.  Word-level vocabs (tokenizer "none") are joined
  * by spaces; byte-level ("gpt2") and SentencePiece ("llama") vocabs mark a
- * leading space as "Ġ" or "▁", printed here as a space.  Special tokens
- * other than <eos> (which ends the answer) print as stored, e.g. "<pad>";
- * the Python runner's text drops them. */
+ * leading space as "Ġ" or "▁", printed here as a space.  Control tokens
+ * (GGUF token type 3, e.g. "<pad>") are not text and are skipped, as the
+ * Python runner's text drops them. */
 static void print_token(const ev_model *m, int32_t id, int first) {
     size_t len;
     const char *t = ev_model_token_text(m, id, &len);
+    if (ev_model_token_type(m, id) == 3) return;
     if (!t) {
         printf("%s[%d]", first ? "" : " ", id);
         return;

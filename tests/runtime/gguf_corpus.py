@@ -198,6 +198,10 @@ def corpus() -> list[tuple[str, bytes, str]]:
     g = _set_kv(valid_model(), "lfm2.attention.head_count", T_U32, 4096)
     g.kvs.append(("lfm2.attention.key_length", T_U32, 1 << 20)); add("huge_attention_width", g, "EV_ERR_BAD_KEY")
     g = _set_kv(valid_model(), "tokenizer.ggml.tokens", T_ARRAY, (T_STRING, ["a"] * (VOCAB + 1))); add("vocab_too_long", g, "EV_ERR_BAD_KEY")
+    g = valid_model(); g.kvs.append(("tokenizer.ggml.token_type", T_ARRAY, (T_I32, [1] * (VOCAB + 1))))
+    add("token_types_too_long", g, "EV_ERR_BAD_KEY")
+    g = valid_model(); g.kvs.append(("tokenizer.ggml.token_type", T_ARRAY, (T_STRING, ["1"] * VOCAB)))
+    add("token_types_not_int32", g, "EV_ERR_BAD_KEY")
     # truncation inside the header: every field boundary region reports TRUNCATED or BAD_STRING
     data_end = len(good) - sum(len(t.data) for t in v.tensors) - _padding(v)
     add("truncated_in_version", good[:6], "EV_ERR_TRUNCATED")

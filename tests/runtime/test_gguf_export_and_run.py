@@ -68,6 +68,9 @@ def test_vocab_is_written_and_read(vocab_model, bpe_tokenizer):
     assert m.info["tokenizer"] == "gpt2" and m.info["bos_token"] == 0 and m.info["eos_token"] == 1
     hello = bpe_tokenizer.token_to_id("hello")
     assert hello is not None and m.token_text(hello) == b"hello"
+    # token types: special tokens are control (3), so runtimes can keep them out of printed text
+    assert m.token_type(bpe_tokenizer.token_to_id("</s>")) == 3 and m.token_type(hello) == 1
+    assert m.token_type(-1) == 0 and m.token_type(m.n_vocab) == 0
 
 
 @pytest.fixture(scope="module")

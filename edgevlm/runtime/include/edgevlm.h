@@ -116,6 +116,11 @@ int32_t ev_model_eos_token(const ev_model *model);
 /* Text of one vocab entry as stored (not NUL-terminated; *len set), or NULL
  * when the file has no vocab or id is out of range. */
 const char *ev_model_token_text(const ev_model *model, int32_t id, size_t *len);
+/* GGUF token type of one vocab entry (tokenizer.ggml.token_type): 1 normal,
+ * 2 unknown, 3 control (e.g. <|im_end|>: not text, don't print it),
+ * 4 user-defined, 5 unused, 6 byte; 0 when the file has no types or id is
+ * out of range. */
+int ev_model_token_type(const ev_model *model, int32_t id);
 /* Tokenizer family from tokenizer.ggml.model ("gpt2", "llama", ...), or "". */
 const char *ev_model_tokenizer(const ev_model *model);
 

@@ -97,9 +97,16 @@ static PyObject *Model_token_text(ModelObject *self, PyObject *arg) {
     return PyBytes_FromStringAndSize(t, (Py_ssize_t)len);
 }
 
+static PyObject *Model_token_type(ModelObject *self, PyObject *arg) {
+    long id = PyLong_AsLong(arg);
+    if (id == -1 && PyErr_Occurred()) return NULL;
+    return PyLong_FromLong((id >= INT32_MIN && id <= INT32_MAX) ? ev_model_token_type(self->model, (int32_t)id) : 0);
+}
+
 static PyMethodDef Model_methods[] = {
     {"info", (PyCFunction)Model_info, METH_NOARGS, "Hyperparameters and special tokens as a dict."},
     {"token_text", (PyCFunction)Model_token_text, METH_O, "Bytes of one vocab entry, or None."},
+    {"token_type", (PyCFunction)Model_token_type, METH_O, "GGUF token type of one vocab entry (3: control), 0 if unknown."},
     {NULL, NULL, 0, NULL}
 };
 

@@ -197,6 +197,14 @@ static ev_status load_vocab(ev_model *m, ev_error *err) {
     id = -1;
     if ((st = get_int(g, "tokenizer.ggml.eos_token_id", 0, 0, m->info.n_vocab - 1, &id, err))) return st;
     m->eos = (int32_t)id;
+    const ev_gguf_kv *types = ev_gguf_find_kv(g, "tokenizer.ggml.token_type");
+    if (types) {
+        if (types->type != GGUF_T_ARRAY || types->arr_type != GGUF_T_INT32 || types->arr_count > (uint64_t)m->info.n_vocab)
+            return ev_fail(err, EV_ERR_BAD_KEY, "model: tokenizer.ggml.token_type must be an int32 array of at most n_vocab (%d) entries",
+                           m->info.n_vocab);
+        m->token_types = types->arr_data;   /* bounds checked by the GGUF reader */
+        m->n_token_types = (int)types->arr_count;
+    }
     const ev_gguf_kv *tok = ev_gguf_find_kv(g, "tokenizer.ggml.tokens");
     if (!tok) return EV_OK;
     if (tok->type != GGUF_T_ARRAY || tok->arr_type != GGUF_T_STRING || tok->arr_count > (uint64_t)m->info.n_vocab)
@@ -319,6 +327,12 @@ int ev_model_n_embd(const ev_model *m) { return m->info.n_embd; }
 int32_t ev_model_bos_token(const ev_model *m) { return m->bos; }
 int32_t ev_model_eos_token(const ev_model *m) { return m->eos; }
 const char *ev_model_tokenizer(const ev_model *m) { return m->tokenizer; }
+
+int ev_model_token_type(const ev_model *m, int32_t id) {
+    if (!m->token_types || id < 0 || id >= m->n_token_types) return 0;
+    const uint8_t *p = m->token_types + (size_t)id * 4;   /* GGUF is little-endian */
+    return (int)(int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+}
 
 const char *ev_model_token_text(const ev_model *m, int32_t id, size_t *len) {
     if (!m->vocab || id < 0 || id >= m->n_vocab_text) return NULL;

@@ -32,6 +32,8 @@ struct ev_model {
     ev_arena *arena;            /* memory of all prepared matrices */
     ev_str *vocab;              /* tokenizer.ggml.tokens, n_vocab_text entries */
     int n_vocab_text;
+    const uint8_t *token_types; /* tokenizer.ggml.token_type: n_token_types little-endian int32 in the file */
+    int n_token_types;
     int32_t bos, eos;
     char tokenizer[32];
 };

@@ -232,6 +232,7 @@ int main(int argc, char **argv) {
             break;
         }
         if (done) break;
+        if (ev_model_token_type(m, tok) == 3) continue;   /* control token (e.g. <|im_end|>): not text */
         if (ev_model_token_text(m, tok, NULL)) print_token(m, tok);
         else printf("%d ", tok);
         fflush(stdout);
