@@ -32,7 +32,8 @@
  *     for (int i = 0; i < 64; i++) {
  *         int32_t tok = ev_sampler_sample(smp, logits, ev_model_n_vocab(model));
  *         if (tok == ev_model_eos_token(model)) break;
- *         // ... print ev_model_token_text(model, tok, &len) ...
+ *         // ... print ev_model_token_text(model, tok, &len), unless
+ *         //     ev_model_token_type(model, tok) == 3 (a control token) ...
  *         if (ev_step(s, tok, logits, &err) != EV_OK) break;  // next logits
  *     }
  *
