@@ -338,6 +338,8 @@ int ev_matmul(ev_threadpool *tp, const ev_weights *W, const float *X, int64_t n,
     return EV_KERNEL_OK;
 }
 
+void ev_silu_mul(const float *g, const float *u, float *out, int64_t n) { current_variant()->silu_mul(g, u, out, n); }
+
 void ev_quantize_rows_q8(const float *x, int64_t n, int64_t cols, int8_t *q, float *d, int32_t *s) {
     const ev_kernel_variant *v = current_variant();
     for (int64_t t = 0; t < n; t++)
@@ -462,6 +464,11 @@ static void gemm_f16_scalar(const ev_weights *W, const float *X, int64_t t0, int
         }
 }
 
+static void silu_mul_scalar(const float *g, const float *u, float *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 const ev_kernel_variant ev_variant_scalar = {
     "scalar", 1, 0, quantize_scalar, gemm_q8_0_scalar, gemm_q4_0_scalar, gemm_f32_scalar, gemm_f16_scalar,
+    silu_mul_scalar,
 };

@@ -67,6 +67,11 @@ ev_type ev_weights_type(const ev_weights *w);
  * thread).  Returns EV_KERNEL_OK or EV_KERNEL_EINVAL (NULL pointer, n < 0). */
 int ev_matmul(ev_threadpool *tp, const ev_weights *W, const float *X, int64_t n, float *Y);
 
+/* out[i] = silu(g[i]) * u[i] (SwiGLU) for i < n with the active variant
+ * (out may alias g or u).  SIMD variants use a polynomial exp (~2 ulp),
+ * scalar expf. */
+void ev_silu_mul(const float *g, const float *u, float *out, int64_t n);
+
 /* Dequantize one ggml-layout row (e.g. an embedding lookup) to f32. */
 void ev_dequantize_row(ev_type t, const void *row, float *out, int64_t cols);
 

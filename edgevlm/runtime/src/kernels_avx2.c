@@ -237,7 +237,42 @@ static void gemm_f16_avx2(const ev_weights *W, const float *X, int64_t t0, int64
     gemm_f(W, X, t0, t1, g0, g1, Y, ldy, 1);
 }
 
+/* exp(x), see kernels_internal.h */
+static inline __m256 exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EV_EXP_LO)), _mm256_set1_ps(EV_EXP_HI));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EV_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EV_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EV_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(EV_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EV_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EV_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EV_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EV_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EV_EXP_P5));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static void silu_mul_avx2(const float *g, const float *u, float *out, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 gv = _mm256_loadu_ps(g + i);
+        __m256 s = _mm256_div_ps(gv, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), gv))));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+    }
+    if (i < n) {   /* tail through a buffer: the same arithmetic as the full vectors */
+        float gb[8] = {0}, ub[8] = {0}, ob[8];
+        memcpy(gb, g + i, (size_t)(n - i) * sizeof(float));
+        memcpy(ub, u + i, (size_t)(n - i) * sizeof(float));
+        silu_mul_avx2(gb, ub, ob, 8);
+        memcpy(out + i, ob, (size_t)(n - i) * sizeof(float));
+    }
+}
+
 const ev_kernel_variant ev_variant_avx2 = {
     "avx2", R, 0, quantize_avx2, gemm_q8_0_avx2, gemm_q4_0_avx2, gemm_f32_avx2, gemm_f16_avx2,
+    silu_mul_avx2,
 };
 #endif /* EV_KERNELS_X86 */

@@ -220,7 +220,41 @@ static void gemm_f16_avx512(const ev_weights *W, const float *X, int64_t t0, int
     gemm_f(W, X, t0, t1, g0, g1, Y, ldy, 1);
 }
 
+/* exp(x), see kernels_internal.h */
+static inline __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EV_EXP_LO)), _mm512_set1_ps(EV_EXP_HI));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(EV_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EV_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EV_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(EV_EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EV_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EV_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EV_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EV_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EV_EXP_P5));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+static void silu_mul_avx512(const float *g, const float *u, float *out, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 gv = _mm512_loadu_ps(g + i);
+        __m512 s = _mm512_div_ps(gv, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(s, _mm512_loadu_ps(u + i)));
+    }
+    if (i < n) {   /* masked tail: the same arithmetic as the full vectors */
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 s = _mm512_div_ps(gv, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+
 const ev_kernel_variant ev_variant_avx512_vnni = {
     "avx512_vnni", R, 1, quantize_avx512, gemm_q8_0_avx512, gemm_q4_0_avx512, gemm_f32_avx512, gemm_f16_avx512,
+    silu_mul_avx512,
 };
 #endif /* EV_KERNELS_X86 */

@@ -48,6 +48,8 @@ typedef void (*ev_gemm_f_fn)(const ev_weights *W, const float *X, int64_t t0, in
                              int64_t g0, int64_t g1, float *Y, int64_t ldy);
 /* Quantize one row of cols (multiple of 32) floats: see ev_quantize_rows_q8. */
 typedef void (*ev_quantize_fn)(const float *x, int64_t cols, int8_t *q, float *d, int32_t *s);
+/* out[i] = silu(g[i]) * u[i] = g / (1 + exp(-g)) * u for i < n (out may alias g or u). */
+typedef void (*ev_silu_mul_fn)(const float *g, const float *u, float *out, int64_t n);
 
 typedef struct ev_kernel_variant {
     const char *name;
@@ -58,6 +60,7 @@ typedef struct ev_kernel_variant {
     ev_gemm_q_fn gemm_q4_0;
     ev_gemm_f_fn gemm_f32;
     ev_gemm_f_fn gemm_f16;
+    ev_silu_mul_fn silu_mul;
 } ev_kernel_variant;
 
 /* Which SIMD kernel files this build has: chosen by target architecture
@@ -105,6 +108,24 @@ static inline void ev_prefetch_ahead(const uint8_t *block, int64_t bytes) {
 static inline void ev_prefetch_at(const uint8_t *p, int64_t ahead) {
     __builtin_prefetch((const void *)((uintptr_t)p + (uintptr_t)ahead), 0, 3);
 }
+
+/* exp(x) in the SIMD variants (SwiGLU): glibc's expf, one call per element,
+ * was 10-20 % of a Q8_0 prefill.  Cephes' single-precision scheme: clamp to
+ * [EV_EXP_LO, EV_EXP_HI] (so 2^n stays a normal float), n = round(x log2 e),
+ * r = x - n ln 2 in two parts, exp(r) by a degree-7 polynomial, times 2^n
+ * built in the exponent bits.  Relative error ~2 ulp (checked in
+ * test_kernels against double exp). */
+#define EV_EXP_LO (-87.3f)
+#define EV_EXP_HI 88.3f
+#define EV_LOG2E 1.44269504088896341f
+#define EV_LN2_HI 0.693359375f
+#define EV_LN2_LO (-2.12194440e-4f)
+#define EV_EXP_P0 1.9875691500e-4f
+#define EV_EXP_P1 1.3981999507e-3f
+#define EV_EXP_P2 8.3334519073e-3f
+#define EV_EXP_P3 4.1665795894e-2f
+#define EV_EXP_P4 1.6666665459e-1f
+#define EV_EXP_P5 5.0000001201e-1f
 
 static inline void ev_q8_scale(float amax, float *d, float *id) {
     *d = amax / 127.0f;

@@ -188,7 +188,42 @@ static void gemm_f16_neon(const ev_weights *W, const float *X, int64_t t0, int64
     gemm_f(W, X, t0, t1, g0, g1, Y, ldy, 1);
 }
 
+/* exp(x), see kernels_internal.h */
+static inline float32x4_t exp_neon(float32x4_t x) {
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(EV_EXP_LO)), vdupq_n_f32(EV_EXP_HI));
+    float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(EV_LOG2E)));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(EV_LN2_HI));
+    r = vfmsq_f32(r, n, vdupq_n_f32(EV_LN2_LO));
+    float32x4_t p = vdupq_n_f32(EV_EXP_P0);
+    p = vfmaq_f32(vdupq_n_f32(EV_EXP_P1), p, r);
+    p = vfmaq_f32(vdupq_n_f32(EV_EXP_P2), p, r);
+    p = vfmaq_f32(vdupq_n_f32(EV_EXP_P3), p, r);
+    p = vfmaq_f32(vdupq_n_f32(EV_EXP_P4), p, r);
+    p = vfmaq_f32(vdupq_n_f32(EV_EXP_P5), p, r);
+    p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), p, vmulq_f32(r, r));
+    int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(p, vreinterpretq_f32_s32(e));
+}
+
+static void silu_mul_neon(const float *g, const float *u, float *out, int64_t n) {
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t gv = vld1q_f32(g + i);
+        float32x4_t s = vdivq_f32(gv, vaddq_f32(one, exp_neon(vnegq_f32(gv))));
+        vst1q_f32(out + i, vmulq_f32(s, vld1q_f32(u + i)));
+    }
+    if (i < n) {   /* tail through a buffer: the same arithmetic as the full vectors */
+        float gb[4] = {0}, ub[4] = {0}, ob[4];
+        memcpy(gb, g + i, (size_t)(n - i) * sizeof(float));
+        memcpy(ub, u + i, (size_t)(n - i) * sizeof(float));
+        silu_mul_neon(gb, ub, ob, 4);
+        memcpy(out + i, ob, (size_t)(n - i) * sizeof(float));
+    }
+}
+
 const ev_kernel_variant ev_variant_neon_dotprod = {
     "neon_dotprod", R, 0, quantize_neon, gemm_q8_0_neon, gemm_q4_0_neon, gemm_f32_neon, gemm_f16_neon,
+    silu_mul_neon,
 };
 #endif /* EV_KERNELS_NEON */

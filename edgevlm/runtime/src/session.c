@@ -292,15 +292,12 @@ typedef struct {
     int64_t count;
 } swiglu_job;
 
-/* gate = silu(gate) * up */
+/* gate = silu(gate) * up (the kernel variant's vectorized exp) */
 static void swiglu(void *ctx, int i, int n_tasks) {
     const swiglu_job *j = ctx;
     int64_t lo, hi;
     ev_task_range(j->count, i, n_tasks, &lo, &hi);
-    for (int64_t k = lo; k < hi; k++) {
-        float g = j->gate[k];
-        j->gate[k] = g / (1.0f + expf(-g)) * j->up[k];
-    }
+    ev_silu_mul(j->gate + lo, j->up + lo, j->gate + lo, hi - lo);
 }
 
 /* s->x holds the n input embeddings; runs all layers, advances n_past and,

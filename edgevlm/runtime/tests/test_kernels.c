@@ -291,6 +291,39 @@ static void check_dequantize(void) {
     }
 }
 
+/* SwiGLU's silu(g) * u against double precision.  Metric: relative error,
+ * bound 1e-6 (a few ulp: the SIMD exp is a polynomial), or absolute 1e-30
+ * where the true value underflows (g < -87: the exp argument is clamped).
+ * Lengths 1..37 cover the vector tails; out aliases g as in the session. */
+static void check_silu(const char *variant) {
+    enum { N = 20001 + 8 };
+    static float g[N], u[N], out[N];
+    const float special[8] = {0.0f, -0.0f, 1e-30f, -1e-30f, 87.3f, -87.3f, 88.3f, -100.0f};
+    int bad = 0;
+    for (int i = 0; i < 20001; i++) g[i] = -100.0f + 0.01f * (float)i;
+    for (int i = 0; i < 8; i++) g[20001 + i] = special[i];
+    for (int i = 0; i < N; i++) u[i] = 0.5f + (float)(i % 7);
+    memcpy(out, g, sizeof g);
+    ev_silu_mul(out, u, out, N);
+    for (int i = 0; i < N; i++) {
+        double want = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+        double err = fabs((double)out[i] - want);
+        bad += !(err <= 1e-6 * fabs(want) || err <= 1e-30);
+    }
+    for (int n = 1; n <= 37; n++) {   /* tails: each length equals the long run's first n */
+        float o[37];
+        ev_silu_mul(g + 5000, u + 5000, o, n);
+        for (int i = 0; i < n; i++) {
+            float ref;
+            ev_silu_mul(g + 5000 + i, u + 5000 + i, &ref, 1);
+            bad += o[i] != ref && fabsf(o[i] - ref) > 1e-6f * fabsf(ref);
+        }
+    }
+    float nan_in = NAN, one = 1.0f, nan_out = 0.0f;
+    ev_silu_mul(&nan_in, &one, &nan_out, 1);
+    CHECK(!bad && nan_out != nan_out, "%s silu_mul: %d values off (bound rel 1e-6), NaN -> %g", variant, bad, nan_out);
+}
+
 static void check_variant(const char *variant) {
     static const int64_t rows_list[] = {1, 3, 15, 16, 17, 33, 70};
     static const int64_t cols_list[] = {32, 96, 256, 1024};
@@ -298,6 +331,7 @@ static void check_variant(const char *variant) {
     static const ev_type types[] = {EV_TYPE_Q8_0, EV_TYPE_Q4_0, EV_TYPE_F16, EV_TYPE_F32};
     int before = failures;
     check_quantize(variant);
+    check_silu(variant);
     for (int k = 0; k < 2; k++)
         for (int a = 0; a < 7; a++)
             for (int c = 0; c < 4; c++)
