@@ -154,11 +154,11 @@ void ev_arena_free(ev_arena *a) {
 
 void *ev_arena_alloc(ev_arena *a, size_t bytes) {
     ev_arena_chunk *c = a->chunks;
+    if (bytes > SIZE_MAX - EV_ARENA_ALIGN) return NULL;
     bytes = (bytes + 63) & ~(size_t)63;
     if (!c || c->size - c->used < bytes) {
         size_t size = bytes > EV_ARENA_CHUNK ? bytes : EV_ARENA_CHUNK;
         void *p = NULL;
-        if (size > SIZE_MAX - EV_ARENA_ALIGN) return NULL;
         size = (size + EV_ARENA_ALIGN - 1) & ~(EV_ARENA_ALIGN - 1);
         c = calloc(1, sizeof *c);
         if (!c) return NULL;

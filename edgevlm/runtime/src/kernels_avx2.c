@@ -262,13 +262,7 @@ static void silu_mul_avx2(const float *g, const float *u, float *out, int64_t n)
         __m256 s = _mm256_div_ps(gv, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), gv))));
         _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
     }
-    if (i < n) {   /* tail through a buffer: the same arithmetic as the full vectors */
-        float gb[8] = {0}, ub[8] = {0}, ob[8];
-        memcpy(gb, g + i, (size_t)(n - i) * sizeof(float));
-        memcpy(ub, u + i, (size_t)(n - i) * sizeof(float));
-        silu_mul_avx2(gb, ub, ob, 8);
-        memcpy(out + i, ob, (size_t)(n - i) * sizeof(float));
-    }
+    if (i < n) ev_silu_mul_tail(silu_mul_avx2, 8, g + i, u + i, out + i, n - i);
 }
 
 const ev_kernel_variant ev_variant_avx2 = {

@@ -245,12 +245,7 @@ static void silu_mul_avx512(const float *g, const float *u, float *out, int64_t 
         __m512 s = _mm512_div_ps(gv, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
         _mm512_storeu_ps(out + i, _mm512_mul_ps(s, _mm512_loadu_ps(u + i)));
     }
-    if (i < n) {   /* masked tail: the same arithmetic as the full vectors */
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-        __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
-        __m512 s = _mm512_div_ps(gv, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
-        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, u + i)));
-    }
+    if (i < n) ev_silu_mul_tail(silu_mul_avx512, 16, g + i, u + i, out + i, n - i);
 }
 
 const ev_kernel_variant ev_variant_avx512_vnni = {

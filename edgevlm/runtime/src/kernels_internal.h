@@ -20,6 +20,7 @@
 #include "kernels.h"
 
 #include <stdint.h>
+#include <string.h>
 
 /* int8 activations: token t, block b at q[(t*nb + b)*32], d[t*nb + b], s[t*nb + b]. */
 typedef struct {
@@ -126,6 +127,18 @@ static inline void ev_prefetch_at(const uint8_t *p, int64_t ahead) {
 #define EV_EXP_P3 4.1665795894e-2f
 #define EV_EXP_P4 1.6666665459e-1f
 #define EV_EXP_P5 5.0000001201e-1f
+
+/* The last n (< width <= 16) elements of a silu_mul, run through
+ * zero-padded buffers by the variant's own full-vector path, so the tail
+ * gets the same arithmetic as the rest. */
+static inline void ev_silu_mul_tail(ev_silu_mul_fn full, int width, const float *g, const float *u, float *out,
+                                    int64_t n) {
+    float gb[16] = {0}, ub[16] = {0}, ob[16];
+    memcpy(gb, g, (size_t)n * sizeof(float));
+    memcpy(ub, u, (size_t)n * sizeof(float));
+    full(gb, ub, ob, width);
+    memcpy(out, ob, (size_t)n * sizeof(float));
+}
 
 static inline void ev_q8_scale(float amax, float *d, float *id) {
     *d = amax / 127.0f;

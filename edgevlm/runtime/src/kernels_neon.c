@@ -213,13 +213,7 @@ static void silu_mul_neon(const float *g, const float *u, float *out, int64_t n)
         float32x4_t s = vdivq_f32(gv, vaddq_f32(one, exp_neon(vnegq_f32(gv))));
         vst1q_f32(out + i, vmulq_f32(s, vld1q_f32(u + i)));
     }
-    if (i < n) {   /* tail through a buffer: the same arithmetic as the full vectors */
-        float gb[4] = {0}, ub[4] = {0}, ob[4];
-        memcpy(gb, g + i, (size_t)(n - i) * sizeof(float));
-        memcpy(ub, u + i, (size_t)(n - i) * sizeof(float));
-        silu_mul_neon(gb, ub, ob, 4);
-        memcpy(out + i, ob, (size_t)(n - i) * sizeof(float));
-    }
+    if (i < n) ev_silu_mul_tail(silu_mul_neon, 4, g + i, u + i, out + i, n - i);
 }
 
 const ev_kernel_variant ev_variant_neon_dotprod = {
