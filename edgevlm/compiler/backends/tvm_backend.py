@@ -4,10 +4,12 @@
 flags, so it runs on any x86-64 machine) and runs here on the Relax VM.
 ``<stage>.aarch64.so`` is cross-compiled for "llvm -mtriple=aarch64-linux-gnu"
 and linked with aarch64-linux-gnu-gcc when that is installed; otherwise the
-object files are saved as ``<stage>.aarch64.tar`` for linking on the device.
+object files are saved as ``<stage>.aarch64.tar`` for linking on the device,
+written so that two builds give the same bytes (see :func:`deterministic_tar`).
 Stages are compiled float (the quantized paths are the other backends').
 """
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,33 @@ INSTALL = f"pip install 'edgevlm[{EXTRA}]'"
 HOST_TARGET = {"kind": "llvm"}
 AARCH64_TARGET = {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}
 AARCH64_CC = "aarch64-linux-gnu-gcc"
+
+
+def deterministic_tar(output, files, **_kwargs):
+    """An ``export_library`` fcompile: ``files`` in a plain tar whose bytes depend only on their contents.
+
+    TVM's own (``tar -czf`` of a temp dir) records mtimes, the owner, the
+    directory's listing order and a gzip timestamp, so two builds differ.
+    Here members are sorted by name, with mtime 0, owner 0:0 and mode 0644;
+    ``tvm.runtime.load_module`` and ``tar -xf`` read it as before.
+    """
+    by_name = {}
+    for f in files:
+        name = Path(f).name
+        if name in by_name:
+            raise ValueError(f"duplicate file name {name} in the aarch64 archive")
+        by_name[name] = Path(f)
+    with tarfile.open(output, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in sorted(by_name):
+            member = tarfile.TarInfo(name)
+            member.size, member.mtime, member.mode = by_name[name].stat().st_size, 0, 0o644
+            member.uid = member.gid = 0
+            member.uname = member.gname = ""
+            with open(by_name[name], "rb") as fh:
+                tar.addfile(member, fh)
+
+
+deterministic_tar.output_format = "tar"
 
 
 def _relax_module(program):
@@ -83,7 +112,7 @@ class TvmBackend(Backend):
             info["aarch64"] = f"shared library linked with {AARCH64_CC}; load with tvm.runtime.load_module on the device"
         else:
             arm_rel = f"{stage.name}.aarch64.tar"
-            arm.export_library(str(out / arm_rel))
+            arm.export_library(str(out / arm_rel), fcompile=deterministic_tar)
             info["aarch64"] = (f"{AARCH64_CC} not found (apt install gcc-aarch64-linux-gnu): saved the aarch64 "
                                "object files as a tar; link them into a shared library on the device")
         return Artifact(self.name, stage.name, host, [host, arm_rel], info)

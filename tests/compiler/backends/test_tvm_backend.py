@@ -43,6 +43,43 @@ def test_without_cross_compiler_saves_objects(tiny_stage, make_plan, monkeypatch
     assert "not found" in artifact.info["aarch64"]
 
 
+def test_aarch64_tar_is_deterministic_without_cross_compiler(tiny_stage, make_plan, tmp_path, monkeypatch):
+    """Checked with and without aarch64-linux-gnu-gcc installed: the tar path is forced."""
+    import tarfile
+
+    monkeypatch.setattr(tvm_backend.shutil, "which", lambda name: None)
+    tar_path = tmp_path / "tiny.aarch64.tar"
+    get_backend("tvm").lower(tiny_stage, make_plan("cpu-arm64"))
+    first = tar_path.read_bytes()
+    get_backend("tvm").lower(tiny_stage, make_plan("cpu-arm64"))
+    assert tar_path.read_bytes() == first
+    with tarfile.open(tar_path) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == sorted(m.name for m in members) and members
+        assert all((m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) == (0, 0, 0, "", "", 0o644) for m in members)
+        head = tar.extractfile(members[0]).read(20)
+    assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64 object
+
+
+def test_deterministic_tar_loads_in_tvm(tmp_path):
+    """The archive format TVM reads back: load_module untars and links it (host objects here)."""
+    import tvm
+    from tvm import relax
+    from tvm.script import relax as R
+
+    @tvm.script.ir_module
+    class Add:
+        @R.function
+        def main(x: R.Tensor((4,), "float32")):
+            return R.add(x, x)
+
+    lib = relax.build(Add, target=tvm.target.Target({"kind": "llvm"}))
+    lib.export_library(str(tmp_path / "add.tar"), fcompile=tvm_backend.deterministic_tar)
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(tmp_path / "add.tar")), tvm.cpu())
+    x = tvm.runtime.tensor(torch.arange(4, dtype=torch.float32).numpy())
+    assert vm["main"](x).numpy().tolist() == [0.0, 2.0, 4.0, 6.0]
+
+
 def test_missing_tvm_names_the_extra(monkeypatch):
     import builtins
 
