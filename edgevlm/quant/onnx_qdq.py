@@ -1,6 +1,7 @@
 """Quantize a float ONNX model to QDQ form with onnxruntime.quantization.
 
-Flow: check weights -> (HTP targets) onnxruntime's QNN pre-processing ->
+Flow: check weights -> (HTP targets) onnxruntime's QNN pre-processing and
+the graph forms the HTP executes correctly (edgevlm.quant.htp_forms) ->
 calibrate every float tensor with an edgevlm observer (checked for NaN/Inf)
 -> write the ranges as onnxruntime's calibration cache -> quantize_static in
 QDQ format (for HTP targets with the configuration of
@@ -23,6 +24,7 @@ from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_ten
 from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
 from edgevlm.errors import InputError
+from edgevlm.quant import htp_forms
 from edgevlm.quant.calibration import as_samples
 from edgevlm.quant.checker import _check
 from edgevlm.quant.observers import RangeObserver, check_finite
@@ -74,6 +76,12 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
             if preprocessed:
                 model_path = pre
         model = onnx.load(str(model_path))
+        forms = {}
+        if qnn:
+            model, forms = htp_forms.apply(model)
+            if forms:
+                model_path = tmp / "htp_forms.onnx"
+                onnx.save(model, str(model_path))
         check_weights(model, scheme)
         act_overrides, weight_overrides = _split_overrides(model, overrides or {})
         needs_opset21 = scheme.act_bits == 16 or scheme.weight_bits != 8 or 16 in act_overrides.values()
@@ -148,6 +156,7 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         "weight_granularity": scheme.weight_granularity,
         "qnn_config": qnn,
         "qnn_preprocessed": preprocessed,
+        "htp_forms": forms,
         "opset": _opset(quantized),
         "qdq_domains": sorted({n.domain or "ai.onnx" for n in quantized.graph.node if n.op_type in _QDQ}),
         "nodes_quantized": n_quantized,

@@ -22,9 +22,6 @@ from edgevlm.targets import get_target
 
 INSTALL = "pip install 'edgevlm[executorch]'"
 
-# edgevlm target -> QcomChipset member of its SoC.
-QNN_SOCS = {"sa8295p": "SA8295", "snapdragon-8-gen3": "SM8650"}
-
 # (activation bits, weight bits) -> QnnQuantizer QuantDtype member.
 QNN_QUANT_DTYPES = {(8, 8): "use_8a8w", (16, 8): "use_16a8w", (16, 4): "use_16a4w",
                     (8, 4): "use_8a4w", (16, 16): "use_16a16w"}
@@ -129,13 +126,13 @@ def _qnn_quantizer(target, scheme, kv_cache_8bit, act_observer):
     if key not in QNN_QUANT_DTYPES:
         raise InputError(f"QnnQuantizer has no a{scheme.act_bits}w{scheme.weight_bits} scheme",
                          "use w8a8, w8a16, w4a16 or w4a8")
-    if target.name not in QNN_SOCS:
-        raise InputError(f"no QNN SoC known for target {target.name}", f"HTP targets: {', '.join(QNN_SOCS)}")
+    if target.htp is None:
+        raise InputError(f"target {target.name} has no Hexagon HTP", "use an HTP target such as sa8295p")
     with qnn_sdk_guard():
         from executorch.backends.qualcomm.quantizer.quantizer import QnnQuantizer, QuantDtype
         from executorch.backends.qualcomm.serialization.qc_schema import QcomChipset
 
-        quantizer = QnnQuantizer(soc_model=getattr(QcomChipset, QNN_SOCS[target.name]))
+        quantizer = QnnQuantizer(soc_model=getattr(QcomChipset, target.htp.soc_name))
         per_channel = scheme.weight_granularity == "per-channel"
         quantizer.set_default_quant_config(
             getattr(QuantDtype, QNN_QUANT_DTYPES[key]),

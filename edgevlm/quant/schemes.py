@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 
 from edgevlm.errors import InputError, UnknownNameError
-from edgevlm.targets.base import HTP_OPS
 
 STAGE_KINDS = ("encoder", "projector", "llm", "kv")
 GRANULARITIES = ("per-tensor", "per-channel", "per-group")
@@ -169,7 +168,7 @@ def _fits(scheme: QuantScheme, target) -> bool:
 
 def uses_qnn_rules(target) -> bool:
     """True for Hexagon HTP targets: their graphs follow Qualcomm QNN's quantization rules."""
-    return target.supported_ops == HTP_OPS
+    return target.htp is not None
 
 
 def _float_allowed(target, what: str) -> None:

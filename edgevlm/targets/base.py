@@ -23,6 +23,21 @@ class Roofline:
 
 
 @dataclass(frozen=True)
+class Htp:
+    """A Qualcomm Hexagon HTP: what QNN needs to prepare and run a graph for it.
+
+    ``soc_model`` is QNN's SoC id (the ``soc_model`` option of QNN's HTP
+    backend and of onnxruntime-qnn); ``soc_name`` the same SoC in ExecuTorch's
+    ``QcomChipset``.
+    """
+
+    arch: int  # HTP version: 68 for v68, 75 for v75
+    soc_model: int
+    soc_name: str
+    vtcm_mb: int  # on-chip memory the graph may use
+
+
+@dataclass(frozen=True)
 class Target:
     """A deployment target.
 
@@ -45,6 +60,7 @@ class Target:
     memory_bytes: int  # memory the deployed model may use on the device
     supported_ops: frozenset[str] | None = None
     default_quant: dict = field(default_factory=dict)
+    htp: Htp | None = None  # set for Qualcomm targets: their graphs follow QNN's rules and run on QNN HTP
     constraints: tuple[str, ...] = ()  # human-readable notes shown by `edgevlm targets`
     order: int = 100  # position in listings
 

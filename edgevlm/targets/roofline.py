@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgevlm.errors import InputError
-from edgevlm.targets.base import HTP_OPS, NON_COMPUTE_OPS, Target
+from edgevlm.targets.base import NON_COMPUTE_OPS, Target
 
 LABEL = "estimated"
 
@@ -124,7 +124,7 @@ def published_latencies(role: str | None = None) -> list[PublishedLatency]:
 
 def efficiency_for(target: Target) -> Efficiency:
     """The efficiency constants used for ``target``: the HTP fit for targets running the HTP op set."""
-    return HTP_EFFICIENCY if target.supported_ops is HTP_OPS else UNCALIBRATED_EFFICIENCY
+    return HTP_EFFICIENCY if target.htp is not None else UNCALIBRATED_EFFICIENCY
 
 
 @dataclass(frozen=True)

@@ -200,11 +200,10 @@ class ExecuTorchBackend(Backend):
     def lower(self, stage, plan: Plan) -> Artifact:
         if not self.available()[0]:
             raise BackendUnavailableError("executorch not installed", INSTALL)
-        from edgevlm.quant.pt2e import QNN_QUANT_DTYPES, QNN_SOCS, quantizer_for
-        from edgevlm.quant.schemes import uses_qnn_rules
+        from edgevlm.quant.pt2e import QNN_QUANT_DTYPES, quantizer_for
 
         scheme = (plan.quant or {}).get(stage.stage.kind)
-        soc = QNN_SOCS.get(plan.target.name) if uses_qnn_rules(plan.target) else None
+        soc = plan.target.htp.soc_name if plan.target.htp is not None else None
         observer = plan.options.get("observer", "minmax")
         info: dict = {}
         program, example = contiguous_program(stage)
