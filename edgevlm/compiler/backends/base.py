@@ -5,7 +5,8 @@ A backend module defines ``BACKEND``, an object with:
 - ``name``: e.g. ``"onnx"``; ``extra``: the pip extra that installs it;
 - ``available() -> (ok, reason)``: never raises; a missing SDK is a reason;
 - ``lower(stage: CapturedStage, plan: Plan) -> Artifact``: writes files under
-  ``plan.out_dir`` and returns what it wrote;
+  ``plan.out_dir`` and returns what it wrote; a backend that lowers another
+  backend's artifact names it in ``consumes`` and gets it as a third argument;
 - ``execute(artifact, inputs) -> list[np.ndarray]`` where this machine can run
   the artifact; ``can_execute`` says whether it can;
 - ``load(artifact, build_dir) -> fn(inputs) -> outputs``: the artifact loaded
@@ -46,6 +47,18 @@ class Backend:
     name: str = ""
     extra: str | None = None  # pip extra, e.g. "executorch"
     can_execute: bool = False
+    # The backend whose artifact of the same stage this one lowers (qnn: "onnx"'s QDQ model).
+    # The pipeline lowers that backend first and passes its Artifact as ``lower(stage, plan, source)``.
+    consumes: str | None = None
+    measures_latency: bool = True  # False where running here says nothing of speed (a simulator)
+
+    def verify_samples(self, stage, plan: Plan):
+        """(input tuples to verify the artifact on, time budget in seconds or None); None skips verification."""
+        return [stage.example_inputs], None
+
+    def reference(self, plan: Plan) -> str:
+        """What the parity figure compares, for the report."""
+        return "float PyTorch model, example inputs"
 
     def available(self) -> tuple[bool, str]:
         return True, ""

@@ -1,0 +1,228 @@
+"""QNN backend: the QNN context binary a Qualcomm device loads, prepared by Qualcomm's own HTP toolchain.
+
+It lowers the ONNX backend's QDQ model (``consumes = "onnx"``: it does not
+quantize again) with onnxruntime-qnn, the QNN execution provider that
+bundles Qualcomm's QNN libraries: ``libHtpPrepare.so`` prepares the graph
+offline for the target's HTP arch and SoC, and the result is written as an
+EPContext model, ``<stage>.htp.onnx`` (a one-node ONNX graph naming the
+context) plus ``<stage>.htp_qnn.bin`` (the QNN context binary itself).
+
+CPU fallback is disabled: QNN takes the whole graph or the compile fails
+with one line naming the node, the op, the target and QNN's reason.  On
+x86_64 Linux ``libQnnHtp.so`` runs the HTP in simulation, so the context
+binaries are executed here and their SQNR against float PyTorch is the
+artifact's parity (see ``verify_samples``).
+"""
+from __future__ import annotations
+
+import functools
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgevlm.compiler.backends.base import Artifact, Backend, Plan
+from edgevlm.errors import BackendUnavailableError, InputError, UnsupportedOpError
+
+INSTALL = "pip install 'edgevlm[qnn]'"
+EP_NAME = "QNNExecutionProvider"
+# Metadata keys written into each EPContext model: the context binary says what it was prepared for.
+META = {"htp_arch": "edgevlm.htp_arch", "soc_model": "edgevlm.soc_model", "vtcm_mb": "edgevlm.vtcm_mb",
+        "target": "edgevlm.target"}
+# Verification runs the HTP simulation, which costs real CPU time on large stages: it takes
+# calibration samples until this budget (seconds per stage) is spent, at least one.
+VERIFY_BUDGET_S = 120.0
+VERIFY_MAX_SAMPLES = 8
+
+
+@functools.lru_cache(maxsize=1)
+def _qnn_devices():
+    """The QNN EP's devices after registering its library with onnxruntime (once per process)."""
+    import onnxruntime as ort
+    import onnxruntime_qnn
+
+    ort.register_execution_provider_library(EP_NAME, onnxruntime_qnn.get_library_path())
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
+    if not devices:
+        raise BackendUnavailableError("onnxruntime-qnn registered no QNN device", INSTALL)
+    return tuple(devices)
+
+
+def htp_options(htp) -> dict[str, str]:
+    """The QNN EP provider options for ``htp`` (an edgevlm.targets.base.Htp)."""
+    return {"backend_type": "htp", "htp_arch": str(htp.arch), "soc_model": str(htp.soc_model),
+            "vtcm_mb": str(htp.vtcm_mb)}
+
+
+def htp_session(model, htp, context_path: Path | None = None, threads: int = 0):
+    """An onnxruntime session running ``model`` (a path or serialized bytes) wholly on QNN's HTP.
+
+    With ``context_path`` the session also writes the QNN context binary
+    model there (EPContext ONNX + ``<name>_qnn.bin`` beside it).  Raises
+    UnsupportedOpError when QNN refuses any part of the graph (CPU fallback
+    is disabled, so a refused node is an error, never a silent CPU op).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    if context_path is not None:
+        opts.add_session_config_entry("ep.context_enable", "1")
+        opts.add_session_config_entry("ep.context_file_path", str(context_path))
+        opts.add_session_config_entry("ep.context_embed_mode", "0")
+    opts.add_provider_for_devices(list(_qnn_devices()), htp_options(htp))
+    try:
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/RuntimeException types
+        raise UnsupportedOpError(refusal_message(str(exc), model, htp),
+                                 "rewrite or raise the named node (see edgevlm.quant.htp_forms), "
+                                 "or compile for a CPU target") from None
+
+
+def refusal_message(text: str, model, htp) -> str:
+    """One line from onnxruntime-qnn's refusal: the node, its op, the HTP and QNN's reason."""
+    import onnx
+
+    reason = " ".join(text.split())
+    node = op = None
+    # onnxruntime-qnn names the refused node as "Node: <name>" / "node <name>" / "[<name>]"
+    for pat in (r"[Nn]ode(?: name)?[:=]?\s*'?\"?([\w./:-]+)", r"\[([\w./:-]+)\]"):
+        m = re.search(pat, reason)
+        if m:
+            node = m.group(1)
+            break
+    if node is not None:
+        try:
+            graph = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model), load_external_data=False)
+            op = next((n.op_type for n in graph.graph.node if n.name == node), None)
+        except Exception:  # noqa: BLE001 - the message stands without the op
+            op = None
+    m = re.search(r"(?:reason|error)[:=]?\s*(.+)", reason, re.I)
+    why = (m.group(1) if m else reason)[:300]
+    where = f"node '{node}'" + (f" (op {op})" if op else "") if node else "the graph"
+    return f"QNN HTP v{htp.arch} (soc_model {htp.soc_model}) refused {where}: {why}"
+
+
+def context_files(context_path: Path) -> list[Path]:
+    """The EPContext model and the binaries it names (onnxruntime-qnn writes ``<stem>_qnn.bin``)."""
+    import onnx
+
+    model = onnx.load(str(context_path), load_external_data=False)
+    bins = []
+    for node in model.graph.node:
+        if node.op_type == "EPContext":
+            attrs = {a.name: a for a in node.attribute}
+            if "ep_cache_context" in attrs and attrs.get("embed_mode") and attrs["embed_mode"].i == 0:
+                bins.append(context_path.parent / attrs["ep_cache_context"].s.decode())
+    return [context_path, *bins]
+
+
+def describe(context_path: Path) -> dict:
+    """What ``edgevlm inspect`` shows of a context binary model: QNN version, arch, SoC, graphs, size."""
+    import onnx
+
+    model = onnx.load(str(context_path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    graphs, sdk = [], None
+    for node in model.graph.node:
+        if node.op_type == "EPContext":
+            attrs = {a.name: a for a in node.attribute}
+            graphs.append(attrs["partition_name"].s.decode() if "partition_name" in attrs else node.name)
+            sdk = attrs["ep_sdk_version"].s.decode() if "ep_sdk_version" in attrs else sdk
+    files = context_files(context_path)
+    return {"qnn_sdk": sdk, "htp_arch": meta.get(META["htp_arch"]), "soc_model": meta.get(META["soc_model"]),
+            "vtcm_mb": meta.get(META["vtcm_mb"]), "target": meta.get(META["target"]), "graphs": graphs,
+            "bytes": sum(f.stat().st_size for f in files if f.is_file())}
+
+
+def _htp_of(context_path: Path):
+    """The Htp a context binary model was prepared for, from its metadata."""
+    from edgevlm.targets.base import Htp
+
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(context_path), load_external_data=False).metadata_props}
+    try:
+        return Htp(arch=int(meta[META["htp_arch"]]), soc_model=int(meta[META["soc_model"]]), soc_name="",
+                   vtcm_mb=int(meta[META["vtcm_mb"]]))
+    except (KeyError, ValueError):
+        raise InputError(f"'{context_path}' does not say which HTP it was prepared for",
+                         "recompile the build with `edgevlm compile`") from None
+
+
+class QnnBackend(Backend):
+    name = "qnn"
+    extra = "qnn"
+    can_execute = True
+    consumes = "onnx"  # lowers the ONNX backend's QDQ model of the same stage
+    measures_latency = False  # the HTP simulation's speed says nothing of the device's
+
+    def available(self):
+        try:
+            import onnxruntime_qnn  # noqa: F401
+        except ImportError:
+            return False, f"onnxruntime-qnn not installed ({INSTALL}; Linux x86_64 and Windows ARM64 wheels)"
+        try:
+            _qnn_devices()
+        except Exception as exc:  # noqa: BLE001 - any failure to load Qualcomm's libraries is a reason
+            return False, f"onnxruntime-qnn could not load its QNN libraries: {exc}"
+        return True, ""
+
+    def lower(self, stage, plan: Plan, source: Artifact | None = None) -> Artifact:
+        import onnx
+
+        htp = plan.target.htp
+        if htp is None:
+            raise InputError(f"target {plan.target.name} has no Hexagon HTP: the qnn backend cannot build for it",
+                             "use --backends onnx (or another backend the target lists)")
+        if source is None or not source.info.get("quant"):
+            raise InputError(f"the qnn backend needs the quantized ONNX model of stage '{stage.name}'",
+                             "compile with a quantization scheme (the HTP runs integer graphs)")
+        out = Path(plan.out_dir)
+        rel = f"{stage.name}.htp.onnx"
+        context = out / rel
+        t0 = time.perf_counter()
+        htp_session(out / source.path, htp, context_path=context)
+        prepare_s = time.perf_counter() - t0
+        model = onnx.load(str(context), load_external_data=False)
+        del model.metadata_props[:]
+        for key, value in (("htp_arch", htp.arch), ("soc_model", htp.soc_model), ("vtcm_mb", htp.vtcm_mb),
+                           ("target", plan.target.name)):
+            model.metadata_props.add(key=META[key], value=str(value))
+        onnx.save(model, str(context))
+        files = [str(f.relative_to(out)) for f in context_files(context)]
+        info = {"source": source.path, "htp_arch": htp.arch, "soc_model": htp.soc_model, "vtcm_mb": htp.vtcm_mb,
+                "prepare_s": round(prepare_s, 2), "qnn_sdk": describe(context)["qnn_sdk"],
+                "quant": {"scheme": source.info["quant"]["scheme"], "from": "onnx"},
+                "integer_only": source.info.get("integer_only")}
+        return Artifact("qnn", stage.name, rel, files, info)
+
+    def verify_samples(self, stage, plan: Plan):
+        """Inputs the HTP verification runs: the stage's calibration samples, within VERIFY_BUDGET_S.
+
+        Returns None when ``--no-htp-verify`` turned verification off.
+        """
+        if plan.options.get("htp_verify", True) is False:
+            return None
+        samples = list(stage.calibration or [])[:VERIFY_MAX_SAMPLES] or [stage.example_inputs]
+        return samples, VERIFY_BUDGET_S
+
+    def reference(self, plan: Plan) -> str:
+        htp = plan.target.htp
+        return f"float PyTorch model, calibration inputs; run on QNN HTP simulation (HTP v{htp.arch}, soc_model {htp.soc_model})"
+
+    def load(self, artifact: Artifact, build_dir, threads: int = 0):
+        path = Path(build_dir) / artifact.path
+        sess = htp_session(path, _htp_of(path), threads=threads)
+        names = [i.name for i in sess.get_inputs()]
+
+        def run(inputs):
+            return sess.run(None, {n: np.asarray(x) for n, x in zip(names, inputs, strict=True)})
+
+        return run
+
+
+BACKEND = QnnBackend()
