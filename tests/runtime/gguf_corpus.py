@@ -14,6 +14,7 @@ import numpy as np
 
 T_U32, T_I32, T_F32, T_STRING, T_ARRAY = 4, 5, 6, 8, 9
 F32, F16, Q4_0, Q8_0 = 0, 1, 2, 8
+Q2_K, Q4_K, Q5_K, Q6_K = 10, 12, 13, 14
 
 E, FF, HEADS, KV_HEADS, HEAD_DIM, VOCAB, L_CACHE = 32, 64, 2, 1, 16, 16, 3
 
@@ -147,6 +148,18 @@ def _padding(g: GGUF) -> int:
     return total
 
 
+def _add_kquant_cases(add) -> None:
+    """K-quant tensors whose sizes only the type table (256-value blocks of
+    144 / 176 / 210 bytes) can get right."""
+    g = valid_model(); t = _tensor(g, "blk.0.ffn_up.weight"); t.type = Q4_K   # E = 32: not a multiple of 256
+    add("q4_k_row_not_block_multiple", g, "EV_ERR_BAD_SHAPE")
+    g = valid_model(); g.tensors.append(Tensor("x.q6_k", [256, 2], Q6_K, b"\0" * 210))   # 2 rows need 420 bytes
+    add("q6_k_data_past_end", g, "EV_ERR_BAD_OFFSET")
+    g = valid_model()   # 2 rows of Q5_K are 352 bytes; laid out as if 176, the next tensor starts inside
+    g.tensors[1:1] = [Tensor("x.q5_k", [256, 2], Q5_K, b"\0" * 176)]
+    add("q5_k_overlaps_next", g, "EV_ERR_OVERLAP")
+
+
 def corpus() -> list[tuple[str, bytes, str]]:
     """(case name, file bytes, expected ev_status name) for every broken file."""
     cases: list[tuple[str, bytes, str]] = []
@@ -181,7 +194,8 @@ def corpus() -> list[tuple[str, bytes, str]]:
     g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").offset = 1 << 40; add("offset_out_of_range", g, "EV_ERR_BAD_OFFSET")
     g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").offset = 8; add("misaligned_offset", g, "EV_ERR_MISALIGNED")
     g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").type = 99; add("bad_tensor_type", g, "EV_ERR_BAD_TENSOR_TYPE")
-    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").type = 12; add("unsupported_q4_k", g, "EV_ERR_BAD_TENSOR_TYPE")
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").type = Q2_K; add("unsupported_q2_k", g, "EV_ERR_BAD_TENSOR_TYPE")
+    _add_kquant_cases(add)
     g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").dims = [1 << 40, 1 << 40]; add("shape_overflow", g, "EV_ERR_BAD_SHAPE")
     g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").dims = [E, FF, 1, 1, 1]; add("five_dims", g, "EV_ERR_BAD_SHAPE")
     g = valid_model(); t = _tensor(g, "blk.0.ffn_up.weight"); t.type = Q8_0; t.dims = [E + 1, FF]

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgevlm.runtime import cpu_features
@@ -81,3 +82,31 @@ def test_aarch64_neon_kernels_under_qemu(tmp_path):
     proc = subprocess.run(["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", str(driver)], capture_output=True,
                           text=True, timeout=600)
     assert_passed(proc, ["scalar", "neon_dotprod"])
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K"])
+def test_dequantize_matches_gguf_py(release_driver, tmp_path, qtype):
+    """ev_dequantize_row against gguf-py's reference dequantizer (gguf.quants),
+    bit for bit (metric: exact equality of the f32 bit patterns), on random
+    blocks: every quant and scale bit pattern, fp16 scales kept finite."""
+    gguf = pytest.importorskip("gguf")
+    from gguf.quants import dequantize
+    t = gguf.GGMLQuantizationType[qtype]
+    block, size = gguf.GGML_QUANT_SIZES[t]
+    rows, cols = 64, 4 * 256
+    rng = np.random.default_rng(16)
+    raw = rng.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
+    # fp16 d / dmin: finite values of either sign (random bits could be inf/nan)
+    scale_at = {"Q6_K": [208]}.get(qtype, [0, 2] if qtype in ("Q4_K", "Q5_K") else [0])
+    for off in scale_at:
+        raw[..., off:off + 2] = rng.uniform(-2, 2, size=raw.shape[:2]).astype(np.float16).view(np.uint8).reshape(
+            rows, cols // block, 2)
+    raw = raw.reshape(rows, -1)
+    (tmp_path / "in.bin").write_bytes(raw.tobytes())
+    proc = subprocess.run([str(release_driver), "--dequantize", str(int(t)), str(cols), str(tmp_path / "in.bin"),
+                           str(tmp_path / "out.bin")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and f"{rows} rows" in proc.stdout, proc.stdout + proc.stderr
+    ours = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(rows, cols)
+    ref = np.asarray(dequantize(raw, t), dtype=np.float32).reshape(rows, cols)
+    assert np.array_equal(ours.view(np.uint32), ref.view(np.uint32)), \
+        f"{int((ours.view(np.uint32) != ref.view(np.uint32)).sum())} of {ours.size} values differ"

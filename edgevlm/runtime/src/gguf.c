@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "types.h"
 
 #if !defined(_WIN32)
 #include <fcntl.h>
@@ -129,18 +130,7 @@ static ev_status read_kv(cursor *c, ev_gguf_kv *kv, uint64_t idx) {
     return EV_OK;
 }
 
-uint64_t ev_gguf_row_bytes(uint32_t type, int64_t cols) {
-    if (cols < 0) return 0;
-    switch (type) {
-    case 0: return (uint64_t)cols * 4;                      /* F32 */
-    case 1: return (uint64_t)cols * 2;                      /* F16 */
-    case 2: return cols % 32 ? 0 : (uint64_t)cols / 32 * 18; /* Q4_0: fp16 d + 16 bytes */
-    case 8: return cols % 32 ? 0 : (uint64_t)cols / 32 * 34; /* Q8_0: fp16 d + 32 int8 */
-    default: return 0;
-    }
-}
-
-static int type_supported(uint32_t t) { return t == 0 || t == 1 || t == 2 || t == 8; }
+uint64_t ev_gguf_row_bytes(uint32_t type, int64_t cols) { return ev_type_row_bytes(type, cols); }
 
 static ev_status read_tensor_info(cursor *c, ev_gguf_tensor *t, uint64_t idx) {
     ev_status st;
@@ -166,10 +156,11 @@ static ev_status read_tensor_info(cursor *c, ev_gguf_tensor *t, uint64_t idx) {
         nelem *= ne;
     }
     if ((st = rd_u32(c, &t->type, "tensor type"))) return st;
-    if (!type_supported(t->type))
-        return ev_fail(c->err, EV_ERR_BAD_TENSOR_TYPE,
-                       "gguf: tensor '%s' has ggml type %u; the runtime reads F32 (0), F16 (1), Q4_0 (2), Q8_0 (8)",
-                       nm, t->type);
+    if (!ev_type_info(t->type)) {
+        char types[160];
+        return ev_fail(c->err, EV_ERR_BAD_TENSOR_TYPE, "gguf: tensor '%s' has ggml type %u; the runtime reads %s",
+                       nm, t->type, ev_type_list(types, sizeof types));
+    }
     if ((st = rd_u64(c, &t->offset, "tensor offset"))) return st;
     uint64_t row = ev_gguf_row_bytes(t->type, t->ne[0]);
     if (row == 0 && t->ne[0] != 0)

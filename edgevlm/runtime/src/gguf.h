@@ -39,7 +39,7 @@ typedef struct {
     ev_str name;
     uint32_t n_dims;
     int64_t ne[4];          /* ne[0] is the innermost (row) dimension */
-    uint32_t type;          /* ggml type id: 0 F32, 1 F16, 2 Q4_0, 8 Q8_0 */
+    uint32_t type;          /* ggml type id, one of types.h */
     uint64_t offset;        /* relative to the data section */
     uint64_t nbytes;
     const void *data;       /* inside the mapped file */
@@ -81,7 +81,7 @@ const char *ev_printable(ev_str s, char *buf);
 ev_status ev_gguf_str_array(const ev_gguf_kv *kv, ev_str *out, uint64_t count, ev_error *err);
 
 /* Bytes of one row of cols elements of ggml type t, 0 if t is unsupported or
- * cols is not a multiple of the type's block size. */
+ * cols is not a multiple of the type's block size (ev_type_row_bytes). */
 uint64_t ev_gguf_row_bytes(uint32_t type, int64_t cols);
 
 #endif

@@ -15,20 +15,14 @@
 
 /* ---------------------------------------------------------------- sizes */
 
-static int is_quantized(ev_type t) { return t == EV_TYPE_Q8_0 || t == EV_TYPE_Q4_0; }
+static int is_quantized(ev_type t) { return t == EV_TYPE_Q8_0 || t == EV_TYPE_Q4_0 || ev_is_kquant(t); }
 
 /* Quant bytes per block (without the fp16 scale). */
 static int64_t block_qbytes(ev_type t) { return t == EV_TYPE_Q8_0 ? 32 : 16; }
 
 size_t ev_row_bytes(ev_type t, int64_t cols) {
     if (cols <= 0 || cols > ((int64_t)1 << 40)) return 0;
-    switch (t) {
-    case EV_TYPE_F32: return (size_t)cols * 4;
-    case EV_TYPE_F16: return (size_t)cols * 2;
-    case EV_TYPE_Q8_0: return cols % EV_QK ? 0 : (size_t)(cols / EV_QK) * EV_Q8_0_BYTES;
-    case EV_TYPE_Q4_0: return cols % EV_QK ? 0 : (size_t)(cols / EV_QK) * EV_Q4_0_BYTES;
-    default: return 0;
-    }
+    return (size_t)ev_type_row_bytes(t, cols);
 }
 
 /* ------------------------------------------------------ variant choice */
@@ -203,6 +197,62 @@ static void pack_quantized(ev_weights *w, const uint8_t *src) {
     }
 }
 
+/* The 6-bit scales and mins of Q4_K / Q5_K's 8 sub-blocks from ggml's 12
+ * packed bytes: j < 4 in the low 6 bits of bytes j (scale) and j+4 (min);
+ * j >= 4 in the nibbles of byte j+4 with the top 2 bits of bytes j-4 / j. */
+static void unpack_scales_k4(const uint8_t *p, uint8_t sc[8], uint8_t m[8]) {
+    for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+            sc[j] = p[j] & 63;
+            m[j] = p[j + 4] & 63;
+        } else {
+            sc[j] = (uint8_t)((p[j + 4] & 0x0f) | ((p[j - 4] >> 6) << 4));
+            m[j] = (uint8_t)((p[j + 4] >> 4) | ((p[j] >> 6) << 4));
+        }
+    }
+}
+
+/* Repack one ggml K-quant block of row r into record rec (kernels_internal.h). */
+static void pack_kblock(ev_type t, const uint8_t *blk, uint8_t *rec, int64_t R, int64_t r) {
+    const ev_klayout L = ev_klayout_of(t);
+    const uint8_t *qs, *qh = NULL, *d;
+    uint8_t vals[16];
+    int qh_bytes = 0;
+    if (t == EV_TYPE_Q6_K) {
+        qs = blk;
+        qh = blk + 128;
+        qh_bytes = 64;
+        memcpy(vals, blk + 192, 16);
+        d = blk + 208;
+    } else {
+        d = blk;
+        unpack_scales_k4(blk + 4, vals, vals + 8);
+        if (t == EV_TYPE_Q5_K) {
+            qh = blk + 16;
+            qh_bytes = 32;
+            qs = blk + 48;
+        } else {
+            qs = blk + 16;
+        }
+    }
+    for (int k = 0; k < 32; k++) memcpy(rec + (k * R + r) * 4, qs + 4 * k, 4);
+    for (int k = 0; k < qh_bytes / 4; k++) memcpy(rec + L.qh * R + (k * R + r) * 4, qh + 4 * k, 4);
+    for (int p = 0; p < 8; p++) memcpy(rec + L.sc * R + (p * R + r) * 2, vals + 2 * p, 2);
+    memcpy(rec + L.d * R + 2 * r, d, 2);
+    if (t != EV_TYPE_Q6_K) memcpy(rec + L.d * R + 2 * R + 2 * r, d + 2, 2);
+}
+
+static void pack_kquant(ev_weights *w, const uint8_t *src) {
+    const int64_t nb = w->nb, R = w->R, rec = (int64_t)ev_klayout_of(w->type).rec * R;
+    const size_t row_bytes = ev_row_bytes(w->type, w->cols), bb = row_bytes / (size_t)nb;
+    memset(w->qs, 0, (size_t)(w->n_groups * nb * rec));   /* padded rows: all zero, d = 0 */
+    for (int64_t g = 0; g < w->n_groups; g++)
+        for (int64_t b = 0; b < nb; b++)
+            for (int64_t r = 0; r < R && g * R + r < w->rows; r++)
+                pack_kblock(w->type, src + (size_t)(g * R + r) * row_bytes + (size_t)b * bb,
+                            w->qs + (g * nb + b) * rec, R, r);
+}
+
 int ev_weights_prepare(ev_weights **out, ev_type t, const void *data, int64_t rows, int64_t cols) {
     return ev_weights_prepare_in(NULL, out, t, data, rows, cols);
 }
@@ -222,7 +272,14 @@ int ev_weights_prepare_in(ev_arena *arena, ev_weights **out, ev_type t, const vo
     w->cols = cols;
     w->v = current_variant();
     w->in_arena = arena != NULL;
-    if (is_quantized(t)) {
+    if (ev_is_kquant(t)) {
+        w->R = w->v->R;
+        w->nb = cols / EV_QK_K;
+        w->n_groups = (rows + w->R - 1) / w->R;
+        w->qs = weights_alloc(arena, (size_t)(w->n_groups * w->R * w->nb * ev_klayout_of(t).rec));
+        if (!w->qs) { ev_weights_free(w); return EV_KERNEL_ENOMEM; }
+        pack_kquant(w, data);
+    } else if (is_quantized(t)) {
         w->R = w->v->R;
         w->nb = cols / EV_QK;
         w->n_groups = (rows + w->R - 1) / w->R;
@@ -259,6 +316,7 @@ typedef struct {
     int8_t *q;
     float *d;
     int32_t *s;
+    int16_t *bs;
     int64_t n;
     float *Y;
 } matmul_job;
@@ -269,8 +327,12 @@ static void quantize_task(void *ctx, int i, int n) {
     const int64_t cols = job->W->cols, nb = job->W->nb;
     int64_t t0, t1;
     ev_task_range(job->n, i, n, &t0, &t1);
-    for (int64_t t = t0; t < t1; t++)
-        job->W->v->quantize(job->X + t * cols, cols, job->q + t * cols, job->d + t * nb, job->s + t * nb);
+    for (int64_t t = t0; t < t1; t++) {
+        if (job->bs)
+            job->W->v->quantize_k(job->X + t * cols, cols, job->q + t * cols, job->d + t * nb, job->bs + t * cols / 16);
+        else
+            job->W->v->quantize(job->X + t * cols, cols, job->q + t * cols, job->d + t * nb, job->s + t * nb);
+    }
 }
 
 static void gemm_task(void *ctx, int i, int n) {
@@ -284,6 +346,9 @@ static void gemm_task(void *ctx, int i, int n) {
     case EV_TYPE_Q4_0: W->v->gemm_q4_0(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
     case EV_TYPE_F32: W->v->gemm_f32(W, job->X, 0, job->n, g0, g1, job->Y, W->rows); break;
     case EV_TYPE_F16: W->v->gemm_f16(W, job->X, 0, job->n, g0, g1, job->Y, W->rows); break;
+    case EV_TYPE_Q4_K: W->v->gemm_q4_k(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
+    case EV_TYPE_Q5_K: W->v->gemm_q5_k(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
+    case EV_TYPE_Q6_K: W->v->gemm_q6_k(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
     }
 }
 
@@ -315,18 +380,22 @@ int ev_matmul(ev_threadpool *tp, const ev_weights *W, const float *X, int64_t n,
     job.n = n;
     job.Y = Y;
     if (is_quantized(W->type)) {
+        /* int8 quants, then f32 scales, then int32 block sums (per 32) or
+         * int16 sums per 16 (K-quants): both 8 bytes per 32 values at most */
         const int64_t nb = W->nb;
         size_t qbytes = ((size_t)(n * W->cols) + 63) & ~(size_t)63;
-        size_t bytes = qbytes + (size_t)(n * nb) * 8;
+        size_t bytes = qbytes + (size_t)(n * W->cols / EV_QK) * 8;
         char *buf = ev_threadpool_scratch(tp, bytes);
         if (!buf) buf = heap = alloc64(bytes);
         if (!buf) return EV_KERNEL_ENOMEM;
         job.q = (int8_t *)buf;
         job.d = (float *)(buf + qbytes);
-        job.s = (int32_t *)(buf + qbytes + (size_t)(n * nb) * 4);
+        if (ev_is_kquant(W->type)) job.bs = (int16_t *)(buf + qbytes + (size_t)(n * nb) * 4);
+        else job.s = (int32_t *)(buf + qbytes + (size_t)(n * nb) * 4);
         job.A.q = job.q;
         job.A.d = job.d;
         job.A.s = job.s;
+        job.A.bs = job.bs;
         ev_threadpool_run(tp, quantize_task, &job, (int)tasks_for(n < n_threads ? n : n_threads, n * W->cols));
     }
     tasks = (int64_t)n_threads * EV_TASKS_PER_THREAD;
@@ -344,6 +413,53 @@ void ev_quantize_rows_q8(const float *x, int64_t n, int64_t cols, int8_t *q, flo
     const ev_kernel_variant *v = current_variant();
     for (int64_t t = 0; t < n; t++)
         v->quantize(x + t * cols, cols, q + t * cols, d + t * (cols / EV_QK), s + t * (cols / EV_QK));
+}
+
+void ev_quantize_rows_q8k(const float *x, int64_t n, int64_t cols, int8_t *q, float *d, int16_t *bs) {
+    const ev_kernel_variant *v = current_variant();
+    for (int64_t t = 0; t < n; t++)
+        v->quantize_k(x + t * cols, cols, q + t * cols, d + t * (cols / EV_QK_K), bs + t * (cols / 16));
+}
+
+/* K-quant rows to f32 with gguf-py's (gguf.quants) arithmetic, bit for bit:
+ * per sub-block dl = d * sc and ml = dmin * m in f32, then dl * q - ml, two
+ * separately rounded operations (this file is built with -ffp-contract=off
+ * so no FMA fuses them). */
+static void dequantize_k(ev_type t, const uint8_t *p, float *out, int64_t cols) {
+    const int64_t bb = ev_type_info(t)->bytes;
+    for (int64_t b = 0; b < cols / EV_QK_K; b++, p += bb, out += EV_QK_K) {
+        uint16_t h;
+        if (t == EV_TYPE_Q6_K) {
+            const uint8_t *ql = p, *qh = p + 128;
+            const int8_t *sc = (const int8_t *)(p + 192);
+            memcpy(&h, p + 208, 2);
+            const float d = ev_fp16_to_fp32(h);
+            for (int i = 0; i < EV_QK_K; i++) {
+                /* element i: half n = i / 128, quarter c = (i / 32) % 4, l = i % 32 */
+                int n = i / 128, c = (i / 32) % 4, l = i % 32;
+                int lo = (ql[64 * n + 32 * (c & 1) + l] >> (4 * (c >> 1))) & 0x0f;
+                int hi = (qh[32 * n + l] >> (2 * c)) & 3;
+                float dl = d * (float)sc[i / 16];
+                out[i] = dl * (float)((lo | hi << 4) - 32);
+            }
+            continue;
+        }
+        uint8_t sc[8], m[8];
+        memcpy(&h, p, 2);
+        const float d = ev_fp16_to_fp32(h);
+        memcpy(&h, p + 2, 2);
+        const float dmin = ev_fp16_to_fp32(h);
+        unpack_scales_k4(p + 4, sc, m);
+        const uint8_t *qh = t == EV_TYPE_Q5_K ? p + 16 : NULL, *qs = p + (qh ? 48 : 16);
+        for (int i = 0; i < EV_QK_K; i++) {
+            /* sub-block j = i / 32: nibble j % 2 of qs[32 (j / 2) + l], fifth bit j of qh[l] */
+            int j = i / 32, l = i % 32;
+            int q = (qs[32 * (j / 2) + l] >> (4 * (j & 1))) & 0x0f;
+            if (qh) q |= ((qh[l] >> j) & 1) << 4;
+            float dl = d * (float)sc[j], ml = dmin * (float)m[j];
+            out[i] = dl * (float)q - ml;
+        }
+    }
 }
 
 void ev_dequantize_row(ev_type t, const void *row, float *out, int64_t cols) {
@@ -378,6 +494,7 @@ void ev_dequantize_row(ev_type t, const void *row, float *out, int64_t cols) {
             }
         }
         break;
+    case EV_TYPE_Q4_K: case EV_TYPE_Q5_K: case EV_TYPE_Q6_K: dequantize_k(t, p, out, cols); break;
     }
 }
 
@@ -464,11 +581,80 @@ static void gemm_f16_scalar(const ev_weights *W, const float *X, int64_t t0, int
         }
 }
 
+static void quantize_k_scalar(const float *x, int64_t cols, int8_t *q, float *d, int16_t *bs) {
+    for (int64_t b = 0; b < cols / EV_QK_K; b++) {
+        const float *xb = x + b * EV_QK_K;
+        float amax = 0.0f, id;
+        for (int i = 0; i < EV_QK_K; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        ev_q8_scale(amax, &d[b], &id);
+        for (int k = 0; k < 16; k++) {
+            int32_t sum = 0;
+            for (int i = 16 * k; i < 16 * k + 16; i++) {
+                float v = xb[i] * id;
+                v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v == v ? v : 0.0f;
+                q[b * EV_QK_K + i] = (int8_t)nearbyintf(v);
+                sum += q[b * EV_QK_K + i];
+            }
+            bs[b * 16 + k] = (int16_t)sum;   /* |sum| <= 16 * 127 */
+        }
+    }
+}
+
+/* K-quants, R = 1: the record holds ggml's quant bytes in order, the 16
+ * scale/min values in order, then d (and dmin). */
+static void gemm_k_scalar(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                          int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    const int64_t nb = W->nb;
+    const ev_klayout L = ev_klayout_of(W->type);
+    for (int64_t t = t0; t < t1; t++) {
+        for (int64_t r = g0; r < g1; r++) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *rec = W->qs + (r * nb + b) * L.rec, *qh = rec + L.qh, *sc = rec + L.sc;
+                const int8_t *xq = A->q + (t * nb + b) * EV_QK_K;
+                const int16_t *bs = A->bs + (t * nb + b) * 16;
+                const float dx = A->d[t * nb + b];
+                uint16_t h;
+                int32_t I = 0, M = 0;
+                memcpy(&h, rec + L.d, 2);
+                const float d = ev_fp16_to_fp32(h);
+                if (W->type == EV_TYPE_Q6_K) {
+                    for (int i = 0; i < EV_QK_K; i += 16) {
+                        int32_t dot = 0;
+                        for (int e = i; e < i + 16; e++) {
+                            int n = e / 128, c = (e / 32) % 4, l = e % 32;
+                            int lo = (rec[64 * n + 32 * (c & 1) + l] >> (4 * (c >> 1))) & 0x0f;
+                            int hi = (qh[32 * n + l] >> (2 * c)) & 3;
+                            dot += ((lo | hi << 4) - 32) * xq[e];
+                        }
+                        I += (int8_t)sc[i / 16] * dot;
+                    }
+                    acc += (float)I * (d * dx);
+                    continue;
+                }
+                for (int j = 0; j < 8; j++) {
+                    int32_t dot = 0;
+                    for (int l = 0; l < 32; l++) {
+                        int q = (rec[32 * (j / 2) + l] >> (4 * (j & 1))) & 0x0f;
+                        if (W->type == EV_TYPE_Q5_K) q |= ((qh[l] >> j) & 1) << 4;
+                        dot += q * xq[32 * j + l];
+                    }
+                    I += sc[j] * dot;
+                    M += sc[8 + j] * (bs[2 * j] + bs[2 * j + 1]);
+                }
+                memcpy(&h, rec + L.d + 2, 2);
+                acc += (float)I * (d * dx) - (float)M * (ev_fp16_to_fp32(h) * dx);
+            }
+            Y[t * ldy + r] = acc;
+        }
+    }
+}
+
 static void silu_mul_scalar(const float *g, const float *u, float *out, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 const ev_kernel_variant ev_variant_scalar = {
     "scalar", 1, 0, quantize_scalar, gemm_q8_0_scalar, gemm_q4_0_scalar, gemm_f32_scalar, gemm_f16_scalar,
-    silu_mul_scalar,
+    silu_mul_scalar, quantize_k_scalar, gemm_k_scalar, gemm_k_scalar, gemm_k_scalar,
 };

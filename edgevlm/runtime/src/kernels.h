@@ -12,6 +12,14 @@
  * is bit-exact across variants; only the float summation (FMA vs mul+add)
  * may differ.
  *
+ * K-quant weights (Q4_K, Q5_K, Q6_K) take X quantized per block of 256 the
+ * same way (ggml's Q8_K: one f32 scale per 256, int16 sums per 16), and per
+ * block b of 256 the exact integers
+ *     I = sum_j sc_j * sum_{i in j} q_i x_i,   M = sum_j m_j * sum_{i in j} x_i
+ * (j the sub-blocks, sc_j / m_j their 6-bit scales / mins, q_i the weight
+ * quants: 0..15, 0..31, or -32..31 for Q6_K, which has no mins), giving
+ *     y = sum_b  I * (d_b * d_x) - M * (dmin_b * d_x). 
+ *
  * Variants (chosen at run time from ev_cpu_features(), never from -march):
  * "scalar" (the reference), "avx2", "avx512_vnni", "neon_dotprod". */
 #ifndef EV_KERNELS_H
@@ -21,12 +29,7 @@
 #include <stdint.h>
 #include "threadpool.h"
 
-/* ggml tensor type ids */
-typedef enum { EV_TYPE_F32 = 0, EV_TYPE_F16 = 1, EV_TYPE_Q4_0 = 2, EV_TYPE_Q8_0 = 8 } ev_type;
-
-#define EV_QK 32            /* elements per quantized block (Q8_0, Q4_0) */
-#define EV_Q8_0_BYTES 34    /* fp16 d + 32 int8 */
-#define EV_Q4_0_BYTES 18    /* fp16 d + 16 bytes of nibbles */
+#include "types.h"
 
 /* Error codes of ev_weights_prepare / ev_matmul / ev_kernels_force_variant. */
 enum {
@@ -90,5 +93,8 @@ const char *ev_weights_variant_name(const ev_weights *w);
  * (sum of each block's q).  Exposed so tests can check the quantized
  * activations bit-exactly across variants. */
 void ev_quantize_rows_q8(const float *x, int64_t n, int64_t cols, int8_t *q, float *d, int32_t *s);
+/* The same per block of 256 (cols a multiple of 256), the K-quants'
+ * activations: q[n*cols], d[n*cols/256], bs[n*cols/16] (sums of each 16 q). */
+void ev_quantize_rows_q8k(const float *x, int64_t n, int64_t cols, int8_t *q, float *d, int16_t *bs);
 
 #endif /* EV_KERNELS_H */

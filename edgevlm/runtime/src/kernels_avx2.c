@@ -265,8 +265,212 @@ static void silu_mul_avx2(const float *g, const float *u, float *out, int64_t n)
     if (i < n) ev_silu_mul_tail(silu_mul_avx2, 8, g + i, u + i, out + i, n - i);
 }
 
+/* ---- K-quants (record layout: kernels_internal.h) ------------------------
+ * vpmaddubsw (u8 weights x s8 activations) pairs are summed in int16 while
+ * they cannot overflow (Q4_K 8 pieces: 8 * 2 * 15 * 127 = 30480; Q5_K 4:
+ * 4 * 2 * 31 * 127 = 31496; Q6_K 2: 2 * 2 * 63 * 127 = 32004), then
+ * vpmaddwd with the sub-block's scale duplicated in both int16 halves of
+ * each row lane gives scale x dot in int32. */
+
+static void quantize_k_avx2(const float *x, int64_t cols, int8_t *q, float *d, int16_t *bs) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
+    for (int64_t b = 0; b < cols / EV_QK_K; b++) {
+        const float *xb = x + b * EV_QK_K;
+        __m256 m = _mm256_setzero_ps();
+        float id;
+        #pragma GCC unroll 8
+        for (int k = 0; k < 32; k++) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 8 * k)));
+        ev_q8_scale(hmax8(m), &d[b], &id);
+        for (int k = 0; k < 16; k++) { /* rounding as in quantize_avx2 */
+            __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 16 * k), _mm256_set1_ps(id)));
+            __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 16 * k + 8), _mm256_set1_ps(id)));
+            i0 = _mm256_max_epi32(_mm256_min_epi32(i0, lim), nlim);
+            i1 = _mm256_max_epi32(_mm256_min_epi32(i1, lim), nlim);
+            bs[b * 16 + k] = (int16_t)hsum8_epi32(_mm256_add_epi32(i0, i1));
+            __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xd8);   /* 16 int16 in order */
+            __m128i p8 = _mm_packs_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+            _mm_storeu_si128((__m128i *)(q + b * EV_QK_K + 16 * k), p8);
+        }
+    }
+}
+
+/* Scale pair p of the 8 rows: lane r = (value 2p, value 2p+1) as int16. */
+static inline __m256i scale_pairs(const uint8_t *scp, int p, int is_signed) {
+    __m128i raw = _mm_loadu_si128((const __m128i *)(scp + p * 2 * R));
+    return is_signed ? _mm256_cvtepi8_epi16(raw) : _mm256_cvtepu8_epi16(raw);
+}
+
+/* Value v of each row in both int16 halves of its lane. */
+static inline __m256i scale_dup(const uint8_t *scp, int v, int is_signed) {
+    __m256i pr = scale_pairs(scp, v >> 1, is_signed), m = _mm256_set1_epi32(0xffff);
+    if (v & 1) {
+        __m256i hi = _mm256_andnot_si256(m, pr);
+        return _mm256_or_si256(hi, _mm256_srli_epi32(hi, 16));
+    }
+    __m256i lo = _mm256_and_si256(pr, m);
+    return _mm256_or_si256(lo, _mm256_slli_epi32(lo, 16));
+}
+
+static inline __attribute__((always_inline)) void
+tile_k45(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int q5, float *Y, int64_t ldy) {
+    const int64_t nb = W->nb;
+    const ev_klayout L = ev_klayout_of(q5 ? EV_TYPE_Q5_K : EV_TYPE_Q4_K);
+    const int64_t rb = (int64_t)L.rec * R;
+    const __m256i lo4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    __m256 acc[TILE];
+    int nrows = (int)(W->rows - g * R < R ? W->rows - g * R : R);
+    #pragma GCC unroll 8
+    for (int j = 0; j < T; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *rec = W->qs + (g * nb + b) * rb, *scp = rec + L.sc * R;
+        ev_prefetch_ahead(rec, rb);
+        __m256i isum[TILE], msum[TILE];
+        #pragma GCC unroll 8
+        for (int j = 0; j < T; j++) isum[j] = msum[j] = _mm256_setzero_si256();
+        #pragma GCC unroll 1
+        for (int s = 0; s < 8; s++) {
+            const __m128i sh = _mm_cvtsi32_si128(s);
+            __m256i scv = scale_dup(scp, s, 0), p16[TILE];
+            #pragma GCC unroll 8
+            for (int half = 0; half < 2; half++) {
+                #pragma GCC unroll 8
+                for (int j = 0; j < T; j++) p16[j] = _mm256_setzero_si256();
+                #pragma GCC unroll 4
+                for (int k = 4 * half; k < 4 * half + 4; k++) {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(rec + ((s >> 1) * 8 + k) * 32));
+                    __m256i w = _mm256_and_si256((s & 1) ? _mm256_srli_epi16(v, 4) : v, lo4);
+                    if (q5) {
+                        __m256i hb = _mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(rec + L.qh * R + k * 32)), sh);
+                        w = _mm256_or_si256(w, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+                    }
+                    #pragma GCC unroll 8
+                    for (int j = 0; j < T; j++)
+                        p16[j] = _mm256_add_epi16(p16[j], _mm256_maddubs_epi16(w, bcast4(A->q + ((t + j) * nb + b) * EV_QK_K + 32 * s + 4 * k)));
+                }
+                #pragma GCC unroll 8
+                for (int j = 0; j < T; j++) isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p16[j], scv));
+            }
+        }
+        #pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) {
+            __m256i mp = scale_pairs(scp, 4 + p, 0);
+            #pragma GCC unroll 8
+            for (int j = 0; j < T; j++)
+                msum[j] = _mm256_add_epi32(msum[j], _mm256_madd_epi16(mp, _mm256_set1_epi32(ev_bs_pair32(A->bs + ((t + j) * nb + b) * 16, p))));
+        }
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rec + L.d * R)));
+        __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rec + L.d * R + 2 * R)));
+        #pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            __m256 dx = _mm256_set1_ps(A->d[(t + j) * nb + b]);
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(dw, dx), acc[j]);
+            acc[j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[j]), _mm256_mul_ps(dm, dx), acc[j]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
+}
+
+/* Q6_K: sub-block s of 16 = 4 pieces; weights unsigned 0..63, offset 32
+ * removed with 32 * sum(scale * 16-sum) (see kernels_avx512.c). */
+static inline __attribute__((always_inline)) void
+tile_k6(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    const int64_t nb = W->nb;
+    const ev_klayout L = ev_klayout_of(EV_TYPE_Q6_K);
+    const int64_t rb = (int64_t)L.rec * R;
+    const __m256i lo4 = _mm256_set1_epi8(0x0f), lo2 = _mm256_set1_epi8(0x03);
+    __m256 acc[TILE];
+    int nrows = (int)(W->rows - g * R < R ? W->rows - g * R : R);
+    #pragma GCC unroll 8
+    for (int j = 0; j < T; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *rec = W->qs + (g * nb + b) * rb, *scp = rec + L.sc * R;
+        ev_prefetch_ahead(rec, rb);
+        __m256i isum[TILE];
+        #pragma GCC unroll 8
+        for (int j = 0; j < T; j++) isum[j] = _mm256_setzero_si256();
+        #pragma GCC unroll 1
+        for (int s = 0; s < 16; s++) {
+            const int n = s >> 3, c = (s & 7) >> 1, kk = s & 1;
+            const __m128i sh = _mm_cvtsi32_si128(2 * c);
+            __m256i scv = scale_dup(scp, s, 1), p16[TILE];
+            #pragma GCC unroll 2
+            for (int half = 0; half < 2; half++) {
+                #pragma GCC unroll 8
+                for (int j = 0; j < T; j++) p16[j] = _mm256_setzero_si256();
+                #pragma GCC unroll 2
+                for (int i = 2 * half; i < 2 * half + 2; i++) {
+                    const int k = 4 * kk + i;
+                    __m256i a = _mm256_loadu_si256((const __m256i *)(rec + (16 * n + 8 * (c & 1) + k) * 32));
+                    __m256i h = _mm256_loadu_si256((const __m256i *)(rec + L.qh * R + (8 * n + k) * 32));
+                    __m256i lo = _mm256_and_si256((c >> 1) ? _mm256_srli_epi16(a, 4) : a, lo4);
+                    __m256i hi = _mm256_and_si256(_mm256_srl_epi16(h, sh), lo2);
+                    __m256i w = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+                    #pragma GCC unroll 8
+                    for (int j = 0; j < T; j++) {
+                        const int8_t *xq = A->q + ((t + j) * nb + b) * EV_QK_K + 128 * n + 32 * c + 16 * kk + 4 * i;
+                        p16[j] = _mm256_add_epi16(p16[j], _mm256_maddubs_epi16(w, bcast4(xq)));
+                    }
+                }
+                #pragma GCC unroll 8
+                for (int j = 0; j < T; j++) isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p16[j], scv));
+            }
+        }
+        #pragma GCC unroll 8
+        for (int p = 0; p < 8; p++) {
+            __m256i sp = _mm256_slli_epi16(scale_pairs(scp, p, 1), 5);   /* 32 * scale: |.| <= 4096 */
+            #pragma GCC unroll 8
+            for (int j = 0; j < T; j++)
+                isum[j] = _mm256_sub_epi32(isum[j], _mm256_madd_epi16(sp, _mm256_set1_epi32(ev_bs_pair16(A->bs + ((t + j) * nb + b) * 16, p))));
+        }
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rec + L.d * R)));
+        #pragma GCC unroll 8
+        for (int j = 0; j < T; j++)
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(dw, _mm256_set1_ps(A->d[(t + j) * nb + b])), acc[j]);
+    }
+    #pragma GCC unroll 8
+    for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
+}
+
+static inline __attribute__((always_inline)) void
+tile_k(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int kind, float *Y, int64_t ldy) {
+    if (kind == 6) tile_k6(W, A, g, t, T, Y, ldy);
+    else tile_k45(W, A, g, t, T, kind == 5, Y, ldy);
+}
+
+static inline __attribute__((always_inline)) void
+gemm_k(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
+       float *Y, int64_t ldy, int kind) {
+    for (int64_t g = g0; g < g1; g++) {
+        int64_t t = t0;
+        for (; t + TILE <= t1; t += TILE) tile_k(W, A, g, t, TILE, kind, Y, ldy);
+        switch (t1 - t) {
+        case 3: tile_k(W, A, g, t, 3, kind, Y, ldy); break;
+        case 2: tile_k(W, A, g, t, 2, kind, Y, ldy); break;
+        case 1: tile_k(W, A, g, t, 1, kind, Y, ldy); break;
+        default: break;
+        }
+    }
+}
+
+static void gemm_q4_k_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 4);
+}
+
+static void gemm_q5_k_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 5);
+}
+
+static void gemm_q6_k_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 6);
+}
+
 const ev_kernel_variant ev_variant_avx2 = {
     "avx2", R, 0, quantize_avx2, gemm_q8_0_avx2, gemm_q4_0_avx2, gemm_f32_avx2, gemm_f16_avx2,
-    silu_mul_avx2,
+    silu_mul_avx2, quantize_k_avx2, gemm_q4_k_avx2, gemm_q5_k_avx2, gemm_q6_k_avx2,
 };
 #endif /* EV_KERNELS_X86 */

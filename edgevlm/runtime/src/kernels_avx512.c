@@ -248,8 +248,207 @@ static void silu_mul_avx512(const float *g, const float *u, float *out, int64_t 
     if (i < n) ev_silu_mul_tail(silu_mul_avx512, 16, g + i, u + i, out + i, n - i);
 }
 
+/* ---- K-quants (record layout: kernels_internal.h) ------------------------ */
+
+static void quantize_k_avx512(const float *x, int64_t cols, int8_t *q, float *d, int16_t *bs) {
+    for (int64_t b = 0; b < cols / EV_QK_K; b++) {
+        const float *xb = x + b * EV_QK_K;
+        __m512 m = _mm512_setzero_ps();
+        float id;
+        #pragma GCC unroll 16
+        for (int k = 0; k < 16; k++) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xb + 16 * k)));
+        ev_q8_scale(_mm512_reduce_max_ps(m), &d[b], &id);
+        for (int k = 0; k < 16; k++) { /* rounding as in quantize_avx512 */
+            __m512i iv = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 16 * k), _mm512_set1_ps(id)));
+            iv = _mm512_max_epi32(_mm512_min_epi32(iv, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+            _mm_storeu_si128((__m128i *)(q + b * EV_QK_K + 16 * k), _mm512_cvtepi32_epi8(iv));
+            bs[b * 16 + k] = (int16_t)_mm512_reduce_add_epi32(iv);
+        }
+    }
+}
+
+/* Value v (0..15) of the record's scale pairs for the 16 rows, as int32
+ * lanes (sign-extended for Q6_K's int8 scales). */
+static inline __m512i scale_lanes(const uint8_t *scp, int v, int is_signed) {
+    __m256i raw = _mm256_loadu_si256((const __m256i *)(scp + (v >> 1) * 2 * R));
+    __m512i pr = is_signed ? _mm512_cvtepi8_epi16(raw) : _mm512_cvtepu8_epi16(raw);
+    return (v & 1) ? _mm512_srai_epi32(pr, 16) : _mm512_srai_epi32(_mm512_slli_epi32(pr, 16), 16);
+}
+
+/* sum over pairs p of pair p of the scales (int16, two per row lane) times
+ * the token's activation pair p: mins x sub-block sums (Q4_K/Q5_K), or
+ * Q6_K scales x 16-sums. */
+static inline __m512i pair_madd(const uint8_t *scp, int p, int is_signed, int32_t xpair) {
+    __m256i raw = _mm256_loadu_si256((const __m256i *)(scp + p * 2 * R));
+    __m512i pr = is_signed ? _mm512_cvtepi8_epi16(raw) : _mm512_cvtepu8_epi16(raw);
+    return _mm512_madd_epi16(pr, _mm512_set1_epi32(xpair));
+}
+
+/* Q4_K / Q5_K: per sub-block s of 32, 8 unsigned weight registers (nibble s%2
+ * of chunk s/2, plus the fifth bit s of qh for Q5_K) dotted with the token's
+ * 32 activations, times the sub-block's scale. */
+static inline __attribute__((always_inline)) void
+tile_k45(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int q5, float *Y, int64_t ldy) {
+    const int64_t nb = W->nb;
+    const ev_klayout L = ev_klayout_of(q5 ? EV_TYPE_Q5_K : EV_TYPE_Q4_K);
+    const int64_t rb = (int64_t)L.rec * R;
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), one = _mm512_set1_epi8(1);
+    __m512 acc[TILE];
+    int nrows = (int)(W->rows - g * R < R ? W->rows - g * R : R);
+    #pragma GCC unroll 8
+    for (int j = 0; j < T; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *rec = W->qs + (g * nb + b) * rb, *scp = rec + L.sc * R;
+        ev_prefetch_ahead(rec, rb);
+        __m512i isum[TILE], msum[TILE];
+        #pragma GCC unroll 8
+        for (int j = 0; j < T; j++) isum[j] = msum[j] = _mm512_setzero_si512();
+        #pragma GCC unroll 1
+        for (int s = 0; s < 8; s++) {
+            __m512i w[8];
+            #pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {
+                __m512i v = _mm512_loadu_si512(rec + ((s >> 1) * 8 + k) * 64);
+                w[k] = _mm512_and_si512((s & 1) ? _mm512_srli_epi16(v, 4) : v, lo4);
+                if (q5) {
+                    __m512i hb = _mm512_srl_epi16(_mm512_loadu_si512(rec + L.qh * R + k * 64), _mm_cvtsi32_si128(s));
+                    w[k] = _mm512_or_si512(w[k], _mm512_slli_epi16(_mm512_and_si512(hb, one), 4));
+                }
+            }
+            __m512i scv = scale_lanes(scp, s, 0);
+            #pragma GCC unroll 8
+            for (int j = 0; j < T; j++) {
+                const int8_t *xq = A->q + ((t + j) * nb + b) * EV_QK_K + 32 * s;
+                __m512i d0 = _mm512_setzero_si512(), d1 = _mm512_setzero_si512();
+                #pragma GCC unroll 8
+                for (int k = 0; k < 8; k += 2) {
+                    d0 = _mm512_dpbusd_epi32(d0, w[k], bcast4(xq + 4 * k));
+                    d1 = _mm512_dpbusd_epi32(d1, w[k + 1], bcast4(xq + 4 * k + 4));
+                }
+                isum[j] = _mm512_add_epi32(isum[j], _mm512_mullo_epi32(_mm512_add_epi32(d0, d1), scv));
+            }
+        }
+        #pragma GCC unroll 4
+        for (int p = 0; p < 4; p++)
+            #pragma GCC unroll 8
+            for (int j = 0; j < T; j++)
+                msum[j] = _mm512_add_epi32(msum[j], pair_madd(scp, 4 + p, 0, ev_bs_pair32(A->bs + ((t + j) * nb + b) * 16, p)));
+        __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(rec + L.d * R)));
+        __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(rec + L.d * R + 2 * R)));
+        #pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            __m512 dx = _mm512_set1_ps(A->d[(t + j) * nb + b]);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), _mm512_mul_ps(dw, dx), acc[j]);
+            acc[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[j]), _mm512_mul_ps(dm, dx), acc[j]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
+}
+
+/* Q6_K: per sub-block s of 16 (half n, quarter c, part kk), 4 weight
+ * registers (4-bit ql | 2-bit qh << 4, unsigned 0..63) dotted with 16
+ * activations times the int8 scale; 32 * sum(scale * 16-sum) removes the
+ * offset of 32 in int32. */
+static inline __attribute__((always_inline)) void
+tile_k6(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    const int64_t nb = W->nb;
+    const ev_klayout L = ev_klayout_of(EV_TYPE_Q6_K);
+    const int64_t rb = (int64_t)L.rec * R;
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), lo2 = _mm512_set1_epi8(0x03);
+    __m512 acc[TILE];
+    int nrows = (int)(W->rows - g * R < R ? W->rows - g * R : R);
+    #pragma GCC unroll 8
+    for (int j = 0; j < T; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *rec = W->qs + (g * nb + b) * rb, *scp = rec + L.sc * R;
+        ev_prefetch_ahead(rec, rb);
+        __m512i isum[TILE], corr[TILE];
+        #pragma GCC unroll 8
+        for (int j = 0; j < T; j++) isum[j] = corr[j] = _mm512_setzero_si512();
+        #pragma GCC unroll 1
+        for (int s = 0; s < 16; s++) {
+            const int n = s >> 3, c = (s & 7) >> 1, kk = s & 1;
+            __m512i w[4];
+            #pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                const int k = 4 * kk + i;
+                __m512i a = _mm512_loadu_si512(rec + (16 * n + 8 * (c & 1) + k) * 64);
+                __m512i h = _mm512_loadu_si512(rec + L.qh * R + (8 * n + k) * 64);
+                __m512i lo = _mm512_and_si512((c >> 1) ? _mm512_srli_epi16(a, 4) : a, lo4);
+                __m512i hi = _mm512_and_si512(_mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * c)), lo2);
+                w[i] = _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4));
+            }
+            __m512i scv = scale_lanes(scp, s, 1);
+            #pragma GCC unroll 8
+            for (int j = 0; j < T; j++) {
+                const int8_t *xq = A->q + ((t + j) * nb + b) * EV_QK_K + 128 * n + 32 * c + 16 * kk;
+                __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], bcast4(xq));
+                __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1], bcast4(xq + 4));
+                d0 = _mm512_dpbusd_epi32(d0, w[2], bcast4(xq + 8));
+                d1 = _mm512_dpbusd_epi32(d1, w[3], bcast4(xq + 12));
+                isum[j] = _mm512_add_epi32(isum[j], _mm512_mullo_epi32(_mm512_add_epi32(d0, d1), scv));
+            }
+        }
+        #pragma GCC unroll 8
+        for (int p = 0; p < 8; p++)
+            #pragma GCC unroll 8
+            for (int j = 0; j < T; j++)
+                corr[j] = _mm512_add_epi32(corr[j], pair_madd(scp, p, 1, ev_bs_pair16(A->bs + ((t + j) * nb + b) * 16, p)));
+        __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(rec + L.d * R)));
+        #pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            __m512i I = _mm512_sub_epi32(isum[j], _mm512_slli_epi32(corr[j], 5));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(I), _mm512_mul_ps(dw, _mm512_set1_ps(A->d[(t + j) * nb + b])), acc[j]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
+}
+
+/* kind 4, 5: Q4_K, Q5_K; 6: Q6_K */
+static inline __attribute__((always_inline)) void
+tile_k(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int kind, float *Y, int64_t ldy) {
+    if (kind == 6) tile_k6(W, A, g, t, T, Y, ldy);
+    else tile_k45(W, A, g, t, T, kind == 5, Y, ldy);
+}
+
+static inline __attribute__((always_inline)) void
+gemm_k(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
+       float *Y, int64_t ldy, int kind) {
+    for (int64_t g = g0; g < g1; g++) {
+        int64_t t = t0;
+        for (; t + TILE <= t1; t += TILE) tile_k(W, A, g, t, TILE, kind, Y, ldy);
+        switch (t1 - t) { /* constant T per call so the tile stays in registers */
+        case 7: tile_k(W, A, g, t, 7, kind, Y, ldy); break;
+        case 6: tile_k(W, A, g, t, 6, kind, Y, ldy); break;
+        case 5: tile_k(W, A, g, t, 5, kind, Y, ldy); break;
+        case 4: tile_k(W, A, g, t, 4, kind, Y, ldy); break;
+        case 3: tile_k(W, A, g, t, 3, kind, Y, ldy); break;
+        case 2: tile_k(W, A, g, t, 2, kind, Y, ldy); break;
+        case 1: tile_k(W, A, g, t, 1, kind, Y, ldy); break;
+        default: break;
+        }
+    }
+}
+
+static void gemm_q4_k_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 4);
+}
+
+static void gemm_q5_k_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 5);
+}
+
+static void gemm_q6_k_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 6);
+}
+
 const ev_kernel_variant ev_variant_avx512_vnni = {
     "avx512_vnni", R, 1, quantize_avx512, gemm_q8_0_avx512, gemm_q4_0_avx512, gemm_f32_avx512, gemm_f16_avx512,
-    silu_mul_avx512,
+    silu_mul_avx512, quantize_k_avx512, gemm_q4_k_avx512, gemm_q5_k_avx512, gemm_q6_k_avx512,
 };
 #endif /* EV_KERNELS_X86 */

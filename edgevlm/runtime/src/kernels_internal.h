@@ -13,7 +13,21 @@
  * holds element 4k+i in its low nibble and 16+4k+i in its high nibble, which
  * is exactly ggml's qs byte 4k+i.  R = 1 is ggml's own order (scalar).
  * Variants that set xor_q8 store Q8_0 quants as unsigned w+128 (for the
- * u8 x s8 VNNI instruction) and subtract 128 * sum(x) per block. */
+ * u8 x s8 VNNI instruction) and subtract 128 * sum(x) per block.
+ *
+ * K-quants (Q4_K, Q5_K, Q6_K) are packed as one record per (group g, block
+ * b of 256), at qs + (g*nb + b) * rec * R (ev_klayout, byte offsets times R):
+ *     quants   [0, 128R)    4-byte pieces interleaved as above: Q4_K/Q5_K
+ *                           nibbles (ggml qs), Q6_K low nibbles (ggml ql)
+ *     high bits [qh*R, ..)  Q5_K: 32 B a row (ggml qh), Q6_K: 64 B (ggml qh),
+ *                           interleaved in 4-byte pieces the same way
+ *     scales   [sc*R, +16R) 16 bytes a row as pairs: byte (p*R + r)*2 + e is
+ *                           value 2p+e of row r; Q4_K/Q5_K values 0..7 are the
+ *                           6-bit scales, 8..15 the mins (unpacked from ggml's
+ *                           12 bytes); Q6_K the 16 int8 scales
+ *     d        [d*R, +2R)   fp16 d of each row; Q4_K/Q5_K then fp16 dmin [+2R)
+ * Pairs put two scales of one row in one 32-bit lane, so a single int16
+ * multiply-add applies them to a lane of per-row sums. */
 #ifndef EV_KERNELS_INTERNAL_H
 #define EV_KERNELS_INTERNAL_H
 
@@ -22,12 +36,37 @@
 #include <stdint.h>
 #include <string.h>
 
-/* int8 activations: token t, block b at q[(t*nb + b)*32], d[t*nb + b], s[t*nb + b]. */
+/* int8 activations: token t, block b at q[(t*nb + b)*32], d[t*nb + b], s[t*nb + b];
+ * for the K-quants blocks of 256 at q[(t*nb + b)*256], d[t*nb + b] and the
+ * sums of each 16 at bs[(t*nb + b)*16 + k] (s unused). */
 typedef struct {
     const int8_t *q;
     const float *d;
     const int32_t *s;
+    const int16_t *bs;
 } ev_qacts;
+
+/* Byte offsets (per interleaved row) inside a K-quant record: see above. */
+typedef struct { int rec, qh, sc, d; } ev_klayout;
+
+static inline int ev_is_kquant(ev_type t) { return t == EV_TYPE_Q4_K || t == EV_TYPE_Q5_K || t == EV_TYPE_Q6_K; }
+
+static inline ev_klayout ev_klayout_of(ev_type t) {
+    ev_klayout q4 = {148, 0, 128, 144}, q5 = {180, 128, 160, 176}, q6 = {210, 128, 192, 208};
+    return t == EV_TYPE_Q4_K ? q4 : t == EV_TYPE_Q5_K ? q5 : q6;
+}
+
+/* Sums of activation sub-blocks of 32 (two 16-sums), two to a 32-bit lane
+ * as int16: lane p of a K block's mins multiply-add, p = 0..3. */
+static inline int32_t ev_bs_pair32(const int16_t *bs, int p) {
+    int32_t lo = bs[4 * p] + bs[4 * p + 1], hi = bs[4 * p + 2] + bs[4 * p + 3];
+    return (int32_t)(((uint32_t)(uint16_t)lo) | ((uint32_t)(uint16_t)hi << 16));
+}
+
+/* Two 16-sums bs[2p], bs[2p+1] in one 32-bit lane (Q6_K's offset term). */
+static inline int32_t ev_bs_pair16(const int16_t *bs, int p) {
+    return (int32_t)(((uint32_t)(uint16_t)bs[2 * p]) | ((uint32_t)(uint16_t)bs[2 * p + 1] << 16));
+}
 
 struct ev_weights {
     ev_type type;
@@ -49,6 +88,8 @@ typedef void (*ev_gemm_f_fn)(const ev_weights *W, const float *X, int64_t t0, in
                              int64_t g0, int64_t g1, float *Y, int64_t ldy);
 /* Quantize one row of cols (multiple of 32) floats: see ev_quantize_rows_q8. */
 typedef void (*ev_quantize_fn)(const float *x, int64_t cols, int8_t *q, float *d, int32_t *s);
+/* Quantize one row of cols (multiple of 256) floats: see ev_quantize_rows_q8k. */
+typedef void (*ev_quantize_k_fn)(const float *x, int64_t cols, int8_t *q, float *d, int16_t *bs);
 /* out[i] = silu(g[i]) * u[i] = g / (1 + exp(-g)) * u for i < n (out may alias g or u). */
 typedef void (*ev_silu_mul_fn)(const float *g, const float *u, float *out, int64_t n);
 
@@ -62,6 +103,10 @@ typedef struct ev_kernel_variant {
     ev_gemm_f_fn gemm_f32;
     ev_gemm_f_fn gemm_f16;
     ev_silu_mul_fn silu_mul;
+    ev_quantize_k_fn quantize_k;
+    ev_gemm_q_fn gemm_q4_k;
+    ev_gemm_q_fn gemm_q5_k;
+    ev_gemm_q_fn gemm_q6_k;
 } ev_kernel_variant;
 
 /* Which SIMD kernel files this build has: chosen by target architecture

@@ -216,8 +216,162 @@ static void silu_mul_neon(const float *g, const float *u, float *out, int64_t n)
     if (i < n) ev_silu_mul_tail(silu_mul_neon, 4, g + i, u + i, out + i, n - i);
 }
 
+/* ---- K-quants (record layout: kernels_internal.h) ------------------------
+ * sdot is signed x signed: Q6_K quants get their offset of 32 removed in
+ * the weights, so no activation-sum correction is needed. */
+
+static void quantize_k_neon(const float *x, int64_t cols, int8_t *q, float *d, int16_t *bs) {
+    const int32x4_t lim = vdupq_n_s32(127), nlim = vdupq_n_s32(-127);
+    for (int64_t b = 0; b < cols / EV_QK_K; b++) {
+        const float *xb = x + b * EV_QK_K;
+        float32x4_t m = vdupq_n_f32(0.0f);
+        float id;
+        for (int k = 0; k < 64; k++) m = vmaxq_f32(m, vabsq_f32(vld1q_f32(xb + 4 * k)));
+        ev_q8_scale(vmaxvq_f32(m), &d[b], &id);
+        for (int k = 0; k < 16; k++) { /* rounding as in quantize_neon */
+            int32x4_t iv[4], sum = vdupq_n_s32(0);
+            #pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                iv[i] = vmaxq_s32(vminq_s32(vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(xb + 16 * k + 4 * i), id)), lim), nlim);
+                sum = vaddq_s32(sum, iv[i]);
+            }
+            int16x8_t h0 = vcombine_s16(vqmovn_s32(iv[0]), vqmovn_s32(iv[1]));
+            int16x8_t h1 = vcombine_s16(vqmovn_s32(iv[2]), vqmovn_s32(iv[3]));
+            vst1q_s8(q + b * EV_QK_K + 16 * k, vcombine_s8(vqmovn_s16(h0), vqmovn_s16(h1)));
+            bs[b * 16 + k] = (int16_t)vaddvq_s32(sum);
+        }
+    }
+}
+
+/* Value v (0..15) of the record's scale pairs for the 4 rows as int32 lanes. */
+static inline int32x4_t scale_lanes(const uint8_t *scp, int v, int is_signed) {
+    int32x4_t pr = is_signed ? vreinterpretq_s32_s16(vmovl_s8(vld1_s8((const int8_t *)scp + (v >> 1) * 2 * R)))
+                             : vreinterpretq_s32_u16(vmovl_u8(vld1_u8(scp + (v >> 1) * 2 * R)));
+    return (v & 1) ? vshrq_n_s32(pr, 16) : vshrq_n_s32(vshlq_n_s32(pr, 16), 16);
+}
+
+static inline int32x4_t dot_lane(int32x4_t acc, int8x16_t w, int8x16_t x, int lane) {
+    switch (lane) {   /* the lane must be a constant */
+    case 0: return vdotq_laneq_s32(acc, w, x, 0);
+    case 1: return vdotq_laneq_s32(acc, w, x, 1);
+    case 2: return vdotq_laneq_s32(acc, w, x, 2);
+    default: return vdotq_laneq_s32(acc, w, x, 3);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+tile_k(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int kind, float *Y, int64_t ldy) {
+    const int64_t nb = W->nb;
+    const ev_klayout L = ev_klayout_of(kind == 4 ? EV_TYPE_Q4_K : kind == 5 ? EV_TYPE_Q5_K : EV_TYPE_Q6_K);
+    const int64_t rb = (int64_t)L.rec * R;
+    float32x4_t acc[TILE];
+    int nrows = (int)(W->rows - g * R < R ? W->rows - g * R : R);
+    #pragma GCC unroll 8
+    for (int j = 0; j < T; j++) acc[j] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *rec = W->qs + (g * nb + b) * rb, *scp = rec + L.sc * R;
+        ev_prefetch_ahead(rec, rb);
+        int32x4_t isum[TILE], msum[TILE];
+        #pragma GCC unroll 8
+        for (int j = 0; j < T; j++) isum[j] = msum[j] = vdupq_n_s32(0);
+        if (kind == 6) {
+            for (int s = 0; s < 16; s++) {   /* sub-block of 16: see kernels_avx512.c */
+                const int n = s >> 3, c = (s & 7) >> 1, kk = s & 1;
+                int8x16_t w[4];
+                #pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    const int k = 4 * kk + i;
+                    uint8x16_t a = vld1q_u8(rec + (16 * n + 8 * (c & 1) + k) * 16);
+                    uint8x16_t h = vld1q_u8(rec + L.qh * R + (8 * n + k) * 16);
+                    uint8x16_t lo = (c >> 1) ? vshrq_n_u8(a, 4) : vandq_u8(a, vdupq_n_u8(0x0f));
+                    uint8x16_t hi = vandq_u8(vshlq_u8(h, vdupq_n_s8((int8_t)(-2 * c))), vdupq_n_u8(3));
+                    w[i] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, vshlq_n_u8(hi, 4))), vdupq_n_s8(32));
+                }
+                int32x4_t scv = scale_lanes(scp, s, 1);
+                #pragma GCC unroll 8
+                for (int j = 0; j < T; j++) {
+                    int8x16_t xv = vld1q_s8(A->q + ((t + j) * nb + b) * EV_QK_K + 128 * n + 32 * c + 16 * kk);
+                    int32x4_t dsum = vdupq_n_s32(0);
+                    #pragma GCC unroll 4
+                    for (int i = 0; i < 4; i++) dsum = dot_lane(dsum, w[i], xv, i);
+                    isum[j] = vmlaq_s32(isum[j], dsum, scv);
+                }
+            }
+        } else {
+            for (int s = 0; s < 8; s++) {
+                int8x16_t w[8];
+                #pragma GCC unroll 8
+                for (int k = 0; k < 8; k++) {
+                    uint8x16_t v = vld1q_u8(rec + ((s >> 1) * 8 + k) * 16);
+                    uint8x16_t q = (s & 1) ? vshrq_n_u8(v, 4) : vandq_u8(v, vdupq_n_u8(0x0f));
+                    if (kind == 5) {
+                        uint8x16_t hb = vshlq_u8(vld1q_u8(rec + L.qh * R + k * 16), vdupq_n_s8((int8_t)-s));
+                        q = vorrq_u8(q, vshlq_n_u8(vandq_u8(hb, vdupq_n_u8(1)), 4));
+                    }
+                    w[k] = vreinterpretq_s8_u8(q);
+                }
+                int32x4_t scv = scale_lanes(scp, s, 0), mv = scale_lanes(scp, 8 + s, 0);
+                #pragma GCC unroll 8
+                for (int j = 0; j < T; j++) {
+                    const int64_t tb = (t + j) * nb + b;
+                    const int8_t *xq = A->q + tb * EV_QK_K + 32 * s;
+                    int8x16_t x0 = vld1q_s8(xq), x1 = vld1q_s8(xq + 16);
+                    int32x4_t d0 = vdupq_n_s32(0), d1 = vdupq_n_s32(0);
+                    #pragma GCC unroll 4
+                    for (int k = 0; k < 4; k++) {
+                        d0 = dot_lane(d0, w[k], x0, k);
+                        d1 = dot_lane(d1, w[k + 4], x1, k);
+                    }
+                    isum[j] = vmlaq_s32(isum[j], vaddq_s32(d0, d1), scv);
+                    msum[j] = vmlaq_n_s32(msum[j], mv, A->bs[tb * 16 + 2 * s] + A->bs[tb * 16 + 2 * s + 1]);
+                }
+            }
+        }
+        float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(rec + L.d * R)));
+        float32x4_t dm = kind == 6 ? vdupq_n_f32(0.0f) : vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(rec + L.d * R + 2 * R)));
+        #pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            const float dx = A->d[(t + j) * nb + b];
+            acc[j] = vfmaq_f32(acc[j], vcvtq_f32_s32(isum[j]), vmulq_n_f32(dw, dx));
+            if (kind != 6) acc[j] = vfmsq_f32(acc[j], vcvtq_f32_s32(msum[j]), vmulq_n_f32(dm, dx));
+        }
+    }
+    #pragma GCC unroll 8
+    for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
+}
+
+static inline __attribute__((always_inline)) void
+gemm_k(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
+       float *Y, int64_t ldy, int kind) {
+    for (int64_t g = g0; g < g1; g++) {
+        int64_t t = t0;
+        for (; t + TILE <= t1; t += TILE) tile_k(W, A, g, t, TILE, kind, Y, ldy);
+        switch (t1 - t) {
+        case 3: tile_k(W, A, g, t, 3, kind, Y, ldy); break;
+        case 2: tile_k(W, A, g, t, 2, kind, Y, ldy); break;
+        case 1: tile_k(W, A, g, t, 1, kind, Y, ldy); break;
+        default: break;
+        }
+    }
+}
+
+static void gemm_q4_k_neon(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 4);
+}
+
+static void gemm_q5_k_neon(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 5);
+}
+
+static void gemm_q6_k_neon(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 6);
+}
+
 const ev_kernel_variant ev_variant_neon_dotprod = {
     "neon_dotprod", R, 0, quantize_neon, gemm_q8_0_neon, gemm_q4_0_neon, gemm_f32_neon, gemm_f16_neon,
-    silu_mul_neon,
+    silu_mul_neon, quantize_k_neon, gemm_q4_k_neon, gemm_q5_k_neon, gemm_q6_k_neon,
 };
 #endif /* EV_KERNELS_NEON */

@@ -1,6 +1,9 @@
 /* test_kernels.c - every kernel variant against the scalar reference.
  *
  * Usage: test_kernels [variant ...]   (default: every variant this CPU runs)
+ *        test_kernels --dequantize TYPE COLS IN OUT   (rows of ggml type id TYPE
+ *            read from IN, written to OUT as f32 by ev_dequantize_row: the
+ *            pytest compares them with gguf-py's dequantizers)
  * Exit status 0 when all checks pass.  Checks, per variant:
  *  - quantized activations (int8 values, f32 scales, block sums) bit-exact
  *    against the scalar quantizer;
@@ -12,7 +15,11 @@
  *    exact (double) sum of its m terms, the worst-case error of float
  *    summation in any order (m = blocks for quantized, columns for float);
  *  - thread pools of 1, 2 and 3 threads give bit-identical outputs;
- *  - shapes include rows not a multiple of the interleave, n = 1, odd n. */
+ *  - shapes include rows not a multiple of the interleave, n = 1, odd n;
+ *  - the K-quants (Q4_K, Q5_K, Q6_K) the same way: Q8_K activations
+ *    bit-exact, unit d / dmin with small integer activations (sum of |terms|
+ *    below 2^24) exact against int64, random data within the float bound
+ *    (m = 2 terms a block: scales and mins). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,8 +44,37 @@ static float rand_unit(void) { return (float)((rng() >> 40) * (1.0 / 16777216.0)
 #define CHECK(cond, ...) do { if (!(cond)) { failures++; printf("FAIL %s:%d: ", __FILE__, __LINE__); \
     printf(__VA_ARGS__); printf("\n"); } } while (0)
 
-static const char *type_name(ev_type t) {
-    return t == EV_TYPE_Q8_0 ? "q8_0" : t == EV_TYPE_Q4_0 ? "q4_0" : t == EV_TYPE_F16 ? "f16" : "f32";
+static const char *type_name(ev_type t) { return ev_type_info(t) ? ev_type_info(t)->name : "?"; }
+
+static int is_k(ev_type t) { return t == EV_TYPE_Q4_K || t == EV_TYPE_Q5_K || t == EV_TYPE_Q6_K; }
+
+/* One K-quant element i (0..255) of a ggml block, decoded from the layout
+ * in ggml-common.h independently of the runtime: quant q, sub-block scale
+ * sc and min m (0 for Q6_K), and the block's d, dmin. */
+static void k_element(ev_type t, const uint8_t *blk, int i, int *q, int *sc, int *m, float *d, float *dmin) {
+    uint16_t h;
+    if (t == EV_TYPE_Q6_K) {
+        int n = i / 128, c = (i % 128) / 32, l = i % 32;
+        int lo = blk[64 * n + 32 * (c % 2) + l], hi = blk[128 + 32 * n + l];
+        lo = c < 2 ? lo & 15 : lo >> 4;
+        *q = (lo | ((hi >> (2 * c)) & 3) << 4) - 32;
+        *sc = (int8_t)blk[192 + i / 16];
+        *m = 0;
+        memcpy(&h, blk + 208, 2);
+        *d = ev_fp16_to_fp32(h);
+        *dmin = 0.0f;
+        return;
+    }
+    const uint8_t *sp = blk + 4, *qs = blk + (t == EV_TYPE_Q5_K ? 48 : 16);
+    int j = i / 32, l = i % 32;
+    if (j < 4) { *sc = sp[j] & 63; *m = sp[j + 4] & 63; }
+    else { *sc = (sp[j + 4] & 15) | (sp[j - 4] >> 6) << 4; *m = (sp[j + 4] >> 4) | (sp[j] >> 6) << 4; }
+    *q = j % 2 ? qs[32 * (j / 2) + l] >> 4 : qs[32 * (j / 2) + l] & 15;
+    if (t == EV_TYPE_Q5_K) *q += ((blk[16 + l] >> j) & 1) << 4;
+    memcpy(&h, blk, 2);
+    *d = ev_fp16_to_fp32(h);
+    memcpy(&h, blk + 2, 2);
+    *dmin = ev_fp16_to_fp32(h);
 }
 
 /* Random ggml-layout matrix.  unit_scale: all block scales 1.0 (integer test). */
@@ -53,6 +89,16 @@ static uint8_t *make_weights(ev_type t, int64_t rows, int64_t cols, int unit_sca
             for (int64_t i = 0; i < cols; i++) {
                 uint16_t h = ev_fp32_to_fp16(rand_unit());
                 memcpy(row + 2 * i, &h, 2);
+            }
+        } else if (is_k(t)) {
+            const int bb = ev_type_info(t)->bytes, doff = t == EV_TYPE_Q6_K ? 208 : 0;
+            for (int64_t b = 0; b < cols / 256; b++) {
+                uint8_t *blk = row + b * bb;
+                for (int i = 0; i < bb; i++) blk[i] = (uint8_t)rng();
+                for (int k = 0; k < (t == EV_TYPE_Q6_K ? 1 : 2); k++) {   /* d (and dmin) */
+                    uint16_t h = ev_fp32_to_fp16(unit_scale ? 1.0f : 0.0005f + 0.01f * fabsf(rand_unit()));
+                    memcpy(blk + doff + 2 * k, &h, 2);
+                }
             }
         } else {
             size_t bb = t == EV_TYPE_Q8_0 ? EV_Q8_0_BYTES : EV_Q4_0_BYTES;
@@ -125,6 +171,17 @@ static void check_quantize(const char *variant) {
     CHECK(!memcmp(q0, q1, sizeof q0), "%s: quantized activations differ from scalar", variant);
     CHECK(!memcmp(d0, d1, sizeof d0), "%s: activation scales differ from scalar", variant);
     CHECK(!memcmp(s0, s1, sizeof s0), "%s: activation block sums differ from scalar", variant);
+    {
+        int8_t kq0[5 * 256], kq1[5 * 256];
+        float kd0[5], kd1[5];
+        int16_t kb0[80], kb1[80];
+        ev_kernels_force_variant("scalar");
+        ev_quantize_rows_q8k(x, n, cols, kq0, kd0, kb0);
+        ev_kernels_force_variant(variant);
+        ev_quantize_rows_q8k(x, n, cols, kq1, kd1, kb1);
+        CHECK(!memcmp(kq0, kq1, sizeof kq0) && !memcmp(kd0, kd1, sizeof kd0) && !memcmp(kb0, kb1, sizeof kb0),
+              "%s: Q8_K activations (quants, scales or 16-sums) differ from scalar", variant);
+    }
 }
 
 /* Quantized types, unit weight scales, integer activations: exact results. */
@@ -220,6 +277,86 @@ done:
     free(w); free(x); free(y); free(y2); free(qx); free(dx); free(sx); free(dm.q); free(dm.v);
 }
 
+/* K-quants.  Integer test: d = dmin = 1, activations in -1..1 with one
+ * +-127 per block of 256 (so they quantize to themselves, d_x = 1): y =
+ * sum (sc q - m) x exactly, and the sum of |terms| (checked) stays below
+ * 2^24, so every float summation order gives the same integer.  Random
+ * test: each output within (m + 3) 2^-24 sum|term| of the exact sum of the
+ * m = 2 * blocks terms I (d dx) and -M (dmin dx), computed here in double
+ * from the scalar-quantized activations. */
+static void check_k(const char *variant, ev_type t, int64_t rows, int64_t cols, int64_t n, int integer) {
+    const int64_t nb = cols / 256, bb = ev_type_info(t)->bytes;
+    uint8_t *w = make_weights(t, rows, cols, integer);
+    float *x = malloc(sizeof(float) * (size_t)(n * cols)), *y = malloc(sizeof(float) * (size_t)(n * rows));
+    float *y2 = malloc(sizeof(float) * (size_t)(n * rows));
+    int8_t *qx = malloc((size_t)(n * cols));
+    float *dx = malloc(sizeof(float) * (size_t)(n * nb));
+    int16_t *bsx = malloc(sizeof(int16_t) * (size_t)(n * cols / 16));
+    ev_weights *W;
+    int bad = 0;
+    for (int64_t i = 0; i < n * cols; i++) x[i] = integer ? (float)rand_int(-1, 1) : rand_unit() * 3.0f;
+    if (integer)
+        for (int64_t i = 0; i < n * cols; i += 256) x[i + rand_int(0, 255)] = rng() & 1 ? 127.0f : -127.0f;
+    ev_kernels_force_variant("scalar");
+    ev_quantize_rows_q8k(x, n, cols, qx, dx, bsx);
+    ev_kernels_force_variant(variant);
+    W = prepare(t, w, rows, cols);
+    if (!W || ev_matmul(NULL, W, x, n, y) != EV_KERNEL_OK) { CHECK(0, "%s: matmul failed", variant); goto done; }
+    for (int64_t tk = 0; tk < n && !bad; tk++)
+        for (int64_t r = 0; r < rows && !bad; r++) {
+            double exact = 0.0, mag = 0.0;
+            int64_t iexact = 0, imag = 0;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *blk = w + (size_t)(r * nb + b) * (size_t)bb;
+                int64_t I = 0, M = 0;
+                float d = 0, dmin = 0;
+                for (int i = 0; i < 256; i++) {
+                    int q, sc, m;
+                    int64_t xi = qx[tk * cols + b * 256 + i];
+                    k_element(t, blk, i, &q, &sc, &m, &d, &dmin);
+                    I += (int64_t)sc * q * xi;
+                    M += (int64_t)m * xi;
+                    imag += llabs((int64_t)sc * q * xi) + llabs((int64_t)m * xi);
+                }
+                iexact += I - M;
+                double ti = (double)I * (double)(float)(d * dx[tk * nb + b]);
+                double tm = (double)M * (double)(float)(dmin * dx[tk * nb + b]);
+                exact += ti - tm;
+                mag += fabs(ti) + fabs(tm);
+            }
+            if (integer) {
+                CHECK(imag < (1 << 24), "%s %s: integer test terms too large (%lld)", variant, type_name(t), (long long)imag);
+                if (y[tk * rows + r] != (float)iexact) {
+                    bad = 1;
+                    CHECK(0, "%s %s %lldx%lld n=%lld: y[%lld,%lld] = %.1f, exact %lld", variant, type_name(t),
+                          (long long)rows, (long long)cols, (long long)n, (long long)tk, (long long)r,
+                          y[tk * rows + r], (long long)iexact);
+                }
+            } else {
+                double bound = (double)(2 * nb + 3) * ldexp(1.0, -24) * mag;
+                if (fabs((double)y[tk * rows + r] - exact) > bound) {
+                    bad = 1;
+                    CHECK(0, "%s %s %lldx%lld n=%lld: y[%lld,%lld] = %.9g, exact %.9g, bound %.3g", variant,
+                          type_name(t), (long long)rows, (long long)cols, (long long)n, (long long)tk,
+                          (long long)r, y[tk * rows + r], exact, bound);
+                }
+            }
+        }
+    if (!integer) {
+        ev_threadpool *tp = ev_threadpool_create(3);
+        CHECK(tp != NULL, "threadpool_create(3)");
+        if (tp) {
+            ev_matmul(tp, W, x, n, y2);
+            CHECK(!memcmp(y, y2, sizeof(float) * (size_t)(n * rows)), "%s %s: 3 threads differ from 1 thread",
+                  variant, type_name(t));
+            ev_threadpool_free(tp);
+        }
+    }
+done:
+    ev_weights_free(W);
+    free(w); free(x); free(y); free(y2); free(qx); free(dx); free(bsx);
+}
+
 static void count_task(void *ctx, int i, int n) {
     int *hits = ctx;
     (void)n;
@@ -256,6 +393,9 @@ static void check_errors(void) {
     CHECK(ev_weights_prepare(&W, EV_TYPE_Q4_0, buf, (int64_t)1 << 40, 32) == EV_KERNEL_EINVAL, "huge rows");
     CHECK(ev_row_bytes(EV_TYPE_Q4_0, 64) == 36 && ev_row_bytes(EV_TYPE_Q8_0, 64) == 68 &&
           ev_row_bytes(EV_TYPE_Q8_0, 48) == 0 && ev_row_bytes(EV_TYPE_F16, 3) == 6, "ev_row_bytes");
+    CHECK(ev_row_bytes(EV_TYPE_Q4_K, 512) == 288 && ev_row_bytes(EV_TYPE_Q5_K, 256) == 176 &&
+          ev_row_bytes(EV_TYPE_Q6_K, 256) == 210 && ev_row_bytes(EV_TYPE_Q6_K, 128) == 0, "ev_row_bytes K-quants");
+    CHECK(ev_weights_prepare(&W, EV_TYPE_Q4_K, buf, 1, 32) == EV_KERNEL_EINVAL, "Q4_K cols not a multiple of 256");
     CHECK(ev_matmul(NULL, NULL, x, 1, y) == EV_KERNEL_EINVAL, "matmul NULL weights");
     CHECK(ev_kernels_force_variant("no_such_variant") == EV_KERNEL_EUNSUPPORTED, "unknown variant");
 }
@@ -287,6 +427,22 @@ static void check_dequantize(void) {
             ok &= out[i] == (float)v;
         }
         CHECK(ok, "dequantize_row %s", type_name(types[k]));
+        free(w);
+    }
+    const ev_type kt[] = {EV_TYPE_Q4_K, EV_TYPE_Q5_K, EV_TYPE_Q6_K};
+    for (int k = 0; k < 3; k++) {   /* dl = d sc, ml = dmin m, then dl q - ml: gguf-py's arithmetic */
+        uint8_t *w = make_weights(kt[k], 1, 512, 0);
+        float out[512];
+        int ok = 1;
+        ev_dequantize_row(kt[k], w, out, 512);
+        for (int i = 0; i < 512; i++) {
+            int q, sc, m;
+            float d, dmin;
+            k_element(kt[k], w + (i / 256) * ev_type_info(kt[k])->bytes, i % 256, &q, &sc, &m, &d, &dmin);
+            volatile float dl = d * (float)sc, ml = dmin * (float)m, p = dl * (float)q;
+            ok &= out[i] == (kt[k] == EV_TYPE_Q6_K ? (float)p : (float)(p - ml));
+        }
+        CHECK(ok, "dequantize_row %s", type_name(kt[k]));
         free(w);
     }
 }
@@ -329,6 +485,7 @@ static void check_variant(const char *variant) {
     static const int64_t cols_list[] = {32, 96, 256, 1024};
     static const int64_t n_list[] = {1, 2, 3, 7, 8, 9, 17};
     static const ev_type types[] = {EV_TYPE_Q8_0, EV_TYPE_Q4_0, EV_TYPE_F16, EV_TYPE_F32};
+    static const ev_type k_types[] = {EV_TYPE_Q4_K, EV_TYPE_Q5_K, EV_TYPE_Q6_K};
     int before = failures;
     check_quantize(variant);
     check_silu(variant);
@@ -341,11 +498,36 @@ static void check_variant(const char *variant) {
             for (int c = 0; c < 4; c++)
                 check_random(variant, types[k], rows_list[a], cols_list[c] + (k >= 2 ? a % 3 : 0),
                              n_list[(a + 2 * c) % 7]);
+    for (int k = 0; k < 3; k++)
+        for (int a = 0; a < 7; a++)
+            for (int c = 1; c <= 4; c++)
+                for (int integer = 0; integer < 2; integer++)
+                    check_k(variant, k_types[k], rows_list[a], 256 * c, n_list[(a + c + integer) % 7], integer);
     printf("%s %s\n", failures == before ? "ok" : "FAIL", variant);
+}
+
+static int dequantize_file(const char *type, const char *cols_s, const char *in, const char *out) {
+    long t = strtol(type, NULL, 10), cols = strtol(cols_s, NULL, 10);
+    size_t rb = ev_row_bytes((ev_type)t, cols), got, rows = 0;
+    FILE *fi = fopen(in, "rb"), *fo = fopen(out, "wb");
+    uint8_t *row = rb ? malloc(rb) : NULL;
+    float *f = rb ? malloc(sizeof(float) * (size_t)cols) : NULL;
+    int ok = fi && fo && row && f;
+    while (ok && (got = fread(row, 1, rb, fi)) == rb) {
+        ev_dequantize_row((ev_type)t, row, f, cols);
+        ok = fwrite(f, sizeof(float), (size_t)cols, fo) == (size_t)cols;
+        rows++;
+    }
+    if (fi) fclose(fi);
+    if (fo && fclose(fo)) ok = 0;
+    free(row); free(f);
+    printf("%s dequantize type %ld cols %ld: %zu rows\n", ok ? "ok" : "FAIL", t, cols, rows);
+    return ok ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
     static const char *all[] = {"scalar", "avx2", "avx512_vnni", "neon_dotprod"};
+    if (argc == 6 && !strcmp(argv[1], "--dequantize")) return dequantize_file(argv[2], argv[3], argv[4], argv[5]);
     check_fp16();
     check_errors();
     check_dequantize();
