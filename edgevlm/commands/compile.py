@@ -27,9 +27,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
+    from edgevlm.commands._table import print_table
     from edgevlm.compiler.pipeline import compile as compile_model
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
@@ -38,9 +36,7 @@ def run(args) -> int:
                            quality_target_db=args.quality_target, vision_tokens=args.vision_tokens,
                            token_reduce=args.token_reduce, eval_n=args.eval_n)
     rep = result.report
-    table = Table(title=f"{rep['model']} -> {rep['target']}")
-    for col in ("stage", "backend", "artifact", "parity", "lower s"):
-        table.add_column(col)
+    rows = []
     for st in rep["stages"]:
         for a in st["artifacts"]:
             p = a["parity"]
@@ -51,22 +47,23 @@ def run(args) -> int:
             mp = a.get("info", {}).get("quant", {}).get("mixed_precision")
             if mp and not mp["met"]:
                 shown += f", quality target NOT met ({mp['achieved']:.1f} < {mp['target']:g} dB)"
-            table.add_row(st["name"], a["backend"], a["path"], shown, f"{a['lower_s']:.2f}")
+            rows.append((st["name"], a["backend"], a["path"], shown, f"{a['lower_s']:.2f}"))
         for s in st["skipped"]:
-            table.add_row(st["name"], s["backend"], "-", f"skipped: {s['reason']}", "-")
+            rows.append((st["name"], s["backend"], "-", f"skipped: {s['reason']}", "-"))
     rt = rep.get("runtime")
     if rt:
         p = rt["parity"]
-        table.add_row("llm", rt["backend"], f"{rt['path']} ({rt['info']['gguf_type']})",
-                      f"greedy agreement {p['value']:.3f}, first-token sqnr_db {p['first_token_sqnr_db']:.3g}", "-")
+        rows.append(("llm", rt["backend"], f"{rt['path']} ({rt['info']['gguf_type']})",
+                     f"greedy agreement {p['value']:.3f}, first-token sqnr_db {p['first_token_sqnr_db']:.3g}", "-"))
     acc = rep.get("accuracy")
+    caption = None
     if acc:
-        table.caption = (f"accuracy on {acc['n']} shapes samples: float {acc['float']:.3f}, "
+        caption = (f"accuracy on {acc['n']} shapes samples: float {acc['float']:.3f}, "
                          f"this build {acc['quantized']:.3f} ({acc['quantized_path']})")
-    console = Console(width=max(Console().width, 110))
-    console.print(table)
+    print_table(f"{rep['model']} -> {rep['target']}", ("stage", "backend", "artifact", "parity", "lower s"), rows,
+                caption=caption, right=("lower s",))
     notes = {a["info"]["qnn"] for st in rep["stages"] for a in st["artifacts"] if a.get("info", {}).get("qnn")}
     for note in sorted(notes):
-        console.print(f"executorch: {note}", markup=False, highlight=False)
-    console.print(f"build: {result.build_dir}/ (report.json, report.html, manifest.json)")
+        print(f"executorch: {note}")
+    print(f"build: {result.build_dir}/ (report.json, report.html, manifest.json)")
     return 0

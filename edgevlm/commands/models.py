@@ -26,33 +26,21 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"default": DEFAULT_MODEL, "vlms": vlms, "other_models": others, "encoders": encoders}, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    from edgevlm.commands._table import print_table
 
-    console = Console()
-    table = Table(title="edgevlm vision-language models (MACs per stage at batch 1; prefill at its compiled length)")
-    for col in ("name", "encoder", "image", "tokens", "params", "LLM params", "encoder MACs", "prefill MACs",
-                "decode MACs/token", "weights"):
-        table.add_column(col)
-    for v in vlms:
-        mark = " (default)" if v["name"] == DEFAULT_MODEL else ""
-        table.add_row(v["name"] + mark, v["encoder"], f"{v['image_size']} px", str(v["image_tokens"]), _m(v["params"]),
-                      _m(v["params_llm"]), _m(v["macs"]["encoder"]), _m(v["macs"]["llm-prefill"]),
-                      _m(v["macs"]["llm-decode"]), "trained (shipped)" if v["trained"] else "random init")
-    console.print(table)
-    table = Table(title="vision encoders (MACs at the default image size)")
-    for col in ("name", "size", "image", "tokens", "dim", "params", "MACs", "note"):
-        table.add_column(col)
-    for e in encoders:
-        table.add_row(e["name"], e["size"], f"{e['image_size']} px", str(e["tokens"]), str(e["out_dim"]), _m(e["params"]),
-                      _m(e["macs"]), e["note"])
-    console.print(table)
+    print_table("edgevlm vision-language models (MACs per stage at batch 1; prefill at its compiled length)",
+                ("name", "encoder", "image", "tokens", "params", "LLM params", "encoder MACs", "prefill MACs",
+                 "decode MACs/token", "weights"),
+                [(v["name"] + (" (default)" if v["name"] == DEFAULT_MODEL else ""), v["encoder"], f"{v['image_size']} px",
+                  str(v["image_tokens"]), _m(v["params"]), _m(v["params_llm"]), _m(v["macs"]["encoder"]),
+                  _m(v["macs"]["llm-prefill"]), _m(v["macs"]["llm-decode"]),
+                  "trained (shipped)" if v["trained"] else "random init") for v in vlms])
+    print_table("vision encoders (MACs at the default image size)",
+                ("name", "size", "image", "tokens", "dim", "params", "MACs", "note"),
+                [(e["name"], e["size"], f"{e['image_size']} px", str(e["tokens"]), str(e["out_dim"]), _m(e["params"]),
+                  _m(e["macs"]), e["note"]) for e in encoders])
     if others:
-        table = Table(title="other models")
-        for col in ("name", "family", "description"):
-            table.add_column(col)
-        for o in others:
-            table.add_row(o["name"], o["family"], o["description"])
-        console.print(table)
+        print_table("other models", ("name", "family", "description"),
+                    [(o["name"], o["family"], o["description"]) for o in others])
     print("MACs count conv, linear, matmul and attention ops (torch FlopCounterMode / 2); elementwise ops are not counted.")
     return 0

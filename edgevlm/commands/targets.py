@@ -11,26 +11,19 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
+    from edgevlm.commands._table import print_table
     from edgevlm.targets import list_targets
 
     targets = list_targets()
     if args.json:
         print(json.dumps([_as_dict(t) for t in targets], indent=2))
         return 0
-    table = Table(title="edgevlm targets")
-    for col in ("name", "backends", "activations", "weights", "KV", "float graphs", "int8 TMAC/s", "DRAM GB/s", "on-chip", "constraints"):
-        table.add_column(col)
-    for t in targets:
-        r = t.roofline
-        table.add_row(
-            t.name, ", ".join(t.backends), "/".join(t.activation_dtypes), "/".join(t.weight_dtypes),
-            "/".join(t.kv_dtypes), "yes" if t.float_graphs else "no", f"{r.int8_macs_per_s / 1e12:.2f}",
-            f"{r.dram_gb_per_s:g}", f"{r.onchip_bytes // 2**20} MB", "; ".join(t.constraints),
-        )
-    Console().print(table)
+    columns = ("name", "backends", "activations", "weights", "KV", "float graphs", "int8 TMAC/s", "DRAM GB/s", "on-chip", "constraints")
+    rows = [(t.name, ",".join(t.backends), "/".join(t.activation_dtypes), "/".join(t.weight_dtypes),
+             "/".join(t.kv_dtypes), "yes" if t.float_graphs else "no", f"{t.roofline.int8_macs_per_s / 1e12:.2f}",
+             f"{t.roofline.dram_gb_per_s:g}", f"{t.roofline.onchip_bytes // 2**20} MB", "; ".join(t.constraints))
+            for t in targets]
+    print_table("edgevlm targets", columns, rows, right=("int8 TMAC/s", "DRAM GB/s", "on-chip"))
     print("Roofline figures are nominal (vendor specifications), not measurements.")
     return 0
 

@@ -129,11 +129,15 @@ def _swap_into_place(tmp: Path, build_dir: Path) -> None:
 
 
 class _Progress:
-    """Rich progress on stderr when verbose; silent otherwise."""
+    """Progress when verbose: a rich bar on stderr in a terminal; one line per finished step on stdout
+    when stdout is not a terminal (a log, a pipe, CI), so long compiles show they are alive.
+    Silent when not verbose."""
 
     def __init__(self, verbose: bool, total: int):
         self.bar = None
-        if verbose:
+        self.lines = verbose and not sys.stdout.isatty()
+        self.t0 = time.perf_counter()
+        if verbose and not self.lines:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -144,6 +148,11 @@ class _Progress:
     def step(self, text: str, advance: int = 0):
         if self.bar:
             self.bar.update(self.task, description=text, advance=advance)
+
+    def finished(self, stage: str, what: str, seconds: float):
+        """One line for a finished step: stage, backend (or other step), its seconds, the total so far."""
+        if self.lines:
+            print(f"edgevlm: {stage} {what}: {seconds:.2f} s (total {time.perf_counter() - self.t0:.1f} s)", flush=True)
 
     def close(self):
         if self.bar:
@@ -230,6 +239,7 @@ def _accuracy(bundle, build_dir: Path, n: int, gguf_type: str) -> dict:
 
 def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progress, scheme=None) -> dict:
     progress.step(f"{stage.name}: capture")
+    t0 = time.perf_counter()
     gm = capture(stage)
     progress.step(f"{stage.name}: passes")
     gm, log = run_pipeline(gm, target)
@@ -240,6 +250,7 @@ def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progre
         reference = _flat_outputs(stage.module(*stage.example_inputs))
     inputs = [x.detach().cpu().numpy() for x in stage.example_inputs]
     entry = {"name": stage.name, "kind": stage.kind, "passes": log, "artifacts": [], "skipped": [], "estimate": estimate}
+    progress.finished(stage.name, "capture + passes", time.perf_counter() - t0)
     for backend in backends:
         progress.step(f"{stage.name}: lower {backend.name}")
         t0 = time.perf_counter()
@@ -265,6 +276,8 @@ def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progre
             art["parity"] = {"metric": "not run", "value": None, "reference": f"{backend.name} artifacts cannot run on this machine"}
         entry["artifacts"].append(art)
         progress.step(f"{stage.name}: {backend.name} done", advance=1)
+        progress.finished(stage.name, backend.name + (" lowered + verified" if backend.can_execute else " lowered"),
+                          time.perf_counter() - t0)
     return entry
 
 
@@ -340,8 +353,10 @@ def compile(  # noqa: A001 - the public verb
         runtime = None
         if runtime_bundle.is_runtime_vlm(bundle):
             progress.step("runtime bundle: GGUF + verify")
+            t0 = time.perf_counter()
             paths = {st["name"]: {a["backend"]: a["path"] for a in st["artifacts"]} for st in stages}
             runtime = runtime_bundle.write(bundle, schemes.get("llm"), tmp, paths)
+            progress.finished("llm", "runtime bundle (GGUF) written + verified", time.perf_counter() - t0)
         report = {
             "model": bundle.name,
             "target": tgt.name,
@@ -361,7 +376,9 @@ def compile(  # noqa: A001 - the public verb
         report_io.write_manifest(tmp, report)
         if runtime is not None and eval_n:
             progress.step(f"accuracy: {eval_n} shapes samples")
+            t0 = time.perf_counter()
             report["accuracy"] = _accuracy(bundle, tmp, eval_n, runtime["info"]["gguf_type"])
+            progress.finished("build", f"accuracy on {eval_n} shapes samples", time.perf_counter() - t0)
         report_io.write_report(tmp, report)
         _swap_into_place(tmp, build_dir)
     except BaseException:
