@@ -1,16 +1,20 @@
-"""Write an LFM2 language model as GGUF, the way llama.cpp's converter does.
+"""Write an LFM2 or Qwen2 language model as GGUF, the way llama.cpp's converter does.
 
-Input is a config plus a state dict in Hugging Face ``Lfm2ForCausalLM``
-naming (edgevlm's own LFM2 uses the same names); output is a GGUF v3 file of
-architecture ``lfm2`` with llama.cpp's key and tensor names, written by the
-``gguf`` package (the writer llama.cpp's ``convert_hf_to_gguf.py`` uses), so
-llama.cpp loads edgevlm's files and edgevlm's C runtime loads llama.cpp's.
+Input is a config plus a state dict in Hugging Face ``Lfm2ForCausalLM`` /
+``Qwen2ForCausalLM`` naming (edgevlm's own models use the same names);
+output is a GGUF v3 file of architecture ``lfm2`` / ``qwen2`` with llama.cpp's
+key and tensor names, written by the ``gguf`` package (the writer llama.cpp's
+``convert_hf_to_gguf.py`` uses), so llama.cpp loads edgevlm's files and
+edgevlm's C runtime loads llama.cpp's.
 
-Conventions copied from ``convert_hf_to_gguf.py`` (LFM2Model):
-- ``lfm2.attention.head_count_kv`` is a per-layer array, 0 for conv layers;
-- the conv weight [hidden, 1, L] is stored squeezed as [hidden, L];
-- HF's final ``model.embedding_norm`` is stored as ``token_embd_norm``;
-- vectors (norms) and the conv taps stay F32; matrices take the chosen type.
+Conventions copied from ``convert_hf_to_gguf.py``:
+- LFM2Model: ``lfm2.attention.head_count_kv`` is a per-layer array, 0 for conv
+  layers; the conv weight [hidden, 1, L] is stored squeezed as [hidden, L];
+  HF's final ``model.embedding_norm`` is stored as ``token_embd_norm``;
+- Qwen2Model: one ``qwen2.attention.head_count_kv``; q/k/v biases as
+  ``blk.N.attn_{q,k,v}.bias``; the final norm as ``output_norm``; q/k are not
+  permuted (llama.cpp rotates Qwen2 NEOX-style, as HF's rotate_half does);
+- vectors (norms, biases) and the conv taps stay F32; matrices take the chosen type.
 """
 from __future__ import annotations
 
@@ -30,17 +34,17 @@ def _gguf():
     return gguf
 
 
-def _config(config):
-    from edgevlm.models.lfm2 import Lfm2Config
-
-    if isinstance(config, Lfm2Config):
+def _config(config, cls=None):
+    if cls is None:
+        from edgevlm.models.lfm2 import Lfm2Config as cls
+    if isinstance(config, cls):
         return config
     if hasattr(config, "to_dict"):
         config = config.to_dict()
     if not isinstance(config, dict):
-        raise InputError(f"config of type {type(config).__name__} is not an LFM2 config",
-                         "pass a dict (config.json), an edgevlm Lfm2Config or a transformers Lfm2Config")
-    return Lfm2Config.from_dict(config)
+        raise InputError(f"config of type {type(config).__name__} is not a {cls.__name__}",
+                         f"pass a dict (config.json), an edgevlm {cls.__name__} or the transformers config")
+    return cls.from_dict(config)
 
 
 def _numpy(t) -> np.ndarray:
@@ -74,7 +78,24 @@ def _tensor_map(cfg) -> list[tuple[str, str, bool]]:
     return out
 
 
-def _add_vocab(writer, tokenizer, cfg) -> None:
+def _qwen2_tensor_map(cfg) -> list[tuple[str, str, bool]]:
+    """(gguf name, HF name, is_matrix) for a Qwen2ForCausalLM (convert_hf_to_gguf's names)."""
+    out = [("token_embd.weight", "model.embed_tokens.weight", True), ("output_norm.weight", "model.norm.weight", False)]
+    for i in range(cfg.num_hidden_layers):
+        p, b = f"model.layers.{i}.", f"blk.{i}."
+        out += [(b + "attn_norm.weight", p + "input_layernorm.weight", False),
+                (b + "ffn_norm.weight", p + "post_attention_layernorm.weight", False),
+                (b + "attn_output.weight", p + "self_attn.o_proj.weight", True),
+                (b + "ffn_gate.weight", p + "mlp.gate_proj.weight", True),
+                (b + "ffn_up.weight", p + "mlp.up_proj.weight", True),
+                (b + "ffn_down.weight", p + "mlp.down_proj.weight", True)]
+        for x in "qkv":
+            out += [(b + f"attn_{x}.weight", p + f"self_attn.{x}_proj.weight", True),
+                    (b + f"attn_{x}.bias", p + f"self_attn.{x}_proj.bias", False)]
+    return out
+
+
+def _add_vocab(writer, tokenizer, cfg, pre: str = "lfm2") -> None:
     """tokenizer.ggml.* keys from a `tokenizers` tokenizer (object or tokenizer.json path)."""
     gguf = _gguf()
     from tokenizers import Tokenizer
@@ -95,7 +116,7 @@ def _add_vocab(writer, tokenizer, cfg) -> None:
     if model.get("type") == "BPE":
         # byte-level BPE as LFM2's own tokenizer: llama.cpp's "gpt2" vocab
         writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre("lfm2")
+        writer.add_tokenizer_pre(pre)
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
         if merges:
             writer.add_token_merges(merges)
@@ -112,62 +133,33 @@ def _add_vocab(writer, tokenizer, cfg) -> None:
             fn(int(v))
 
 
-def export_lfm2_gguf(path, config, state_dict, qtype: str = "q8_0", tokenizer=None,
-                     embed_qtype: str | None = None, name: str = "edgevlm-lfm2") -> Path:
-    """Write ``state_dict`` (HF Lfm2ForCausalLM names) as an ``lfm2`` GGUF at ``path``.
-
-    qtype: type of the projection matrices, one of f32, f16, q8_0, q4_0.
-    embed_qtype: type of token_embd (and of output.weight when untied);
-        defaults to qtype, except q8_0 for q4_0 (the tied output head is the
-        most error-sensitive matrix, as llama.cpp's quantizer also treats it).
-    tokenizer: optional `tokenizers.Tokenizer` or tokenizer.json path to embed.
-    Returns the path written.  The file is written to a temporary name and
-    renamed, so a failure never leaves a half-written GGUF behind.
-    """
-    gguf = _gguf()
-    from gguf.quants import quantize
-
+def _check_qtypes(qtype: str, embed_qtype: str | None) -> tuple[str, str]:
     qtype = qtype.lower()
     embed_qtype = (embed_qtype or ("q8_0" if qtype == "q4_0" else qtype)).lower()
     for q in (qtype, embed_qtype):
         if q not in QTYPES:
             raise InputError(f"unknown GGUF tensor type '{q}'", f"use one of {', '.join(QTYPES)}")
-    cfg = _config(config)
+    return qtype, embed_qtype
+
+
+def _write(path, arch: str, name: str, keys, entries, state_dict, qtype: str, embed_qtype: str, vocab) -> Path:
+    """The GGUF file: general keys, keys(writer) for the architecture, vocab(writer), then the tensors.
+    Written to a temporary name and renamed, so a failure never leaves a half-written GGUF behind."""
+    gguf = _gguf()
+    from gguf.quants import quantize
+
     qt = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
           "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
     ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
              "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
-
-    entries = _tensor_map(cfg)
-    missing = [hf for _, hf, _ in entries if hf not in state_dict]
-    if missing:
-        raise CheckpointError(f"state dict lacks {len(missing)} LFM2 tensor(s), first: {missing[0]}",
-                              "pass a Lfm2ForCausalLM state dict with Hugging Face parameter names")
-    tied = cfg.tie_word_embeddings or "lm_head.weight" not in state_dict
-    if not tied:
-        entries.append(("output.weight", "lm_head.weight", True))
-    ffn = int(state_dict["model.layers.0.feed_forward.w1.weight"].shape[0])
-
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    writer = gguf.GGUFWriter(str(tmp), "lfm2")
+    writer = gguf.GGUFWriter(str(tmp), arch)
     try:
         writer.add_name(name)
-        writer.add_context_length(int(cfg.max_position_embeddings))
-        writer.add_embedding_length(int(cfg.hidden_size))
-        writer.add_block_count(int(cfg.num_hidden_layers))
-        writer.add_feed_forward_length(ffn)
-        writer.add_head_count(int(cfg.num_attention_heads))
-        writer.add_head_count_kv([0 if t == "conv" else int(cfg.num_key_value_heads) for t in cfg.layer_types])
-        writer.add_rope_freq_base(float(cfg.rope_theta))
-        writer.add_layer_norm_rms_eps(float(cfg.norm_eps))
-        writer.add_vocab_size(int(cfg.vocab_size))
-        writer.add_shortconv_l_cache(int(cfg.conv_L_cache))
+        keys(writer)
         writer.add_file_type(int(ftype[qtype]))
-        if tokenizer is not None:
-            _add_vocab(writer, tokenizer, cfg)
-        else:
-            writer.add_tokenizer_model("none")   # llama.cpp requires the key; "none" = no vocab
+        vocab(writer)
         for gname, hf, is_matrix in entries:
             a = _numpy(state_dict[hf])
             if gname.endswith("shortconv.conv.weight"):
@@ -191,3 +183,92 @@ def export_lfm2_gguf(path, config, state_dict, qtype: str = "q8_0", tokenizer=No
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _vocab_writer(tokenizer, cfg, pre: str):
+    def add(writer):
+        if tokenizer is not None:
+            _add_vocab(writer, tokenizer, cfg, pre)
+        else:
+            writer.add_tokenizer_model("none")   # llama.cpp requires the key; "none" = no vocab
+    return add
+
+
+def export_lfm2_gguf(path, config, state_dict, qtype: str = "q8_0", tokenizer=None,
+                     embed_qtype: str | None = None, name: str = "edgevlm-lfm2") -> Path:
+    """Write ``state_dict`` (HF Lfm2ForCausalLM names) as an ``lfm2`` GGUF at ``path``.
+
+    qtype: type of the projection matrices, one of f32, f16, q8_0, q4_0.
+    embed_qtype: type of token_embd (and of output.weight when untied);
+        defaults to qtype, except q8_0 for q4_0 (the tied output head is the
+        most error-sensitive matrix, as llama.cpp's quantizer also treats it).
+    tokenizer: optional `tokenizers.Tokenizer` or tokenizer.json path to embed.
+    Returns the path written.  The file is written to a temporary name and
+    renamed, so a failure never leaves a half-written GGUF behind.
+    """
+    qtype, embed_qtype = _check_qtypes(qtype, embed_qtype)
+    cfg = _config(config)
+    entries = _tensor_map(cfg)
+    missing = [hf for _, hf, _ in entries if hf not in state_dict]
+    if missing:
+        raise CheckpointError(f"state dict lacks {len(missing)} LFM2 tensor(s), first: {missing[0]}",
+                              "pass a Lfm2ForCausalLM state dict with Hugging Face parameter names")
+    tied = cfg.tie_word_embeddings or "lm_head.weight" not in state_dict
+    if not tied:
+        entries.append(("output.weight", "lm_head.weight", True))
+    ffn = int(state_dict["model.layers.0.feed_forward.w1.weight"].shape[0])
+
+    def keys(writer):
+        writer.add_context_length(int(cfg.max_position_embeddings))
+        writer.add_embedding_length(int(cfg.hidden_size))
+        writer.add_block_count(int(cfg.num_hidden_layers))
+        writer.add_feed_forward_length(ffn)
+        writer.add_head_count(int(cfg.num_attention_heads))
+        writer.add_head_count_kv([0 if t == "conv" else int(cfg.num_key_value_heads) for t in cfg.layer_types])
+        writer.add_rope_freq_base(float(cfg.rope_theta))
+        writer.add_layer_norm_rms_eps(float(cfg.norm_eps))
+        writer.add_vocab_size(int(cfg.vocab_size))
+        writer.add_shortconv_l_cache(int(cfg.conv_L_cache))
+
+    return _write(path, "lfm2", name, keys, entries, state_dict, qtype, embed_qtype,
+                  _vocab_writer(tokenizer, cfg, "lfm2"))
+
+
+def export_qwen2_gguf(path, config, state_dict, qtype: str = "q8_0", tokenizer=None,
+                      embed_qtype: str | None = None, name: str = "edgevlm-qwen2",
+                      max_position_embeddings: int | None = None) -> Path:
+    """Write ``state_dict`` (HF Qwen2ForCausalLM names) as a ``qwen2`` GGUF at ``path``.
+
+    As export_lfm2_gguf; keys and names as convert_hf_to_gguf.py's Qwen2Model.
+    config: a dict (config.json), edgevlm's Qwen2Config or transformers'.
+    max_position_embeddings: qwen2.context_length (default: the config's, else 32768).
+    """
+    from edgevlm.models.qwen2 import Qwen2Config
+
+    qtype, embed_qtype = _check_qtypes(qtype, embed_qtype)
+    raw = config.to_dict() if hasattr(config, "to_dict") else config
+    ctx = max_position_embeddings or (raw.get("max_position_embeddings") if isinstance(raw, dict) else None) or 32768
+    cfg = _config(config, Qwen2Config)
+    entries = _qwen2_tensor_map(cfg)
+    missing = [hf for _, hf, _ in entries if hf not in state_dict]
+    if missing:
+        raise CheckpointError(f"state dict lacks {len(missing)} Qwen2 tensor(s), first: {missing[0]}",
+                              "pass a Qwen2ForCausalLM state dict with Hugging Face parameter names")
+    if not cfg.tie_word_embeddings and "lm_head.weight" in state_dict:
+        entries.append(("output.weight", "lm_head.weight", True))
+
+    def keys(writer):
+        writer.add_context_length(int(ctx))
+        writer.add_embedding_length(int(cfg.hidden_size))
+        writer.add_block_count(int(cfg.num_hidden_layers))
+        writer.add_feed_forward_length(int(cfg.intermediate_size))
+        writer.add_head_count(int(cfg.num_attention_heads))
+        writer.add_head_count_kv(int(cfg.num_key_value_heads))
+        if cfg.head_dim != cfg.hidden_size // cfg.num_attention_heads:
+            writer.add_key_length(int(cfg.head_dim))
+            writer.add_value_length(int(cfg.head_dim))
+        writer.add_rope_freq_base(float(cfg.rope_theta))
+        writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+
+    return _write(path, "qwen2", name, keys, entries, state_dict, qtype, embed_qtype,
+                  _vocab_writer(tokenizer, cfg, "qwen2"))

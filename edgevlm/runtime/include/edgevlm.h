@@ -74,7 +74,7 @@ typedef enum {
     EV_ERR_MISALIGNED = 13,     /* tensor offset not a multiple of general.alignment, or bad alignment value */
     EV_ERR_OVERLAP = 14,        /* two tensors' data overlap */
     EV_ERR_DUPLICATE = 15,      /* the same tensor name or key twice */
-    EV_ERR_UNSUPPORTED_ARCH = 16,/* general.architecture is not "lfm2" */
+    EV_ERR_UNSUPPORTED_ARCH = 16,/* general.architecture is not "lfm2" or "qwen2" */
     EV_ERR_MISSING_KEY = 17,    /* a required metadata key is absent */
     EV_ERR_BAD_KEY = 18,        /* a metadata key has the wrong type or an invalid value */
     EV_ERR_MISSING_TENSOR = 19, /* a required tensor is absent */
@@ -95,7 +95,8 @@ const char *ev_status_name(ev_status code);
 
 typedef struct ev_model ev_model;
 
-/* Load a GGUF file of architecture "lfm2".  The file is validated in full
+/* Load a GGUF file of architecture "lfm2" or "qwen2" (as llama.cpp's
+ * convert_hf_to_gguf.py writes them).  The file is validated in full
  * (header, counts, strings, offsets, alignment, shapes, required tensors)
  * before any weight is used. */
 ev_status ev_model_load(const char *path, ev_model **out, ev_error *err);
@@ -105,7 +106,9 @@ typedef struct {
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
     int n_ctx_train, conv_l_cache, n_attn_layers;
     float rope_theta, norm_eps;
-    int weight_type;            /* ggml type id of the FFN weights (0 F32, 1 F16, 2 Q4_0, 8 Q8_0) */
+    int weight_type;            /* ggml type id of the first FFN gate weights (0 F32, 1 F16, 2 Q4_0, 8 Q8_0,
+                                   12 Q4_K, 13 Q5_K, 14 Q6_K) */
+    char arch[16];              /* general.architecture: "lfm2" or "qwen2" */
 } ev_model_info;
 
 void ev_model_get_info(const ev_model *model, ev_model_info *info);

@@ -77,7 +77,7 @@ static PyObject *Model_info(ModelObject *self, PyObject *unused) {
     (void)unused;
     ev_model_info in;
     ev_model_get_info(self->model, &in);
-    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:i,s:i,s:i,s:s}",
+    return Py_BuildValue("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:i,s:i,s:i,s:s}", "arch", in.arch,
                          "n_vocab", in.n_vocab, "n_embd", in.n_embd, "n_layer", in.n_layer,
                          "n_head", in.n_head, "n_head_kv", in.n_head_kv, "head_dim", in.head_dim,
                          "n_ff", in.n_ff, "n_ctx_train", in.n_ctx_train, "conv_l_cache", in.conv_l_cache,
@@ -116,7 +116,7 @@ static PyTypeObject ModelType = {
     .tp_basicsize = sizeof(ModelObject),
     .tp_dealloc = (destructor)Model_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Model(path): an LFM2 GGUF loaded by the C runtime.",
+    .tp_doc = "Model(path): an LFM2 or Qwen2 GGUF loaded by the C runtime.",
     .tp_methods = Model_methods,
     .tp_new = Model_new,
 };

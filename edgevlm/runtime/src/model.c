@@ -1,5 +1,5 @@
-/* Loading an LFM2 GGUF: the key and tensor names are those llama.cpp's
- * convert_hf_to_gguf.py writes for architecture "lfm2" (LFM2Model), e.g.
+/* Loading an LFM2 or Qwen2 GGUF: the key and tensor names are those
+ * llama.cpp's convert_hf_to_gguf.py writes.  Architecture "lfm2" (LFM2Model):
  *   lfm2.block_count, lfm2.embedding_length, lfm2.feed_forward_length,
  *   lfm2.attention.head_count, lfm2.attention.head_count_kv (per-layer array,
  *   0 = short-conv layer), lfm2.shortconv.l_cache, lfm2.rope.freq_base,
@@ -7,7 +7,11 @@
  *   token_embd, token_embd_norm (the final norm: HF's embedding_norm),
  *   blk.N.{attn_norm, ffn_norm, ffn_gate, ffn_up, ffn_down,
  *          shortconv.{conv, in_proj, out_proj},
- *          attn_q, attn_k, attn_v, attn_output, attn_q_norm, attn_k_norm}. */
+ *          attn_q, attn_k, attn_v, attn_output, attn_q_norm, attn_k_norm}.
+ * Architecture "qwen2" (Qwen2Model): the same keys under qwen2.* without
+ * shortconv (head_count_kv one integer; every layer attention), final norm
+ * output_norm, and per layer attn_{q,k,v}.bias instead of the QK norms.
+ * Both rotate pairs (i, i + head_dim/2) (llama.cpp's NEOX RoPE type). */
 #include "model.h"
 
 #include <stdio.h>
@@ -16,8 +20,10 @@
 
 #include "error.h"
 
-#define ARCH "lfm2"
 #define MAX_DIM (1 << 20)   /* sanity bound on any one hyperparameter */
+
+/* "<arch>.<suffix>" in buf (keys of the file's own architecture) */
+#define KEY(buf, m, suffix) (snprintf(buf, sizeof buf, "%s." suffix, (m)->info.arch), buf)
 
 static ev_status get_int(const ev_gguf *g, const char *key, int required, int64_t lo, int64_t hi,
                          int64_t *out, ev_error *err) {
@@ -58,8 +64,10 @@ static ev_status get_float(const ev_gguf *g, const char *key, float *out, ev_err
 
 /* head_count_kv: a per-layer integer array (convert_hf_to_gguf writes one for
  * LFM2) or one integer for all layers. */
-static ev_status get_head_kv(const ev_gguf *g, int n_layer, int *out, ev_error *err) {
-    const char *key = ARCH ".attention.head_count_kv";
+static ev_status get_head_kv(const ev_model *m, int n_layer, int *out, ev_error *err) {
+    const ev_gguf *g = &m->gguf;
+    char key[96];
+    KEY(key, m, "attention.head_count_kv");
     const ev_gguf_kv *kv = ev_gguf_find_kv(g, key);
     if (!kv) return ev_fail(err, EV_ERR_MISSING_KEY, "model: required key '%s' is missing", key);
     if (kv->type != GGUF_T_ARRAY) {
@@ -132,24 +140,33 @@ static ev_status load_hparams(ev_model *m, int **head_kv, ev_error *err) {
     const ev_gguf *g = &m->gguf;
     ev_model_info *in = &m->info;
     const ev_gguf_kv *arch = ev_gguf_find_kv(g, "general.architecture");
+    char k[96];
     if (!arch) return ev_fail(err, EV_ERR_MISSING_KEY, "model: required key 'general.architecture' is missing");
-    if (arch->type != GGUF_T_STRING || !ev_str_eq(arch->str, ARCH)) {
+    if (arch->type == GGUF_T_STRING && ev_str_eq(arch->str, "lfm2")) m->arch = EV_ARCH_LFM2;
+    else if (arch->type == GGUF_T_STRING && ev_str_eq(arch->str, "qwen2")) m->arch = EV_ARCH_QWEN2;
+    else {
         char pb[68];
         ev_str none = {"", 0};
-        return ev_fail(err, EV_ERR_UNSUPPORTED_ARCH, "model: architecture '%s' is not supported (only '" ARCH "')",
+        return ev_fail(err, EV_ERR_UNSUPPORTED_ARCH, "model: architecture '%s' is not supported ('lfm2' or 'qwen2')",
                        ev_printable(arch->type == GGUF_T_STRING ? arch->str : none, pb));
     }
+    snprintf(in->arch, sizeof in->arch, "%s", m->arch == EV_ARCH_LFM2 ? "lfm2" : "qwen2");
     int64_t v[8] = {0};
     ev_status st;
-    if ((st = get_int(g, ARCH ".embedding_length", 1, 1, MAX_DIM, &v[0], err))) return st;
-    if ((st = get_int(g, ARCH ".block_count", 1, 1, 4096, &v[1], err))) return st;
-    if ((st = get_int(g, ARCH ".attention.head_count", 1, 1, 4096, &v[2], err))) return st;
-    if ((st = get_int(g, ARCH ".feed_forward_length", 1, 1, MAX_DIM, &v[3], err))) return st;
-    if ((st = get_int(g, ARCH ".shortconv.l_cache", 1, 2, EV_MAX_L_CACHE, &v[4], err))) return st;
+    if ((st = get_int(g, KEY(k, m, "embedding_length"), 1, 1, MAX_DIM, &v[0], err))) return st;
+    if ((st = get_int(g, KEY(k, m, "block_count"), 1, 1, 4096, &v[1], err))) return st;
+    if ((st = get_int(g, KEY(k, m, "attention.head_count"), 1, 1, 4096, &v[2], err))) return st;
+    if ((st = get_int(g, KEY(k, m, "feed_forward_length"), 1, 1, MAX_DIM, &v[3], err))) return st;
+    if (m->arch == EV_ARCH_LFM2 && (st = get_int(g, KEY(k, m, "shortconv.l_cache"), 1, 2, EV_MAX_L_CACHE, &v[4], err)))
+        return st;
     v[5] = 0;
-    if ((st = get_int(g, ARCH ".context_length", 0, 0, INT32_MAX, &v[5], err))) return st;
+    if ((st = get_int(g, KEY(k, m, "context_length"), 0, 0, INT32_MAX, &v[5], err))) return st;
     v[6] = v[0] / v[2];
-    if ((st = get_int(g, ARCH ".attention.key_length", 0, 1, MAX_DIM, &v[6], err))) return st;
+    if ((st = get_int(g, KEY(k, m, "attention.key_length"), 0, 1, MAX_DIM, &v[6], err))) return st;
+    /* YaRN / linear scaling change the angles: refused rather than run wrong */
+    const ev_gguf_kv *scaling = ev_gguf_find_kv(g, KEY(k, m, "rope.scaling.type"));
+    if (scaling && !(scaling->type == GGUF_T_STRING && ev_str_eq(scaling->str, "none")))
+        return ev_fail(err, EV_ERR_BAD_KEY, "model: '%s' is set; the runtime implements unscaled RoPE only", k);
     in->n_embd = (int)v[0];
     in->n_layer = (int)v[1];
     in->n_head = (int)v[2];
@@ -159,18 +176,20 @@ static ev_status load_hparams(ev_model *m, int **head_kv, ev_error *err) {
     in->head_dim = (int)v[6];
     in->rope_theta = 10000.0f;   /* llama.cpp's default when the key is absent */
     in->norm_eps = 1e-5f;
-    if ((st = get_float(g, ARCH ".rope.freq_base", &in->rope_theta, err))) return st;
-    if ((st = get_float(g, ARCH ".attention.layer_norm_rms_epsilon", &in->norm_eps, err))) return st;
+    if ((st = get_float(g, KEY(k, m, "rope.freq_base"), &in->rope_theta, err))) return st;
+    if ((st = get_float(g, KEY(k, m, "attention.layer_norm_rms_epsilon"), &in->norm_eps, err))) return st;
     if (in->head_dim % 2)
         return ev_fail(err, EV_ERR_BAD_KEY, "model: head dim %d must be even for RoPE", in->head_dim);
     if ((int64_t)in->n_head * in->head_dim > MAX_DIM)   /* keeps every int product in the forward pass small */
         return ev_fail(err, EV_ERR_BAD_KEY, "model: %d heads x head dim %d exceeds %d", in->n_head, in->head_dim, MAX_DIM);
     *head_kv = malloc((size_t)in->n_layer * sizeof(int));
     if (!*head_kv) return ev_fail(err, EV_ERR_NOMEM, "model: out of memory");
-    if ((st = get_head_kv(g, in->n_layer, *head_kv, err))) return st;
+    if ((st = get_head_kv(m, in->n_layer, *head_kv, err))) return st;
     in->n_head_kv = 0;
     for (int i = 0; i < in->n_layer; i++) {
         int h = (*head_kv)[i];
+        if (!h && m->arch == EV_ARCH_QWEN2)
+            return ev_fail(err, EV_ERR_BAD_KEY, "model: qwen2 layer %d has 0 KV heads (every layer is attention)", i);
         if (!h) continue;
         if (in->n_head_kv && h != in->n_head_kv)
             return ev_fail(err, EV_ERR_BAD_KEY, "model: attention layers with different KV head counts (%d, %d)", in->n_head_kv, h);
@@ -238,8 +257,16 @@ static ev_status load_layer(ev_model *m, int il, int n_kv_head, int *attn_count,
     L->is_attn = 1;
     L->attn_index = (*attn_count)++;
     int64_t HD = in->n_head * D, KD = n_kv_head * D;
-    if ((st = load_vec(m, NAME("attn_q_norm"), D, 0, &L->q_norm, err))) return st;
-    if ((st = load_vec(m, NAME("attn_k_norm"), D, 0, &L->k_norm, err))) return st;
+    if (m->arch == EV_ARCH_QWEN2) {
+#define BIAS(suffix) (snprintf(name, sizeof name, "blk.%d." suffix ".bias", il), name)
+        if ((st = load_vec(m, BIAS("attn_q"), HD, 0, &L->bq, err))) return st;
+        if ((st = load_vec(m, BIAS("attn_k"), KD, 0, &L->bk, err))) return st;
+        if ((st = load_vec(m, BIAS("attn_v"), KD, 0, &L->bv, err))) return st;
+#undef BIAS
+    } else {
+        if ((st = load_vec(m, NAME("attn_q_norm"), D, 0, &L->q_norm, err))) return st;
+        if ((st = load_vec(m, NAME("attn_k_norm"), D, 0, &L->k_norm, err))) return st;
+    }
     if ((st = load_mat(m, NAME("attn_q"), E, HD, &L->wq, err))) return st;
     if ((st = load_mat(m, NAME("attn_k"), E, KD, &L->wk, err))) return st;
     if ((st = load_mat(m, NAME("attn_v"), E, KD, &L->wv, err))) return st;
@@ -257,11 +284,12 @@ static ev_status load_weights(ev_model *m, const int *head_kv, ev_error *err) {
     m->tok_embd = t;
     in->n_vocab = (int)t->ne[1];
     int64_t nv = 0;
-    ev_status st = get_int(&m->gguf, ARCH ".vocab_size", 0, 1, INT32_MAX, &nv, err);
+    char k[96];
+    ev_status st = get_int(&m->gguf, KEY(k, m, "vocab_size"), 0, 1, INT32_MAX, &nv, err);
     if (st) return st;
     if (nv && nv != in->n_vocab)
-        return ev_fail(err, EV_ERR_TENSOR_SHAPE, "model: " ARCH ".vocab_size %lld differs from token_embd rows %d",
-                       (long long)nv, in->n_vocab);
+        return ev_fail(err, EV_ERR_TENSOR_SHAPE, "model: %s %lld differs from token_embd rows %d",
+                       k, (long long)nv, in->n_vocab);
     /* llama.cpp stores LFM2's final norm as token_embd_norm; accept output_norm too. */
     const char *norm = ev_gguf_find_tensor(&m->gguf, "token_embd_norm.weight") ? "token_embd_norm.weight" : "output_norm.weight";
     if ((st = load_vec(m, norm, in->n_embd, 0, &m->out_norm, err))) return st;
@@ -307,6 +335,7 @@ void ev_model_free(ev_model *m) {
         for (int i = 0; i < m->info.n_layer; i++) {
             ev_layer *L = &m->layers[i];
             free(L->attn_norm); free(L->ffn_norm); free(L->conv); free(L->q_norm); free(L->k_norm);
+            free(L->bq); free(L->bk); free(L->bv);
             ev_weights *w[] = {L->ffn_gate, L->ffn_up, L->ffn_down, L->in_proj, L->out_proj, L->wq, L->wk, L->wv, L->wo};
             for (size_t k = 0; k < sizeof w / sizeof w[0]; k++)
                 if (w[k]) ev_weights_free(w[k]);

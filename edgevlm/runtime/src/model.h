@@ -1,5 +1,5 @@
-/* The loaded LFM2 model: hyperparameters from GGUF metadata, weights bound to
- * the mapped file and prepared for ev_matmul. */
+/* The loaded model (LFM2 or Qwen2): hyperparameters from GGUF metadata,
+ * weights bound to the mapped file and prepared for ev_matmul. */
 #ifndef EV_MODEL_H
 #define EV_MODEL_H
 
@@ -19,11 +19,15 @@ typedef struct {
     ev_weights *in_proj, *out_proj;
     /* grouped-query attention */
     ev_weights *wq, *wk, *wv, *wo;
-    float *q_norm, *k_norm;     /* [head_dim] */
+    float *q_norm, *k_norm;     /* [head_dim] (LFM2; NULL for Qwen2) */
+    float *bq, *bk, *bv;        /* q/k/v biases (Qwen2; NULL for LFM2) */
 } ev_layer;
+
+typedef enum { EV_ARCH_LFM2 = 0, EV_ARCH_QWEN2 = 1 } ev_arch;
 
 struct ev_model {
     ev_gguf gguf;
+    ev_arch arch;
     ev_model_info info;
     const ev_gguf_tensor *tok_embd;
     float *out_norm;            /* [n_embd] */

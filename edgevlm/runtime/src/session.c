@@ -1,10 +1,12 @@
-/* LFM2 forward pass at batch one: prefill (a chunk of tokens at a time, so
- * the projections are GEMMs) and single-token decode steps share one code
- * path.  Per layer:
+/* LFM2 / Qwen2 forward pass at batch one: prefill (a chunk of tokens at a
+ * time, so the projections are GEMMs) and single-token decode steps share
+ * one code path.  Per layer:
  *   h = x + mixer(rmsnorm(x)),  out = h + W2(silu(W1 n) * W3 n), n = rmsnorm(h)
  * where mixer is the gated short conv (in_proj -> B, C, x; conv over time of
- * B*x with l_cache taps; C * conv; out_proj) or GQA attention (q/k RMSNorm per
- * head, NeoX-style RoPE, KV cache).  All matmuls go through ev_matmul. */
+ * B*x with l_cache taps; C * conv; out_proj) or GQA attention (LFM2: q/k
+ * RMSNorm per head; Qwen2: q/k/v biases; NeoX-style RoPE, KV cache).  Qwen2
+ * has attention in every layer and no conv state.  All matmuls go through
+ * ev_matmul. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,7 @@ struct ev_session {
     ev_threadpool *tp;
     int n_ctx, n_past, ub;
     float *k_cache, *v_cache;   /* [n_attn_layers][n_ctx][n_head_kv * head_dim] */
-    float *conv_state;          /* [n_layer][n_embd][l_cache - 1] (conv layers only used) */
+    float *conv_state;          /* [n_layer][n_embd][conv_taps(m)] (conv layers only used) */
     float *inv_freq;            /* [head_dim / 2] */
     float *rope_cs;             /* [ub][head_dim]: cos then sin of each token's angles */
     float *x, *xn;              /* residual stream and its normed copy [ub][n_embd] */
@@ -32,6 +34,9 @@ struct ev_session {
     float *logits;              /* [n_vocab]: logits of the last token run */
     int has_logits;
 };
+
+/* Past inputs each conv channel keeps: l_cache - 1 (LFM2), 0 without convs (Qwen2). */
+static size_t conv_taps(const ev_model_info *in) { return in->conv_l_cache > 1 ? (size_t)in->conv_l_cache - 1 : 0; }
 
 ev_session_opts ev_session_default_opts(void) {
     ev_session_opts o = {2048, 1};
@@ -64,7 +69,7 @@ ev_status ev_session_new(const ev_model *m, const ev_session_opts *opts, ev_sess
     int fail = 0;
     s->k_cache = alloc_f32((size_t)in->n_attn_layers * o.n_ctx * KD, &fail);
     s->v_cache = alloc_f32((size_t)in->n_attn_layers * o.n_ctx * KD, &fail);
-    s->conv_state = alloc_f32((size_t)in->n_layer * E * (in->conv_l_cache - 1), &fail);
+    s->conv_state = alloc_f32((size_t)in->n_layer * E * conv_taps(in), &fail);
     s->inv_freq = alloc_f32((size_t)in->head_dim / 2, &fail);
     s->rope_cs = alloc_f32(ub * in->head_dim, &fail);
     s->x = alloc_f32(ub * E, &fail);
@@ -108,7 +113,7 @@ void ev_session_reset(ev_session *s) {
     const ev_model_info *in = &s->m->info;
     s->n_past = 0;
     s->has_logits = 0;
-    memset(s->conv_state, 0, sizeof(float) * (size_t)in->n_layer * in->n_embd * (in->conv_l_cache - 1));
+    memset(s->conv_state, 0, sizeof(float) * (size_t)in->n_layer * in->n_embd * conv_taps(in));
 }
 
 int ev_session_n_past(const ev_session *s) { return s->n_past; }
@@ -266,18 +271,23 @@ static ev_status attention(ev_session *s, int il, int n, ev_error *err) {
     float *vc = s->v_cache + (size_t)L->attn_index * s->n_ctx * KD;
     for (int t = 0; t < n; t++) {
         int pos = s->n_past + t;
-        float *q = s->q + (size_t)t * H * D, *k = s->k + (size_t)t * KD;
+        float *q = s->q + (size_t)t * H * D, *k = s->k + (size_t)t * KD, *v = s->v + (size_t)t * KD;
         const float *cs = s->rope_cs + (size_t)t * D;
+        if (L->bq) {
+            for (int i = 0; i < H * D; i++) q[i] += L->bq[i];
+            for (int i = 0; i < KD; i++) k[i] += L->bk[i];
+            for (int i = 0; i < KD; i++) v[i] += L->bv[i];
+        }
         for (int h = 0; h < H; h++) {
-            rmsnorm(q + h * D, q + h * D, L->q_norm, D, in->norm_eps);
+            if (L->q_norm) rmsnorm(q + h * D, q + h * D, L->q_norm, D, in->norm_eps);
             rope(q + h * D, D, cs);
         }
         for (int h = 0; h < HKV; h++) {
-            rmsnorm(k + h * D, k + h * D, L->k_norm, D, in->norm_eps);
+            if (L->k_norm) rmsnorm(k + h * D, k + h * D, L->k_norm, D, in->norm_eps);
             rope(k + h * D, D, cs);
         }
         memcpy(kc + (size_t)pos * KD, k, sizeof(float) * KD);
-        memcpy(vc + (size_t)pos * KD, s->v + (size_t)t * KD, sizeof(float) * KD);
+        memcpy(vc + (size_t)pos * KD, v, sizeof(float) * KD);
     }
     attn_job job = {s, kc, vc, n, s->n_past};
     ev_threadpool_run(s->tp, attn_head, &job, H);
