@@ -30,6 +30,10 @@ class UnsupportedOpError(EdgeVLMError):
     """The graph contains an op the target cannot run."""
 
 
+class LoweringError(EdgeVLMError):
+    """A backend failed to lower a stage (its toolchain rejected an op or the graph)."""
+
+
 class BackendUnavailableError(EdgeVLMError):
     """An optional backend's library or SDK is not installed here."""
 

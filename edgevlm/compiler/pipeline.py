@@ -8,8 +8,10 @@ earlier build of the same name stays intact).
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +23,12 @@ from edgevlm import __version__
 from edgevlm.compiler import report as report_io
 from edgevlm.compiler import runtime_bundle
 from edgevlm.compiler.backends import get_backend, list_backends
-from edgevlm.compiler.backends.base import Plan
+from edgevlm.compiler.backends.base import Plan, lowering_error
 from edgevlm.compiler.capture import capture, export_static
 from edgevlm.compiler.passes import run_pipeline
 from edgevlm.compiler.stage import CapturedStage, Stage
 from edgevlm.compiler.verify import compare
-from edgevlm.errors import BackendUnavailableError, InputError
+from edgevlm.errors import BackendUnavailableError, EdgeVLMError, InputError
 from edgevlm.models import ModelBundle, build_model
 from edgevlm.targets import get_target
 
@@ -109,13 +111,65 @@ def _flat_outputs(out) -> list[np.ndarray]:
     return [t.detach().cpu().numpy() for t in leaves if isinstance(t, torch.Tensor)]
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+LEGACY_TMP_AGE_S = 3600  # temp dirs named without a pid (older edgevlm): stale when untouched this long
+
+
+def clear_stale_dirs(build_dir: Path) -> list[Path]:
+    """Remove ``.NAME.tmp-<pid>-*`` / ``.NAME.old-<pid>`` dirs of ``build_dir`` whose compile is gone.
+
+    A compile killed by SIGKILL (or a crash) cannot clean up after itself;
+    the next compile of the same build does.  A dir whose pid is still alive
+    belongs to a compile in progress and is kept.
+    """
+    removed = []
+    for d in build_dir.parent.glob(f".{build_dir.name}.*"):
+        kind, _, rest = d.name[len(build_dir.name) + 2:].partition("-")
+        if kind not in ("tmp", "old") or not d.is_dir():
+            continue
+        pid = rest.split("-")[0]
+        if pid.isdigit():
+            stale = not _pid_alive(int(pid))
+        else:
+            stale = time.time() - d.stat().st_mtime > LEGACY_TMP_AGE_S
+        if stale:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 def _prepare_dir(build_dir: Path) -> Path:
     if build_dir.exists() and not build_dir.is_dir():
         raise InputError(f"output path '{build_dir}' exists and is not a directory", "choose another --out")
     if build_dir.is_dir() and any(build_dir.iterdir()) and not (build_dir / "manifest.json").exists():
         raise InputError(f"output directory '{build_dir}' is not empty and is not an edgevlm build", "choose another --out, or empty it first")
     build_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{build_dir.name}.tmp-", dir=build_dir.parent))
+    clear_stale_dirs(build_dir)
+    return Path(tempfile.mkdtemp(prefix=f".{build_dir.name}.tmp-{os.getpid()}-", dir=build_dir.parent))
+
+
+def _exit_on_sigterm():
+    """Make SIGTERM raise SystemExit(143) until the returned function is called, so that a
+    terminated compile removes its temporary build dir like an interrupted one (SIGINT already
+    raises KeyboardInterrupt).  Only the main thread can set handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def terminate(signum, _frame):
+        print("edgevlm: terminated (SIGTERM); removing the temporary build dir", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _swap_into_place(tmp: Path, build_dir: Path) -> None:
@@ -255,7 +309,12 @@ def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progre
         progress.step(f"{stage.name}: lower {backend.name}")
         t0 = time.perf_counter()
         with _backend_log(plan.out_dir, f"{stage.name}-{backend.name}"):
-            artifact = backend.lower(captured, plan)
+            try:
+                artifact = backend.lower(captured, plan)
+            except EdgeVLMError:
+                raise
+            except Exception as exc:  # a toolchain's own error: one line naming backend, stage and op
+                raise lowering_error(backend.name, stage.name, exc) from exc
         art = {"backend": backend.name, "path": artifact.path, "files": artifact.files, "info": artifact.info,
                "lower_s": round(time.perf_counter() - t0, 3)}
         if "integer_only" in artifact.info:
@@ -336,6 +395,7 @@ def compile(  # noqa: A001 - the public verb
     tmp = _prepare_dir(build_dir)
     progress = _Progress(verbose, total=len(bundle.stages) * len(chosen))
     t_start = time.perf_counter()
+    restore_sigterm = _exit_on_sigterm()
     try:
         plan = Plan(target=tgt, out_dir=tmp, quant=schemes, options={"observer": observer, "quality_target_db": quality_target_db})
         stages = []
@@ -385,5 +445,6 @@ def compile(  # noqa: A001 - the public verb
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
+        restore_sigterm()
         progress.close()
     return CompileResult(build_dir, report)

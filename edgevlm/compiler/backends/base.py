@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevlm.errors import LoweringError
 from edgevlm.targets.base import Target
 
 
@@ -79,3 +80,32 @@ class Backend:
         if type(self).load is Backend.load:  # neither defined: this backend cannot run artifacts
             raise NotImplementedError(f"backend {self.name} cannot run artifacts on this machine")
         return self.load(artifact, build_dir)(inputs)
+
+
+def failing_op(exc: BaseException) -> str | None:
+    """The graph op a toolchain was working on when it raised ``exc``, if its frames show one.
+
+    ExecuTorch, TVM's and ONNX's torch frontends walk torch.fx nodes; the
+    innermost frame holding a call_function ``torch.fx.Node`` names the op.
+    """
+    import torch.fx
+
+    found, tb = None, exc.__traceback__
+    while tb is not None:  # outermost to innermost frame
+        nodes = {k: v for k, v in tb.tb_frame.f_locals.items() if isinstance(v, torch.fx.Node) and v.op == "call_function"}
+        if nodes:
+            found = nodes.get("node", next(iter(nodes.values())))
+        tb = tb.tb_next
+    if found is None:
+        return None
+    target = found.target
+    return str(target) if isinstance(target, torch._ops.OpOverload) else getattr(target, "__name__", str(target))
+
+
+def lowering_error(backend: str, stage: str, exc: Exception, fix: str | None = None) -> LoweringError:
+    """One line for a toolchain's exception: the backend, the stage, the op if known, its first message line."""
+    reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    op = failing_op(exc)
+    where = f" at op {op}" if op and op not in reason else ""
+    return LoweringError(f"backend {backend} cannot lower stage '{stage}'{where}: {reason}",
+                         fix or f"leave {backend} out (--backends with the target's other backends), or change the op in the model")

@@ -121,11 +121,33 @@ def decompose_tanh_gelu(program):
     return program.run_decompositions({gelu: decomposition_table[gelu]})
 
 
+def positive_reduction_dims(program):
+    """``max.dim(x, d)`` with ``d < 0`` -> ``max.dim(x, d + rank)`` (in place; same values).
+
+    XNNPACK's partitioner takes a 4-D ``max.dim`` over any dim, but its
+    serializer accepts only ``dim == 2 or dim == 3`` as written, so a softmax's
+    ``scores.max(dim=-1)`` failed the cpu-x86_64 compile of the default model
+    (``amax.default only supports dim == 2 or dim == 3``).
+    """
+    import torch
+
+    changed = False
+    for node in program.graph.nodes:
+        if node.op == "call_function" and node.target is torch.ops.aten.max.dim and node.args[1] < 0:
+            rank = len(node.args[0].meta["val"].shape)
+            node.args = (node.args[0], node.args[1] + rank, *node.args[2:])
+            changed = True
+    if changed:
+        program.graph_module.recompile()
+    return program
+
+
 def _lower_xnnpack(program):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    return to_edge_transform_and_lower(decompose_tanh_gelu(program), partitioner=[XnnpackPartitioner()])
+    program = positive_reduction_dims(decompose_tanh_gelu(program))
+    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
 
 
 def _lower_portable(program):
