@@ -1,9 +1,10 @@
 /* edgevlm.h - the one public header of the edgevlm C runtime.
  *
  * The runtime runs an LFM2-style language model (gated short convolutions
- * plus a few grouped-query attention layers) at batch one, from a GGUF file
- * as llama.cpp's convert_hf_to_gguf.py writes it (or edgevlm's own writer,
- * edgevlm/runtime/gguf_export.py).  C99, libc + libm + pthreads only.
+ * plus a few grouped-query attention layers) or a Qwen2 at batch one, from a
+ * GGUF file as llama.cpp's convert_hf_to_gguf.py and llama-quantize write it
+ * (F32, F16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K tensors), or edgevlm's own writer,
+ * edgevlm/runtime/gguf_export.py.  C99, libc + libm + pthreads only.
  *
  * Walkthrough
  * -----------
