@@ -2,6 +2,10 @@
  * from compile-time -march, so one binary runs on any CPU of its family. */
 #include "edgevlm.h"
 
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__clang__)
+#include <cpuid.h>
+#endif
+
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
 #ifndef HWCAP_ASIMDDP
@@ -20,7 +24,16 @@ unsigned ev_cpu_features(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2")) f |= EV_CPU_AVX2;
     if (__builtin_cpu_supports("fma")) f |= EV_CPU_FMA;
+#if defined(__clang__)
+    /* clang (14, Debian 12's) rejects "f16c" in __builtin_cpu_supports: read
+     * CPUID.1:ECX bit 29; F16C uses the YMM state that "avx" checks. */
+    {
+        unsigned a, b, c, d;
+        if (__builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1)) f |= EV_CPU_F16C;
+    }
+#else
     if (__builtin_cpu_supports("f16c")) f |= EV_CPU_F16C;
+#endif
     if (__builtin_cpu_supports("avx512f")) f |= EV_CPU_AVX512F;
     if (__builtin_cpu_supports("avx512vnni")) f |= EV_CPU_AVX512_VNNI;
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
