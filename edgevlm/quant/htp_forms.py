@@ -12,21 +12,74 @@ stating its equation:
 
     Mul(Mul(x, Reciprocal(Sqrt(ReduceMean(Pow(x, 2), [-1]) + eps))), w)
         -> SimplifiedLayerNormalization(x, w, axis=-1)           (QNN RmsNorm)
+    Mul(Mul(x, Reciprocal(Sqrt(ReduceMean(Pow(x, 2), [1]) + eps))), w[1,C,1,1])
+        -> Transpose(SimplifiedLayerNormalization(Transpose(x, NHWC), w[C], axis=-1), NCHW)
     Mul(x, Reciprocal(y)) -> Div(x, y)
 
 The first maps an RMSNorm over the last axis to the op QNN lowers to its
-native RmsNorm (onnxscript's fusion rule).  The second covers the norms it
-cannot take (RMSNorm over the channel axis of an NCHW convolution network):
-a 16-bit quantized Reciprocal of a small range (1/sqrt of a mean square)
-loses nearly all precision on the HTP (autoneural-nano's encoder: 42 dB on
-onnxruntime CPU, 5 dB on HTP v68), while its Div keeps it (42 dB on both).
+native RmsNorm (onnxscript's fusion rule); the second does the same for an
+RMSNorm over the channels of an NCHW tensor (timm's RmsNorm2d).  The third
+covers what is left: a 16-bit quantized Reciprocal of a small range (1/sqrt
+of a mean square) loses nearly all precision on the HTP (autoneural-nano's
+encoder: 42 dB on onnxruntime CPU, 5 dB on HTP v68), its Div keeps it.
+
+Before the rules, constants are folded (``Cast(w) -> w'``: onnxruntime
+inlines GroupNormalization-21 into a body that casts its float weights,
+float ops outside the integer graph).  Beside the graph forms,
+``INPUT_QTYPES`` names the quantization types the HTP demands of an op's
+weights (LayerNormalization's scale).
 """
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx_ir as ir
-from onnxscript.rewriter import pattern
+from onnxruntime.quantization import QuantType
+from onnxscript import optimizer
+from onnxscript.rewriter import _ir_utils, pattern
 from onnxscript.rewriter.ort_fusions.rms_normalization import rms_normalization_rules
+
+
+class _ChannelRmsNorm(pattern.RewriteRuleClassBase):
+    """RMSNorm over the channel axis of an NCHW tensor (timm's RmsNorm2d) as QNN's native RmsNorm.
+
+    QNN's HTP RmsNorm takes the last axis only, so the channels are moved
+    there and back; the transposes are free (QNN lays HTP tensors out NHWC).
+    """
+
+    def __init__(self, name: str, scale_first: bool):
+        super().__init__(name)
+        self._scale_first = scale_first
+
+    def pattern(self, op, x, axes, epsilon, scale):
+        mean_square = op.ReduceMean(op.Pow(x, 2.0), axes, keepdims=1, noop_with_empty_axes=0)
+        normalized = op.Mul(x, op.Reciprocal(op.Sqrt(op.Add(mean_square, epsilon))))
+        return op.Mul(scale, normalized) if self._scale_first else op.Mul(normalized, scale)
+
+    def check(self, op, x, axes, epsilon, scale, **_) -> pattern.MatchResult:
+        result = pattern.MatchResult()
+        shape = x.shape
+        if shape is None or len(shape) != 4 or not isinstance(shape[1], int):
+            return result.fail("input is not a static-channel rank-4 tensor", x)
+        if axes.const_value is None or [int(a) % 4 for a in axes.const_value.numpy().ravel()] != [1]:
+            return result.fail("not a reduction over the channel axis", axes)
+        if not isinstance(_ir_utils.get_singleton_value(epsilon), float):
+            return result.fail("epsilon is not a float scalar", epsilon)
+        if scale.const_value is None or scale.const_value.numpy().size != shape[1]:
+            return result.fail("scale is not a per-channel constant", scale)
+        return result
+
+    def rewrite(self, op, x, epsilon, scale, **_):
+        weight = scale.const_value.numpy().reshape(-1).astype(np.float32)
+        n, c, h, w = x.shape
+        xt = op.Transpose(x, perm=[0, 2, 3, 1])
+        y = op.SimplifiedLayerNormalization(xt, op.Constant(value=ir.tensor(weight)), axis=-1,
+                                            epsilon=_ir_utils.get_singleton_value(epsilon), stash_type=1)
+        # Typed, so that calibration (which reads the types) sees these tensors: onnx's shape
+        # inference does not know SimplifiedLayerNormalization.
+        for value in (xt, y):
+            value.dtype, value.shape = x.dtype, ir.Shape([n, h, w, c])
+        return op.Transpose(y, perm=[0, 3, 1, 2])
 
 
 def _mul_reciprocal(op, x, y):
@@ -44,9 +97,33 @@ def _div(op, x, y):
 # Applied in this order, each list to a fixed point before the next: a fusion
 # must see its whole pattern before a later rule rewrites part of it.
 RULES = [
-    rms_normalization_rules,
+    rms_normalization_rules + [_ChannelRmsNorm.rule("ChannelRmsNorm1", scale_first=True),
+                               _ChannelRmsNorm.rule("ChannelRmsNorm2", scale_first=False)],
     [pattern.RewriteRule(_mul_reciprocal, _div), pattern.RewriteRule(_reciprocal_mul, _div)],
 ]
+
+
+# Quantization types the HTP requires of an op's initializer input, by (op type, input index):
+# onnxruntime TensorQuantOverrides that win over the scheme's weight type.
+#   LayerNormalization scale: QNN HTP v68 refuses (backendValidateOpConfig error 3110) a
+#   symmetric int8 scale beside the int32 bias onnxruntime gives it, so a w8a16 ViT/SigLIP
+#   tower is refused whole; an asymmetric uint8 scale (still 8 bits) is accepted.  One
+#   LayerNorm over 64 channels, uint16 activations, on HTP v68 vs float: 56 dB.
+INPUT_QTYPES = {
+    ("LayerNormalization", 1): {"quant_type": QuantType.QUInt8, "symmetric": False},
+}
+
+
+def quant_overrides(model: onnx.ModelProto) -> dict[str, list[dict]]:
+    """onnxruntime TensorQuantOverrides for the initializers whose type the HTP dictates (``INPUT_QTYPES``)."""
+    inits = {t.name for t in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        for idx, name in enumerate(node.input):
+            spec = INPUT_QTYPES.get((node.op_type, idx))
+            if spec is not None and name in inits:
+                out[name] = [dict(spec)]
+    return out
 
 
 def apply(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
@@ -57,8 +134,15 @@ def apply(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
     """
     before = _op_counts(model)
     ir_model = ir.serde.deserialize_model(model)
+    # Casts and shape arithmetic on constants (what onnxruntime leaves of an inlined function
+    # op such as GroupNormalization-21) are folded: a Cast of a float weight is a float op the
+    # HTP would run outside the integer graph, and the rules match the folded form.
+    optimizer.fold_constants(ir_model)
     for rules in RULES:
         pattern.RewriteRuleSet(rules).apply_to_model(ir_model)
+    # onnxruntime's quantizer quantizes initializers as weights, Constant nodes not at all.
+    ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(ir_model)
+    ir.passes.common.IdentityEliminationPass()(ir_model)
     ir_model.graph.sort()
     out = ir.serde.serialize_model(ir_model)
     after = _op_counts(out)

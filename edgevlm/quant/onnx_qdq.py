@@ -109,6 +109,8 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         save_tensors_data(_tensors_data(ranges), cache)
 
         ort_overrides = _ort_overrides(model, act_overrides, weight_overrides, scheme, qnn)
+        if qnn:  # types QNN's HTP requires win: a graph it refuses is no build at all
+            ort_overrides |= htp_forms.quant_overrides(model)
         act_type, weight_type = _QTYPE[scheme.act_dtype], _QTYPE[scheme.weight_dtype]
         per_channel = scheme.weight_granularity in ("per-channel", "per-group")
         if qnn:
