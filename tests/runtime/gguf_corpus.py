@@ -14,7 +14,7 @@ import numpy as np
 
 T_U32, T_I32, T_F32, T_STRING, T_ARRAY = 4, 5, 6, 8, 9
 F32, F16, Q4_0, Q8_0 = 0, 1, 2, 8
-Q2_K, Q4_K, Q5_K, Q6_K = 10, 12, 13, 14
+Q5_0, Q2_K, Q4_K, Q5_K, Q6_K = 6, 10, 12, 13, 14
 
 E, FF, HEADS, KV_HEADS, HEAD_DIM, VOCAB, L_CACHE = 32, 64, 2, 1, 16, 16, 3
 
@@ -158,6 +158,8 @@ def _add_kquant_cases(add) -> None:
     g = valid_model()   # 2 rows of Q5_K are 352 bytes; laid out as if 176, the next tensor starts inside
     g.tensors[1:1] = [Tensor("x.q5_k", [256, 2], Q5_K, b"\0" * 176)]
     add("q5_k_overlaps_next", g, "EV_ERR_OVERLAP")
+    g = valid_model(); t = _tensor(g, "blk.0.ffn_up.weight"); t.type = Q5_0; t.dims = [E + 16, FF]   # 22-byte blocks of 32
+    add("q5_0_row_not_block_multiple", g, "EV_ERR_BAD_SHAPE")
 
 
 def corpus() -> list[tuple[str, bytes, str]]:

@@ -84,7 +84,7 @@ def test_aarch64_neon_kernels_under_qemu(tmp_path):
     assert_passed(proc, ["scalar", "neon_dotprod"])
 
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q5_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K"])
 def test_dequantize_matches_gguf_py(release_driver, tmp_path, qtype):
     """ev_dequantize_row against gguf-py's reference dequantizer (gguf.quants),
     bit for bit (metric: exact equality of the f32 bit patterns), on random

@@ -69,7 +69,8 @@ static inline int32_t ev_bs_pair16(const int16_t *bs, int p) {
 }
 
 struct ev_weights {
-    ev_type type;
+    ev_type type;       /* the type the kernels run (Q5_0 files run as Q8_0) */
+    ev_type file_type;  /* the type the matrix had in the file */
     int64_t rows, cols;
     int64_t nb;         /* blocks per row (quantized types) */
     int64_t n_groups;   /* ceil(rows / R) for quantized types, rows otherwise */

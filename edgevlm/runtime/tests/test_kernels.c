@@ -101,7 +101,7 @@ static uint8_t *make_weights(ev_type t, int64_t rows, int64_t cols, int unit_sca
                 }
             }
         } else {
-            size_t bb = t == EV_TYPE_Q8_0 ? EV_Q8_0_BYTES : EV_Q4_0_BYTES;
+            size_t bb = (size_t)ev_type_info(t)->bytes;
             for (int64_t b = 0; b < cols / 32; b++) {
                 uint8_t *blk = row + b * bb;
                 uint16_t h = ev_fp32_to_fp16(unit_scale ? 1.0f : 0.001f + 0.05f * fabsf(rand_unit()));
@@ -123,6 +123,11 @@ static double weight_value(ev_type t, const uint8_t *w, int64_t cols, int64_t r,
         const uint8_t *blk = row + (i / 32) * EV_Q8_0_BYTES;
         memcpy(&h, blk, 2);
         *q = (int8_t)blk[2 + i % 32];
+    } else if (t == EV_TYPE_Q5_0) {   /* fifth bit j of the 32-bit little-endian qh */
+        const uint8_t *blk = row + (i / 32) * EV_Q5_0_BYTES;
+        int j = (int)(i % 32);
+        memcpy(&h, blk, 2);
+        *q = ((j < 16 ? (blk[6 + j] & 0x0f) : (blk[6 + j - 16] >> 4)) | ((blk[2 + j / 8] >> (j % 8)) & 1) << 4) - 16;
     } else {
         const uint8_t *blk = row + (i / 32) * EV_Q4_0_BYTES;
         int j = (int)(i % 32);
@@ -216,7 +221,7 @@ static void check_integer_exact(const char *variant, ev_type t, int64_t rows, in
 
 /* Random data: each output within the float summation bound of the exact sum. */
 static void check_random(const char *variant, ev_type t, int64_t rows, int64_t cols, int64_t n) {
-    const int quant = t == EV_TYPE_Q8_0 || t == EV_TYPE_Q4_0;
+    const int quant = t == EV_TYPE_Q8_0 || t == EV_TYPE_Q4_0 || t == EV_TYPE_Q5_0;
     const int64_t nb = cols / 32;
     uint8_t *w = make_weights(t, rows, cols, 0);
     float *x = malloc(sizeof(float) * (size_t)(n * cols)), *y = malloc(sizeof(float) * (size_t)(n * rows));
@@ -415,15 +420,15 @@ static void check_fp16(void) {
 
 static void check_dequantize(void) {
     const int64_t cols = 64;
-    const ev_type types[] = {EV_TYPE_Q8_0, EV_TYPE_Q4_0, EV_TYPE_F16, EV_TYPE_F32};
-    for (int k = 0; k < 4; k++) {
+    const ev_type types[] = {EV_TYPE_Q8_0, EV_TYPE_Q4_0, EV_TYPE_Q5_0, EV_TYPE_F16, EV_TYPE_F32};
+    for (int k = 0; k < 5; k++) {
         uint8_t *w = make_weights(types[k], 1, cols, 0);
         float out[64];
         int ok = 1, q = 0;
         ev_dequantize_row(types[k], w, out, cols);
         for (int64_t i = 0; i < cols; i++) {
             double v = weight_value(types[k], w, cols, 0, i, &q);
-            if (types[k] == EV_TYPE_Q8_0 || types[k] == EV_TYPE_Q4_0) v = (float)(q * (float)v);
+            if (types[k] == EV_TYPE_Q8_0 || types[k] == EV_TYPE_Q4_0 || types[k] == EV_TYPE_Q5_0) v = (float)(q * (float)v);
             ok &= out[i] == (float)v;
         }
         CHECK(ok, "dequantize_row %s", type_name(types[k]));
@@ -484,19 +489,19 @@ static void check_variant(const char *variant) {
     static const int64_t rows_list[] = {1, 3, 15, 16, 17, 33, 70};
     static const int64_t cols_list[] = {32, 96, 256, 1024};
     static const int64_t n_list[] = {1, 2, 3, 7, 8, 9, 17};
-    static const ev_type types[] = {EV_TYPE_Q8_0, EV_TYPE_Q4_0, EV_TYPE_F16, EV_TYPE_F32};
+    static const ev_type types[] = {EV_TYPE_Q8_0, EV_TYPE_Q4_0, EV_TYPE_Q5_0, EV_TYPE_F16, EV_TYPE_F32};
     static const ev_type k_types[] = {EV_TYPE_Q4_K, EV_TYPE_Q5_K, EV_TYPE_Q6_K};
     int before = failures;
     check_quantize(variant);
     check_silu(variant);
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 3; k++)
         for (int a = 0; a < 7; a++)
             for (int c = 0; c < 4; c++)
                 check_integer_exact(variant, types[k], rows_list[a], cols_list[c], n_list[(a + c) % 7]);
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 5; k++)
         for (int a = 0; a < 7; a++)
             for (int c = 0; c < 4; c++)
-                check_random(variant, types[k], rows_list[a], cols_list[c] + (k >= 2 ? a % 3 : 0),
+                check_random(variant, types[k], rows_list[a], cols_list[c] + (k >= 3 ? a % 3 : 0),
                              n_list[(a + 2 * c) % 7]);
     for (int k = 0; k < 3; k++)
         for (int a = 0; a < 7; a++)
