@@ -60,20 +60,21 @@ class BuildRunner:
     def __init__(self, build_dir, threads: int = 2, backend: str | None = None):
         import importlib
 
+        from edgevlm.compiler import integrity
         from edgevlm.compiler.backends.base import Artifact
-        from edgevlm.compiler.runtime_bundle import VLM_JSON
+        from edgevlm.compiler.runtime_bundle import BACKEND_NAME, VLM_JSON
         from edgevlm.models.tokenizer import load_tokenizer
         from edgevlm.runtime import Model
 
         self.build_dir = Path(build_dir)
-        if not (self.build_dir / "manifest.json").is_file():
-            raise InputError(f"'{build_dir}' is not an edgevlm build (no manifest.json)",
-                             "pass a directory written by `edgevlm compile`, e.g. build/autoneural-nano-sa8295p")
+        manifest = integrity.read_manifest(self.build_dir)
         if not (self.build_dir / VLM_JSON).is_file():
             raise InputError(f"build '{build_dir}' has no {VLM_JSON}: it is not a VLM build with a runtime bundle",
                              "compile a zoo VLM with this edgevlm (e.g. `edgevlm compile --target sa8295p`)")
         if threads < 1:
             raise InputError(f"threads={threads}", "use threads >= 1")
+        # Every file loaded below is checked against manifest.json first: a damaged build is refused, never run.
+        integrity.verify_entries(self.build_dir, manifest, lambda e: e["path"] == VLM_JSON)
         self.meta = _read_json(self.build_dir / VLM_JSON, "build metadata")
         report = self.build_dir / "report.json"  # absent while compile itself measures the build's accuracy
         self.report = _read_json(report, "build report") if report.is_file() else {}
@@ -85,6 +86,9 @@ class BuildRunner:
                              f"{' for backend ' + backend if backend else ''} (it has: {', '.join(have) or 'none'})",
                              f"compile with --backends {','.join(RUNNABLE_BACKENDS)}")
         self.backend = choices[0]
+        self.verified = integrity.verify_entries(
+            self.build_dir, manifest, lambda e: e.get("backend") == BACKEND_NAME
+            or (e.get("stage") in ("encoder", "projector") and e.get("backend") == self.backend))
         # The backend's module directly, not the registry: that would import every backend (and torch).
         be = importlib.import_module(f"edgevlm.compiler.backends.{self.backend}_backend").BACKEND
         self._stages: dict[str, Callable] = {

@@ -86,3 +86,41 @@ def test_cli_eval_runs_a_build(build):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert "C runtime" in out["model"] and 0.0 <= out["exact_match"] <= 1.0
+
+
+@pytest.mark.parametrize("damaged", ["llm.gguf", "encoder.onnx", "vlm.json", "tokenizer.json"])
+def test_damaged_build_is_refused_by_run_eval_profile(build, tmp_path, damaged):
+    """One byte changed in a file the runner loads: run, eval and profile refuse the build naming that file
+    (exit 2, one line), before loading anything."""
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(build, copy)
+    data = bytearray((copy / damaged).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / damaged).write_bytes(bytes(data))
+    make_sample(FRESH_SEED, 0, 96).image.save(tmp_path / "img.png")
+    for argv in (("run", copy, "--image", tmp_path / "img.png", "--prompt", "describe the image."),
+                 ("eval", copy, "--n", "2"), ("profile", copy, "--runs", "1")):
+        r = _cli(*argv)
+        assert r.returncode == 2, (argv, r.stderr)
+        assert f"is damaged: modified: {damaged}" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_runner_checks_only_what_it_loads(build, tmp_path):
+    """A damaged artifact of a backend the runner does not load (here an extra file listed under another
+    backend) does not stop the build from running; every file it does load was checked."""
+    import shutil
+
+    from edgevlm.runner import BuildRunner
+
+    copy = tmp_path / "b"
+    shutil.copytree(build, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "other.bin").write_bytes(b"x")
+    manifest["artifacts"].append({"path": "other.bin", "stage": "encoder", "backend": "coreml", "bytes": 1, "sha256": "0" * 64})
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    runner = BuildRunner(copy, threads=1)
+    checked = {e["path"] for e in runner.verified}
+    assert {"llm.gguf", "tokenizer.json", "vlm.json", "encoder.onnx", "projector.onnx"} <= checked
+    assert "other.bin" not in checked

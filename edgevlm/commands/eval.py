@@ -46,7 +46,9 @@ def answerer_for(model: str):
 def _build_answerer(path: Path):
     import importlib
 
-    manifest = json.loads((path / "manifest.json").read_text())
+    from edgevlm.compiler.integrity import read_manifest
+
+    manifest = read_manifest(path)
     for backend, target in BUILD_ANSWERERS.items():
         module, func = target.split(":")
         made = getattr(importlib.import_module(module), func)(path, manifest)

@@ -26,6 +26,7 @@ import numpy as np
 
 GGUF_NAME = "llm.gguf"
 VLM_JSON = "vlm.json"
+BACKEND_NAME = "edgevlm-runtime"  # the runtime bundle's "backend" in report.json and manifest.json
 TOKENIZER_JSON = "tokenizer.json"
 TEXT_EMBEDDINGS = "text_embeddings.safetensors"  # only for text-guided token pruning
 FORMAT_VERSION = 1
@@ -85,7 +86,7 @@ def write(bundle, scheme, out_dir: Path, stage_paths: dict[str, dict[str, str]],
         files.append(TEXT_EMBEDDINGS)
     (out_dir / VLM_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     parity = _verify(vlm, tok, out_dir / GGUF_NAME, verify_samples)
-    return {"backend": "edgevlm-runtime", "path": GGUF_NAME, "files": files,
+    return {"backend": BACKEND_NAME, "path": GGUF_NAME, "files": files,
             "info": {"gguf_type": qtype, "runs_on": "C runtime (edgevlm.runtime), CPU"}, "parity": parity}
 
 
