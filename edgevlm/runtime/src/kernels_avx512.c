@@ -366,6 +366,40 @@ tile_k6(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, flo
         __m512i isum[TILE], corr[TILE];
         #pragma GCC unroll 8
         for (int j = 0; j < T; j++) isum[j] = corr[j] = _mm512_setzero_si512();
+        if (T == 1) {
+            /* decode: each ql/qh piece loaded once and split into its 4
+             * sub-blocks (quarters c), the high bits moved into place with
+             * one shift and mask each; 4 dot chains, one per quarter */
+            const __m512i hi2 = _mm512_set1_epi8(0x30);
+            const int8_t *xb = A->q + (t * nb + b) * EV_QK_K;
+            #pragma GCC unroll 1
+            for (int h8 = 0; h8 < 4; h8++) {
+                const int n = h8 >> 1, kk = h8 & 1;
+                __m512i d4[4];
+                #pragma GCC unroll 4
+                for (int c = 0; c < 4; c++) d4[c] = _mm512_setzero_si512();
+                #pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    const int k = 4 * kk + i;
+                    __m512i a = _mm512_loadu_si512(rec + (16 * n + k) * 64);
+                    __m512i bq = _mm512_loadu_si512(rec + (16 * n + 8 + k) * 64);
+                    __m512i h = _mm512_loadu_si512(rec + L.qh * R + (8 * n + k) * 64);
+                    __m512i w0 = _mm512_or_si512(_mm512_and_si512(a, lo4), _mm512_and_si512(_mm512_slli_epi16(h, 4), hi2));
+                    __m512i w1 = _mm512_or_si512(_mm512_and_si512(bq, lo4), _mm512_and_si512(_mm512_slli_epi16(h, 2), hi2));
+                    __m512i w2 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(a, 4), lo4), _mm512_and_si512(h, hi2));
+                    __m512i w3 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(bq, 4), lo4),
+                                                 _mm512_and_si512(_mm512_srli_epi16(h, 2), hi2));
+                    const int8_t *xq = xb + 128 * n + 4 * k;
+                    d4[0] = _mm512_dpbusd_epi32(d4[0], w0, bcast4(xq));
+                    d4[1] = _mm512_dpbusd_epi32(d4[1], w1, bcast4(xq + 32));
+                    d4[2] = _mm512_dpbusd_epi32(d4[2], w2, bcast4(xq + 64));
+                    d4[3] = _mm512_dpbusd_epi32(d4[3], w3, bcast4(xq + 96));
+                }
+                #pragma GCC unroll 4
+                for (int c = 0; c < 4; c++)
+                    isum[0] = _mm512_add_epi32(isum[0], _mm512_mullo_epi32(d4[c], scale_lanes(scp, 8 * n + 2 * c + kk, 1)));
+            }
+        } else
         #pragma GCC unroll 1
         for (int s = 0; s < 16; s++) {
             const int n = s >> 3, c = (s & 7) >> 1, kk = s & 1;
