@@ -23,7 +23,9 @@ import numpy as np
 
 from edgevlm.errors import InputError
 
-RUNNABLE_BACKENDS = ("onnx", "executorch")  # stage artifacts this machine can run, in order of preference
+# Stage artifacts this machine can run, in order of preference.  qnn (the QNN context binaries on the
+# HTP simulation) is the deployed path of HTP targets but slow here: it runs when asked for.
+RUNNABLE_BACKENDS = ("onnx", "executorch", "qnn")
 
 
 @dataclass
@@ -184,12 +186,15 @@ class BuildRunner:
         return Answer(" ".join(w for w in words if w), ids, timings)
 
 
-def build_answerer(build_dir, manifest=None):
-    """``answer(image, prompt) -> str`` over a build (for `edgevlm eval BUILD`), or None if it is not a VLM build."""
+def build_answerer(build_dir, manifest=None, backend: str | None = None):
+    """``answer(image, prompt) -> str`` over a build (for `edgevlm eval BUILD`), or None if it is not a VLM build.
+
+    ``backend`` selects the vision artifacts (onnx, executorch, qnn; default: the first the build has).
+    """
     from edgevlm.compiler.runtime_bundle import VLM_JSON
 
     if not (Path(build_dir) / VLM_JSON).is_file():
         return None
-    runner = BuildRunner(build_dir)
+    runner = BuildRunner(build_dir, backend=backend)
     return (lambda image, prompt: runner.answer(image, prompt).text), runner.meta["image_size"], \
         f"{runner.meta['model']} build {build_dir} ({runner.backend} vision + C runtime {runner.report.get('runtime', {}).get('info', {}).get('gguf_type', '?')})"

@@ -24,6 +24,8 @@ def add_arguments(parser):
                         help="measure a VLM build's accuracy on N shapes samples, float vs the build's path (0: skip; default 200)")
     parser.add_argument("--quality-target", type=float, default=None, metavar="DB",
                         help="mixed precision: raise sensitive layers until each quantized stage reaches this SQNR (dB)")
+    parser.add_argument("--no-htp-verify", action="store_true",
+                        help="do not run the QNN context binaries on the HTP simulation (the report says they were not verified)")
 
 
 def run(args) -> int:
@@ -34,7 +36,7 @@ def run(args) -> int:
     result = compile_model(args.model, target=args.target, out=args.out, backends=backends, verbose=True,
                            quant=args.quant, calib_dir=args.calib, calib_samples=args.calib_samples, observer=args.observer, hub=args.hub,
                            quality_target_db=args.quality_target, vision_tokens=args.vision_tokens,
-                           token_reduce=args.token_reduce, eval_n=args.eval_n)
+                           token_reduce=args.token_reduce, eval_n=args.eval_n, htp_verify=not args.no_htp_verify)
     rep = result.report
     rows = []
     for st in rep["stages"]:
@@ -42,6 +44,8 @@ def run(args) -> int:
             p = a["parity"]
             value = p["value"]
             shown = f"{p['metric']} {value:.3g}" if isinstance(value, float) else p["metric"]
+            if "htp_arch" in a.get("info", {}) and "samples" in p:
+                shown += f" on QNN HTP v{a['info']['htp_arch']} sim ({p['samples']} samples)"
             if "integer_only" in a:
                 shown += ", integer-only" if a["integer_only"] else ", NOT integer-only"
             mp = a.get("info", {}).get("quant", {}).get("mixed_precision")

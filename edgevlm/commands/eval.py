@@ -24,14 +24,19 @@ def add_arguments(parser):
     parser.add_argument("--dataset", default="shapes", choices=["shapes"], help="data set (default shapes)")
     parser.add_argument("--n", type=int, default=500, help="number of samples (default 500)")
     parser.add_argument("--seed", type=int, default=12345, help="data set seed (default 12345; training used seed 0)")
+    parser.add_argument("--backend", default=None, choices=["onnx", "executorch", "qnn"],
+                        help="for a build: which vision artifacts answer (qnn: the QNN context binaries on the HTP simulation)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def answerer_for(model: str):
+def answerer_for(model: str, backend: str | None = None):
     """(answer function, image size, description) for a model name, checkpoint dir or build dir."""
     path = Path(model)
     if path.is_dir() and (path / "manifest.json").is_file():
-        return _build_answerer(path)
+        return _build_answerer(path, backend)
+    if backend is not None:
+        raise InputError(f"--backend {backend} applies to a compiled build, and '{model}' is not one",
+                         "pass a build directory written by `edgevlm compile`, or leave --backend out")
     from edgevlm.models import build_model
     from edgevlm.models.vlm import make_answerer
 
@@ -43,15 +48,15 @@ def answerer_for(model: str):
     return make_answerer(vlm, tok), vlm.image_size, f"{bundle.name} (pytorch float)"
 
 
-def _build_answerer(path: Path):
+def _build_answerer(path: Path, backend: str | None = None):
     import importlib
 
     from edgevlm.compiler.integrity import read_manifest
 
     manifest = read_manifest(path)
-    for backend, target in BUILD_ANSWERERS.items():
+    for target in BUILD_ANSWERERS.values():
         module, func = target.split(":")
-        made = getattr(importlib.import_module(module), func)(path, manifest)
+        made = getattr(importlib.import_module(module), func)(path, manifest, backend=backend)
         if made is not None:
             return made
     raise InputError(f"no evaluation backend can run the build '{path}'",
@@ -63,7 +68,7 @@ def run(args) -> int:
 
     if args.n < 1:
         raise InputError(f"--n must be positive, got {args.n}", "pass e.g. --n 500")
-    answer, image_size, what = answerer_for(args.model)
+    answer, image_size, what = answerer_for(args.model, args.backend)
     result = evaluate(answer, args.dataset, n=args.n, seed=args.seed, image_size=image_size)
     result["model"] = what
     if args.json:

@@ -11,6 +11,8 @@ import resource
 import statistics
 import sys
 
+from edgevlm.runner import RUNNABLE_BACKENDS
+
 NAME = "profile"
 HELP = "latency of a build: measured here (encoder, projector, TTFT, decode tokens/s, peak RSS) and estimated on its target"
 ORDER = 6
@@ -23,7 +25,7 @@ def add_arguments(parser):
     parser.add_argument("build", help="build directory written by `edgevlm compile`")
     parser.add_argument("--runs", type=int, default=10, help="timed runs after one warm-up (default 10)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    parser.add_argument("--backend", default=None, choices=["onnx", "executorch"], help="vision artifacts to run (default onnx)")
+    parser.add_argument("--backend", default=None, choices=list(RUNNABLE_BACKENDS), help="vision artifacts to run (default onnx)")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 

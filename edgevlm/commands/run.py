@@ -6,6 +6,8 @@ to stdout word by word, timings go to stderr.
 """
 import sys
 
+from edgevlm.runner import RUNNABLE_BACKENDS
+
 NAME = "run"
 HELP = "run a compiled VLM build on an image and a prompt (vision artifacts + C runtime), streaming the answer"
 ORDER = 5
@@ -17,8 +19,8 @@ def add_arguments(parser):
     parser.add_argument("--prompt", required=True, help="question or instruction, e.g. \"describe the image.\"")
     parser.add_argument("--max-new-tokens", type=int, default=24, help="generate at most this many tokens (default 24)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    parser.add_argument("--backend", default=None, choices=["onnx", "executorch"],
-                        help="which vision artifacts to run (default: onnx when the build has it)")
+    parser.add_argument("--backend", default=None, choices=list(RUNNABLE_BACKENDS),
+                        help="which vision artifacts to run (default: onnx when the build has it; qnn: the QNN context binaries on the HTP simulation)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--quiet", action="store_true", help="print only the answer, no timings")

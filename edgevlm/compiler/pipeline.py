@@ -69,7 +69,7 @@ def _select_backends(target, names):
             (chosen.append(get_backend(n)) if ok else skipped.append((n, why)))
         if not chosen:
             raise BackendUnavailableError(f"no backend of target {target.name} is usable here: " + "; ".join(f"{n}: {w}" for n, w in skipped), "install edgevlm with its extras: pip install 'edgevlm[all]'")
-        return chosen, skipped
+        return _with_sources(chosen), skipped
     chosen = []
     for n in names:
         backend = get_backend(n)
@@ -78,7 +78,26 @@ def _select_backends(target, names):
         if not ok:
             raise BackendUnavailableError(f"backend '{n}' is not usable: {why}", f"pip install 'edgevlm[{backend.extra}]'" if backend.extra else "reinstall edgevlm")
         chosen.append(backend)
-    return chosen, []
+    return _with_sources(chosen), []
+
+
+def _with_sources(chosen: list) -> list:
+    """``chosen`` in lowering order: a backend that consumes another's artifact comes after it
+    (added when not asked for: ``--backends qnn`` lowers onnx's QDQ model first)."""
+    ordered: list = []
+    for backend in chosen:
+        source = backend.consumes
+        if source is not None and all(b.name != source for b in ordered):
+            dep = get_backend(source)
+            with _backend_log(None):
+                ok, why = dep.available()
+            if not ok:
+                raise BackendUnavailableError(f"backend '{backend.name}' lowers the {source} artifact, and '{source}' is not usable: {why}",
+                                              f"pip install 'edgevlm[{dep.extra}]'" if dep.extra else "reinstall edgevlm")
+            ordered.append(dep)
+        if backend not in ordered:
+            ordered.append(backend)
+    return ordered
 
 
 SYNTHETIC_CALIBRATION_SAMPLES = 8
@@ -276,19 +295,61 @@ def _estimate(gm, stage: Stage, target, scheme) -> dict:
 ACCURACY_SEED = 12345  # the shapes evaluation seed (training uses 0)
 
 
-def _accuracy(bundle, build_dir: Path, n: int, gguf_type: str) -> dict:
-    """Exact match on ``n`` shapes samples: the float PyTorch model vs the build's deployed path."""
+def _accuracy(bundle, build_dir: Path, n: int, gguf_type: str, vision_backend: str | None = None) -> dict:
+    """Exact match on ``n`` shapes samples: the float PyTorch model vs the build's deployed path
+    (``vision_backend``'s artifacts, default the runner's choice, + the C runtime)."""
     from edgevlm.data.evaluate import evaluate
     from edgevlm.models.vlm import make_answerer
     from edgevlm.runner import BuildRunner
 
     vlm, tok = bundle.modules["vlm"], bundle.modules["tokenizer"]
-    runner = BuildRunner(build_dir, threads=1)
+    runner = BuildRunner(build_dir, threads=1, backend=vision_backend)
     built = evaluate(lambda im, p: runner.answer(im, p).text, n=n, seed=ACCURACY_SEED, image_size=vlm.image_size)
     ref = evaluate(make_answerer(vlm, tok), n=n, seed=ACCURACY_SEED, image_size=vlm.image_size)
     return {"dataset": "shapes", "n": n, "seed": ACCURACY_SEED, "float": ref["exact_match"], "quantized": built["exact_match"],
             "quantized_path": f"{runner.backend} vision artifacts + C runtime llm.gguf ({gguf_type})",
             "by_question": {"float": ref["by_question"], "quantized": built["by_question"]}}
+
+
+def _verify_samples(run, stage: Stage, samples: list, budget_s: float, metric: str) -> dict:
+    """``metric`` of ``run`` vs the float module over ``samples``, until ``budget_s`` seconds are spent
+    (at least one sample): the worst value, each sample's, and how many of them ran."""
+    values, t0 = [], time.perf_counter()
+    for sample in samples:
+        with torch.no_grad():
+            ref = _flat_outputs(stage.module(*sample))
+        values.append(compare(metric, ref, run([x.detach().cpu().numpy() for x in sample])))
+        if time.perf_counter() - t0 > budget_s:
+            break
+    worst = max(values) if metric == "max_abs_err" else min(values)
+    return {"metric": metric, "value": worst, "samples": len(values), "of": len(samples), "budget_s": budget_s,
+            "per_sample": [round(v, 2) for v in values], "verify_s": round(time.perf_counter() - t0, 2)}
+
+
+def _verify(backend, artifact, stage: Stage, plan: Plan, checks, reference, inputs) -> dict:
+    """{"parity": ..., "latency_ms": ...} of an artifact run here against the float model.
+
+    ``checks`` is the backend's ``verify_samples``: with a time budget, the
+    figure is taken over those samples (the HTP simulation, on calibration
+    inputs); without one, on the stage's example inputs.
+    """
+    out = {}
+    with _backend_log(plan.out_dir, f"{stage.name}-{backend.name}"):
+        run = backend.load(artifact, plan.out_dir)
+        outputs = run(inputs)
+    if backend.measures_latency:
+        out["latency_ms"] = _median_ms(run, inputs)
+    if len(outputs) != len(reference):
+        raise RuntimeError(f"{backend.name} artifact of {stage.name} has {len(outputs)} outputs, PyTorch {len(reference)}")
+    # Float artifacts must match closely; quantized ones are judged by their noise level.
+    metric = "sqnr_db" if artifact.info.get("quant") else "max_abs_err"
+    samples, budget_s = checks
+    if budget_s is None:
+        out["parity"] = {"metric": metric, "value": compare(metric, reference, outputs), "reference": backend.reference(plan)}
+    else:
+        with _backend_log(plan.out_dir, f"{stage.name}-{backend.name}"):
+            out["parity"] = _verify_samples(run, stage, samples, budget_s, metric) | {"reference": backend.reference(plan)}
+    return out
 
 
 def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progress, scheme=None) -> dict:
@@ -305,12 +366,14 @@ def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progre
     inputs = [x.detach().cpu().numpy() for x in stage.example_inputs]
     entry = {"name": stage.name, "kind": stage.kind, "passes": log, "artifacts": [], "skipped": [], "estimate": estimate}
     progress.finished(stage.name, "capture + passes", time.perf_counter() - t0)
+    produced = {}
     for backend in backends:
         progress.step(f"{stage.name}: lower {backend.name}")
         t0 = time.perf_counter()
+        source = (produced[backend.consumes],) if backend.consumes else ()
         with _backend_log(plan.out_dir, f"{stage.name}-{backend.name}"):
             try:
-                artifact = backend.lower(captured, plan)
+                artifact = produced[backend.name] = backend.lower(captured, plan, *source)
             except EdgeVLMError:
                 raise
             except Exception as exc:  # a toolchain's own error: one line naming backend, stage and op
@@ -319,24 +382,22 @@ def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progre
                "lower_s": round(time.perf_counter() - t0, 3)}
         if "integer_only" in artifact.info:
             art["integer_only"] = artifact.info["integer_only"]
-        if backend.can_execute:
+        checks = backend.verify_samples(stage, plan) if backend.can_execute else None
+        if checks is not None:
             progress.step(f"{stage.name}: verify {backend.name}")
-            with _backend_log(plan.out_dir, f"{stage.name}-{backend.name}"):
-                run = backend.load(artifact, plan.out_dir)
-                outputs = run(inputs)
-            art["latency_ms"] = _median_ms(run, inputs)
-            if len(outputs) != len(reference):
-                raise RuntimeError(f"{backend.name} artifact of {stage.name} has {len(outputs)} outputs, PyTorch {len(reference)}")
-            # Float artifacts must match closely; quantized ones are judged by their noise level.
-            metric = "sqnr_db" if artifact.info.get("quant") else "max_abs_err"
-            art["parity"] = {"metric": metric, "value": compare(metric, reference, outputs),
-                             "reference": "float PyTorch model, example inputs"}
+            art |= _verify(backend, artifact, stage, plan, checks, reference, inputs)
+        elif backend.can_execute:
+            art["parity"] = {"metric": "not run", "value": None,
+                             "reference": f"{backend.name} verification skipped (--no-htp-verify)"}
         else:
             art["parity"] = {"metric": "not run", "value": None, "reference": f"{backend.name} artifacts cannot run on this machine"}
         entry["artifacts"].append(art)
         progress.step(f"{stage.name}: {backend.name} done", advance=1)
         progress.finished(stage.name, backend.name + (" lowered + verified" if backend.can_execute else " lowered"),
                           time.perf_counter() - t0)
+    # A backend built from another's artifact is the one deployed (qnn's context binary from onnx's
+    # QDQ model): listed first.
+    entry["artifacts"].sort(key=lambda a: get_backend(a["backend"]).consumes is None)
     return entry
 
 
@@ -358,6 +419,7 @@ def compile(  # noqa: A001 - the public verb
     vision_tokens: int | None = None,
     token_reduce: str = "dct",
     eval_n: int = 200,
+    htp_verify: bool = True,
 ) -> CompileResult:
     """Compile a model for a target and verify every artifact against PyTorch.
 
@@ -380,6 +442,8 @@ def compile(  # noqa: A001 - the public verb
     ``token_reduce`` (dct, pool or merge; see edgevlm.models.token_reduction).
     ``eval_n`` shapes samples measure a VLM build's accuracy, float PyTorch vs
     the build's own path (its vision artifacts + the C runtime); 0 skips it.
+    ``htp_verify=False`` skips running the QNN context binaries on the HTP
+    simulation (the report says so).
     """
     from edgevlm.quant.schemes import parse_quant_spec
 
@@ -397,7 +461,8 @@ def compile(  # noqa: A001 - the public verb
     t_start = time.perf_counter()
     restore_sigterm = _exit_on_sigterm()
     try:
-        plan = Plan(target=tgt, out_dir=tmp, quant=schemes, options={"observer": observer, "quality_target_db": quality_target_db})
+        plan = Plan(target=tgt, out_dir=tmp, quant=schemes, options={"observer": observer, "quality_target_db": quality_target_db,
+                                                              "htp_verify": htp_verify})
         stages = []
         for stage in bundle.stages:
             scheme = schemes.get(stage.kind)
@@ -437,7 +502,9 @@ def compile(  # noqa: A001 - the public verb
         if runtime is not None and eval_n:
             progress.step(f"accuracy: {eval_n} shapes samples")
             t0 = time.perf_counter()
-            report["accuracy"] = _accuracy(bundle, tmp, eval_n, runtime["info"]["gguf_type"])
+            # On an HTP target the deployed vision path is the QNN context binaries (run on the HTP simulation).
+            deployed = "qnn" if htp_verify and any(b.name == "qnn" for b in chosen) else None
+            report["accuracy"] = _accuracy(bundle, tmp, eval_n, runtime["info"]["gguf_type"], deployed)
             progress.finished("build", f"accuracy on {eval_n} shapes samples", time.perf_counter() - t0)
         report_io.write_report(tmp, report)
         _swap_into_place(tmp, build_dir)

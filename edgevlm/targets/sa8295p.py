@@ -5,7 +5,7 @@ TARGET = Target(
     name="sa8295p",
     description="Qualcomm SA8295P ADP: Hexagon HTP v68 NPU, integer graphs only",
     kind="npu",
-    backends=("onnx", "executorch"),
+    backends=("qnn", "onnx", "executorch"),  # qnn lowers onnx's QDQ model
     activation_dtypes=("int8", "int16"),
     weight_dtypes=("int4", "int8"),
     # HTP v68 has no 16-bit second operand for matmul: the KV cache, which is

@@ -15,15 +15,20 @@ artifact's parity (see ``verify_samples``).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import re
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
-from edgevlm.errors import BackendUnavailableError, InputError, UnsupportedOpError
+from edgevlm.errors import BackendUnavailableError, InputError, LoweringError, UnsupportedOpError
 
 INSTALL = "pip install 'edgevlm[qnn]'"
 EP_NAME = "QNNExecutionProvider"
@@ -55,7 +60,7 @@ def htp_options(htp) -> dict[str, str]:
             "vtcm_mb": str(htp.vtcm_mb)}
 
 
-def htp_session(model, htp, context_path: Path | None = None, threads: int = 0):
+def htp_session(model, htp, context_path: Path | None = None, threads: int = 0, what: str = "the graph"):
     """An onnxruntime session running ``model`` (a path or serialized bytes) wholly on QNN's HTP.
 
     With ``context_path`` the session also writes the QNN context binary
@@ -74,36 +79,108 @@ def htp_session(model, htp, context_path: Path | None = None, threads: int = 0):
         opts.add_session_config_entry("ep.context_file_path", str(context_path))
         opts.add_session_config_entry("ep.context_embed_mode", "0")
     opts.add_provider_for_devices(list(_qnn_devices()), htp_options(htp))
-    try:
-        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/RuntimeException types
-        raise UnsupportedOpError(refusal_message(str(exc), model, htp),
-                                 "rewrite or raise the named node (see edgevlm.quant.htp_forms), "
-                                 "or compile for a CPU target") from None
-
-
-def refusal_message(text: str, model, htp) -> str:
-    """One line from onnxruntime-qnn's refusal: the node, its op, the HTP and QNN's reason."""
-    import onnx
-
-    reason = " ".join(text.split())
-    node = op = None
-    # onnxruntime-qnn names the refused node as "Node: <name>" / "node <name>" / "[<name>]"
-    for pat in (r"[Nn]ode(?: name)?[:=]?\s*'?\"?([\w./:-]+)", r"\[([\w./:-]+)\]"):
-        m = re.search(pat, reason)
-        if m:
-            node = m.group(1)
-            break
-    if node is not None:
+    with _native_output_captured() as log:
         try:
-            graph = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model), load_external_data=False)
-            op = next((n.op_type for n in graph.graph.node if n.name == node), None)
-        except Exception:  # noqa: BLE001 - the message stands without the op
-            op = None
-    m = re.search(r"(?:reason|error)[:=]?\s*(.+)", reason, re.I)
-    why = (m.group(1) if m else reason)[:300]
-    where = f"node '{node}'" + (f" (op {op})" if op else "") if node else "the graph"
-    return f"QNN HTP v{htp.arch} (soc_model {htp.soc_model}) refused {where}: {why}"
+            return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/RuntimeException types
+            error = str(exc)
+        captured = log()
+    raise UnsupportedOpError(refusal_message(captured, error, htp, what),
+                             "rewrite the named node into a form QNN takes (see edgevlm.quant.htp_forms), "
+                             "or compile for a CPU target")
+
+
+@contextlib.contextmanager
+def _native_output_captured():
+    """File descriptors 1 and 2 go to a temporary file while QNN prepares a graph; yields a function
+    returning what was written.
+
+    onnxruntime names refused nodes only in its log ("Unsupported nodes in QNN
+    EP: { name: ..., type: ... }", QNN's validation errors), not in the
+    exception; and Qualcomm's libraries print a configuration notice
+    ("# LIBNATIVE: ...") on stdout, where `edgevlm run` streams its answer.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+
+        def text() -> str:
+            log.seek(0)
+            return log.read().decode(errors="replace")
+
+        try:
+            yield text
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+_UNSUPPORTED = re.compile(r"Unsupported nodes in QNN EP: (.*)")
+_NODE = re.compile(r"name: ([^,}]+), type: ([^,}\s]+)")
+_VALIDATION = re.compile(r"[^\n\]]*(?:validat|[Ff]ailed)[^\n]*node[^\n]*")
+
+
+def refusal_message(log: str, error: str, htp, what: str = "the graph") -> str:
+    """One line from onnxruntime-qnn's log and error: the refused nodes and ops, the HTP and QNN's reason."""
+    where = what
+    found = _UNSUPPORTED.search(log)
+    if found:
+        nodes = _NODE.findall(found.group(1))
+        more = f" and {len(nodes) - 3} more" if len(nodes) > 3 else ""
+        named = ", ".join(f"node '{n.strip()}' (op {t})" for n, t in nodes[:3]) + more
+        where = f"{named} of {what}" if named else what
+    validation = _VALIDATION.search(log)
+    if validation:
+        reason = validation.group(0)
+    elif found:
+        reason = "the QNN EP does not support these nodes in this form (CPU fallback is disabled)"
+    else:
+        reason = error
+    reason = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(reason.split()))
+    return f"QNN HTP v{htp.arch} (soc_model {htp.soc_model}) refused {where}: {reason[:400]}"
+
+
+def prepare_context(source: Path, context_path: Path, htp, what: str) -> None:
+    """Write the QNN context binary model of the QDQ ONNX ``source`` for ``htp`` at ``context_path``.
+
+    Preparation runs in a fresh Python process: QNN's HTP preparation writes
+    a different binary for the same graph depending on how many graphs this
+    process prepared before (seen here: 3 in a row, 3 different binaries; the
+    same 3 again in the next process), so one process per graph is what makes
+    a rebuild byte-identical.  The model goes in as bytes, not a path:
+    onnxruntime names the QNN graph by a hash of the model path when it has
+    one.
+    """
+    cmd = [sys.executable, "-c", "import sys; from edgevlm.compiler.backends.qnn_backend import _prepare_main; "
+           "sys.exit(_prepare_main(sys.argv[1:]))", str(source), str(context_path), str(htp.arch), str(htp.soc_model),
+           str(htp.vtcm_mb), what]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode == 2:
+        cause, _, fix = done.stderr.strip().splitlines()[-1].partition("\t")
+        raise UnsupportedOpError(cause, fix or None)
+    if done.returncode != 0 or not context_path.is_file():
+        tail = " ".join(done.stderr.strip().splitlines()[-1:])[:300]
+        raise LoweringError(f"QNN context binary preparation for {what} failed (exit {done.returncode}): {tail}",
+                            "check that onnxruntime-qnn imports here (pip install 'edgevlm[qnn]')")
+
+
+def _prepare_main(argv: list[str]) -> int:
+    """The preparing process of ``prepare_context``: exit 2 with "cause<TAB>fix" on stderr for a refused graph."""
+    from edgevlm.targets.base import Htp
+
+    source, context, arch, soc, vtcm, what = argv
+    htp = Htp(arch=int(arch), soc_model=int(soc), soc_name="", vtcm_mb=int(vtcm))
+    try:
+        htp_session(Path(source).read_bytes(), htp, context_path=Path(context), what=what)
+    except UnsupportedOpError as exc:
+        print(f"{exc.cause}\t{exc.fix or ''}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def context_files(context_path: Path) -> list[Path]:
@@ -185,7 +262,7 @@ class QnnBackend(Backend):
         rel = f"{stage.name}.htp.onnx"
         context = out / rel
         t0 = time.perf_counter()
-        htp_session(out / source.path, htp, context_path=context)
+        prepare_context(out / source.path, context, htp, what=f"stage '{stage.name}' for {plan.target.name}")
         prepare_s = time.perf_counter() - t0
         model = onnx.load(str(context), load_external_data=False)
         del model.metadata_props[:]

@@ -1,0 +1,141 @@
+"""QNN backend: context binaries prepared and run by Qualcomm's QNN HTP (onnxruntime-qnn's HTP simulation).
+
+Metric: SQNR (dB) of the context binary's outputs on the HTP simulation vs
+float PyTorch, over the stage's calibration samples.
+"""
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from torch import nn
+
+import edgevlm
+from edgevlm.errors import UnsupportedOpError
+from edgevlm.targets import get_target
+
+pytest.importorskip("onnxruntime_qnn", reason="needs onnxruntime-qnn (pip install 'edgevlm[qnn]'; Linux x86_64)")
+from edgevlm.compiler.backends import qnn_backend  # noqa: E402
+
+
+class ConvNormNet(nn.Module):
+    """conv -> RMSNorm over channels (NCHW) -> tokens -> linear -> RMSNorm over the last axis.
+
+    Both norms are written as x * rsqrt(mean(x^2) + eps), which exports to a
+    Reciprocal that the HTP computes with almost no precision unless
+    edgevlm.quant.htp_forms rewrites it.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16, 32)
+        self.w = nn.Parameter(torch.linspace(0.5, 1.5, 32))
+
+    def forward(self, x):
+        h = self.conv(x)
+        h = h * torch.rsqrt(h.pow(2).mean(1, keepdim=True) + 1e-5)
+        t = self.fc(h.flatten(2).transpose(1, 2))
+        return self.w * (t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + 1e-5))
+
+
+def _compile(out, **kwargs):
+    torch.manual_seed(0)
+    model = ConvNormNet().eval()
+    calibration = [(torch.randn(1, 3, 16, 16),) for _ in range(4)]
+    return edgevlm.compile(model, (calibration[0][0],), target="sa8295p", out=out, backends=["qnn"],
+                           calibration=calibration, name="convnorm", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qnn")
+    return root, _compile(root / "a")
+
+
+def test_context_binary_verified_on_the_htp(built):
+    _, result = built
+    arts = result.report["stages"][0]["artifacts"]
+    assert [a["backend"] for a in arts] == ["qnn", "onnx"]  # the deployed artifact first; onnx is its source
+    qnn = arts[0]
+    assert qnn["path"] == "model.htp.onnx" and "model.htp_qnn.bin" in qnn["files"]
+    assert qnn["info"]["htp_arch"] == 68 and qnn["info"]["soc_model"] == 39
+    parity = qnn["parity"]
+    assert "QNN HTP simulation (HTP v68, soc_model 39)" in parity["reference"]
+    assert parity["samples"] == 4
+    assert parity["metric"] == "sqnr_db" and parity["value"] >= 35.0, parity  # measured 40+ dB; 5 dB before htp_forms
+    assert "latency_ms" not in qnn  # the simulation's speed is no device figure
+
+
+def test_manifest_lists_the_context_binary_with_its_sha256(built):
+    root, result = built
+    manifest = json.loads((root / "a" / "manifest.json").read_text())
+    entries = {e["path"]: e for e in manifest["artifacts"]}
+    for name in ("model.htp.onnx", "model.htp_qnn.bin"):
+        data = (root / "a" / name).read_bytes()
+        assert entries[name]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_context_binaries_are_byte_identical_on_rebuild(built, tmp_path):
+    root, _ = built
+    _compile(tmp_path / "b", htp_verify=False)
+    for name in ("model.htp.onnx", "model.htp_qnn.bin", "model.onnx"):
+        assert (root / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_no_htp_verify_says_so(tmp_path):
+    result = _compile(tmp_path / "c", htp_verify=False)
+    parity = result.report["stages"][0]["artifacts"][0]["parity"]
+    assert parity["value"] is None and "--no-htp-verify" in parity["reference"]
+
+
+def test_describe_reads_what_the_binary_was_prepared_for(built):
+    root, _ = built
+    info = qnn_backend.describe(root / "a" / "model.htp.onnx")
+    assert info["htp_arch"] == "68" and info["soc_model"] == "39" and info["target"] == "sa8295p"
+    assert info["qnn_sdk"].startswith("v2.") and len(info["graphs"]) == 1 and info["bytes"] > 1000
+
+
+def test_loaded_context_binary_runs_like_the_verification(built):
+    root, result = built
+    from edgevlm.compiler.backends.base import Artifact
+
+    run = qnn_backend.BACKEND.load(Artifact("qnn", "model", "model.htp.onnx"), root / "a")
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        ref = ConvNormNet().eval()(x).numpy()
+    from edgevlm.compiler.verify import sqnr_db
+
+    assert sqnr_db(ref, run([x.numpy()])[0]) >= 30.0  # an unseen input, same model
+
+
+def test_a_refused_graph_names_node_op_and_htp():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"], name="relu_0"),
+                               helper.make_node("Hardmax", ["r"], ["y"], name="hardmax_1")], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    with pytest.raises(UnsupportedOpError) as err:
+        qnn_backend.htp_session(model.SerializeToString(), get_target("sa8295p").htp, what="stage 'x' for sa8295p")
+    message = str(err.value)
+    assert "node 'hardmax_1' (op Hardmax)" in message and "HTP v68" in message and "sa8295p" in message
+    assert "\n" not in message
+
+
+def test_targets_carry_their_htp():
+    assert get_target("sa8295p").htp.arch == 68 and get_target("sa8295p").htp.soc_model == 39
+    assert get_target("snapdragon-8-gen3").htp.arch == 75
+    assert get_target("cpu-x86_64").htp is None
+    assert get_target("sa8295p").backends[0] == "qnn"
+
+
+def test_qnn_needs_an_htp_target(tmp_path):
+    with pytest.raises(edgevlm.errors.EdgeVLMError):
+        edgevlm.compile(ConvNormNet().eval(), (torch.randn(1, 3, 16, 16),), target="cpu-x86_64", out=tmp_path / "d",
+                        backends=["qnn"])
+    assert not (tmp_path / "d").exists()
