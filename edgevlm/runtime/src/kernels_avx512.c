@@ -284,6 +284,17 @@ static inline __m512i pair_madd(const uint8_t *scp, int p, int is_signed, int32_
     return _mm512_madd_epi16(pr, _mm512_set1_epi32(xpair));
 }
 
+/* The 8 sums of 32 activations of a block (from its 16-sums), as int16
+ * pairs (xs 2q, xs 2q+1) in int32 lanes 0, 1, 4, 5 for q = 0..3. */
+static inline __m512i xsum_pairs(const int16_t *bs) {
+    __m256i x32 = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), _mm256_set1_epi16(1));
+    return _mm512_castsi256_si512(_mm256_packs_epi32(x32, x32));   /* |sum| <= 32 * 127: no saturation */
+}
+
+static inline __m512i pair_madd_v(const uint8_t *scp, int p, __m512i xpair) {
+    return _mm512_madd_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(scp + p * 2 * R))), xpair);
+}
+
 /* Q4_K / Q5_K: per sub-block s of 32, 8 unsigned weight registers (nibble s%2
  * of chunk s/2, plus the fifth bit s of qh for Q5_K) dotted with the token's
  * 32 activations, times the sub-block's scale. */
@@ -303,6 +314,30 @@ tile_k45(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, in
         __m512i isum[TILE], msum[TILE];
         #pragma GCC unroll 8
         for (int j = 0; j < T; j++) isum[j] = msum[j] = _mm512_setzero_si512();
+        if (T == 1) {
+            /* decode: each piece loaded once for both of its sub-blocks
+             * (low nibbles: s = 2j, high: 2j + 1), two dot chains each */
+            const int8_t *xb = A->q + (t * nb + b) * EV_QK_K;
+            #pragma GCC unroll 1
+            for (int j = 0; j < 4; j++) {
+                const __m128i sh = _mm_cvtsi32_si128(2 * j);
+                __m512i dl[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, dh[2] = {dl[0], dl[0]};
+                #pragma GCC unroll 8
+                for (int k = 0; k < 8; k++) {
+                    __m512i v = _mm512_loadu_si512(rec + (8 * j + k) * 64);
+                    __m512i wl = _mm512_and_si512(v, lo4), wh = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+                    if (q5) {   /* fifth bits 2j (low) and 2j + 1 (high) of qh piece k moved to bit 4 */
+                        __m512i hb = _mm512_srl_epi16(_mm512_loadu_si512(rec + L.qh * R + k * 64), sh);
+                        wl = _mm512_or_si512(wl, _mm512_slli_epi16(_mm512_and_si512(hb, one), 4));
+                        wh = _mm512_or_si512(wh, _mm512_and_si512(_mm512_slli_epi16(hb, 3), _mm512_set1_epi8(0x10)));
+                    }
+                    dl[k & 1] = _mm512_dpbusd_epi32(dl[k & 1], wl, bcast4(xb + 64 * j + 4 * k));
+                    dh[k & 1] = _mm512_dpbusd_epi32(dh[k & 1], wh, bcast4(xb + 64 * j + 32 + 4 * k));
+                }
+                isum[0] = _mm512_add_epi32(isum[0], _mm512_mullo_epi32(_mm512_add_epi32(dl[0], dl[1]), scale_lanes(scp, 2 * j, 0)));
+                isum[0] = _mm512_add_epi32(isum[0], _mm512_mullo_epi32(_mm512_add_epi32(dh[0], dh[1]), scale_lanes(scp, 2 * j + 1, 0)));
+            }
+        } else
         #pragma GCC unroll 1
         for (int s = 0; s < 8; s++) {
             __m512i w[8];
@@ -328,11 +363,13 @@ tile_k45(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, in
                 isum[j] = _mm512_add_epi32(isum[j], _mm512_mullo_epi32(_mm512_add_epi32(d0, d1), scv));
             }
         }
-        #pragma GCC unroll 4
-        for (int p = 0; p < 4; p++)
-            #pragma GCC unroll 8
-            for (int j = 0; j < T; j++)
-                msum[j] = _mm512_add_epi32(msum[j], pair_madd(scp, 4 + p, 0, ev_bs_pair32(A->bs + ((t + j) * nb + b) * 16, p)));
+        #pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            __m512i xs = xsum_pairs(A->bs + ((t + j) * nb + b) * 16);
+            #pragma GCC unroll 4
+            for (int p = 0; p < 4; p++)
+                msum[j] = _mm512_add_epi32(msum[j], pair_madd_v(scp, 4 + p, _mm512_permutexvar_epi32(_mm512_set1_epi32(p < 2 ? p : p + 2), xs)));
+        }
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(rec + L.d * R)));
         __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(rec + L.d * R + 2 * R)));
         #pragma GCC unroll 8
