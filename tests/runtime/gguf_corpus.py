@@ -148,6 +148,45 @@ def _padding(g: GGUF) -> int:
     return total
 
 
+def valid_qwen2(seed: int = 0) -> GGUF:
+    """A tiny complete Qwen2 GGUF (two attention layers with q/k/v biases, tied output)."""
+    rng = np.random.default_rng(seed)
+    ones = np.ones(E, np.float32).tobytes()
+    qd, kd = HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM
+    g = GGUF()
+    g.kvs = [("general.architecture", T_STRING, "qwen2"), ("qwen2.block_count", T_U32, 2),
+             ("qwen2.context_length", T_U32, 128), ("qwen2.embedding_length", T_U32, E),
+             ("qwen2.feed_forward_length", T_U32, FF), ("qwen2.attention.head_count", T_U32, HEADS),
+             ("qwen2.attention.head_count_kv", T_U32, KV_HEADS), ("qwen2.rope.freq_base", T_F32, 1000000.0),
+             ("qwen2.attention.layer_norm_rms_epsilon", T_F32, 1e-6), ("tokenizer.ggml.model", T_STRING, "none")]
+    t = [Tensor("token_embd.weight", [E, VOCAB], F32, _f32((VOCAB, E), rng, 1.0)),
+         Tensor("output_norm.weight", [E], F32, ones)]
+    for i in range(2):
+        b = f"blk.{i}."
+        t += [Tensor(b + "attn_norm.weight", [E], F32, ones), Tensor(b + "ffn_norm.weight", [E], F32, ones),
+              Tensor(b + "ffn_gate.weight", [E, FF], F32, _f32((FF, E), rng)),
+              Tensor(b + "ffn_up.weight", [E, FF], F32, _f32((FF, E), rng)),
+              Tensor(b + "ffn_down.weight", [FF, E], F32, _f32((E, FF), rng)),
+              Tensor(b + "attn_q.weight", [E, qd], F32, _f32((qd, E), rng)), Tensor(b + "attn_q.bias", [qd], F32, _f32(qd, rng)),
+              Tensor(b + "attn_k.weight", [E, kd], F32, _f32((kd, E), rng)), Tensor(b + "attn_k.bias", [kd], F32, _f32(kd, rng)),
+              Tensor(b + "attn_v.weight", [E, kd], F32, _f32((kd, E), rng)), Tensor(b + "attn_v.bias", [kd], F32, _f32(kd, rng)),
+              Tensor(b + "attn_output.weight", [qd, E], F32, _f32((E, qd), rng))]
+    g.tensors = t
+    return g
+
+
+def _add_qwen2_cases(add) -> None:
+    """Qwen2 files the model loader must refuse with its own code."""
+    g = valid_qwen2(); g.tensors = [t for t in g.tensors if t.name != "blk.1.attn_k.bias"]
+    add("qwen2_missing_bias", g, "EV_ERR_MISSING_TENSOR")
+    g = valid_qwen2(); _tensor(g, "blk.0.attn_v.bias").dims = [HEADS * HEAD_DIM]; _tensor(g, "blk.0.attn_v.bias").data = b"\0" * 4 * HEADS * HEAD_DIM
+    add("qwen2_bias_shape", g, "EV_ERR_TENSOR_SHAPE")
+    g = _set_kv(valid_qwen2(), "qwen2.attention.head_count_kv", T_U32, 0); add("qwen2_zero_kv_heads", g, "EV_ERR_BAD_KEY")
+    g = valid_qwen2(); g.kvs.append(("qwen2.rope.scaling.type", T_STRING, "yarn")); add("qwen2_rope_scaling", g, "EV_ERR_BAD_KEY")
+    g = valid_qwen2(); g.kvs = [kv for kv in g.kvs if kv[0] != "qwen2.feed_forward_length"]
+    add("qwen2_missing_key", g, "EV_ERR_MISSING_KEY")
+
+
 def _add_kquant_cases(add) -> None:
     """K-quant tensors whose sizes only the type table (256-value blocks of
     144 / 176 / 210 bytes) can get right."""
@@ -198,6 +237,7 @@ def corpus() -> list[tuple[str, bytes, str]]:
     g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").type = 99; add("bad_tensor_type", g, "EV_ERR_BAD_TENSOR_TYPE")
     g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").type = Q2_K; add("unsupported_q2_k", g, "EV_ERR_BAD_TENSOR_TYPE")
     _add_kquant_cases(add)
+    _add_qwen2_cases(add)
     g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").dims = [1 << 40, 1 << 40]; add("shape_overflow", g, "EV_ERR_BAD_SHAPE")
     g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").dims = [E, FF, 1, 1, 1]; add("five_dims", g, "EV_ERR_BAD_SHAPE")
     g = valid_model(); t = _tensor(g, "blk.0.ffn_up.weight"); t.type = Q8_0; t.dims = [E + 1, FF]

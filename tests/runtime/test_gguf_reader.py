@@ -2,7 +2,7 @@
 import pytest
 
 from edgevlm.runtime import Model, RuntimeLoadError
-from gguf_corpus import corpus, truncations, valid_model
+from gguf_corpus import corpus, truncations, valid_model, valid_qwen2
 
 CASES = corpus()
 
@@ -13,6 +13,15 @@ def test_valid_model_loads(tmp_path):
     m = Model.load(p)
     assert m.info["n_layer"] == 2 and m.info["n_attn_layers"] == 1
     assert m.token_text(3) == b"t3"
+
+
+def test_valid_qwen2_loads_and_runs(tmp_path):
+    p = tmp_path / "qwen2.gguf"
+    p.write_bytes(valid_qwen2().to_bytes())
+    m = Model.load(p)
+    assert m.info["arch"] == "qwen2" and m.info["n_attn_layers"] == 2 and m.info["conv_l_cache"] == 0
+    logits = m.session(8).prefill(ids=[1, 2, 3])
+    assert logits.shape == (m.n_vocab,) and abs(float(logits.max())) > 0
 
 
 @pytest.mark.parametrize("name,data,code", CASES, ids=[c[0] for c in CASES])
