@@ -30,14 +30,24 @@ def load_build(build_dir) -> tuple[Path, dict, dict]:
     return path, report, manifest
 
 
+def qnn_contexts(path: Path, report: dict) -> list[dict]:
+    """What each QNN context binary of the build was prepared with: QNN SDK, HTP arch, SoC, graph names, bytes."""
+    from edgevlm.compiler.backends.qnn_backend import describe
+
+    return [{"stage": st["name"], "path": a["path"], **describe(path / a["path"])}
+            for st in report["stages"] for a in st["artifacts"] if a["backend"] == "qnn"]
+
+
 def run(args) -> int:
     from edgevlm.commands._table import print_table
     from edgevlm.compiler import integrity
 
     path, report, manifest = load_build(args.build_dir)
     problems = integrity.problems(path, manifest["artifacts"])
+    contexts = [] if problems else qnn_contexts(path, report)  # a damaged file is not parsed
     if args.json:
-        print(json.dumps({"model": report["model"], "target": report["target"], "ok": not problems, "problems": problems}, indent=2))
+        print(json.dumps({"model": report["model"], "target": report["target"], "ok": not problems, "problems": problems,
+                          "qnn_contexts": contexts}, indent=2))
         return 0 if not problems else EXIT_DAMAGED
     rows = []
     for st in report["stages"]:
@@ -50,5 +60,9 @@ def run(args) -> int:
     print_table(f"{report['model']} -> {report['target']}", ("stage", "quant", "backend", "artifact", "parity", "integer-only"), rows)
     if problems:
         raise integrity.damaged_error(path, problems)
+    if contexts:
+        print_table("QNN context binaries", ("stage", "artifact", "QNN SDK", "HTP", "soc_model", "graphs", "bytes"),
+                    [(c["stage"], c["path"], c["qnn_sdk"], f"v{c['htp_arch']}", c["soc_model"], ", ".join(c["graphs"]),
+                      str(c["bytes"])) for c in contexts], right=("bytes",))
     print(f"{len(manifest['artifacts'])} files in manifest: all match (sha256)")
     return 0

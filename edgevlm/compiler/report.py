@@ -192,6 +192,32 @@ def _sqnr_section(report: dict) -> str:
             + (f"<ul class=notes>{''.join(notes)}</ul>" if notes else ""))
 
 
+def _htp_section(report: dict) -> str:
+    """Per QNN context binary: where the HTP's execution departs from onnxruntime CPU's, layer by layer."""
+    e = html.escape
+    charts = []
+    for st in report["stages"]:
+        for a in st["artifacts"]:
+            dep = (a.get("info") or {}).get("htp_departure")
+            if not dep:
+                continue
+            rows = [dict(r, sqnr_db=as_number(r.get("sqnr_db"))) for r in dep["rows"]]
+            info = a["info"]
+            charts.append(plots.layer_sqnr_chart(f"{st['name']} (qnn, HTP v{info['htp_arch']}): HTP vs onnxruntime CPU per layer",
+                                                 rows, dep["threshold_db"]))
+            first = dep.get("first_departure")
+            charts.append('<p class="caption">' + (
+                f"First departure below {dep['threshold_db']:g} dB: {e(str(first['op']))} input "
+                f"<code>{e(str(first['tensor']))}</code> at {plots.fmt_num(first['sqnr_db'])} dB."
+                if first else f"No tensor below {dep['threshold_db']:g} dB.") + "</p>")
+    if not charts:
+        return ""
+    return ("<h2>Where the HTP departs</h2><p>Each dequantized activation of the QDQ model as the QNN HTP "
+            "(simulation) computes it, against onnxruntime CPU on the same model and input, in graph order. "
+            "CPU matches float within quantization noise, so the first tensor far below the line is the layer "
+            "the HTP computes differently: the one to rewrite.</p>" + "".join(charts))
+
+
 def _latency_section(report: dict) -> str:
     names, series, notes = _stage_latency(report)
     if not any(v is not None and math.isfinite(v) for _, vs in series for v in vs):
@@ -266,9 +292,10 @@ svg.chart{{display:block;max-width:100%;height:auto;margin:.5em 0 1.5em;border:1
 p.caption{{margin:-1em 0 1.5em;color:#555;font-size:90%}} ul.notes{{color:#666;font-size:90%}}
 </style></head><body>
 <h1>{e(report['model'])} &rarr; {e(report['target'])}</h1>
-<p>edgevlm {e(str(report.get('edgevlm_version', '')))}. Parity: each artifact run on this machine against the float PyTorch model on the stage's example inputs.</p>
+<p>edgevlm {e(str(report.get('edgevlm_version', '')))}. Parity: each artifact run on this machine against the float PyTorch model, on the stage's example inputs; QNN context binaries on the QNN HTP simulation, over calibration samples.</p>
 {_summary(report)}
 {_sqnr_section(report)}
+{_htp_section(report)}
 {_latency_section(report)}
 {_tokens_section(report)}
 <h2>Artifacts</h2>

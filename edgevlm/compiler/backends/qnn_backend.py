@@ -39,6 +39,10 @@ META = {"htp_arch": "edgevlm.htp_arch", "soc_model": "edgevlm.soc_model", "vtcm_
 # calibration samples until this budget (seconds per stage) is spent, at least one.
 VERIFY_BUDGET_S = 120.0
 VERIFY_MAX_SAMPLES = 8
+# Calibration samples behind the per-layer HTP view in report.html: one, since the graph with every
+# activation as an output is slow to prepare and run (llm-prefill of autoneural-nano: 113 s for two).
+DEPARTURE_SAMPLES = 1
+DEPARTURE_DB = 30.0  # a tensor whose HTP value is below this SQNR vs onnxruntime CPU has departed
 
 
 @functools.lru_cache(maxsize=1)
@@ -183,6 +187,61 @@ def _prepare_main(argv: list[str]) -> int:
     return 0
 
 
+def htp_departure(qdq_path: Path, samples: list, htp) -> dict:
+    """Where the HTP's execution of a QDQ model departs from onnxruntime CPU's, tensor by tensor.
+
+    Every dequantized activation of the model becomes a graph output; the
+    model runs on the HTP and on onnxruntime's CPU EP on the same samples, and
+    each tensor gets the SQNR of the HTP's values against the CPU's (dB, over
+    the samples).  On CPU the QDQ model matches float within its quantization
+    noise, so the first tensor far below that is where the HTP computes
+    something else: the layer to rewrite (edgevlm.quant.htp_forms).  The extra
+    outputs can keep QNN from fusing across them, so this is a diagnostic of
+    the graph, not a figure of the context binary (that is the parity).
+    Returns ``{"rows": [{"tensor", "op", "sqnr_db"}], "first_departure": row or None, "samples": n}``.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    from edgevlm.compiler.verify import sqnr_db
+
+    t0 = time.perf_counter()
+    model = onnx.load(str(qdq_path))
+    inits = {t.name for t in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    consumer = {}
+    for node in model.graph.node:
+        for t in node.input:
+            consumer.setdefault(t, node.op_type)
+    names = [n.output[0] for n in model.graph.node
+             if n.op_type == "DequantizeLinear" and n.input[0] not in inits and n.output[0] not in outputs]
+    inferred = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    model.graph.output.extend(inferred[n] for n in names if n in inferred)
+    names = [n for n in names if n in inferred]
+    data = model.SerializeToString()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    cpu = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    htp_sess = htp_session(data, htp, what="the per-layer view's graph")
+    inputs = [i.name for i in cpu.get_inputs()]
+    out_names = [o.name for o in cpu.get_outputs()]
+    ref, got = {n: [] for n in names}, {n: [] for n in names}
+    for sample in samples:
+        feeds = {k: np.asarray(v) for k, v in zip(inputs, sample, strict=True)}
+        for store, sess in ((ref, cpu), (got, htp_sess)):
+            for name, value in zip(out_names, sess.run(None, feeds)):
+                if name in store:
+                    store[name].append(np.asarray(value, np.float64).ravel())
+    rows = []
+    for n in names:
+        value = sqnr_db(np.concatenate(ref[n]), np.concatenate(got[n]))
+        rows.append({"tensor": n.removesuffix("_DequantizeLinear_Output"), "op": consumer.get(n, "output"),
+                     "sqnr_db": round(value, 2) if np.isfinite(value) else value})
+    first = next((r for r in rows if r["sqnr_db"] < DEPARTURE_DB), None)
+    return {"rows": rows, "first_departure": first, "samples": len(samples), "threshold_db": DEPARTURE_DB,
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
 def context_files(context_path: Path) -> list[Path]:
     """The EPContext model and the binaries it names (onnxruntime-qnn writes ``<stem>_qnn.bin``)."""
     import onnx
@@ -271,10 +330,16 @@ class QnnBackend(Backend):
             model.metadata_props.add(key=META[key], value=str(value))
         onnx.save(model, str(context))
         files = [str(f.relative_to(out)) for f in context_files(context)]
+        departure = None
+        if plan.options.get("htp_verify", True) and stage.stage.calibration:
+            samples = [[x.detach().cpu().numpy() for x in s] for s in list(stage.stage.calibration)[:DEPARTURE_SAMPLES]]
+            departure = htp_departure(out / source.path, samples, htp)
         info = {"source": source.path, "htp_arch": htp.arch, "soc_model": htp.soc_model, "vtcm_mb": htp.vtcm_mb,
                 "prepare_s": round(prepare_s, 2), "qnn_sdk": describe(context)["qnn_sdk"],
                 "quant": {"scheme": source.info["quant"]["scheme"], "from": "onnx"},
                 "integer_only": source.info.get("integer_only")}
+        if departure is not None:
+            info["htp_departure"] = departure
         return Artifact("qnn", stage.name, rel, files, info)
 
     def verify_samples(self, stage, plan: Plan):

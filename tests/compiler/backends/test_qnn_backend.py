@@ -139,3 +139,33 @@ def test_qnn_needs_an_htp_target(tmp_path):
         edgevlm.compile(ConvNormNet().eval(), (torch.randn(1, 3, 16, 16),), target="cpu-x86_64", out=tmp_path / "d",
                         backends=["qnn"])
     assert not (tmp_path / "d").exists()
+
+
+def test_report_shows_where_the_htp_departs(built):
+    root, result = built
+    dep = result.report["stages"][0]["artifacts"][0]["info"]["htp_departure"]
+    assert dep["samples"] == 1 and len(dep["rows"]) >= 5
+    assert all(r["sqnr_db"] >= dep["threshold_db"] for r in dep["rows"])  # after htp_forms no layer departs
+    assert dep["first_departure"] is None
+    page = (root / "a" / "report.html").read_text()
+    assert "Where the HTP departs" in page and "HTP vs onnxruntime CPU per layer" in page
+
+
+def test_departure_names_the_reciprocal_without_htp_forms(tmp_path, monkeypatch):
+    """The per-layer view finds the layer the HTP computes differently: the quantized Reciprocal of an RMSNorm."""
+    from edgevlm.quant import htp_forms
+
+    monkeypatch.setattr(htp_forms, "RULES", [])
+    result = _compile(tmp_path / "e")
+    qnn = result.report["stages"][0]["artifacts"][0]
+    first = qnn["info"]["htp_departure"]["first_departure"]
+    assert first is not None and first["op"] == "Mul" and first["tensor"].startswith("rsqrt"), first
+    assert qnn["parity"]["value"] < 20.0  # measured 5 dB on autoneural-nano's encoder in this form
+
+
+def test_inspect_lists_the_context_binaries(built):
+    from edgevlm.commands.inspect import qnn_contexts
+
+    root, result = built
+    (row,) = qnn_contexts(root / "a", result.report)
+    assert row["stage"] == "model" and row["htp_arch"] == "68" and row["soc_model"] == "39" and row["bytes"] > 1000
