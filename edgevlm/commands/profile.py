@@ -103,5 +103,8 @@ def _print(result: dict) -> None:
     console.print(table)
     console.print(f"measured: {m['vision_backend']} vision artifacts + C runtime on this CPU; "
                   f"estimated: {e['method']}, not a measurement on the target.", highlight=False)
+    if m["vision_backend"] == "qnn":
+        console.print("qnn: the vision times are QNN's HTP simulation on this CPU; they say nothing of the HTP's speed.",
+                      highlight=False)
     for stage, why in e.get("not_estimated", {}).items():
         print(f"{stage}: not estimated: {why}", file=sys.stderr)
