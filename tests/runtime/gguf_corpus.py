@@ -264,7 +264,55 @@ def corpus() -> list[tuple[str, bytes, str]]:
     add("truncated_in_counts", good[:20], "EV_ERR_TRUNCATED")
     add("truncated_in_tensor_data", good[:len(good) - 7], "EV_ERR_BAD_OFFSET")
     add("truncated_before_data", good[:data_end - 3], "EV_ERR_TRUNCATED")
+    _add_test_gguf_classes(add)
     return cases
+
+
+def _add_test_gguf_classes(add) -> None:
+    """The bad-file classes of llama.cpp's tests/test-gguf.cpp (HANDCRAFTED_*), on the valid model."""
+    add("empty_file", b"", "EV_ERR_BAD_MAGIC")                                               # HEADER_EMPTY
+    for name, version in [("version_0", 0), ("version_1", 1), ("version_future", 4), ("version_big_endian", 3 << 24)]:
+        g = valid_model(); g.version = version; add(name, g, "EV_ERR_BAD_VERSION")          # HEADER_BAD_VERSION_*
+    add("tensor_count_past_header", b"GGUF" + struct.pack("<IQQ", 3, 1, 0), "EV_ERR_BAD_COUNT")  # HEADER_BAD_N_TENSORS
+    g = valid_model(); g.n_kv = len(g.kvs) + 1; add("kv_count_one_too_many", g, "EV_ERR_BAD_STRING")  # HEADER_BAD_N_KV
+    g = valid_model(); g.kvs.append(("x.t", 13, b"")); add("kv_type_count", g, "EV_ERR_BAD_KV_TYPE")  # KV_BAD_TYPE
+    g = valid_model(); g.kvs.append(("x.arr", T_ARRAY, struct.pack("<IQ", 99, 1) + b"\0" * 8))
+    add("array_unknown_element_type", g, "EV_ERR_BAD_KV_TYPE")
+    g = valid_model(); g.kvs.append(("x.s", T_ARRAY, struct.pack("<IQQ", T_STRING, 1, 1 << 40)))
+    add("array_string_length_past_end", g, "EV_ERR_BAD_STRING")
+    g = valid_model(); g.kvs.append(("general.name", T_STRING, "a")); g.kvs.append(("general.name", T_STRING, "b"))
+    add("duplicate_key", g, "EV_ERR_DUPLICATE")                                              # KV_DUPLICATE_KEY
+    g = valid_model(); g.kvs.insert(0, ("lfm2.block_count", T_U32, 1)); add("duplicate_required_key", g, "EV_ERR_DUPLICATE")
+    g = valid_model(); g.kvs.append(("general.alignment", T_U32, 0)); add("alignment_zero", g, "EV_ERR_MISALIGNED")  # KV_BAD_ALIGN
+    g = valid_model(); g.kvs.append(("general.alignment", T_I32, 32)); add("alignment_wrong_type", g, "EV_ERR_MISALIGNED")  # KV_WRONG_TYPE_ALIGN
+    # a power of two so large that the data section would start past the end of the file
+    g = valid_model(); g.kvs.append(("general.alignment", T_U32, 1 << 31)); add("alignment_past_end", g, "EV_ERR_TRUNCATED")
+    # offsets laid out for alignment 1 in a file that declares none (default 32): TENSORS_INCONSISTENT_ALIGN
+    g = valid_model(); g.alignment = 1; g.tensors[1].data += b"\0"; add("inconsistent_alignment", g, "EV_ERR_MISALIGNED")
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").name = "blk.0." + "x" * 60; add("tensor_name_too_long", g, "EV_ERR_BAD_STRING")
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").dims = []; add("zero_dims", g, "EV_ERR_BAD_SHAPE")  # TENSORS_BAD_N_DIMS
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").dims = [(1 << 64) - 1, FF]; add("negative_dim", g, "EV_ERR_BAD_SHAPE")  # BAD_SHAPE
+    g = valid_model(); t = _tensor(g, "blk.0.ffn_up.weight"); t.dims = [E, 0]; t.data = b""
+    add("zero_sized_dim", g, "EV_ERR_TENSOR_SHAPE")                                          # TENSORS_ZERO_DIM
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").dims = [4 * (2**31 - 1)] * 2; add("ne_too_big", g, "EV_ERR_BAD_SHAPE")
+    # element count fits in int64, byte count (x4 for F32) does not fit in uint64: TENSORS_NBYTES_TOO_BIG
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").dims = [1 << 31, 1 << 31]; add("nbytes_overflow", g, "EV_ERR_BAD_SHAPE")
+    # F32 [4, 2^30-1, 2^30+1]: 2^64 - 16 bytes, where rounding up to the alignment wraps: TENSORS_NBYTES_PAD_WRAP
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").dims = [4, 2**30 - 1, 2**30 + 1]; add("nbytes_pad_wrap", g, "EV_ERR_BAD_OFFSET")
+    g = valid_model(); _tensor(g, "blk.0.ffn_up.weight").offset = (1 << 64) - 32; add("offset_wraps", g, "EV_ERR_BAD_OFFSET")  # BAD_OFFSET
+    g = valid_model(); g.tensors[2].offset = 32; add("partial_overlap", g, "EV_ERR_OVERLAP")
+    # two tensors at the same offset whose sizes each fit, but not together (DATA_MEM_SIZE_OVERFLOW's intent)
+    g = valid_model(); g.tensors[-1].offset = 0; add("same_offset", g, "EV_ERR_OVERLAP")
+    # the model's own checks on values the reader accepts
+    g = _set_kv(valid_model(), "general.architecture", T_U32, 7); add("architecture_not_a_string", g, "EV_ERR_UNSUPPORTED_ARCH")
+    g = _set_kv(valid_model(), "lfm2.shortconv.l_cache", T_U32, 65); add("l_cache_too_long", g, "EV_ERR_BAD_KEY")
+    g = valid_model(); g.kvs.append(("lfm2.attention.key_length", T_U32, 15)); add("odd_head_dim", g, "EV_ERR_BAD_KEY")
+    g = _set_kv(valid_model(), "lfm2.attention.head_count_kv", T_ARRAY, (T_I32, [0, 3]))
+    add("heads_not_multiple_of_kv_heads", g, "EV_ERR_BAD_KEY")
+    g = _set_kv(valid_model(), "lfm2.rope.freq_base", T_F32, float("nan")); add("rope_base_nan", g, "EV_ERR_BAD_KEY")
+    g = valid_model(); g.kvs.append(("tokenizer.ggml.eos_token_id", T_U32, VOCAB)); add("eos_id_out_of_range", g, "EV_ERR_BAD_KEY")
+    g = valid_model(); g.kvs.append(("lfm2.vocab_size", T_U32, VOCAB + 1)); add("vocab_size_mismatch", g, "EV_ERR_TENSOR_SHAPE")
+    g = valid_model(); _tensor(g, "token_embd.weight").dims = [E, VOCAB, 1]; add("embedding_three_dims", g, "EV_ERR_TENSOR_SHAPE")
 
 
 def truncations(step: int = 7) -> list[bytes]:
