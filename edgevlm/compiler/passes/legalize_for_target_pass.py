@@ -9,7 +9,7 @@ half-precision tensors.
     scaled_dot_product_attention(q, k, v, m) -> masked_softmax(q @ k^T * scale, m) @ v
     x & y, x | y, ~x (bool)              -> logical_and / logical_or / logical_not
     x[i0, i1] (indices known statically) -> reshape(index_select(reshape(x, -1), flat index))
-    rms_norm(x, shape, w, eps)           -> x * rsqrt(mean(x^2) + eps) * w
+    rms_norm(x, shape, w, eps)           -> x * rsqrt(mean(pow(x, 2)) + eps) * w
     linalg_vector_norm(x, 2, dims)       -> sqrt(sum(x * x, dims))
     repeat_interleave(x, r, d)           -> reshape(expand(unsqueeze(x, d+1)))
     view(x, shape)                       -> reshape(x, shape)   (only after a rewrite)
@@ -21,12 +21,14 @@ On integer-only targets, whatever ops they have (every tensor is quantized per t
                                             w = float(m) for a bool m (or where(m, 0, finfo.min)),
                                             exp(max(m, -1e4)) for an additive m
     c <= -1e8 (finfo.min, -inf) as a scalar argument -> -1e4
+    batch_norm(x) (no conv to fold into) -> conv2d(x, s[C,1,1,1], beta - mean * s, groups=C)
 """
 import math
 
 import torch
 
 from edgevlm.compiler.passes.base import PassResult, add_constant, fresh_copy, get_constant, op_name
+from edgevlm.compiler.passes.fold_batchnorm_pass import _bn_params
 from edgevlm.errors import UnsupportedOpError
 
 aten = torch.ops.aten
@@ -208,7 +210,8 @@ def _rewrite_rms_norm(gm, node):
     dims = list(range(-len(normalized_shape), 0))
     g = gm.graph
     with g.inserting_before(node):
-        ms = g.call_function(aten.mean.dim, (g.call_function(aten.mul.Tensor, (x, x)), dims, True))
+        # x^2 as pow(x, 2): the form htp_forms maps to QNN's native RmsNorm.
+        ms = g.call_function(aten.mean.dim, (g.call_function(aten.pow.Tensor_Scalar, (x, 2)), dims, True))
         y = g.call_function(aten.mul.Tensor, (x, g.call_function(aten.rsqrt.default, (g.call_function(aten.add.Scalar, (ms, eps)),))))
         if weight is not None:
             y = g.call_function(aten.mul.Tensor, (y, weight))
@@ -269,9 +272,42 @@ RULES = {
     "linalg_vector_norm": _rewrite_vector_norm,
 }
 
+def _rewrite_batch_norm(gm, node):
+    """An inference BatchNorm with no conv to fold into -> depthwise 1x1 conv (see fold_batchnorm_pass).
+
+    Its scale becomes a per-channel int8 weight (one value per channel: exact) and
+    its shift an int32 bias; as a BatchNormalization op its mean and variance
+    would stay float initializers.
+    """
+    shape = _shape(node.args[0])
+    params = _bn_params(gm, node)
+    if shape is None or len(shape) != 4 or params is None:
+        return False
+    if op_name(node) != "batch_norm" and any(u.args[1] != 0 and u.users for u in node.users):
+        return False  # batch statistics are used downstream: not an inference BatchNorm
+    gamma, beta, mean, var, eps = params
+    scale = gamma / torch.sqrt(var + eps)
+    g = gm.graph
+    with g.inserting_before(node):
+        w = g.get_attr(add_constant(gm, f"{node.name}_dw_weight", scale.reshape(-1, 1, 1, 1)))
+        b = g.get_attr(add_constant(gm, f"{node.name}_dw_bias", beta - mean * scale))
+        conv = g.call_function(aten.conv2d.default, (node.args[0], w, b, [1, 1], [0, 0], [1, 1], shape[1]))
+    if op_name(node) == "batch_norm":
+        node.replace_all_uses_with(conv)
+    else:  # tuple output: getitem(bn, 0) is the normalized tensor
+        for user in list(node.users):
+            if user.args[1] == 0:
+                user.replace_all_uses_with(conv)
+            g.erase_node(user)
+    g.erase_node(node)
+    return True
+
+
 # Forms for integer-only targets, applied whether or not the target has the op: every tensor is
-# quantized per tensor there, so a mask's huge constants must not reach the scores' range.
-INTEGER_RULES = {"softmax": _rewrite_softmax, "_softmax": _rewrite_softmax}
+# quantized per tensor there, so a mask's huge constants must not reach the scores' range, and
+# no parameter may stay a float initializer.
+INTEGER_RULES = {"softmax": _rewrite_softmax, "_softmax": _rewrite_softmax,
+                 "batch_norm": _rewrite_batch_norm, "_native_batch_norm_legit_no_training": _rewrite_batch_norm}
 
 _HALF = (torch.float16, torch.bfloat16)
 
