@@ -3,9 +3,11 @@
 A build of a zoo VLM also holds
 
 - ``llm.gguf``: the language model for the C runtime (edgevlm.runtime), its
-  matrices in the GGUF type matching the build's LLM scheme (4-bit weights ->
-  Q4_0, 8-bit -> Q8_0, float -> F32; the tied embedding/output matrix stays
-  Q8_0 under Q4_0, as llama.cpp's quantizer keeps it);
+  matrices in the GGUF type matching the build's LLM scheme (4-bit per-group
+  weights -> Q4_K with a Q6_K head, other 4-bit -> Q4_0, 8-bit -> Q8_0, float
+  -> F32; the tied embedding/output matrix stays Q8_0 under Q4_0, as
+  llama.cpp's quantizer keeps a better head); report.json's runtime info
+  names the type (``gguf_type``);
 - ``tokenizer.json``: the model's tokenizer;
 - ``text_embeddings.safetensors``: the LM's word embeddings, only when the
   build prunes image tokens by the prompt (``--token-reduce prune``);
@@ -33,8 +35,16 @@ FORMAT_VERSION = 1
 
 
 def gguf_type_for(scheme) -> str:
-    """GGUF tensor type for an LLM scheme (None = float)."""
+    """GGUF tensor type for an LLM scheme (None = float).
+
+    Per-group 4-bit weights (a granularity only the cpu targets accept, e.g.
+    ``--quant llm=w4a8-g32``) -> q4_k: Q4_K blocks (sub-blocks of 32 with their
+    own scale and min) and a Q6_K head, llama-quantize's Q4_K_M choice; other
+    4-bit -> q4_0; 8-bit -> q8_0.
+    """
     bits = getattr(scheme, "weight_bits", None)
+    if bits == 4 and getattr(scheme, "weight_granularity", None) == "per-group":
+        return "q4_k"
     return {4: "q4_0", 8: "q8_0"}.get(bits, "f32")
 
 

@@ -25,7 +25,11 @@ import numpy as np
 
 from edgevlm.errors import CheckpointError, InputError
 
-QTYPES = ("f32", "f16", "q8_0", "q4_0")
+QTYPES = ("f32", "f16", "q8_0", "q4_0", "q4_k", "q6_k")
+# A K-quant tensor whose rows are not whole 256-blocks falls back as in
+# llama-quantize (Q4_K -> Q5_0, Q6_K -> Q8_0); a row not of 32-blocks to F16.
+_FALLBACK = {"q4_k": "q5_0", "q6_k": "q8_0"}
+QK_K = 256
 
 
 def _gguf():
@@ -133,9 +137,69 @@ def _add_vocab(writer, tokenizer, cfg, pre: str = "lfm2") -> None:
             fn(int(v))
 
 
+def _f16(a):
+    return a.astype(np.float16)   # numpy rounds to nearest even, as ggml's fp32 -> fp16
+
+
+def quantize_q4_k(x: np.ndarray) -> np.ndarray:
+    """Rows of x (cols % 256 == 0) as ggml Q4_K blocks (uint8 [rows, cols / 256 * 144]).
+
+    Per sub-block j of 32: min m_j = -min(0, min x), scale_j = (max - min) / 15;
+    both quantized to 6 bits against the block's fp16 d = max scale / 63 and
+    dmin = max m / 63; then q = round((x + dmin m_j) / (d sc_j)) in 0..15.
+    A plain min-max fit (llama.cpp searches scales; this does not), packed in
+    ggml-common.h's layout; gguf.quants dequantizes it."""
+    rows, cols = x.shape
+    b = x.reshape(-1, 8, 32).astype(np.float32)
+    lo = np.minimum(b.min(axis=-1), 0.0)
+    hi = b.max(axis=-1)
+    scale = (hi - lo) / 15.0
+    minv = -lo
+    d = _f16(scale.max(axis=-1) / 63.0)
+    dmin = _f16(minv.max(axis=-1) / 63.0)
+    df, dmf = d.astype(np.float32)[:, None], dmin.astype(np.float32)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sc = np.where(df > 0, np.rint(scale / df), 0).clip(0, 63).astype(np.uint8)
+        m = np.where(dmf > 0, np.rint(minv / dmf), 0).clip(0, 63).astype(np.uint8)
+        step = df * sc
+        q = np.where(step[..., None] > 0, np.rint((b + (dmf * m)[..., None]) / step[..., None]), 0)
+    q = q.clip(0, 15).astype(np.uint8).reshape(-1, 4, 2, 32)
+    qs = (q[:, :, 0] | (q[:, :, 1] << 4)).reshape(-1, 128)
+    scales = np.empty((b.shape[0], 12), np.uint8)
+    scales[:, 0:4] = (sc[:, :4] & 63) | ((sc[:, 4:] >> 4) << 6)
+    scales[:, 4:8] = (m[:, :4] & 63) | ((m[:, 4:] >> 4) << 6)
+    scales[:, 8:12] = (sc[:, 4:] & 0x0F) | ((m[:, 4:] & 0x0F) << 4)
+    out = np.concatenate([d.view(np.uint8).reshape(-1, 2), dmin.view(np.uint8).reshape(-1, 2), scales, qs], axis=1)
+    return out.reshape(rows, -1)
+
+
+def quantize_q6_k(x: np.ndarray) -> np.ndarray:
+    """Rows of x (cols % 256 == 0) as ggml Q6_K blocks (uint8 [rows, cols / 256 * 210]).
+
+    Per sub-block j of 16: scale_j = max |x| / 31, quantized to int8 against
+    the block's fp16 d = max scale / 127; q = round(x / (d sc_j)) in -32..31."""
+    rows, cols = x.shape
+    b = x.reshape(-1, 16, 16).astype(np.float32)
+    scale = np.abs(b).max(axis=-1) / 31.0
+    d = _f16(scale.max(axis=-1) / 127.0)
+    df = d.astype(np.float32)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sc = np.where(df > 0, np.rint(scale / df), 0).clip(-128, 127).astype(np.int8)
+        step = (df * sc)[..., None]
+        q = np.where(step > 0, np.rint(b / step), 0)
+    q = (q.clip(-32, 31) + 32).astype(np.uint8).reshape(-1, 2, 4, 32)   # half n, quarter c, l
+    ql = np.empty((q.shape[0], 2, 64), np.uint8)
+    ql[:, :, :32] = (q[:, :, 0] & 0x0F) | ((q[:, :, 2] & 0x0F) << 4)
+    ql[:, :, 32:] = (q[:, :, 1] & 0x0F) | ((q[:, :, 3] & 0x0F) << 4)
+    qh = ((q[:, :, 0] >> 4) | ((q[:, :, 1] >> 4) << 2) | ((q[:, :, 2] >> 4) << 4) | ((q[:, :, 3] >> 4) << 6))
+    out = np.concatenate([ql.reshape(-1, 128), qh.reshape(-1, 64), sc.view(np.uint8), d.view(np.uint8).reshape(-1, 2)], axis=1)
+    return out.reshape(rows, -1)
+
+
 def _check_qtypes(qtype: str, embed_qtype: str | None) -> tuple[str, str]:
     qtype = qtype.lower()
-    embed_qtype = (embed_qtype or ("q8_0" if qtype == "q4_0" else qtype)).lower()
+    # heads: q8_0 under q4_0 (edgevlm's default), q6_k under q4_k (llama-quantize's Q4_K_M)
+    embed_qtype = (embed_qtype or {"q4_0": "q8_0", "q4_k": "q6_k"}.get(qtype, qtype)).lower()
     for q in (qtype, embed_qtype):
         if q not in QTYPES:
             raise InputError(f"unknown GGUF tensor type '{q}'", f"use one of {', '.join(QTYPES)}")
@@ -148,10 +212,12 @@ def _write(path, arch: str, name: str, keys, entries, state_dict, qtype: str, em
     gguf = _gguf()
     from gguf.quants import quantize
 
-    qt = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
-          "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
+    T = gguf.GGMLQuantizationType
+    qt = {"f32": T.F32, "f16": T.F16, "q8_0": T.Q8_0, "q4_0": T.Q4_0, "q5_0": T.Q5_0, "q4_k": T.Q4_K, "q6_k": T.Q6_K}
     ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
+             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+             "q4_k": gguf.LlamaFileType.MOSTLY_Q4_K_M, "q6_k": gguf.LlamaFileType.MOSTLY_Q6_K}
+    k_quantize = {"q4_k": quantize_q4_k, "q6_k": quantize_q6_k}
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     writer = gguf.GGUFWriter(str(tmp), arch)
@@ -165,12 +231,17 @@ def _write(path, arch: str, name: str, keys, entries, state_dict, qtype: str, em
             if gname.endswith("shortconv.conv.weight"):
                 a = a.reshape(a.shape[0], a.shape[-1])   # [hidden, 1, L] -> [hidden, L]
             want = (embed_qtype if gname in ("token_embd.weight", "output.weight") else qtype) if is_matrix else "f32"
-            if want in ("q8_0", "q4_0") and a.shape[-1] % 32:
+            if want in _FALLBACK and a.shape[-1] % QK_K:
+                want = _FALLBACK[want]
+            if want in ("q8_0", "q5_0", "q4_0") and a.shape[-1] % 32:
                 want = "f16"   # rows must be whole 32-element blocks; llama.cpp falls back the same way
             if want == "f32":
                 writer.add_tensor(gname, a)
             elif want == "f16":
                 writer.add_tensor(gname, a.astype(np.float16))
+            elif want in k_quantize:
+                writer.add_tensor(gname, k_quantize[want](a.reshape(-1, a.shape[-1])).reshape(*a.shape[:-1], -1),
+                                  raw_dtype=qt[want])
             else:
                 writer.add_tensor(gname, quantize(a, qt[want]), raw_dtype=qt[want])
         writer.write_header_to_file()
@@ -198,10 +269,13 @@ def export_lfm2_gguf(path, config, state_dict, qtype: str = "q8_0", tokenizer=No
                      embed_qtype: str | None = None, name: str = "edgevlm-lfm2") -> Path:
     """Write ``state_dict`` (HF Lfm2ForCausalLM names) as an ``lfm2`` GGUF at ``path``.
 
-    qtype: type of the projection matrices, one of f32, f16, q8_0, q4_0.
+    qtype: type of the projection matrices, one of f32, f16, q8_0, q4_0,
+        q4_k, q6_k (K-quants: rows not of whole 256-blocks fall back to
+        q5_0 / q8_0 as llama-quantize does).
     embed_qtype: type of token_embd (and of output.weight when untied);
-        defaults to qtype, except q8_0 for q4_0 (the tied output head is the
-        most error-sensitive matrix, as llama.cpp's quantizer also treats it).
+        defaults to qtype, except q8_0 for q4_0 and q6_k for q4_k (the tied
+        output head is the most error-sensitive matrix, as llama.cpp's
+        quantizer also treats it).
     tokenizer: optional `tokenizers.Tokenizer` or tokenizer.json path to embed.
     Returns the path written.  The file is written to a temporary name and
     renamed, so a failure never leaves a half-written GGUF behind.

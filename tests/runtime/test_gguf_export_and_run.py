@@ -114,3 +114,57 @@ def test_each_type_loads(weights, tmp_path, qtype, type_id, embd):
     t = {x.name: x for x in GGUFReader(path).tensors}
     assert t["token_embd.weight"].tensor_type.name == embd   # q4_0 keeps the tied head at Q8_0
     assert t["blk.0.shortconv.conv.weight"].tensor_type.name == "F32"
+
+
+def test_k_quantizers_fit_like_ggml_types():
+    """export's own Q4_K / Q6_K quantizers, read back by gguf-py's dequantizers.  Metric: RMS error over
+    the RMS of N(0, 1) rows; bounds a little above what they measure (0.077, 0.019) and, for Q4_K, below
+    gguf-py's Q4_0 on the same data (0.086)."""
+    import gguf
+    from gguf.quants import dequantize, quantize
+
+    from edgevlm.runtime.gguf_export import quantize_q4_k, quantize_q6_k
+
+    T = gguf.GGMLQuantizationType
+    x = np.random.default_rng(3).standard_normal((64, 1024)).astype(np.float32)
+    x[0] = 0.0   # all-zero blocks: scale 0, no division by zero
+    x[1, :256] += 5.0   # an all-positive block: min 0
+
+    def rel(a, t):
+        return float(np.sqrt(((dequantize(a, t).reshape(x.shape) - x) ** 2).mean() / (x ** 2).mean()))
+
+    q4k, q6k, q40 = rel(quantize_q4_k(x), T.Q4_K), rel(quantize_q6_k(x), T.Q6_K), rel(quantize(x, T.Q4_0), T.Q4_0)
+    assert q4k < 0.085 and q4k < q40 and q6k < 0.022, (q4k, q6k, q40)
+    assert np.array_equal(dequantize(quantize_q4_k(x[:1]), T.Q4_K), np.zeros((1, 1024), np.float32))
+
+
+def test_k_quant_export_runs(tmp_path):
+    """qtype q4_k: Q4_K matrices and a Q6_K head (llama-quantize's Q4_K_M choice); the runtime runs the file
+    like the same weights dequantized to F32 by gguf-py (max abs logit diff < 0.3: activation rounding)."""
+    from gguf import GGUFReader
+
+    from lfm2_reference import reference_model
+    from test_llama_cpp_interop import _dequantized_copy, _logits
+    import torch
+
+    cfg, model = reference_model(hidden=256, ffn=512, init_std=0.05)
+    path = export_lfm2_gguf(tmp_path / "k.gguf", cfg, model.state_dict(), qtype="q4_k")
+    types = {x.name: x.tensor_type.name for x in GGUFReader(path).tensors}
+    assert types["token_embd.weight"] == "Q6_K" and types["blk.0.ffn_gate.weight"] == "Q4_K"
+    assert types["blk.0.shortconv.conv.weight"] == "F32"
+    assert Model.load(path).info["weight_type"] == 12
+    ids = torch.randint(0, cfg.vocab_size, (24,), generator=torch.Generator().manual_seed(7))
+    got, ref = _logits(path, ids), _logits(_dequantized_copy(path, tmp_path / "f32.gguf"), ids)
+    assert np.abs(got - ref).max() < 0.3
+
+
+def test_k_quant_export_falls_back_like_llama_quantize(weights, tmp_path):
+    """Rows that are not whole 256-blocks: q4_k -> Q5_0, q6_k -> Q8_0 (the corpus model is 32 wide)."""
+    from gguf import GGUFReader
+
+    sd, cfg = weights
+    for qtype, want, type_id in (("q4_k", "Q5_0", 6), ("q6_k", "Q8_0", 8)):
+        path = export_lfm2_gguf(tmp_path / f"{qtype}.gguf", cfg, sd, qtype=qtype)
+        t = {x.name: x.tensor_type.name for x in GGUFReader(path).tensors}
+        assert t["blk.0.ffn_gate.weight"] == want
+        assert Model.load(path).info["weight_type"] == type_id
