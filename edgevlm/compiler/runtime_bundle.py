@@ -97,7 +97,19 @@ def write(bundle, scheme, out_dir: Path, stage_paths: dict[str, dict[str, str]],
     (out_dir / VLM_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     parity = _verify(vlm, tok, out_dir / GGUF_NAME, verify_samples)
     return {"backend": BACKEND_NAME, "path": GGUF_NAME, "files": files,
-            "info": {"gguf_type": qtype, "runs_on": "C runtime (edgevlm.runtime), CPU"}, "parity": parity}
+            "info": {"gguf_type": qtype, "gguf_tensor_types": _tensor_types(out_dir / GGUF_NAME),
+                     "runs_on": "C runtime (edgevlm.runtime), CPU"}, "parity": parity}
+
+
+def _tensor_types(path: Path) -> dict[str, int]:
+    """ggml type -> tensor count in the written file: what gguf_type became after the
+    fallbacks for rows that are not whole blocks (e.g. q4_k -> Q5_0 for 128-wide rows)."""
+    from gguf import GGUFReader
+
+    out: dict[str, int] = {}
+    for t in GGUFReader(str(path)).tensors:
+        out[t.tensor_type.name] = out.get(t.tensor_type.name, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def _verify(vlm, tok, gguf_path: Path, samples: int) -> dict:

@@ -18,3 +18,4 @@ def test_gguf_type_for_scheme(scheme, want):
 
 def test_float_llm_is_f32():
     assert gguf_type_for(None) == "f32"
+

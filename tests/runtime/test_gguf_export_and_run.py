@@ -168,3 +168,12 @@ def test_k_quant_export_falls_back_like_llama_quantize(weights, tmp_path):
         t = {x.name: x.tensor_type.name for x in GGUFReader(path).tensors}
         assert t["blk.0.ffn_gate.weight"] == want
         assert Model.load(path).info["weight_type"] == type_id
+
+
+def test_bundle_reports_the_written_tensor_types(weights, tmp_path):
+    """runtime_bundle's report info lists the types the file really holds (fallbacks included)."""
+    from edgevlm.compiler.runtime_bundle import _tensor_types
+
+    sd, cfg = weights
+    types = _tensor_types(export_lfm2_gguf(tmp_path / "m.gguf", cfg, sd, qtype="q4_k"))
+    assert types.get("Q5_0") and "Q4_K" not in types   # 32-wide rows: llama-quantize's Q4_K fallback
