@@ -144,7 +144,8 @@ LEGACY_TMP_AGE_S = 3600  # temp dirs named without a pid (older edgevlm): stale 
 
 
 def clear_stale_dirs(build_dir: Path) -> list[Path]:
-    """Remove ``.NAME.tmp-<pid>-*`` / ``.NAME.old-<pid>`` dirs of ``build_dir`` whose compile is gone.
+    """Remove ``.NAME.tmp-<pid>-*`` / ``.NAME.old-<pid>`` dirs of ``build_dir`` whose compile is gone
+    (an ``old`` one becomes ``build_dir`` again if that is missing).
 
     A compile killed by SIGKILL (or a crash) cannot clean up after itself;
     the next compile of the same build does.  A dir whose pid is still alive
@@ -160,7 +161,9 @@ def clear_stale_dirs(build_dir: Path) -> list[Path]:
             stale = not _pid_alive(int(pid))
         else:
             stale = time.time() - d.stat().st_mtime > LEGACY_TMP_AGE_S
-        if stale:
+        if stale and kind == "old" and not build_dir.exists():
+            d.rename(build_dir)  # the earlier build, moved aside by a compile that died mid-swap: put it back
+        elif stale:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed

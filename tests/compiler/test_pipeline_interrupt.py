@@ -68,6 +68,7 @@ def _dead_pid() -> int:
 
 def test_clear_stale_dirs_keeps_live_compiles_and_other_names(tmp_path):
     out = tmp_path / "b"
+    out.mkdir()  # the build exists: a stale .b.old-* is garbage
     dead = _dead_pid()
     stale = [tmp_path / f".b.tmp-{dead}-x1", tmp_path / f".b.old-{dead}", tmp_path / ".b.tmp-legacy"]
     kept = [tmp_path / f".b.tmp-{os.getpid()}-x2",  # a compile in progress (this process)
@@ -79,3 +80,13 @@ def test_clear_stale_dirs_keeps_live_compiles_and_other_names(tmp_path):
     os.utime(tmp_path / ".b.tmp-legacy", (old, old))
     assert sorted(clear_stale_dirs(out)) == sorted(stale)
     assert all(d.is_dir() for d in kept) and not any(d.exists() for d in stale)
+
+
+def test_clear_stale_dirs_puts_back_a_build_moved_aside(tmp_path):
+    """A compile that died between moving the earlier build aside and renaming the new one into place."""
+    out = tmp_path / "b"
+    old = tmp_path / f".b.old-{_dead_pid()}"
+    old.mkdir()
+    (old / "manifest.json").write_text("{}")
+    assert clear_stale_dirs(out) == []
+    assert (out / "manifest.json").is_file() and not old.exists()
