@@ -54,6 +54,28 @@ install-aarch64-tools:
 clean:
 	rm -rf build build-* _skbuild dist *.egg-info
 
+# Coverage-guided fuzzing of every loader (benchmarks/fuzz.py): the GGUF reader and
+# model load in C (libFuzzer + ASan + UBSan), the same through the Python binding,
+# a build's vlm.json / manifest.json / tokenizer.json, and the image path (atheris).
+# FUZZ_SECONDS per target, one target at a time; results in benchmarks/results/fuzz.{json,md}.
+# Needs clang with libFuzzer (Debian: clang libclang-rt-14-dev) and atheris (fuzz-deps);
+# a target whose tools are missing is skipped with the reason.
+FUZZ_SECONDS ?= 60
+# the pin of pyproject.toml's `fuzz` extra
+FUZZ_ATHERIS := atheris==3.0.0
+.PHONY: fuzz fuzz-deps fuzz-ci
+fuzz: $(STAMP) fuzz-deps
+	$(PY) benchmarks/fuzz.py --seconds $(FUZZ_SECONDS)
+
+fuzz-deps: $(STAMP)
+	@$(PY) -c "import atheris" 2>/dev/null || $(PIP) install --quiet "$(FUZZ_ATHERIS)" \
+	  || echo "note: could not install $(FUZZ_ATHERIS); the atheris targets will skip" >&2
+
+# CI: each target for EDGEVLM_FUZZ_SECONDS (default 30) s must find no crash
+# (tests/fuzz/test_fuzz_targets.py, slow-marked; skips where clang/atheris are missing).
+fuzz-ci: $(STAMP) fuzz-deps
+	$(PY) -m pytest -q -m slow tests/fuzz
+
 # The C runtime alone: the library, edgevlm-run and the test driver built
 # with -fsanitize=address,undefined, run on the bad-GGUF corpus and short decodes.
 test-c: $(STAMP)

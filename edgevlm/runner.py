@@ -14,6 +14,7 @@ embeddings, then the prompt; then greedy or sampled decode in C).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,9 @@ def open_image(path):
             return im.convert("RGB")
     except FileNotFoundError:
         raise InputError(f"image '{path}' does not exist", "pass the path of a PNG or JPEG file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    # PIL's decoders also report damaged files as SyntaxError ("broken PNG file"), EOFError and
+    # DecompressionBombError (an Exception, not an OSError); found by tests/fuzz/fuzz_image.py.
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise InputError(f"cannot read image '{path}': {exc}", "pass an image file PIL can open (PNG, JPEG, ...)") from None
 
 
@@ -54,6 +57,54 @@ def _read_json(path: Path, what: str) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {what} '{path}': {exc}", "recompile the build with `edgevlm compile`") from None
+
+
+def _read_meta(path: Path) -> dict:
+    """vlm.json, checked field by field before use: a damaged file gives one error naming the field.
+
+    (Found by tests/fuzz/fuzz_build_files.py: before, a wrong type or value ended in a TypeError or
+    KeyError traceback, or in a huge allocation.)
+    """
+    from edgevlm.compiler.runtime_bundle import FORMAT_VERSION
+
+    meta = _read_json(path, "build metadata")
+
+    def bad(what: str) -> InputError:
+        return InputError(f"build metadata '{path}' is damaged: {what}", "recompile the build with `edgevlm compile`")
+
+    if not isinstance(meta, dict):
+        raise bad(f"it is not a JSON object (it holds {type(meta).__name__})")
+    if meta.get("format") != FORMAT_VERSION:
+        raise bad(f"format {meta.get('format')!r}; this edgevlm reads format {FORMAT_VERSION}")
+    limits = {"image_size": (1, 4096), "num_image_tokens": (1, 1 << 16), "max_len": (2, 1 << 16),
+              "image_token_id": (0, 2**31 - 1), "bos_id": (0, 2**31 - 1), "eos_id": (0, 2**31 - 1)}
+    if meta.get("prune_to") is not None:
+        limits["prune_to"] = (1, 1 << 16)
+    for key, (lo, hi) in limits.items():
+        v = meta.get(key)
+        if type(v) is not int or not lo <= v <= hi:
+            raise bad(f"'{key}' is {v!r}, expected an integer in [{lo}, {hi}]")
+    if meta["num_image_tokens"] + 2 > meta["max_len"]:
+        raise bad(f"{meta['num_image_tokens']} image tokens leave no room in max_len {meta['max_len']}")
+    for key in ("mean", "std"):
+        v = meta.get(key)
+        if not (isinstance(v, list) and len(v) == 3 and all(type(x) in (int, float) and math.isfinite(x) for x in v)):
+            raise bad(f"'{key}' is {v!r}, expected 3 finite numbers")
+    if 0 in meta["std"]:
+        raise bad(f"'std' {meta['std']} has a zero")
+
+    def relative_file(v) -> bool:  # a path inside the build directory
+        return isinstance(v, str) and v != "" and "\0" not in v and not Path(v).is_absolute() and ".." not in Path(v).parts
+
+    for key in ("gguf", "tokenizer") + (("text_embeddings",) if "prune_to" in limits else ()):
+        if not relative_file(meta.get(key)):
+            raise bad(f"'{key}' is {meta.get(key)!r}, expected a file name inside the build")
+    stages = meta.get("stages")
+    if not (isinstance(stages, dict) and all(isinstance(paths, dict) and all(isinstance(b, str) and relative_file(f)
+                                                                             for b, f in paths.items())
+                                             for paths in stages.values())):
+        raise bad("'stages' is not {stage: {backend: artifact file}}")
+    return meta
 
 
 class BuildRunner:
@@ -77,7 +128,7 @@ class BuildRunner:
             raise InputError(f"threads={threads}", "use threads >= 1")
         # Every file loaded below is checked against manifest.json first: a damaged build is refused, never run.
         integrity.verify_entries(self.build_dir, manifest, lambda e: e["path"] == VLM_JSON)
-        self.meta = _read_json(self.build_dir / VLM_JSON, "build metadata")
+        self.meta = _read_meta(self.build_dir / VLM_JSON)
         report = self.build_dir / "report.json"  # absent while compile itself measures the build's accuracy
         self.report = _read_json(report, "build report") if report.is_file() else {}
         stages = self.meta["stages"]
@@ -98,11 +149,21 @@ class BuildRunner:
         }
         self.tokenizer = load_tokenizer(self.build_dir / self.meta["tokenizer"])
         self.model = Model.load(self.build_dir / self.meta["gguf"], threads=threads)
+        for key in ("bos_id", "eos_id", "image_token_id"):
+            if self.meta[key] >= self.model.n_vocab:
+                raise InputError(f"build '{build_dir}' is damaged: vlm.json's {key} {self.meta[key]} is outside the "
+                                 f"model's vocab of {self.model.n_vocab}", "recompile the build with `edgevlm compile`")
         self.text_embeddings = None
         if self.meta.get("prune_to") is not None:
+            from safetensors import SafetensorError
             from safetensors.numpy import load_file
 
-            self.text_embeddings = load_file(str(self.build_dir / self.meta["text_embeddings"]))["embed_tokens"]
+            path = self.build_dir / self.meta["text_embeddings"]
+            try:
+                self.text_embeddings = load_file(str(path))["embed_tokens"]
+            except (OSError, KeyError, SafetensorError) as exc:
+                raise InputError(f"cannot read the build's text embeddings '{path}': {exc!r}",
+                                 "recompile the build with `edgevlm compile`") from None
         self.threads = threads
 
     # -- pieces --------------------------------------------------------------

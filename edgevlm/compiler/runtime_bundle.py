@@ -149,11 +149,14 @@ def prefill_vlm(session, ids: list[int], image_embeds: np.ndarray, image_token_i
 
     Returns the last position's logits.
     """
+    from edgevlm.errors import InputError
+
     ids = list(ids)
-    first = ids.index(image_token_id)
     n = image_embeds.shape[0]
-    if ids[first:first + n] != [image_token_id] * n:
-        raise ValueError(f"expected {n} consecutive image placeholders at position {first}")
+    first = ids.index(image_token_id) if image_token_id in ids else -1
+    if first < 0 or ids[first:first + n] != [image_token_id] * n:  # e.g. a vlm.json that does not fit the projector
+        raise InputError(f"the prompt ids hold no run of {n} image placeholders (id {image_token_id}) for the image's "
+                         f"{n} embeddings", "recompile the build with `edgevlm compile`")
     if first:
         session.prefill(ids=ids[:first])
     logits = session.prefill(embeds=np.ascontiguousarray(image_embeds, dtype=np.float32))

@@ -46,6 +46,11 @@ class TextTokenizer:
         """Token ids of ``text`` (no special tokens added)."""
         if not isinstance(text, str):
             raise InputError(f"prompt must be a string, got {type(text).__name__}", "pass text")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # e.g. argv bytes that are not UTF-8 (surrogateescape)
+            raise InputError(f"prompt is not valid UTF-8 text ({exc.reason} at character {exc.start})",
+                             "pass the prompt as UTF-8 text") from None
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids) -> str:

@@ -29,7 +29,8 @@ def driver(tmp_path_factory):
     subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_BUILD_TYPE=Debug",
                     f"-DCMAKE_C_FLAGS={SAN_FLAGS}", f"-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined"],
                    check=True, capture_output=True)
-    subprocess.run(["cmake", "--build", str(build), "--target", "ev_test_driver", "-j2"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "--target", "ev_test_driver", "ev_fuzz_model_load", "-j2"],
+                   check=True, capture_output=True)
     return build / "edgevlm" / "runtime" / "ev_test_driver"
 
 
@@ -70,6 +71,24 @@ def test_mutated_headers_under_sanitizers(driver, tmp_path):
     p = run(driver, "load", *files)
     assert p.returncode == 0, p.stderr[-3000:]
     assert len(p.stdout.splitlines()) == len(files)
+
+
+def test_fuzz_target_replays_its_seeds_under_sanitizers(driver, tmp_path):
+    # the gguf_model fuzz target (edgevlm/runtime/tests/fuzz_model_load.c) built as a replay program: every
+    # seed of benchmarks/fuzz.py (valid files of each writer, then the bad-file corpus) loads, and what
+    # loads runs a session, so a crash input fixed since stays fixed without clang or libFuzzer
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "fuzz"))
+    from seeds import gguf_seeds
+
+    files = []
+    for name, data in gguf_seeds(ROOT / "benchmarks" / "_work" / "fuzz" / "seedwork").items():
+        (tmp_path / name).write_bytes(data)
+        files.append(tmp_path / name)
+    p = run(driver.parent / "ev_fuzz_model_load", *files)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.split() == [x for f in files for x in (str(f), "ok")]
 
 
 @pytest.mark.parametrize("qtype", ["f32", "q8_0", "q4_0"])
