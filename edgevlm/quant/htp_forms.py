@@ -27,7 +27,8 @@ Before the rules, constants are folded (``Cast(w) -> w'``: onnxruntime
 inlines GroupNormalization-21 into a body that casts its float weights,
 float ops outside the integer graph).  Beside the graph forms,
 ``INPUT_QTYPES`` names the quantization types the HTP demands of an op's
-weights (LayerNormalization's scale).
+weights (LayerNormalization's scale, PRelu's slope) and ``EIGHT_BIT_OPS``
+the ops it computes wrongly at 16 bits (Log).
 """
 from __future__ import annotations
 
@@ -109,13 +110,24 @@ RULES = [
 #   symmetric int8 scale beside the int32 bias onnxruntime gives it, so a w8a16 ViT/SigLIP
 #   tower is refused whole; an asymmetric uint8 scale (still 8 bits) is accepted.  One
 #   LayerNorm over 64 channels, uint16 activations, on HTP v68 vs float: 56 dB.
+#   PRelu slope: with the slope at the activations' uint16, QNN fails to finalize the graph on
+#   HTP v68 (QNN_COMMON_ERROR_MEM_ALLOC, code 1002); at uint8 it runs.
 INPUT_QTYPES = {
     ("LayerNormalization", 1): {"quant_type": QuantType.QUInt8, "symmetric": False},
+    ("PRelu", 1): {"quant_type": QuantType.QUInt8, "symmetric": False},
 }
 
 
+# Ops the HTP computes wrongly at 16 bits, so their input and output activations are 8-bit.
+#   Log: log(|x| + 1) on HTP v68 at uint16 is 0.0 dB vs float (onnxruntime CPU: 86 dB); at uint8 38.5 dB.
+EIGHT_BIT_OPS = {"Log"}
+
+
 def quant_overrides(model: onnx.ModelProto) -> dict[str, list[dict]]:
-    """onnxruntime TensorQuantOverrides for the initializers whose type the HTP dictates (``INPUT_QTYPES``)."""
+    """onnxruntime TensorQuantOverrides for the tensors whose type the HTP dictates.
+
+    Initializers named by ``INPUT_QTYPES``; the activations around ``EIGHT_BIT_OPS``.
+    """
     inits = {t.name for t in model.graph.initializer}
     out = {}
     for node in model.graph.node:
@@ -123,6 +135,10 @@ def quant_overrides(model: onnx.ModelProto) -> dict[str, list[dict]]:
             spec = INPUT_QTYPES.get((node.op_type, idx))
             if spec is not None and name in inits:
                 out[name] = [dict(spec)]
+        if node.op_type in EIGHT_BIT_OPS:
+            for name in (node.input[0], node.output[0]):
+                if name not in inits:
+                    out[name] = [{"quant_type": QuantType.QUInt8}]
     return out
 
 

@@ -82,6 +82,11 @@ class Target:
 # torch.export.  Pure data movement and shape ops are included; anything not
 # listed is rewritten by the legalize pass (scaled_dot_product_attention,
 # rms_norm, ...) or rejected at compile time with the op's name.
+# Checked against QNN's own validation (onnxruntime-qnn 2.7.0, HTP v68 simulation, w8a16
+# one-op graphs, CPU fallback disabled): matmul/bmm, log_softmax, cumsum, sin, cos, elu,
+# pixel_shuffle, upsample_bilinear2d, topk, argmax, amax, pow, hardswish, exp, rsqrt and
+# maximum run at 41-97 dB vs float; prelu (refused: graph finalize fails) and log (0 dB)
+# run only in the forms edgevlm.quant.htp_forms gives them (8-bit slope, 8-bit activations).
 HTP_OPS = frozenset(
     """
     conv1d conv2d convolution linear addmm mm bmm matmul baddbmm

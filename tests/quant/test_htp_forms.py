@@ -200,6 +200,27 @@ def test_groupnorm_is_integer_only_on_htp(tmp_path):
     assert sqnr_db(ref[0], got[0]) >= 36.0
 
 
+def test_prelu_slope_is_8_bit_on_htp(tmp_path):
+    """With a uint16 slope QNN fails to finalize the PRelu graph on HTP v68; with uint8 it runs."""
+    # Measured here: 47.7 dB on HTP v68 on a fresh input (was: refused, QNN_COMMON_ERROR_MEM_ALLOC).
+    torch.manual_seed(0)
+    got, ref, info = _on_htp(nn.PReLU(8), (torch.randn(1, 8, 8, 8),), tmp_path, _gaussian((1, 8, 8, 8), 4),
+                             _gaussian((1, 8, 8, 8), 1, seed=9)[0])
+    assert sqnr_db(ref[0], got[0]) >= 42.0
+
+
+def test_log_runs_at_8_bits_on_htp(tmp_path):
+    """The HTP's 16-bit Log is wrong (0 dB); its activations are put at 8 bits."""
+    # Measured here: 41.7 dB on HTP v68 (0.0 dB with uint16 activations; onnxruntime CPU 86 dB).
+    class Log(nn.Module):
+        def forward(self, x):
+            return torch.log(x.abs() + 1)
+
+    got, ref, info = _on_htp(Log(), (torch.randn(1, 16, 32),), tmp_path, _gaussian((1, 16, 32), 4),
+                             _gaussian((1, 16, 32), 1, seed=9)[0])
+    assert sqnr_db(ref[0], got[0]) >= 36.0
+
+
 class AdditiveMaskAttention(nn.Module):
     """Self-attention with the pre-SDPA transformers mask: scores + (1 - mask) * finfo.min, eager softmax."""
 
