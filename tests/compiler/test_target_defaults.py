@@ -1,8 +1,12 @@
 """Every target's defaults work: `edgevlm compile --target T`, default model, no other flag, builds for each
 of the five targets, and each target's default schemes are ones its backends can run.
 
-A whole default compile takes minutes on a 2-core machine for the CPU targets (three backends, ExecuTorch
-quantizing four stages), so those are slow-marked; apple-a17pro is the representative in `make test`.
+A whole default compile takes many minutes on this 2-core machine for every target (measured under load:
+cpu-arm64 21 min, apple-a17pro more than 17 min, of which Core ML's conversion of the LLM stages over
+11 min), so the five compiles are slow-marked (`make test-slow`).  `make test` keeps the fast checks of the
+two causes that broke the CPU targets' defaults: the scheme check below (cpu-arm64 stopped with `XNNPACK
+cannot run scheme w4a16`) and tests/compiler/test_lowering_errors.py (XNNPACK's `amax.default only
+supports dim == 2 or dim == 3` on cpu-x86_64), beside the sa8295p build every run makes (tests/conftest.py).
 """
 import json
 
@@ -11,14 +15,11 @@ import pytest
 from edgevlm import cli
 from edgevlm.targets import get_target, list_targets
 
-SLOW = pytest.mark.slow
-TARGETS = [pytest.param("apple-a17pro"),
-           pytest.param("sa8295p", marks=SLOW), pytest.param("snapdragon-8-gen3", marks=SLOW),
-           pytest.param("cpu-x86_64", marks=SLOW), pytest.param("cpu-arm64", marks=SLOW)]
+TARGETS = ["sa8295p", "snapdragon-8-gen3", "apple-a17pro", "cpu-x86_64", "cpu-arm64"]
 
 
 def test_the_five_targets_are_all_covered():
-    assert sorted(p.values[0] for p in TARGETS) == sorted(t.name for t in list_targets())
+    assert sorted(TARGETS) == sorted(t.name for t in list_targets())
 
 
 @pytest.mark.parametrize("target", [t.name for t in list_targets() if "executorch" in t.backends])
@@ -33,6 +34,7 @@ def test_default_schemes_fit_the_executorch_quantizer(target):
             quantizer_for(t, scheme)  # raises InputError when the scheme does not fit
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", TARGETS)
 def test_default_compile_builds(target, tmp_path, monkeypatch, capsys):
     from edgevlm.compiler.backends import get_backend
