@@ -120,7 +120,7 @@ class Session:
 
 
 class Model:
-    """An LFM2 GGUF loaded by the C runtime (read-only; sessions may share it)."""
+    """An LFM2 or Qwen2 GGUF loaded by the C runtime (read-only; sessions may share it)."""
 
     def __init__(self, m, threads: int):
         self._m = m
