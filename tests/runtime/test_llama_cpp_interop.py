@@ -147,13 +147,13 @@ def kquant_reference(tmp_path_factory):
     return d, f16, ids, want
 
 
-def _dequantized_copy(src: Path, dst: Path) -> Path:
+def _dequantized_copy(src: Path, dst: Path, arch: str = "lfm2") -> Path:
     """src with every tensor dequantized to F32 by gguf-py (gguf.quants): the same weights, no quantized kernels."""
     import gguf
     from gguf.quants import dequantize
 
     r = gguf.GGUFReader(str(src))
-    w = gguf.GGUFWriter(str(dst), "lfm2")
+    w = gguf.GGUFWriter(str(dst), arch)
     for f in r.fields.values():
         if f.name.startswith("GGUF.") or f.name == "general.architecture":
             continue
@@ -195,3 +195,36 @@ def test_runtime_runs_llama_quantize_files(kquant_reference, ftype):
     ref = _logits(_dequantized_copy(out, d / f"{ftype}-f32.gguf"), ids)
     assert np.abs(got - ref).max() < 0.3, f"{ftype} ({sorted(types)}): {np.abs(got - ref).max():.3f}"
     assert np.abs(got - want[15:24]).max() < 2.0
+
+
+@pytest.mark.skipif(_llama_src() is None or _llama_quantize() is None,
+                    reason="needs a llama.cpp source tree and llama-quantize")
+@pytest.mark.parametrize("hidden,want_types", [(256, {"Q4_K", "Q6_K"}), (320, {"Q5_0", "Q8_0"})])
+def test_runtime_runs_llama_quantize_qwen2(tmp_path, hidden, want_types):
+    """convert_hf_to_gguf (F16) then llama-quantize Q4_K_M of a transformers Qwen2; at hidden 320 the
+    rows are not whole 256-blocks and llama-quantize falls back to Q5_0 / Q8_0 (as for Qwen2-0.5B's
+    896).  Metric: max abs logit difference to the same weights dequantized by gguf-py, < 0.3."""
+    import gguf
+
+    from qwen2_reference import qwen2_reference
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg, model = qwen2_reference(hidden=hidden, ffn=512, init_std=0.05)
+        model.save_pretrained(tmp_path / "hf", safe_serialization=True)
+        f16 = tmp_path / "qwen2-f16.gguf"
+        p = subprocess.run([sys.executable, "-c", CONVERT_QWEN2, str(_llama_src()), str(tmp_path / "hf"), str(f16), "f16"],
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+    finally:
+        torch.set_num_threads(n)
+    out = tmp_path / "qwen2-q4_k_m.gguf"
+    p = subprocess.run([str(_llama_quantize()), str(f16), str(out), "Q4_K_M", "1"], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    types = {t.tensor_type.name for t in gguf.GGUFReader(str(out)).tensors}
+    assert want_types <= types, types
+    ids = torch.randint(0, cfg.vocab_size, (24,), generator=torch.Generator().manual_seed(9))
+    got, ref = _logits(out, ids), _logits(_dequantized_copy(out, tmp_path / "f32.gguf", "qwen2"), ids)
+    assert np.abs(got - ref).max() < 0.3, f"{sorted(types)}: {np.abs(got - ref).max():.3f}"
