@@ -12,6 +12,7 @@ A backend module defines ``BACKEND``, an object with:
 - ``load(artifact, build_dir) -> fn(inputs) -> outputs``: the artifact loaded
   once for many runs (`edgevlm run`, profiling).
 """
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,15 @@ class Backend:
     def reference(self, plan: Plan) -> str:
         """What the parity figure compares, for the report."""
         return "float PyTorch model, example inputs"
+
+    def run_samples(self, artifact: Artifact, build_dir: Path, samples: list, budget_s: float) -> list:
+        """Outputs of ``artifact`` for each of ``samples`` (lists of arrays), stopping once ``budget_s`` is spent."""
+        run, results, t0 = self.load(artifact, build_dir), [], time.perf_counter()
+        for sample in samples:
+            results.append(run(sample))
+            if time.perf_counter() - t0 > budget_s:
+                break
+        return results
 
     def available(self) -> tuple[bool, str]:
         return True, ""

@@ -35,8 +35,9 @@ EP_NAME = "QNNExecutionProvider"
 # Metadata keys written into each EPContext model: the context binary says what it was prepared for.
 META = {"htp_arch": "edgevlm.htp_arch", "soc_model": "edgevlm.soc_model", "vtcm_mb": "edgevlm.vtcm_mb",
         "target": "edgevlm.target"}
-# Verification runs the HTP simulation, which costs real CPU time on large stages: it takes
-# calibration samples until this budget (seconds per stage) is spent, at least one.
+# Verification runs the HTP simulation, which costs real CPU time on large stages: it takes the
+# calibration samples that finish within this budget (seconds per stage; a sample still running
+# then is stopped, and a stage with none finished says so in the report).
 VERIFY_BUDGET_S = 120.0
 VERIFY_MAX_SAMPLES = 8
 # Calibration samples behind the per-layer HTP view in report.html: one, since the graph with every
@@ -187,7 +188,68 @@ def _prepare_main(argv: list[str]) -> int:
     return 0
 
 
-def htp_departure(qdq_path: Path, samples: list, htp) -> dict:
+def run_on_htp(model_path: Path, htp, samples: list, timeout_s: float, what: str = "the graph") -> list:
+    """Outputs of the ONNX model at ``model_path`` run on the HTP for each of ``samples``, as many as finish
+    within ``timeout_s`` seconds.
+
+    The runs happen in a child process that is killed when the time is up:
+    one HTP-simulated sample of a real-size LLM stage can take longer than
+    any budget (over 20 minutes for an LFM2-VL-450M-shaped llm-prefill), and
+    a call into QNN cannot be interrupted in-process.  Inputs and outputs
+    travel as .npz files (no pickle).
+    """
+    with tempfile.TemporaryDirectory(prefix="edgevlm-htp-") as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "in.npz", **{f"s{i}_{j}": np.asarray(x) for i, s in enumerate(samples) for j, x in enumerate(s)})
+        cmd = [sys.executable, "-c", "import sys; from edgevlm.compiler.backends.qnn_backend import _run_main; "
+               "sys.exit(_run_main(sys.argv[1:]))", str(model_path), str(htp.arch), str(htp.soc_model), str(htp.vtcm_mb),
+               str(tmp), str(len(samples)), what]
+        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = child.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            _, err = child.communicate()
+        if child.returncode == 2:
+            cause, _, fix = err.strip().splitlines()[-1].partition("\t")
+            raise UnsupportedOpError(cause, fix or None)
+        if child.returncode not in (0, -9):
+            tail = " ".join(err.strip().splitlines()[-1:])[:300]
+            raise LoweringError(f"running {what} on the QNN HTP simulation failed (exit {child.returncode}): {tail}",
+                                "check that onnxruntime-qnn imports here (pip install 'edgevlm[qnn]')")
+        results = []
+        for i in range(len(samples)):
+            done = tmp / f"out{i}.npz"
+            if not done.is_file():
+                break
+            with np.load(done, allow_pickle=False) as data:
+                results.append([data[f"o{k}"] for k in range(len(data.files))])
+        return results
+
+
+def _run_main(argv: list[str]) -> int:
+    """The child of ``run_on_htp``: each sample's outputs to out<i>.npz as soon as it is done."""
+    from edgevlm.targets.base import Htp
+
+    model, arch, soc, vtcm, tmp, n, what = argv
+    htp = Htp(arch=int(arch), soc_model=int(soc), soc_name="", vtcm_mb=int(vtcm))
+    tmp = Path(tmp)
+    try:
+        sess = htp_session(Path(model), htp, what=what)
+    except UnsupportedOpError as exc:
+        print(f"{exc.cause}\t{exc.fix or ''}", file=sys.stderr)
+        return 2
+    names = [i.name for i in sess.get_inputs()]
+    with np.load(tmp / "in.npz", allow_pickle=False) as data:
+        for i in range(int(n)):
+            outs = sess.run(None, {name: data[f"s{i}_{j}"] for j, name in enumerate(names)})
+            partial = tmp / f"out{i}.partial.npz"
+            np.savez(partial, **{f"o{k}": o for k, o in enumerate(outs)})
+            partial.replace(tmp / f"out{i}.npz")
+    return 0
+
+
+def htp_departure(qdq_path: Path, samples: list, htp, budget_s: float) -> dict:
     """Where the HTP's execution of a QDQ model departs from onnxruntime CPU's, tensor by tensor.
 
     Every dequantized activation of the model becomes a graph output; the
@@ -218,18 +280,24 @@ def htp_departure(qdq_path: Path, samples: list, htp) -> dict:
     inferred = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
     model.graph.output.extend(inferred[n] for n in names if n in inferred)
     names = [n for n in names if n in inferred]
-    data = model.SerializeToString()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    cpu = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    htp_sess = htp_session(data, htp, what="the per-layer view's graph")
+    cpu = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     inputs = [i.name for i in cpu.get_inputs()]
     out_names = [o.name for o in cpu.get_outputs()]
+    with tempfile.TemporaryDirectory(prefix="edgevlm-departure-") as tmp:
+        augmented = Path(tmp) / "augmented.onnx"
+        onnx.save(model, str(augmented))
+        on_htp = run_on_htp(augmented, htp, samples, budget_s, what="the per-layer view's graph")
+    if not on_htp:
+        return {"rows": [], "first_departure": None, "samples": 0, "threshold_db": DEPARTURE_DB,
+                "seconds": round(time.perf_counter() - t0, 2),
+                "reason": f"the HTP did not finish one sample within {budget_s:g} s"}
     ref, got = {n: [] for n in names}, {n: [] for n in names}
-    for sample in samples:
+    for sample, htp_outs in zip(samples, on_htp):
         feeds = {k: np.asarray(v) for k, v in zip(inputs, sample, strict=True)}
-        for store, sess in ((ref, cpu), (got, htp_sess)):
-            for name, value in zip(out_names, sess.run(None, feeds)):
+        for store, outs in ((ref, cpu.run(None, feeds)), (got, htp_outs)):
+            for name, value in zip(out_names, outs):
                 if name in store:
                     store[name].append(np.asarray(value, np.float64).ravel())
     rows = []
@@ -238,7 +306,7 @@ def htp_departure(qdq_path: Path, samples: list, htp) -> dict:
         rows.append({"tensor": n.removesuffix("_DequantizeLinear_Output"), "op": consumer.get(n, "output"),
                      "sqnr_db": round(value, 2) if np.isfinite(value) else value})
     first = next((r for r in rows if r["sqnr_db"] < DEPARTURE_DB), None)
-    return {"rows": rows, "first_departure": first, "samples": len(samples), "threshold_db": DEPARTURE_DB,
+    return {"rows": rows, "first_departure": first, "samples": len(on_htp), "threshold_db": DEPARTURE_DB,
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -333,7 +401,7 @@ class QnnBackend(Backend):
         departure = None
         if plan.options.get("htp_verify", True) and stage.stage.calibration:
             samples = [[x.detach().cpu().numpy() for x in s] for s in list(stage.stage.calibration)[:DEPARTURE_SAMPLES]]
-            departure = htp_departure(out / source.path, samples, htp)
+            departure = htp_departure(out / source.path, samples, htp, VERIFY_BUDGET_S)
         info = {"source": source.path, "htp_arch": htp.arch, "soc_model": htp.soc_model, "vtcm_mb": htp.vtcm_mb,
                 "prepare_s": round(prepare_s, 2), "qnn_sdk": describe(context)["qnn_sdk"],
                 "quant": {"scheme": source.info["quant"]["scheme"], "from": "onnx"},
@@ -355,6 +423,11 @@ class QnnBackend(Backend):
     def reference(self, plan: Plan) -> str:
         htp = plan.target.htp
         return f"float PyTorch model, calibration inputs; run on QNN HTP simulation (HTP v{htp.arch}, soc_model {htp.soc_model})"
+
+    def run_samples(self, artifact: Artifact, build_dir, samples: list, budget_s: float) -> list:
+        """As many samples as the HTP simulation finishes within ``budget_s`` (a killed child past it)."""
+        path = Path(build_dir) / artifact.path
+        return run_on_htp(path, _htp_of(path), samples, budget_s, what=f"context binary '{artifact.path}'")
 
     def load(self, artifact: Artifact, build_dir, threads: int = 0):
         path = Path(build_dir) / artifact.path

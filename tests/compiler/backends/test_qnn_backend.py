@@ -169,3 +169,13 @@ def test_inspect_lists_the_context_binaries(built):
     root, result = built
     (row,) = qnn_contexts(root / "a", result.report)
     assert row["stage"] == "model" and row["htp_arch"] == "68" and row["soc_model"] == "39" and row["bytes"] > 1000
+
+
+def test_a_stage_past_its_budget_says_so(tmp_path, monkeypatch):
+    """A sample the HTP simulation does not finish within the budget is stopped; the report says why."""
+    monkeypatch.setattr(qnn_backend, "VERIFY_BUDGET_S", 0.05)
+    result = _compile(tmp_path / "f")
+    qnn = result.report["stages"][0]["artifacts"][0]
+    assert qnn["parity"]["value"] is None and qnn["parity"]["samples"] == 0
+    assert "budget of 0.05 s" in qnn["parity"]["reason"]
+    assert qnn["info"]["htp_departure"]["rows"] == [] and "within 0.05 s" in qnn["info"]["htp_departure"]["reason"]
