@@ -1,4 +1,4 @@
-"""linear_to_conv_pass: linear -> reshape / 1x1 conv2d / reshape on integer-only HTP targets (max abs err 1e-5)."""
+"""linear_to_conv_pass: linear -> reshape / 1x1 conv2d / reshape on HTP targets (max abs err 1e-5)."""
 import torch
 from torch import nn
 
@@ -42,11 +42,18 @@ def test_linears_become_1x1_convs_with_same_outputs():
     assert not linear_to_conv_pass.run(result.graph_module, HTP).changed  # idempotent
 
 
-def test_float_targets_keep_linear():
+def test_targets_without_htp_keep_linear():
     gm = capture(Stage("s", MLP().eval(), (torch.randn(1, 3, 16),)))
-    for name in ("cpu-x86_64", "snapdragon-8-gen3"):
+    for name in ("cpu-x86_64", "apple-a17pro"):
         result = linear_to_conv_pass.run(gm, get_target(name))
         assert not result.changed and "linear" in _ops(result.graph_module)
+
+
+def test_every_htp_target_gets_conv():
+    """snapdragon-8-gen3 runs float graphs too, but its int4 weights are QNN's: per channel only on Conv."""
+    gm = capture(Stage("s", MLP().eval(), (torch.randn(1, 3, 16),)))
+    result = linear_to_conv_pass.run(gm, get_target("snapdragon-8-gen3"))
+    assert result.changed and "linear" not in _ops(result.graph_module) and "conv2d" in _ops(result.graph_module)
 
 
 def test_linear_with_computed_weight_is_kept():
