@@ -26,6 +26,10 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=12345, help="data set seed (default 12345; training used seed 0)")
     parser.add_argument("--backend", default=None, choices=["onnx", "executorch", "qnn"],
                         help="for a build: which vision artifacts answer (qnn: the QNN context binaries on the HTP simulation)")
+    parser.add_argument("--shards", type=int, default=None, metavar="K",
+                        help="for a build: split the samples into K shards run as Ray tasks (one by one without Ray); same result as serial")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="for a build: shard across a Ray cluster (auto or ray://host:10001); shards default to its CPUs")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -68,13 +72,39 @@ def run(args) -> int:
 
     if args.n < 1:
         raise InputError(f"--n must be positive, got {args.n}", "pass e.g. --n 500")
-    answer, image_size, what = answerer_for(args.model, args.backend)
-    result = evaluate(answer, args.dataset, n=args.n, seed=args.seed, image_size=image_size)
+    if args.shards is not None or args.ray_address:
+        result, what = _sharded(args)
+    else:
+        answer, image_size, what = answerer_for(args.model, args.backend)
+        result = evaluate(answer, args.dataset, n=args.n, seed=args.seed, image_size=image_size)
     result["model"] = what
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    for sh in result.get("shards", []):
+        print(f"shard {sh['shard'] + 1}/{len(result['shards'])}: samples {sh['start']}..{sh['stop'] - 1} ({sh['samples']}) "
+              f"on {sh['host']} pid {sh['pid']}: {sh['samples_per_s']:.2f} samples/s (load {sh['load_s']:.1f} s)")
     print(f"{what} on {args.dataset} (n={result['n']}, seed {args.seed}): exact_match {result['exact_match']:.4f}")
     for kind, acc in result["by_question"].items():
         print(f"  {kind:<12} {acc:.3f}")
     return 0
+
+
+def _sharded(args):
+    """(result, description) of a build's evaluation split into shards (edgevlm.sharded_eval)."""
+    from edgevlm import parallel
+    from edgevlm.sharded_eval import evaluate_sharded
+
+    path = Path(args.model)
+    if not (path.is_dir() and (path / "manifest.json").is_file()):
+        raise InputError(f"--shards / --ray-address shard a compiled build, and '{args.model}' is not one",
+                         "pass a build directory written by `edgevlm compile`, or leave --shards and --ray-address out")
+    if args.shards is not None and args.shards < 1:
+        raise InputError(f"--shards must be positive, got {args.shards}", "pass e.g. --shards 2")
+    _, image_size, what = answerer_for(args.model, args.backend)  # checks the build before any worker starts
+    engine = parallel.start(args.ray_address)
+    try:
+        result = evaluate_sharded(path.resolve(), args.backend, args.n, args.seed, image_size, engine, args.shards, args.dataset)
+    finally:
+        parallel.stop(engine)
+    return result, f"{what}, {len(result['shards'])} shards on {result['engine']}"

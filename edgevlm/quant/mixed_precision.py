@@ -6,10 +6,19 @@ one layer at a time, its output activations are raised to 16 bits and its
 weights to 8 bits (each only if the scheme is lower and the target allows
 it), the model is re-quantized and re-measured, until the target is met or
 nothing is left to raise.
+
+The candidates are cumulative (candidate k raises the first k layers), so
+they are known before any is measured: with Ray installed and an SQNR target,
+they are re-quantized and measured as Ray tasks, as many at a time as there
+are CPUs, in ranking order, and the search stops at the first that meets the
+target: the same steps and the same model as the serial search, which
+``workers=0`` (or Ray missing) runs.
 """
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgevlm import parallel
 from edgevlm.errors import InputError
 from edgevlm.quant.analysis import sensitivity, stage_sqnr
 from edgevlm.quant.onnx_qdq import quantize_onnx
@@ -44,7 +53,8 @@ class MixedPrecisionResult:
 def search_mixed_precision(float_onnx_path, out_path, scheme, calibration, target, *,
                            min_sqnr_db: float | None = None, accuracy_drop=None,
                            max_accuracy_drop: float = 1.0, eval_data=None, observer: str = "minmax",
-                           max_steps: int | None = None, base_overrides: dict[str, int] | None = None) -> MixedPrecisionResult:
+                           max_steps: int | None = None, base_overrides: dict[str, int] | None = None,
+                           workers: int | None = None) -> MixedPrecisionResult:
     """Quantize with ``scheme``, raising sensitive layers until the quality target holds.
 
     Give exactly one target: ``min_sqnr_db`` (worst stage-output SQNR in dB
@@ -53,6 +63,7 @@ def search_mixed_precision(float_onnx_path, out_path, scheme, calibration, targe
     drop vs float in points, met when <= ``max_accuracy_drop``.  The model
     written last to ``out_path`` is the returned one.  ``base_overrides``
     (e.g. the KV cache at 8 bits under kv8) hold throughout and are never raised.
+    ``workers``: Ray CPUs for the candidates (None: Ray's, when it is installed; 0: serial here).
     """
     if (min_sqnr_db is None) == (accuracy_drop is None):
         raise InputError("give exactly one quality target: min_sqnr_db or accuracy_drop")
@@ -84,26 +95,69 @@ def search_mixed_precision(float_onnx_path, out_path, scheme, calibration, targe
     value = measure()
     steps = [{"raised": None, metric: value}]
     if not met(value) and (raise_acts or raise_weights):
-        ranking = sensitivity(float_onnx_path, out_path, data)
-        for row in ranking:
-            if max_steps is not None and len(steps) > max_steps:
-                break
-            new = {}
-            if raise_acts:
-                new.update({t: 16 for t in row["outputs"] if t not in overrides})
-            if raise_weights:
-                new.update({w: 8 for w in row["weights"] if w not in overrides})
-            if not new:
-                continue
-            overrides.update(new)
-            info = quantize_onnx(float_onnx_path, out_path, scheme, calibration, target,
-                                 observer=observer, overrides=overrides)
-            value = measure()
-            steps.append({"raised": row["node"], "tensors": sorted(new), metric: value})
-            if met(value):
-                break
+        plan = _candidates(sensitivity(float_onnx_path, out_path, data), overrides, raise_acts, raise_weights, max_steps)
+        engine = parallel.start(workers=workers) if min_sqnr_db is not None and len(plan) > 1 else parallel.Engine("serial", 1)
+        if engine.kind == "serial":
+            for row, new, cand in plan:
+                overrides = cand
+                info = quantize_onnx(float_onnx_path, out_path, scheme, calibration, target,
+                                     observer=observer, overrides=overrides)
+                value = measure()
+                steps.append({"raised": row["node"], "tensors": sorted(new), metric: value})
+                if met(value):
+                    break
+        else:
+            try:
+                overrides, value = _search_in_parallel(engine, plan, steps, met, float_onnx_path, scheme, calibration,
+                                                       target, observer, data, overrides, value)
+            finally:
+                parallel.stop(engine)
+            if len(steps) > 1:  # the chosen candidate, written where the serial search leaves it
+                info = quantize_onnx(float_onnx_path, out_path, scheme, calibration, target,
+                                     observer=observer, overrides=overrides)
     result = MixedPrecisionResult(overrides=overrides, metric=metric, achieved=value, target_value=goal,
                                   met=met(value), steps=steps, info=info, path=str(out_path))
     # The quantization info of the final model carries the search, ready for report.json.
     info["mixed_precision"] = {k: v for k, v in result.to_dict().items() if k != "path"}
     return result
+
+
+def _candidates(ranking, overrides, raise_acts, raise_weights, max_steps) -> list[tuple[dict, dict, dict]]:
+    """The serial search's re-quantizations in order: (ranking row, tensors it raises, all overrides after it)."""
+    plan, current = [], dict(overrides)
+    for row in ranking:
+        if max_steps is not None and len(plan) >= max_steps:
+            break
+        new = {}
+        if raise_acts:
+            new.update({t: 16 for t in row["outputs"] if t not in current})
+        if raise_weights:
+            new.update({w: 8 for w in row["weights"] if w not in current})
+        if new:
+            current = {**current, **new}
+            plan.append((row, new, current))
+    return plan
+
+
+def _requantize_sqnr(float_onnx_path, out_path, scheme, calibration, target, observer, overrides, data) -> float:
+    """One candidate (a Ray task): its stage SQNR (dB) on ``data``."""
+    quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observer=observer, overrides=overrides)
+    return stage_sqnr(float_onnx_path, out_path, data)["sqnr_db"]
+
+
+def _search_in_parallel(engine, plan, steps, met, float_onnx_path, scheme, calibration, target, observer, data,
+                        overrides, value):
+    """Measure ``plan`` in batches of ``engine.workers`` candidates; append the serial search's steps up to the
+    first candidate that meets the target; return (its overrides, its value)."""
+    with tempfile.TemporaryDirectory(prefix="edgevlm-mp-") as tmp:
+        for at in range(0, len(plan), engine.workers):
+            batch = plan[at:at + engine.workers]
+            args = [(str(float_onnx_path), str(Path(tmp) / f"candidate{at + k}.onnx"), scheme, calibration, target,
+                     observer, cand, data) for k, (_, _, cand) in enumerate(batch)]
+            values = dict(parallel.as_completed(engine, _requantize_sqnr, args))
+            for k, (row, new, cand) in enumerate(batch):
+                overrides, value = cand, values[k]
+                steps.append({"raised": row["node"], "tensors": sorted(new), "sqnr_db": value})
+                if met(value):
+                    return overrides, value
+    return overrides, value
