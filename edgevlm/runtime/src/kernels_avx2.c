@@ -390,6 +390,43 @@ tile_k6(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, flo
         __m256i isum[TILE];
         #pragma GCC unroll 8
         for (int j = 0; j < T; j++) isum[j] = _mm256_setzero_si256();
+        if (T == 1) {
+            /* decode: each ql/qh piece loaded once and split into its 4
+             * quarter sub-blocks (as in kernels_avx512.c), int16 sums of
+             * 2 pieces each widened with the scale */
+            const __m256i hi2 = _mm256_set1_epi8(0x30);
+            const int8_t *xb = A->q + (t * nb + b) * EV_QK_K;
+            #pragma GCC unroll 1
+            for (int h8 = 0; h8 < 4; h8++) {
+                const int n = h8 >> 1, kk = h8 & 1;
+                #pragma GCC unroll 1
+                for (int half = 0; half < 2; half++) {
+                    __m256i p16[4];
+                    #pragma GCC unroll 4
+                    for (int c = 0; c < 4; c++) p16[c] = _mm256_setzero_si256();
+                    #pragma GCC unroll 2
+                    for (int i = 2 * half; i < 2 * half + 2; i++) {
+                        const int k = 4 * kk + i;
+                        __m256i a = _mm256_loadu_si256((const __m256i *)(rec + (16 * n + k) * 32));
+                        __m256i bq = _mm256_loadu_si256((const __m256i *)(rec + (16 * n + 8 + k) * 32));
+                        __m256i h = _mm256_loadu_si256((const __m256i *)(rec + L.qh * R + (8 * n + k) * 32));
+                        const int8_t *xq = xb + 128 * n + 4 * k;
+                        __m256i w0 = _mm256_or_si256(_mm256_and_si256(a, lo4), _mm256_and_si256(_mm256_slli_epi16(h, 4), hi2));
+                        p16[0] = _mm256_add_epi16(p16[0], _mm256_maddubs_epi16(w0, bcast4(xq)));
+                        __m256i w1 = _mm256_or_si256(_mm256_and_si256(bq, lo4), _mm256_and_si256(_mm256_slli_epi16(h, 2), hi2));
+                        p16[1] = _mm256_add_epi16(p16[1], _mm256_maddubs_epi16(w1, bcast4(xq + 32)));
+                        __m256i w2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), lo4), _mm256_and_si256(h, hi2));
+                        p16[2] = _mm256_add_epi16(p16[2], _mm256_maddubs_epi16(w2, bcast4(xq + 64)));
+                        __m256i w3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bq, 4), lo4),
+                                                     _mm256_and_si256(_mm256_srli_epi16(h, 2), hi2));
+                        p16[3] = _mm256_add_epi16(p16[3], _mm256_maddubs_epi16(w3, bcast4(xq + 96)));
+                    }
+                    #pragma GCC unroll 4
+                    for (int c = 0; c < 4; c++)
+                        isum[0] = _mm256_add_epi32(isum[0], _mm256_madd_epi16(p16[c], scale_dup(scp, 8 * n + 2 * c + kk, 1)));
+                }
+            }
+        } else
         #pragma GCC unroll 1
         for (int s = 0; s < 16; s++) {
             const int n = s >> 3, c = (s & 7) >> 1, kk = s & 1;
