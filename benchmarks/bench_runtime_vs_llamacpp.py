@@ -7,8 +7,14 @@ Steps (each cached under benchmarks/_work/, which is gitignored):
    Q8_0 and Q4_0 by edgevlm.runtime.gguf_export (llama.cpp's LFM2 names; the
    Q4_0 file keeps the tied embedding/output head in Q8_0, the exporter's
    default, like llama.cpp's quantizer treats the output head);
-2. llama-bench built from llama.cpp as vendored in llama-cpp-python's source
-   distribution on PyPI (default CMake options: native CPU flags, OpenMP);
+2. llama-bench and llama-quantize built from llama.cpp as vendored in
+   llama-cpp-python's source distribution on PyPI, with AMX off: ggml's AMX
+   path crashes on VMs whose CPU lists AMX without the kernel enabling its
+   tile state, and GGML_NATIVE=ON (-march=native) would turn it on.  The
+   build takes the CPU's other instruction sets from /proc/cpuinfo
+   (GGML_NATIVE=OFF, GGML_AVX2/AVX512/AVX512_VNNI/... as listed), OpenMP on;
+   K-quant files (q4_k_m, q6_k, and q4_0_default: Q4_0 with llama.cpp's own
+   choice of a Q6_K head) are made by that llama-quantize from the F16 file;
 3. benchmarks/c/bench_memory (the runtime's thread pool and weight arena)
    for memory read bandwidth: once over 1 GiB, and after each edgevlm run
    over a buffer the size of the file's weights (the decode share is taken
@@ -20,7 +26,8 @@ date, threads and the load average around each run.  Decode bandwidth is the
 bytes of every weight tensor (each is read once per generated token; the
 tied embedding once, as the output head) times tg tokens/s.
 
-Usage: python benchmarks/bench_runtime_vs_llamacpp.py [-t 2] [-p 128] [-n 64] [-r 5] [--types q8_0,q4_0,f16]
+Usage: python benchmarks/bench_runtime_vs_llamacpp.py [-t 2] [-p 128] [-n 64] [-r 5]
+       [--types q8_0,q4_0,f16,q4_k_m,q6_k,q4_0_default]
        [--out-name NAME] [--render RESULTS.json]
 """
 from __future__ import annotations
@@ -43,6 +50,12 @@ WORK = ROOT / "benchmarks" / "_work"
 RESULTS = ROOT / "benchmarks" / "results"
 LLAMA_CPP_PYTHON = "0.3.36"
 ATTN_LAYERS = (2, 5, 8, 10, 12, 14)
+# files llama-quantize makes from the F16 export: bench type -> llama-quantize type
+LLAMA_QUANTIZED = {"q4_k_m": "Q4_K_M", "q6_k": "Q6_K", "q4_0_default": "Q4_0"}
+# /proc/cpuinfo flag -> ggml CMake option for the AMX-free llama.cpp build
+GGML_ISA = {"sse4_2": "GGML_SSE42", "avx": "GGML_AVX", "avx2": "GGML_AVX2", "fma": "GGML_FMA", "f16c": "GGML_F16C",
+            "bmi2": "GGML_BMI2", "avx_vnni": "GGML_AVX_VNNI", "avx512f": "GGML_AVX512",
+            "avx512vbmi": "GGML_AVX512_VBMI", "avx512_vnni": "GGML_AVX512_VNNI", "avx512_bf16": "GGML_AVX512_BF16"}
 
 
 def lfm2_350m_config() -> dict:
@@ -93,11 +106,16 @@ def word_tokenizer(vocab_size: int):
     return Tokenizer(WordLevel({f"w{i}": i for i in range(vocab_size)}, unk_token="w0"))
 
 
-def build_models(types: list[str]) -> dict[str, Path]:
+def build_models(types: list[str], quantize: Path | None) -> dict[str, Path]:
+    """edgevlm's exports (f16, q8_0, q4_0), then llama-quantize's files from the F16 one."""
     from edgevlm.runtime.gguf_export import export_lfm2_gguf
 
     paths = {t: WORK / f"lfm2-350m-random-vocab-{t}.gguf" for t in types}
-    missing = [t for t, p in paths.items() if not p.exists()]
+    own = [t for t in types if t not in LLAMA_QUANTIZED]
+    if any(t in LLAMA_QUANTIZED for t in types) and "f16" not in own:
+        own.append("f16")
+        paths["f16"] = WORK / "lfm2-350m-random-vocab-f16.gguf"
+    missing = [t for t in own if not paths[t].exists()]
     if missing:
         cfg = lfm2_350m_config()
         sd = random_state_dict(cfg)
@@ -105,7 +123,22 @@ def build_models(types: list[str]) -> dict[str, Path]:
             print(f"[bench] writing {paths[t].name}", flush=True)
             export_lfm2_gguf(paths[t], cfg, sd, qtype=t, tokenizer=word_tokenizer(cfg["vocab_size"]),
                              name=f"lfm2-350m-random-{t}")
+    for t in types:
+        if t in LLAMA_QUANTIZED and not paths[t].exists():
+            tmp = paths[t].with_suffix(".part")
+            sh([str(quantize), str(paths["f16"]), str(tmp), LLAMA_QUANTIZED[t], "2"], capture_output=True)
+            tmp.rename(paths[t])
     return paths
+
+
+def tensor_types(model: Path) -> dict[str, int]:
+    """ggml type name -> number of tensors of that type in the file."""
+    from gguf import GGUFReader
+
+    out: dict[str, int] = {}
+    for t in GGUFReader(str(model)).tensors:
+        out[t.tensor_type.name] = out.get(t.tensor_type.name, 0) + 1
+    return out
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -113,10 +146,24 @@ def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, **kw)
 
 
-def build_llama_bench() -> Path:
-    exe = WORK / "llama-build" / "bin" / "llama-bench"
-    if exe.exists():
-        return exe
+def ggml_isa_options() -> list[str]:
+    """-DGGML_*=ON/OFF for the instruction sets this CPU lists, AMX always off."""
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        flags = set()
+    opts = [f"-D{opt}={'ON' if flag in flags else 'OFF'}" for flag, opt in GGML_ISA.items()]
+    return ["-DGGML_NATIVE=OFF", *opts, "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"]
+
+
+def build_llama_bench() -> tuple[Path, Path, list[str]]:
+    """(llama-bench, llama-quantize, the ISA options they were built with)."""
+    build = WORK / "llama-build-noamx"
+    exe, quantize = build / "bin" / "llama-bench", build / "bin" / "llama-quantize"
+    isa = ggml_isa_options()
+    if exe.exists() and quantize.exists():
+        return exe, quantize, isa
     sdist = WORK / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
     if not sdist.exists():
         # --no-build-isolation: pip only reads the sdist's metadata, with the
@@ -128,11 +175,11 @@ def build_llama_bench() -> Path:
     if not src.exists():
         with tarfile.open(sdist) as tar:
             tar.extractall(WORK, filter="data")
-    sh(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(WORK / "llama-build"), "-DCMAKE_BUILD_TYPE=Release",
-        "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_OPENSSL=OFF"],
+    sh(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+        "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_OPENSSL=OFF", *isa],
        capture_output=True)
-    sh(["cmake", "--build", str(WORK / "llama-build"), "--target", "llama-bench", "-j2"], capture_output=True)
-    return exe
+    sh(["cmake", "--build", str(build), "--target", "llama-bench", "llama-quantize", "-j2"], capture_output=True)
+    return exe, quantize, isa
 
 
 def build_bench_memory() -> Path:
@@ -205,8 +252,9 @@ def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     types = args.types.split(",")
-    models = build_models(types)
-    llama = build_llama_bench()
+    llama, quantize, isa = build_llama_bench()
+    models = build_models(types, quantize)
+    print(f"[bench] llama.cpp built with AMX off: {' '.join(isa)}", flush=True)
     membw_exe = build_bench_memory()
 
     from edgevlm.runtime import cpu_features
@@ -242,7 +290,9 @@ def main() -> int:
         "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "runtime_cpu_features": cpu_features(),
                     "platform": platform.platform()},
         "threads": args.threads, "n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": args.repetitions,
-        "llama_cpp": f"vendored in llama-cpp-python {LLAMA_CPP_PYTHON} sdist, llama-bench, default CMake options",
+        "llama_cpp": f"vendored in llama-cpp-python {LLAMA_CPP_PYTHON} sdist, llama-bench, AMX off "
+                     f"({' '.join(o for o in isa if o.endswith('=ON'))}; GGML_NATIVE=OFF, GGML_AMX_*=OFF)",
+        "tensor_types": {t: tensor_types(models[t]) for t in types},
         "memory_read": membw, "load_average_start": load_start, "load_average_end": loadavg(),
     }
     (RESULTS / f"{args.out_name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
@@ -291,6 +341,11 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             bw = f"{e['decode_gbps']:.1f} ({100 * e['fraction_of_read_bw']:.0f}%)" if "decode_gbps" in e else ""
             out.append(f"| {t} | {test} | {e['avg_ts']:.1f} ± {e['stddev_ts']:.1f} | {l['avg_ts']:.1f} ± {l['stddev_ts']:.1f} | "
                        f"{e['avg_ts'] / l['avg_ts']:.2f}x | {_round_ratios(rows, t, test)} | {bw} |")
+    if meta.get("tensor_types"):
+        out += ["", "Tensor types per file (q4_k_m, q6_k, q4_0_default: llama-quantize from the f16 file; "
+                "the others: edgevlm.runtime.gguf_export): "
+                + "; ".join(f"{t}: " + ", ".join(f"{n} {k}" for k, n in sorted(c.items()))
+                            for t, c in meta["tensor_types"].items()) + "."]
     out += ["", "t/s columns: the round with the highest mean of each engine.  Per round: edgevlm / llama.cpp "
             "of the runs made back to back in each round.",
             "", "Decode GB/s = bytes of all weight tensors in the file (each read once per token) x tg t/s.  "
