@@ -150,73 +150,88 @@ def refusal_message(log: str, error: str, htp, what: str = "the graph") -> str:
     return f"QNN HTP v{htp.arch} (soc_model {htp.soc_model}) refused {where}: {reason[:400]}"
 
 
-def prepare_context(source: Path, context_path: Path, htp, what: str) -> None:
-    """Write the QNN context binary model of the QDQ ONNX ``source`` for ``htp`` at ``context_path``.
+def _in_child(job: str, htp, args: list[str], what: str, timeout_s: float | None = None) -> None:
+    """Run ``job`` (a key of ``_CHILD_JOBS``) in a fresh Python process; kill it after ``timeout_s``.
 
-    Preparation runs in a fresh Python process: QNN's HTP preparation writes
-    a different binary for the same graph depending on how many graphs this
-    process prepared before (seen here: 3 in a row, 3 different binaries; the
-    same 3 again in the next process), so one process per graph is what makes
-    a rebuild byte-identical.  The model goes in as bytes, not a path:
-    onnxruntime names the QNN graph by a hash of the model path when it has
-    one.
+    A refusal in the child (exit 2, "cause<TAB>fix" on stderr) is raised
+    here as the same UnsupportedOpError; any other failure as LoweringError.
+    Two things need the fresh process: QNN's preparation writes a different
+    binary for the same graph depending on how many graphs the process
+    prepared before (seen here: 3 in a row, 3 different binaries; the same 3
+    again in the next process), and a call into QNN cannot be interrupted
+    in-process (one HTP-simulated llm-prefill sample of an LFM2-VL-450M-shaped
+    build ran past 20 minutes).
     """
-    cmd = [sys.executable, "-c", "import sys; from edgevlm.compiler.backends.qnn_backend import _prepare_main; "
-           "sys.exit(_prepare_main(sys.argv[1:]))", str(source), str(context_path), str(htp.arch), str(htp.soc_model),
-           str(htp.vtcm_mb), what]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode == 2:
-        cause, _, fix = done.stderr.strip().splitlines()[-1].partition("\t")
+    cmd = [sys.executable, "-c", "import sys; from edgevlm.compiler.backends.qnn_backend import _child_main; "
+           "sys.exit(_child_main(sys.argv[1:]))", job, str(htp.arch), str(htp.soc_model), str(htp.vtcm_mb), what, *args]
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        return
+    last = (err.strip().splitlines() or [""])[-1]
+    if child.returncode == 2:
+        cause, _, fix = last.partition("\t")
         raise UnsupportedOpError(cause, fix or None)
-    if done.returncode != 0 or not context_path.is_file():
-        tail = " ".join(done.stderr.strip().splitlines()[-1:])[:300]
-        raise LoweringError(f"QNN context binary preparation for {what} failed (exit {done.returncode}): {tail}",
+    if child.returncode != 0:
+        raise LoweringError(f"QNN HTP ({job}) of {what} failed (exit {child.returncode}): {last[:300]}",
                             "check that onnxruntime-qnn imports here (pip install 'edgevlm[qnn]')")
 
 
-def _prepare_main(argv: list[str]) -> int:
-    """The preparing process of ``prepare_context``: exit 2 with "cause<TAB>fix" on stderr for a refused graph."""
+def _prepare_job(htp, what, source, context):
+    htp_session(Path(source).read_bytes(), htp, context_path=Path(context), what=what)
+
+
+def _run_job(htp, what, model, tmp, n):
+    """Each sample's outputs to out<i>.npz as soon as it is done (a killed child leaves the finished ones)."""
+    sess = htp_session(Path(model), htp, what=what)
+    names = [i.name for i in sess.get_inputs()]
+    tmp = Path(tmp)
+    with np.load(tmp / "in.npz", allow_pickle=False) as data:
+        for i in range(int(n)):
+            outs = sess.run(None, {name: data[f"s{i}_{j}"] for j, name in enumerate(names)})
+            partial = tmp / f"out{i}.partial.npz"
+            np.savez(partial, **{f"o{k}": o for k, o in enumerate(outs)})
+            partial.replace(tmp / f"out{i}.npz")
+
+
+_CHILD_JOBS = {"prepare": _prepare_job, "run": _run_job}
+
+
+def _child_main(argv: list[str]) -> int:
+    """Entry of the process ``_in_child`` starts: job, HTP arch, soc_model, VTCM MB, what, then the job's args."""
     from edgevlm.targets.base import Htp
 
-    source, context, arch, soc, vtcm, what = argv
-    htp = Htp(arch=int(arch), soc_model=int(soc), soc_name="", vtcm_mb=int(vtcm))
+    job, arch, soc, vtcm, what, *args = argv
     try:
-        htp_session(Path(source).read_bytes(), htp, context_path=Path(context), what=what)
+        _CHILD_JOBS[job](Htp(arch=int(arch), soc_model=int(soc), soc_name="", vtcm_mb=int(vtcm)), what, *args)
     except UnsupportedOpError as exc:
         print(f"{exc.cause}\t{exc.fix or ''}", file=sys.stderr)
         return 2
     return 0
 
 
+def prepare_context(source: Path, context_path: Path, htp, what: str) -> None:
+    """Write the QNN context binary model of the QDQ ONNX ``source`` for ``htp`` at ``context_path``.
+
+    In a fresh process (see ``_in_child``), from the model's bytes, not its
+    path: onnxruntime names the QNN graph by a hash of the model path when it
+    has one.  Both keep a rebuild byte-identical.
+    """
+    _in_child("prepare", htp, [str(source), str(context_path)], what)
+    if not context_path.is_file():
+        raise LoweringError(f"QNN wrote no context binary for {what}", "check the build's logs/<stage>-qnn.log")
+
+
 def run_on_htp(model_path: Path, htp, samples: list, timeout_s: float, what: str = "the graph") -> list:
     """Outputs of the ONNX model at ``model_path`` run on the HTP for each of ``samples``, as many as finish
-    within ``timeout_s`` seconds.
-
-    The runs happen in a child process that is killed when the time is up:
-    one HTP-simulated sample of a real-size LLM stage can take longer than
-    any budget (over 20 minutes for an LFM2-VL-450M-shaped llm-prefill), and
-    a call into QNN cannot be interrupted in-process.  Inputs and outputs
-    travel as .npz files (no pickle).
-    """
+    within ``timeout_s`` seconds (a child process, killed then; inputs and outputs as .npz, no pickle)."""
     with tempfile.TemporaryDirectory(prefix="edgevlm-htp-") as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "in.npz", **{f"s{i}_{j}": np.asarray(x) for i, s in enumerate(samples) for j, x in enumerate(s)})
-        cmd = [sys.executable, "-c", "import sys; from edgevlm.compiler.backends.qnn_backend import _run_main; "
-               "sys.exit(_run_main(sys.argv[1:]))", str(model_path), str(htp.arch), str(htp.soc_model), str(htp.vtcm_mb),
-               str(tmp), str(len(samples)), what]
-        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            _, err = child.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            _, err = child.communicate()
-        if child.returncode == 2:
-            cause, _, fix = err.strip().splitlines()[-1].partition("\t")
-            raise UnsupportedOpError(cause, fix or None)
-        if child.returncode not in (0, -9):
-            tail = " ".join(err.strip().splitlines()[-1:])[:300]
-            raise LoweringError(f"running {what} on the QNN HTP simulation failed (exit {child.returncode}): {tail}",
-                                "check that onnxruntime-qnn imports here (pip install 'edgevlm[qnn]')")
+        _in_child("run", htp, [str(model_path), str(tmp), str(len(samples))], what, timeout_s)
         results = []
         for i in range(len(samples)):
             done = tmp / f"out{i}.npz"
@@ -225,28 +240,6 @@ def run_on_htp(model_path: Path, htp, samples: list, timeout_s: float, what: str
             with np.load(done, allow_pickle=False) as data:
                 results.append([data[f"o{k}"] for k in range(len(data.files))])
         return results
-
-
-def _run_main(argv: list[str]) -> int:
-    """The child of ``run_on_htp``: each sample's outputs to out<i>.npz as soon as it is done."""
-    from edgevlm.targets.base import Htp
-
-    model, arch, soc, vtcm, tmp, n, what = argv
-    htp = Htp(arch=int(arch), soc_model=int(soc), soc_name="", vtcm_mb=int(vtcm))
-    tmp = Path(tmp)
-    try:
-        sess = htp_session(Path(model), htp, what=what)
-    except UnsupportedOpError as exc:
-        print(f"{exc.cause}\t{exc.fix or ''}", file=sys.stderr)
-        return 2
-    names = [i.name for i in sess.get_inputs()]
-    with np.load(tmp / "in.npz", allow_pickle=False) as data:
-        for i in range(int(n)):
-            outs = sess.run(None, {name: data[f"s{i}_{j}"] for j, name in enumerate(names)})
-            partial = tmp / f"out{i}.partial.npz"
-            np.savez(partial, **{f"o{k}": o for k, o in enumerate(outs)})
-            partial.replace(tmp / f"out{i}.npz")
-    return 0
 
 
 def htp_departure(qdq_path: Path, samples: list, htp, budget_s: float) -> dict:
