@@ -11,6 +11,7 @@ paths a task writes must be on a file system the driver can read).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -91,6 +92,26 @@ def stop(engine: Engine) -> None:
         ray.shutdown()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def session(address: str | None = None, workers: int | None = None):
+    """``start`` .. ``stop`` for a command: SIGTERM, like Ctrl-C, ends the block through ``stop``, so a
+    killed sweep leaves no Ray processes behind (Ray's own SIGTERM handler exits without stopping the
+    local cluster it started: raylet, gcs_server and the workers lived on)."""
+    engine = start(address, workers)
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _interrupt) if main else None
+    try:
+        yield engine
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, before)
+        stop(engine)
+
+
 def as_completed(engine: Engine, fn, arg_list: list[tuple]):
     """Yield ``(i, fn(*arg_list[i]))`` as each task finishes (serially: in order).
 
@@ -105,6 +126,7 @@ def as_completed(engine: Engine, fn, arg_list: list[tuple]):
     remote = ray.remote(num_cpus=1, max_retries=0)(fn)
     pending = {remote.remote(*args): i for i, args in enumerate(arg_list)}
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
+        # A timeout, so that signals (handled between Python bytecodes) are seen while tasks run.
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
         for ref in done:
             yield pending.pop(ref), ray.get(ref)

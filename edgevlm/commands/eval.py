@@ -102,9 +102,6 @@ def _sharded(args):
     if args.shards is not None and args.shards < 1:
         raise InputError(f"--shards must be positive, got {args.shards}", "pass e.g. --shards 2")
     _, image_size, what = answerer_for(args.model, args.backend)  # checks the build before any worker starts
-    engine = parallel.start(args.ray_address)
-    try:
+    with parallel.session(args.ray_address) as engine:
         result = evaluate_sharded(path.resolve(), args.backend, args.n, args.seed, image_size, engine, args.shards, args.dataset)
-    finally:
-        parallel.stop(engine)
     return result, f"{what}, {len(result['shards'])} shards on {result['engine']}"

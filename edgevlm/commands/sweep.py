@@ -97,7 +97,6 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out '{out}' exists and is not a directory", "pass a directory for the sweep")
-    engine = parallel.start(args.ray_address, args.workers)
     view = None
 
     def on_start(todo, done_before):
@@ -107,12 +106,17 @@ def run(args) -> int:
         view = (_Rich if is_terminal(sys.stdout) else _Lines)(len(todo))
 
     t0 = time.perf_counter()
-    try:
-        records = execute.run_sweep(points, out, engine, backends, on_start=on_start, on_done=lambda p, r: view.done(p, r))
-    finally:
-        if view is not None:
-            view.close()
-        parallel.stop(engine)
+    with parallel.session(args.ray_address, args.workers) as engine:
+        try:
+            records = execute.run_sweep(points, out, engine, backends, on_start=on_start,
+                                        on_done=lambda p, r: view.done(p, r))
+        except KeyboardInterrupt:
+            print(f"sweep: stopped; the finished points are in {out / execute.JSONL}: run the same command again "
+                  "to resume", file=sys.stderr, flush=True)
+            raise
+        finally:
+            if view is not None:
+                view.close()
     wanted = [records[p.key] for p in points if p.key in records]
     html_path = out / "sweep.html"
     html_path.write_text(page.render(wanted, f"edgevlm sweep: {args.model}"))
