@@ -88,23 +88,38 @@ def test_cli_eval_runs_a_build(build):
     assert "C runtime" in out["model"] and 0.0 <= out["exact_match"] <= 1.0
 
 
-@pytest.mark.parametrize("damaged", ["llm.gguf", "encoder.onnx", "vlm.json", "tokenizer.json"])
-def test_damaged_build_is_refused_by_run_eval_profile(build, tmp_path, damaged):
-    """One byte changed in a file the runner loads: run, eval and profile refuse the build naming that file
-    (exit 2, one line), before loading anything."""
+def _damaged_copy(build, tmp_path, name):
+    """A copy of the build with one bit of ``name`` flipped."""
     import shutil
 
-    copy = tmp_path / "b"
+    copy = tmp_path / f"b-{name}"
     shutil.copytree(build, copy)
-    data = bytearray((copy / damaged).read_bytes())
+    data = bytearray((copy / name).read_bytes())
     data[len(data) // 2] ^= 0x01
-    (copy / damaged).write_bytes(bytes(data))
+    (copy / name).write_bytes(bytes(data))
+    return copy
+
+
+def test_runner_refuses_each_damaged_file_it_loads(build, tmp_path):
+    from edgevlm.errors import InputError
+    from edgevlm.runner import BuildRunner
+
+    for name in ("llm.gguf", "encoder.onnx", "projector.onnx", "vlm.json", "tokenizer.json"):
+        with pytest.raises(InputError) as info:
+            BuildRunner(_damaged_copy(build, tmp_path, name), threads=1)
+        assert f"is damaged: modified: {name} (sha256 differs from manifest.json)" in info.value.cause
+
+
+@pytest.mark.parametrize("command", ["run", "eval", "profile"])
+def test_damaged_build_is_one_line_error_for_each_command(build, tmp_path, command):
+    """run, eval and profile refuse a damaged build naming the file: exit 2, one line, before loading it."""
+    copy = _damaged_copy(build, tmp_path, "llm.gguf")
     make_sample(FRESH_SEED, 0, 96).image.save(tmp_path / "img.png")
-    for argv in (("run", copy, "--image", tmp_path / "img.png", "--prompt", "describe the image."),
-                 ("eval", copy, "--n", "2"), ("profile", copy, "--runs", "1")):
-        r = _cli(*argv)
-        assert r.returncode == 2, (argv, r.stderr)
-        assert f"is damaged: modified: {damaged}" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    extra = {"run": ("--image", tmp_path / "img.png", "--prompt", "describe the image."), "eval": ("--n", "2"),
+             "profile": ("--runs", "1")}[command]
+    r = _cli(command, copy, *extra)
+    assert r.returncode == 2, r.stderr
+    assert "is damaged: modified: llm.gguf" in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_runner_checks_only_what_it_loads(build, tmp_path):
