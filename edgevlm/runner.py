@@ -88,10 +88,11 @@ def _read_meta(path: Path) -> dict:
         raise bad(f"{meta['num_image_tokens']} image tokens leave no room in max_len {meta['max_len']}")
     for key in ("mean", "std"):
         v = meta.get(key)
-        if not (isinstance(v, list) and len(v) == 3 and all(type(x) in (int, float) and math.isfinite(x) for x in v)):
-            raise bad(f"'{key}' is {v!r}, expected 3 finite numbers")
-    if 0 in meta["std"]:
-        raise bad(f"'std' {meta['std']} has a zero")
+        if not (isinstance(v, list) and len(v) == 3 and all(type(x) in (int, float) and math.isfinite(x) and abs(x) <= 1e3
+                                                            for x in v)):
+            raise bad(f"'{key}' is {v!r}, expected 3 numbers in [-1000, 1000]")   # float32 after all
+    if any(abs(x) < 1e-6 for x in meta["std"]):
+        raise bad(f"'std' {meta['std']} has a value too close to zero to divide by")
 
     def relative_file(v) -> bool:  # a path inside the build directory
         return isinstance(v, str) and v != "" and "\0" not in v and not Path(v).is_absolute() and ".." not in Path(v).parts
@@ -144,9 +145,8 @@ class BuildRunner:
             or (e.get("stage") in ("encoder", "projector") and e.get("backend") == self.backend))
         # The backend's module directly, not the registry: that would import every backend (and torch).
         be = importlib.import_module(f"edgevlm.compiler.backends.{self.backend}_backend").BACKEND
-        self._stages: dict[str, Callable] = {
-            s: be.load(Artifact(self.backend, s, stages[s][self.backend]), self.build_dir, threads) for s in ("encoder", "projector")
-        }
+        self._stages: dict[str, Callable] = {s: self._load_stage(be, Artifact(self.backend, s, stages[s][self.backend]), threads)
+                                             for s in ("encoder", "projector")}
         self.tokenizer = load_tokenizer(self.build_dir / self.meta["tokenizer"])
         self.model = Model.load(self.build_dir / self.meta["gguf"], threads=threads)
         for key in ("bos_id", "eos_id", "image_token_id"):
@@ -176,14 +176,30 @@ class BuildRunner:
         """Projected image tokens [N, hidden] of one PIL image, through the build's artifacts."""
         px = self.pixel_values(image)
         t0 = time.perf_counter()
-        (tokens,) = self._stages["encoder"]([px])[:1]
+        tokens = self._run_stage("encoder", px)
         t1 = time.perf_counter()
-        (embeds,) = self._stages["projector"]([tokens])[:1]
+        embeds = self._run_stage("projector", tokens)
         t2 = time.perf_counter()
         if timings is not None:
             timings["encoder_ms"] = (t1 - t0) * 1e3
             timings["projector_ms"] = (t2 - t1) * 1e3
         return np.asarray(embeds, dtype=np.float32).reshape(-1, embeds.shape[-1])
+
+    def _load_stage(self, backend, artifact, threads: int) -> Callable:
+        try:
+            return backend.load(artifact, self.build_dir, threads)
+        except Exception as exc:  # the backend's own error: a missing or damaged artifact
+            raise InputError(f"build '{self.build_dir}': cannot load its {artifact.stage} artifact '{artifact.path}' "
+                             f"({self.backend}): {exc}", "recompile the build with `edgevlm compile`") from None
+
+    def _run_stage(self, stage: str, x):
+        try:
+            return self._stages[stage]([x])[0]
+        # The backend's own error (onnxruntime's InvalidArgument, ...): the build's files disagree, e.g. a
+        # vlm.json image_size that is not the encoder's (found by tests/fuzz/fuzz_build_files.py).
+        except Exception as exc:
+            raise InputError(f"build '{self.build_dir}': its {stage} ({self.backend}) cannot run on its input: {exc}",
+                             "vlm.json does not fit the build's artifacts; recompile the build with `edgevlm compile`") from None
 
     def select_image_tokens(self, embeds: np.ndarray, ids: list[int]) -> np.ndarray:
         """Text-guided pruning to the build's ``prune_to`` tokens (builds compiled with --token-reduce prune)."""

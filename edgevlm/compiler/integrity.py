@@ -20,8 +20,10 @@ def read_manifest(build_dir) -> dict:
     try:
         manifest = json.loads(path.read_text())
         entries = manifest["artifacts"]
-        if not isinstance(entries, list) or not all(isinstance(e, dict) and {"path", "sha256"} <= e.keys() for e in entries):
-            raise ValueError("'artifacts' is not a list of {path, sha256} entries")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("path"), str)
+                                                    and isinstance(e.get("sha256"), str) for e in entries):
+            # the types too: a number as a path was a TypeError later (found by tests/fuzz/fuzz_build_files.py)
+            raise ValueError("'artifacts' is not a list of {path, sha256} entries with string values")
     except FileNotFoundError:
         raise InputError(f"'{build_dir}' is not an edgevlm build (no manifest.json)",
                          "pass a directory written by `edgevlm compile`, e.g. build/autoneural-nano-sa8295p") from None
@@ -35,7 +37,11 @@ def problems(build_dir, entries) -> list[str]:
     found = []
     for entry in entries:
         f = Path(build_dir) / entry["path"]
-        if not f.is_file():
+        try:
+            present = f.is_file()
+        except OSError:   # e.g. a name longer than the file system allows (found by tests/fuzz/fuzz_build_files.py)
+            present = False
+        if not present:
             found.append(f"missing: {entry['path']}")
         elif sha256_file(f) != entry["sha256"]:
             found.append(f"modified: {entry['path']} (sha256 differs from manifest.json)")

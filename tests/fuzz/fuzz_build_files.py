@@ -95,6 +95,54 @@ def run(data: bytes):
     return BuildRunner(st["scratch"], threads=1).answer(st["image"], prompt, max_new_tokens=3)
 
 
+# Values a damaged or hand-edited JSON file may hold where another type or range is expected.
+ODD_VALUES = (None, True, 0, -1, 1, 2**31, 2**63, -2**63, 1e308, 0.5, float("nan"), "", "x" * 300, "../vlm.json",
+              "/etc/hostname", "a\0b", "llm.gguf", "encoder.onnx", [], [0], {}, {"": None})
+
+
+def mutate_json(data: bytes, max_size: int, seed: int) -> bytes:
+    """Structure-aware mutation (atheris custom_mutator): for a JSON file input, replace one value
+    anywhere in the document by an odd value or another value of the document, or drop a key or an
+    element; otherwise (or one time in five) libFuzzer's byte mutation.  Byte mutation alone rarely
+    keeps JSON valid, so it would test little beyond the parser."""
+    import random
+
+    import atheris
+
+    rng = random.Random(seed)
+    doc = None
+    if data and data[0] % (len(BUILD_FILES) + 1) < len(BUILD_FILES) and rng.random() < 0.8:
+        try:
+            doc = json.loads(data[1:])
+        except ValueError:
+            pass
+    if doc is None:
+        return atheris.Mutate(data, max_size)
+    nodes = []   # (container, key) of every value in the document
+
+    def walk(v):
+        items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+        for k, child in items:
+            nodes.append((v, k))
+            walk(child)
+
+    walk(doc)
+    if not nodes:
+        doc = rng.choice(ODD_VALUES)
+    else:
+        parent, key = rng.choice(nodes)
+        op = rng.random()
+        if op < 0.15:
+            del parent[key]
+        elif op < 0.3:
+            other_parent, other_key = rng.choice(nodes)
+            parent[key] = json.loads(json.dumps(other_parent[other_key]))
+        else:
+            parent[key] = rng.choice(ODD_VALUES)
+    out = data[:1] + json.dumps(doc).encode()
+    return out if len(out) <= max_size else atheris.Mutate(data, max_size)
+
+
 def one_input(data: bytes) -> None:
     from edgevlm.errors import EdgeVLMError
 
@@ -116,5 +164,5 @@ if __name__ == "__main__":
 
     _cache_artifact_loads(_setup()["build"])
     instrument("edgevlm")
-    atheris.Setup(sys.argv, one_input)
+    atheris.Setup(sys.argv, one_input, custom_mutator=mutate_json)
     atheris.Fuzz()
