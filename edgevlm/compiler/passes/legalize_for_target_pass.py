@@ -152,7 +152,7 @@ def _clamp_neg_inf(gm, node):
 
 
 def _rewrite_bool_op(logical):
-    """x & y, x | y, ~x on bool tensors -> logical_and/or/not (the HTP has no bitwise ops on bools)."""
+    """x & y, x | y, ~x on bool tensors -> logical_and/or/not (the ops HTP targets list, same on bools)."""
     def rewrite(gm, node):
         if getattr(node.meta.get("val"), "dtype", None) != torch.bool:
             return False
