@@ -228,7 +228,13 @@ class _Progress:
     def finished(self, stage: str, what: str, seconds: float):
         """One line for a finished step: stage, backend (or other step), its seconds, the total so far."""
         if self.lines:
-            print(f"edgevlm: {stage} {what}: {seconds:.2f} s (total {time.perf_counter() - self.t0:.1f} s)", flush=True)
+            try:
+                print(f"edgevlm: {stage} {what}: {seconds:.2f} s (total {time.perf_counter() - self.t0:.1f} s)", flush=True)
+            except BrokenPipeError:  # the reader left (`| head -3`): the build goes on, its output to /dev/null
+                self.lines = False
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
 
     def close(self):
         if self.bar:
