@@ -112,10 +112,12 @@ def session(address: str | None = None, workers: int | None = None):
         stop(engine)
 
 
-def as_completed(engine: Engine, fn, arg_list: list[tuple]):
+def as_completed(engine: Engine, fn, arg_list: list[tuple], crashed=None):
     """Yield ``(i, fn(*arg_list[i]))`` as each task finishes (serially: in order).
 
     A task's exception is raised here as itself (Ray wraps it in a class that is also the original one).
+    A Ray worker that died under a task (killed, out of memory) yields ``(i, crashed(i, error))`` when
+    ``crashed`` is given, so the other tasks go on; without it the error is raised.
     """
     if engine.kind == "serial":
         for i, args in enumerate(arg_list):
@@ -129,4 +131,11 @@ def as_completed(engine: Engine, fn, arg_list: list[tuple]):
         # A timeout, so that signals (handled between Python bytecodes) are seen while tasks run.
         done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
         for ref in done:
-            yield pending.pop(ref), ray.get(ref)
+            i = pending.pop(ref)
+            try:
+                value = ray.get(ref)
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
+                if crashed is None:
+                    raise
+                value = crashed(i, exc)
+            yield i, value

@@ -272,3 +272,29 @@ def test_four_point_sweep_on_local_ray(tmp_path):
     rec = json.loads((one / execute.JSONL).read_text())
     twin = next(r for r in recs if r["key"] == rec["key"])
     assert rec["exact_match"] == twin["exact_match"] and rec["estimate"] == twin["estimate"]
+
+
+def test_a_dead_worker_is_a_failed_task_not_the_end(tmp_path):
+    """A Ray worker killed under a task (here: it exits) gives that task's ``crashed`` value; the others finish."""
+    pytest.importorskip("ray")
+    import math
+
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    engine = parallel.start(workers=2, want_ray=True)
+    try:
+        got = dict(parallel.as_completed(engine, _exit_or_sqrt, [(4.0,), (-1.0,), (9.0,)],
+                                         crashed=lambda i, exc: f"crashed {type(exc).__name__}"))
+    finally:
+        parallel.stop(engine)
+    assert got == {0: math.sqrt(4.0), 1: "crashed WorkerCrashedError", 2: 3.0}
+
+
+def _exit_or_sqrt(x):
+    import math
+    import os
+
+    if x < 0:
+        os._exit(1)
+    return math.sqrt(x)

@@ -115,7 +115,11 @@ def run_sweep(points: list[Point], out_dir: Path, engine: parallel.Engine, backe
         on_start(todo, len(points) - len(todo))
     builds = out_dir.resolve() / "builds"
     args = [(p, str(builds / p.slug), backends) for p in todo]
-    for i, rec in parallel.as_completed(engine, run_point, args):
+    def crashed(i, exc):  # the worker process died under the point: a failed record, retried by a rerun
+        return {"format": FORMAT, "key": todo[i].key, "settings": todo[i].settings(), "build": args[i][1],
+                "status": "failed", "error": f"the Ray worker died while running the point: {type(exc).__name__}"}
+
+    for i, rec in parallel.as_completed(engine, run_point, args, crashed):
         rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         _append(path, rec)
         records[rec["key"]] = rec
