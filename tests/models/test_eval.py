@@ -15,6 +15,9 @@ def test_eval_errors(tmp_path, capsys):
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
     (tmp_path / "manifest.json").write_text("{}")
     assert main(["eval", str(tmp_path), "--n", "5"]) == 2
+    assert "is damaged: cannot read manifest.json" in capsys.readouterr().err
+    (tmp_path / "manifest.json").write_text(json.dumps({"model": "m", "target": "t", "artifacts": []}))
+    assert main(["eval", str(tmp_path), "--n", "5"]) == 2
     assert "no evaluation backend can run the build" in capsys.readouterr().err
     assert main(["eval", "autoneural-nano", "--n", "0"]) == 2
 
