@@ -153,6 +153,16 @@ def test_pareto_and_recommendation():
     assert chosen is by[("encoder=w8a8", 4)]
 
 
+def test_pareto_compares_estimates_at_three_digits():
+    """1 vs 4 vision tokens move the decode estimate by 3e-4 tokens/s: not a reason to be on the front."""
+    recs = _records()[:2]
+    recs[0]["estimate"]["decode_tokens_per_s"], recs[0]["exact_match"] = 699.7665, 0.3
+    recs[1]["estimate"]["decode_tokens_per_s"], recs[1]["exact_match"] = 699.7662, 0.5
+    assert page.pareto(recs, "decode_tokens_per_s", minimize_x=False) == {recs[1]["key"]}
+    recs[0]["estimate"]["decode_tokens_per_s"] = 705.0
+    assert page.pareto(recs, "decode_tokens_per_s", minimize_x=False) == {recs[0]["key"], recs[1]["key"]}
+
+
 def test_page_structure():
     recs = _records() + [{**_fake_record(grid.expand("autoneural-nano", "sa8295p", ["encoder=w8a8"], "2", "merge", 100, 1,
                                                      True)[0], "/tmp/b/x"), "status": "failed", "error": "LoweringError: op"}]
