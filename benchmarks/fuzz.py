@@ -326,7 +326,7 @@ def main(argv=None) -> int:
         rows.append(r)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": "python benchmarks/fuzz.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "commit": git_commit(), "nice": args.nice, "seconds_per_target": args.seconds,
+            "commit": git_commit(), "nice": args.nice, "seconds_per_target": {n: seconds[n] for n in names},
             "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform()}}
     out = Path(args.out) if args.out else RESULTS / f"{args.out_name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
