@@ -102,8 +102,9 @@ def _fake_record(point: grid.Point, build_dir: str, backends=None) -> dict:
 def test_sweep_streams_and_resumes(tmp_path, monkeypatch):
     calls = []
 
-    def fake(point, build_dir, backends=None):
+    def fake(point, build_dir, backends=None, hub=False):
         calls.append(point.key)
+        assert hub is False
         return _fake_record(point, build_dir)
 
     monkeypatch.setattr(execute, "run_point", fake)
@@ -127,6 +128,26 @@ def test_sweep_streams_and_resumes(tmp_path, monkeypatch):
     started = []
     execute.run_sweep(pts, tmp_path, serial, on_start=lambda todo, before: started.append((len(todo), before)))
     assert started == [(len(pts) - 2, 2)] and calls == [p.key for p in pts[2:]]
+
+
+def test_hub_is_passed_to_every_point_and_recorded(tmp_path, monkeypatch):
+    """--hub: each point's compile runs AI Hub; measured stage latencies (or why it was skipped) join the record."""
+    hubs = []
+
+    def fake(point, build_dir, backends=None, hub=False):
+        hubs.append(hub)
+        return _fake_record(point, build_dir)
+
+    monkeypatch.setattr(execute, "run_point", fake)
+    pts = grid.expand("autoneural-nano", "sa8295p", ["encoder=w8a16"], "all", "dct", 10, 1, True)
+    execute.run_sweep(pts, tmp_path, parallel.Engine("serial", 1), hub=True)
+    assert hubs == [True]
+    skipped = {"hub": {"status": "skipped", "reason": "no qai-hub credentials"}, "stages": [{"name": "encoder"}]}
+    assert execute._hub_record(skipped) == {"status": "skipped", "reason": "no qai-hub credentials", "device": None,
+                                            "label": "measured on the device (Qualcomm AI Hub)", "stages_ms": {}}
+    measured = {"hub": {"status": "ok", "device": "SA8295P ADP"},
+                "stages": [{"name": "encoder", "device_latency": {"latency_ms": 1.25}}, {"name": "projector"}]}
+    assert execute._hub_record(measured)["stages_ms"] == {"encoder": 1.25}
 
 
 # -- page ---------------------------------------------------------------------

@@ -37,6 +37,9 @@ def add_arguments(parser):
     parser.add_argument("--workers", type=int, default=None, metavar="K",
                         help="CPUs of the local Ray (default: all cores; 0: no Ray, points one by one in this process)")
     parser.add_argument("--out", required=True, metavar="DIR", help="sweep directory: builds/, sweep.jsonl, sweep.html")
+    parser.add_argument("--hub", action="store_true",
+                        help="also compile + profile each point on a device through Qualcomm AI Hub (needs qai-hub credentials; "
+                        "without them each point says the hub step was skipped)")
 
 
 class _Lines:
@@ -82,8 +85,13 @@ def _outcome(rec: dict) -> str:
     est = rec["estimate"]
     ttft = "-" if est["ttft_ms"] is None else f"{est['ttft_ms']:.2f} ms"
     dec = "-" if est["decode_tokens_per_s"] is None else f"{est['decode_tokens_per_s']:.0f} tokens/s"
+    hub = rec.get("hub")
+    measured = ""
+    if hub:
+        stages = ", ".join(f"{s} {ms:.2f} ms" for s, ms in hub["stages_ms"].items())
+        measured = f"; AI Hub {hub['status']}" + (f": {stages} on {hub['device']}" if stages else f" ({hub['reason']})")
     return (f"exact_match {rec['exact_match']:.3f} (n={rec['n']}, {rec['vision_backend']}), estimated TTFT {ttft}, "
-            f"decode {dec} (compile {rec['compile_s']:.0f} s, eval {rec['eval_s']:.0f} s)")
+            f"decode {dec} (compile {rec['compile_s']:.0f} s, eval {rec['eval_s']:.0f} s){measured}")
 
 
 def run(args) -> int:
@@ -109,7 +117,7 @@ def run(args) -> int:
     with parallel.session(args.ray_address, args.workers) as engine:
         try:
             records = execute.run_sweep(points, out, engine, backends, on_start=on_start,
-                                        on_done=lambda p, r: view.done(p, r))
+                                        on_done=lambda p, r: view.done(p, r), hub=args.hub)
         except KeyboardInterrupt:
             print(f"sweep: stopped; the finished points are in {out / execute.JSONL}: run the same command again "
                   "to resume", file=sys.stderr, flush=True)

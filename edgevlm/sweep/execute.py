@@ -36,8 +36,12 @@ def deployed_backend(target_name: str, build_stages: dict) -> str | None:
     return None
 
 
-def run_point(point: Point, build_dir: str, backends: list[str] | None = None) -> dict:
+def run_point(point: Point, build_dir: str, backends: list[str] | None = None, hub: bool = False) -> dict:
     """Compile ``point`` into ``build_dir``, evaluate it on ``point.eval_n`` shapes samples, read its estimates.
+
+    ``hub=True`` also compiles and profiles the point's stages on a device through Qualcomm AI Hub (the
+    compile's ``hub``): the measured per-stage latencies go into the record beside the estimates, and
+    without credentials the record says the hub step was skipped and why.
 
     Never raises for the point's own failure: the record then has ``"status": "failed"`` and the error.
     """
@@ -53,7 +57,7 @@ def run_point(point: Point, build_dir: str, backends: list[str] | None = None) -
     try:
         result = compile_model(point.model, target=point.target, out=build_dir, backends=backends, quant=point.quant or None,
                                vision_tokens=point.vision_tokens, token_reduce=point.token_reduce or "dct", eval_n=0,
-                               htp_verify=point.htp_verify)
+                               htp_verify=point.htp_verify, hub=hub)
         t1 = time.perf_counter()
         stages = json.loads((Path(build_dir) / VLM_JSON).read_text())["stages"]
         runner = BuildRunner(build_dir, threads=1, backend=deployed_backend(point.target, stages))
@@ -72,7 +76,16 @@ def run_point(point: Point, build_dir: str, backends: list[str] | None = None) -
             "estimate": {"label": "estimated", "method": est["method"], "ttft_ms": est["ttft_ms"],
                          "decode_tokens_per_s": est["decode_tokens_per_s"], "stages_ms": est["stages_ms"],
                          "schemes": est["schemes"]},
-            "compile_s": round(t1 - t0, 2), "eval_s": round(t2 - t1, 2), "seconds": round(t2 - t0, 2)}
+            "compile_s": round(t1 - t0, 2), "eval_s": round(t2 - t1, 2), "seconds": round(t2 - t0, 2),
+            **({"hub": _hub_record(result.report)} if hub else {})}
+
+
+def _hub_record(report: dict) -> dict:
+    """AI Hub's outcome for a point: status (ok, partial, skipped, failed), why, and each measured stage latency."""
+    hub = report.get("hub") or {}
+    measured = {s["name"]: s["device_latency"]["latency_ms"] for s in report["stages"] if s.get("device_latency")}
+    return {"status": hub.get("status"), "reason": hub.get("reason"), "device": hub.get("device"),
+            "label": "measured on the device (Qualcomm AI Hub)", "stages_ms": measured}
 
 
 def read_records(path: Path) -> tuple[dict[str, dict], int]:
@@ -102,7 +115,7 @@ def _append(path: Path, record: dict) -> None:
 
 
 def run_sweep(points: list[Point], out_dir: Path, engine: parallel.Engine, backends: list[str] | None = None,
-              on_start=None, on_done=None) -> dict[str, dict]:
+              on_start=None, on_done=None, hub: bool = False) -> dict[str, dict]:
     """Run every point of ``points`` without an "ok" record in ``out_dir``/sweep.jsonl; returns all records by key.
 
     ``on_start(todo, done_before)`` is called once, ``on_done(point, record)`` as each point finishes.
@@ -114,7 +127,7 @@ def run_sweep(points: list[Point], out_dir: Path, engine: parallel.Engine, backe
     if on_start:
         on_start(todo, len(points) - len(todo))
     builds = out_dir.resolve() / "builds"
-    args = [(p, str(builds / p.slug), backends) for p in todo]
+    args = [(p, str(builds / p.slug), backends, hub) for p in todo]
     def crashed(i, exc):  # the worker process died under the point: a failed record, retried by a rerun
         return {"format": FORMAT, "key": todo[i].key, "settings": todo[i].settings(), "build": args[i][1],
                 "status": "failed", "error": f"the Ray worker died while running the point: {type(exc).__name__}"}
