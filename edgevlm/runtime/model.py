@@ -125,7 +125,11 @@ class Model:
     def __init__(self, m, threads: int):
         self._m = m
         self.threads = threads
-        self.info = m.info()
+        try:
+            self.info = m.info()
+        except UnicodeDecodeError as exc:  # GGUF strings are UTF-8; found by tests/fuzz/fuzz_runtime_binding.py
+            raise from_c(18, "EV_ERR_BAD_KEY", f"gguf: tokenizer.ggml.model is not valid UTF-8 ({exc.reason} at byte "
+                         f"{exc.start})") from None
         self.n_vocab = self.info["n_vocab"]
         self.n_embd = self.info["n_embd"]
 
