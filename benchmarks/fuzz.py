@@ -253,13 +253,11 @@ def prepare(target: Target, tdir: Path, source: Path, c_build: Path, build: Path
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name, as the runtime benchmark (a sibling script) reports it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_runtime_vs_llamacpp import cpu_name as name  # noqa: E402 - a sibling script
+
+    return name()
 
 
 def git_commit() -> str:
