@@ -14,6 +14,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from edgevlm.errors import InputError
 from edgevlm.quant import htp_forms
 from edgevlm.quant.calibration import as_samples
 from edgevlm.quant.checker import _check
+from edgevlm.quant.gptq import WEIGHT_ALGOS, apply_gptq
 from edgevlm.quant.observers import RangeObserver, check_finite
 from edgevlm.quant.qdq import qrange
 from edgevlm.quant.schemes import QuantScheme, check_scheme_allowed, get_scheme, uses_qnn_rules
@@ -45,7 +47,8 @@ _WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1}
 
 
 def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observer: str = "minmax",
-                  overrides: dict[str, int] | None = None, percentile: float | None = None) -> dict:
+                  overrides: dict[str, int] | None = None, percentile: float | None = None,
+                  weight_algo: str = "rtn") -> dict:
     """Quantize ``float_onnx_path`` to a QDQ model at ``out_path``; return info for the report.
 
     ``calibration``: iterable of {input name: np.ndarray} (or input tuples).
@@ -54,11 +57,16 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
     bits (e.g. the KV-cache inputs/outputs under kv8), a weight initializer
     to 8 bits; a node name applies 16 to all its float outputs or 8 to its
     weights.
+    ``weight_algo``: ``rtn`` (round to nearest) or ``gptq`` (edgevlm.quant.gptq:
+    Conv/MatMul weights re-rounded on the same grid to minimize each layer's
+    output error on the calibration samples).
     Raises InputError for bad data (naming the tensor), a scheme the target
     does not allow, non-finite weights, or scales that would underflow.
     """
     scheme = get_scheme(scheme)
     target = get_target(target)
+    if weight_algo not in WEIGHT_ALGOS:
+        raise InputError(f"unknown weight algorithm '{weight_algo}'", f"use one of {', '.join(WEIGHT_ALGOS)}")
     if scheme.is_kv_only:
         raise InputError(f"{scheme.name} is a KV-cache scheme", "quantize a graph with a stage scheme such as w8a16")
     check_scheme_allowed(scheme, target, "stage")
@@ -141,6 +149,12 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
             extra_options=extra, calibration_cache_path=str(cache),
         )
         quantized = onnx.load(str(staged))
+        weight_info = {"weight_algo": "rtn"}
+        if weight_algo == "gptq":
+            t0 = time.perf_counter()
+            weight_info = apply_gptq(model_path, quantized, samples)
+            weight_info["seconds"] = round(time.perf_counter() - t0, 2)
+            onnx.save(quantized, str(staged))
         check_scales(quantized)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         partial = out_path.with_name(out_path.name + ".partial")
@@ -152,6 +166,7 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         "scheme": scheme.name,
         "scheme_detail": scheme.to_dict(),
         "observer": observer,
+        "weights": weight_info,
         "calibration_samples": len(samples),
         "activation_type": scheme.act_dtype,
         "weight_type": scheme.weight_dtype,

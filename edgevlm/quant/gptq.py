@@ -1,0 +1,265 @@
+"""GPTQ: error-minimizing rounding of Conv/MatMul weights onto the QDQ model's own grid.
+
+Round-to-nearest puts each weight on the nearest grid point independently.
+GPTQ (Frantar et al., 2022) rounds the input columns of a layer one at a
+time and moves each column's rounding error onto the columns not yet
+rounded, weighted by the inverse Hessian ``H = X^T X`` of the layer's inputs
+X on calibration data, so that the layer output ``W X``, not the weight,
+stays close to float.
+
+Written here rather than taken from NNCF or torchao (checked, NNCF 3.4.0,
+torchao 0.18): NNCF's GPTQ runs only on its OpenVINO backend, and its ONNX
+``compress_weights`` writes weight-only models on its own grids; torchao's
+GPTQ targets torch ``nn.Linear`` with per-group affine int4.  Neither
+quantizes onto a grid fixed beforehand, which is what a QDQ model needs:
+QNN HTP v68 takes int4/int8 weights per output channel, symmetric (the
+conv form of every linear layer, see linear_to_conv_pass), CPU targets per
+group along the reduction axis; and Conv weights, grouped and depthwise
+ones included, are quantized the same way.
+
+The grid (scale, zero point, axis, block size) is the one onnxruntime's
+quantizer wrote into the QDQ model; :func:`apply_gptq` replaces only the
+integer weights, so the QDQ model's dequantized weight *is* GPTQ's output,
+bit for bit.  Hessians come from the float model's inputs to each layer on
+the stage's calibration samples (text prompts and image+prompt prefills for
+the LLM stages), not from the partly quantized model.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from edgevlm.errors import InputError
+
+DAMP = 0.01  # added to H's diagonal, as a fraction of its mean: keeps the Cholesky factorization defined
+BLOCK = 128  # columns per lazy-update block (the result does not depend on it, only the speed)
+HESSIAN_BUDGET_BYTES = 512 * 1024**2  # Hessians held at once; more layers take another pass over the samples
+WEIGHT_ALGOS = ("rtn", "gptq")
+
+
+def gptq_quantize(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
+                  qmin: int, qmax: int, act_order: bool = False, damp: float = DAMP) -> np.ndarray:
+    """Integer weights ``q`` ([G, R, K], int64) minimizing ``||(W - (q - zp) s) X||`` column by column.
+
+    ``w``: [G, R, K] float (G independent groups sharing one Hessian each,
+    e.g. the groups of a grouped convolution; R output rows; K inputs).
+    ``hessian``: [G, K, K] (sum of x x^T over calibration rows).
+    ``scale``/``zero_point``: the fixed grid, broadcastable to ``w``.
+    ``act_order``: round the inputs with the largest ``H_ii`` first.
+    """
+    w = torch.as_tensor(w, dtype=torch.float64).clone()
+    h = torch.as_tensor(hessian, dtype=torch.float64).clone()
+    g, r, k = w.shape
+    s = torch.as_tensor(np.array(np.broadcast_to(scale, w.shape)), dtype=torch.float64)
+    z = torch.as_tensor(np.array(np.broadcast_to(zero_point, w.shape)), dtype=torch.float64)
+    diag = torch.diagonal(h, dim1=1, dim2=2)
+    dead = diag <= 0  # inputs never seen non-zero: nothing to correct, their error moves nowhere
+    diag[dead] = 1.0
+    if act_order:
+        perm = torch.argsort(diag, dim=1, descending=True)
+        w, s, z = (torch.take_along_dim(t, perm[:, None, :], dim=2) for t in (w, s, z))
+        h = torch.take_along_dim(torch.take_along_dim(h, perm[:, :, None], dim=1), perm[:, None, :], dim=2)
+        diag = torch.diagonal(h, dim1=1, dim2=2)
+    diag += damp * diag.mean(dim=1, keepdim=True)
+    # Upper Cholesky factor of H^-1: row i holds the update that rounding column i makes to columns > i.
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    q = torch.empty_like(w)
+    for i1 in range(0, k, BLOCK):
+        i2 = min(i1 + BLOCK, k)
+        w1 = w[:, :, i1:i2].clone()
+        err = torch.empty_like(w1)
+        hb = hinv[:, i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col, sc, zc = w1[:, :, i], s[:, :, i1 + i], z[:, :, i1 + i]
+            qc = torch.clamp(torch.round(col / sc) + zc, qmin, qmax)
+            q[:, :, i1 + i] = qc
+            e = (col - (qc - zc) * sc) / hb[:, i, i][:, None]
+            w1[:, :, i:] -= e[:, :, None] * hb[:, None, i, i:]
+            err[:, :, i] = e
+        w[:, :, i2:] -= torch.einsum("grb,gbk->grk", err, hinv[:, i1:i2, i2:])
+    if act_order:
+        q = torch.empty_like(q).scatter_(2, perm[:, None, :].expand(g, r, k), q)
+    return q.to(torch.int64).numpy()
+
+
+def rtn_quantize(w, scale, zero_point, qmin: int, qmax: int) -> np.ndarray:
+    """Round-to-nearest on the same grid (the baseline GPTQ is measured against)."""
+    return np.clip(np.round(w / scale) + zero_point, qmin, qmax).astype(np.int64)
+
+
+def dequantize(q, scale, zero_point) -> np.ndarray:
+    """``(q - zp) * scale`` in float32, as ONNX DequantizeLinear computes it."""
+    return ((np.asarray(q).astype(np.int32) - np.asarray(zero_point).astype(np.int32)).astype(np.float32)
+            * np.asarray(scale, np.float32))
+
+
+class _Layer:
+    """One quantized weight of the QDQ model and how it maps to GPTQ's [G, R, K] view."""
+
+    def __init__(self, node, qinit, dq, inits, float_w):
+        self.node, self.qinit, self.op = node, qinit, node.op_type
+        self.act, self.float_w_name = node.input[0], node.input[1]
+        self.float_w = float_w
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in dq.attribute}
+        q = numpy_helper.to_array(qinit)
+        self.q_dtype = q.dtype
+        scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
+        zp = (numpy_helper.to_array(inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2]
+              else np.zeros(scale.shape, q.dtype))
+        self.scale = _expand(scale, q.shape, attrs.get("axis", 1), attrs.get("block_size", 0))
+        self.zp = _expand(zp.astype(np.int64), q.shape, attrs.get("axis", 1), attrs.get("block_size", 0))
+        lo, hi = _type_range(qinit.data_type)
+        # Symmetric weights stay on [-qmax, qmax], as QNN's symmetric encodings (and onnxruntime's
+        # restricted int8 rule) use them: GPTQ never picks the extra negative code RTN would not.
+        self.qmin, self.qmax = (-hi, hi) if lo < 0 and not np.any(self.zp) else (lo, hi)
+        if self.op == "Conv":
+            na = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            self.groups = int(na.get("group", 1))
+            nd = q.ndim - 2
+            self.kernel = tuple(q.shape[2:])
+            self.strides = tuple(na.get("strides", [1] * nd))
+            self.dilations = tuple(na.get("dilations", [1] * nd))
+            self.pads = tuple(na.get("pads", [0] * 2 * nd))
+            self.auto_pad = na.get("auto_pad", b"NOTSET")
+        else:
+            self.groups = 1
+
+    def to_grk(self, a: np.ndarray) -> np.ndarray:
+        if self.op == "MatMul":  # [K, N] -> [1, N, K]
+            return a.T[None]
+        o = a.shape[0]
+        return a.reshape(self.groups, o // self.groups, -1)
+
+    def from_grk(self, a: np.ndarray) -> np.ndarray:
+        if self.op == "MatMul":
+            return a[0].T
+        return a.reshape(self.float_w.shape)
+
+    @property
+    def hessian_key(self) -> tuple:
+        """Layers with equal keys see the same input columns, hence share one Hessian."""
+        if self.op == "MatMul":
+            return (self.act, "MatMul")
+        return (self.act, "Conv", self.groups, self.kernel, self.strides, self.dilations, self.pads)
+
+    @property
+    def k(self) -> int:
+        return self.to_grk(self.float_w).shape[2]
+
+    def columns(self, x: np.ndarray) -> torch.Tensor:
+        """The layer's input as GPTQ columns: [G, rows, K] (im2col for a convolution)."""
+        t = torch.as_tensor(np.asarray(x, np.float32))
+        if self.op == "MatMul":
+            return t.reshape(1, -1, t.shape[-1])
+        if t.ndim == 3:  # Conv1d as a 2-D convolution of height 1
+            t = t[:, :, None, :]
+            kernel, strides, dilations = (1, *self.kernel), (1, *self.strides), (1, *self.dilations)
+            pads = (0, self.pads[0], 0, self.pads[1])
+        else:
+            kernel, strides, dilations, pads = self.kernel, self.strides, self.dilations, self.pads
+        # ONNX pads are [top, left, bottom, right]; F.pad takes (left, right, top, bottom).
+        t = torch.nn.functional.pad(t, (pads[1], pads[3], pads[0], pads[2]))
+        cols = torch.nn.functional.unfold(t, kernel, dilation=dilations, stride=strides)  # [B, C*kk, L]
+        b, ck, n = cols.shape
+        cols = cols.reshape(b, self.groups, ck // self.groups, n).permute(1, 0, 3, 2)
+        return cols.reshape(self.groups, b * n, ck // self.groups)
+
+
+def _type_range(data_type: int) -> tuple[int, int]:
+    return {onnx.TensorProto.INT4: (-8, 7), onnx.TensorProto.UINT4: (0, 15), onnx.TensorProto.INT8: (-128, 127),
+            onnx.TensorProto.UINT8: (0, 255), onnx.TensorProto.INT16: (-32768, 32767),
+            onnx.TensorProto.UINT16: (0, 65535)}[data_type]
+
+
+def _expand(param: np.ndarray, shape, axis: int, block_size: int) -> np.ndarray:
+    """A DequantizeLinear scale or zero point broadcast to the full weight shape."""
+    if param.ndim == 0 or param.size == 1:
+        return np.broadcast_to(param.reshape(()), shape)
+    axis = axis % len(shape)
+    if block_size:
+        return np.repeat(param, block_size, axis=axis)[tuple(slice(0, d) for d in shape)]
+    view = [1] * len(shape)
+    view[axis] = shape[axis]
+    return np.broadcast_to(param.reshape(view), shape)
+
+
+def _layers(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, skip: set[str]) -> list[_Layer]:
+    """Conv/MatMul weights that the QDQ model stores quantized, with their consumer in the float model."""
+    f_inits = {t.name: t for t in float_model.graph.initializer}
+    q_inits = {t.name: t for t in qdq_model.graph.initializer}
+    f_nodes = {n.name: n for n in float_model.graph.node if n.name}
+    consumers: dict[str, list] = {}
+    for n in float_model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    dq_of = {n.output[0]: n for n in qdq_model.graph.node if n.op_type == "DequantizeLinear"}
+    layers = []
+    for qn in qdq_model.graph.node:
+        if qn.op_type not in ("Conv", "MatMul") or len(qn.input) < 2 or qn.name not in f_nodes:
+            continue
+        fnode = f_nodes[qn.name]
+        wname = fnode.input[1]
+        dq = dq_of.get(qn.input[1])
+        if (wname in skip or wname not in f_inits or dq is None or dq.input[0] not in q_inits
+                or len(consumers.get(wname, [])) != 1):
+            continue  # a computed or shared weight, or one left float: not GPTQ's to round
+        float_w = numpy_helper.to_array(f_inits[wname]).astype(np.float32)
+        if fnode.op_type == "MatMul" and float_w.ndim != 2:
+            continue
+        layer = _Layer(fnode, q_inits[dq.input[0]], dq, q_inits, float_w)
+        if layer.op == "Conv" and layer.auto_pad not in (b"NOTSET", "NOTSET"):
+            continue
+        layers.append(layer)
+    return layers
+
+
+def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order: bool = False,
+               skip: set[str] | frozenset = frozenset()) -> dict:
+    """Re-round the integer weights of ``qdq_model`` (in place) by GPTQ on the grid it already has.
+
+    ``float_model_path``: the float model ``qdq_model`` was quantized from
+    (same node names); ``samples``: its calibration feeds.  Returns info for
+    the report: layers re-rounded, Hessian passes over the samples, rows seen.
+    """
+    from edgevlm.quant.onnx_qdq import run_with_intermediates
+
+    float_model = onnx.load(str(float_model_path))
+    layers = _layers(float_model, qdq_model, set(skip))
+    if not layers:
+        return {"weight_algo": "gptq", "layers": 0, "passes": 0, "act_order": act_order}
+    # Layers with the same input columns share a Hessian; chunks keep the Hessians held at once
+    # within budget (one more pass over the samples per chunk).
+    by_key: dict[tuple, list[_Layer]] = {}
+    for layer in layers:
+        by_key.setdefault(layer.hessian_key, []).append(layer)
+    chunks, chunk, used = [], [], 0
+    for key, group in by_key.items():
+        size = group[0].groups * group[0].k ** 2 * 8
+        if chunk and used + size > HESSIAN_BUDGET_BYTES:
+            chunks.append(chunk)
+            chunk, used = [], 0
+        chunk.append(key)
+        used += size
+    chunks.append(chunk)
+    rows = 0
+    for chunk in chunks:
+        hessians: dict[tuple, torch.Tensor] = {}
+        for values in run_with_intermediates(float_model_path, samples, {key[0] for key in chunk}):
+            for key in chunk:
+                cols = by_key[key][0].columns(values[key[0]]).to(torch.float64)
+                hessians[key] = hessians.get(key, 0) + cols.transpose(1, 2) @ cols
+                rows = max(rows, cols.shape[1])
+        for key in chunk:
+            h = hessians.pop(key).numpy()
+            for layer in by_key[key]:
+                if not np.all(np.isfinite(h)):
+                    raise InputError(f"GPTQ: the calibration inputs of layer '{layer.node.name}' are not finite",
+                                     "check the calibration data, or use --weight-algo rtn")
+                q = gptq_quantize(layer.to_grk(layer.float_w), h, layer.to_grk(layer.scale),
+                                  layer.to_grk(layer.zp), layer.qmin, layer.qmax, act_order=act_order)
+                layer.qinit.CopyFrom(numpy_helper.from_array(layer.from_grk(q).astype(layer.q_dtype),
+                                                             layer.qinit.name))
+    return {"weight_algo": "gptq", "layers": len(layers), "passes": len(chunks), "act_order": act_order,
+            "hessian_rows_per_sample": rows}
