@@ -404,6 +404,9 @@ def write_checkpoint(name: str, out, *, tiny: bool = False, layout: str = "trans
             info = _write_fast_vlm(tmp, tiny, layout, seed)
         info.update(name=name, tiny=tiny, layout=layout, seed=seed)
         (tmp / "edgevlm_checkpoint.json").write_text(json.dumps(info, indent=2) + "\n")
+        for f in tmp.iterdir():  # mkdtemp's 0700 and save_pretrained's 0600: others read these checkpoints
+            f.chmod(0o644)
+        tmp.chmod(0o755)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
