@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import re
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
+from edgevlm.compiler.native_output import fds_redirected_to
 from edgevlm.errors import BackendUnavailableError, InputError, LoweringError, UnsupportedOpError
 
 INSTALL = "pip install 'edgevlm[qnn]'"
@@ -105,24 +105,13 @@ def _native_output_captured():
     exception; and Qualcomm's libraries print a configuration notice
     ("# LIBNATIVE: ...") on stdout, where `edgevlm run` streams its answer.
     """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile() as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
+    with tempfile.TemporaryFile() as log, fds_redirected_to(log):
 
         def text() -> str:
             log.seek(0)
             return log.read().decode(errors="replace")
 
-        try:
-            yield text
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+        yield text
 
 
 _UNSUPPORTED = re.compile(r"Unsupported nodes in QNN EP: (.*)")
