@@ -440,6 +440,7 @@ def compile(  # noqa: A001 - the public verb
     token_reduce: str = "dct",
     eval_n: int = 200,
     htp_verify: bool = True,
+    weight_algo: str = "gptq",
 ) -> CompileResult:
     """Compile a model for a target and verify every artifact against PyTorch.
 
@@ -463,7 +464,9 @@ def compile(  # noqa: A001 - the public verb
     ``eval_n`` shapes samples measure a VLM build's accuracy, float PyTorch vs
     the build's own path (its vision artifacts + the C runtime); 0 skips it.
     ``htp_verify=False`` skips running the QNN context binaries on the HTP
-    simulation (the report says so).
+    simulation (the report says so).  ``weight_algo`` rounds the quantized
+    weights: ``gptq`` (default; edgevlm.quant.gptq, on the calibration
+    samples) or ``rtn`` (round to nearest).
     """
     from edgevlm.quant.schemes import parse_quant_spec
 
@@ -482,7 +485,7 @@ def compile(  # noqa: A001 - the public verb
     restore_sigterm = _exit_on_sigterm()
     try:
         plan = Plan(target=tgt, out_dir=tmp, quant=schemes, options={"observer": observer, "quality_target_db": quality_target_db,
-                                                              "htp_verify": htp_verify})
+                                                              "htp_verify": htp_verify, "weight_algo": weight_algo})
         stages = []
         for stage in bundle.stages:
             scheme = schemes.get(stage.kind)

@@ -54,7 +54,7 @@ def search_mixed_precision(float_onnx_path, out_path, scheme, calibration, targe
                            min_sqnr_db: float | None = None, accuracy_drop=None,
                            max_accuracy_drop: float = 1.0, eval_data=None, observer: str = "minmax",
                            max_steps: int | None = None, base_overrides: dict[str, int] | None = None,
-                           workers: int | None = None) -> MixedPrecisionResult:
+                           workers: int | None = None, weight_algo: str = "rtn") -> MixedPrecisionResult:
     """Quantize with ``scheme``, raising sensitive layers until the quality target holds.
 
     Give exactly one target: ``min_sqnr_db`` (worst stage-output SQNR in dB
@@ -64,6 +64,7 @@ def search_mixed_precision(float_onnx_path, out_path, scheme, calibration, targe
     written last to ``out_path`` is the returned one.  ``base_overrides``
     (e.g. the KV cache at 8 bits under kv8) hold throughout and are never raised.
     ``workers``: Ray CPUs for the candidates (None: Ray's, when it is installed; 0: serial here).
+    ``weight_algo``: how every candidate rounds its weights (see quantize_onnx).
     """
     if (min_sqnr_db is None) == (accuracy_drop is None):
         raise InputError("give exactly one quality target: min_sqnr_db or accuracy_drop")
@@ -91,7 +92,8 @@ def search_mixed_precision(float_onnx_path, out_path, scheme, calibration, targe
             return value <= goal
 
     overrides: dict[str, int] = dict(base_overrides or {})
-    info = quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observer=observer, overrides=overrides)
+    info = quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observer=observer, overrides=overrides,
+                         weight_algo=weight_algo)
     value = measure()
     steps = [{"raised": None, metric: value}]
     if not met(value) and (raise_acts or raise_weights):
@@ -101,7 +103,8 @@ def search_mixed_precision(float_onnx_path, out_path, scheme, calibration, targe
             for row, new, cand in plan:
                 overrides = cand
                 info = quantize_onnx(float_onnx_path, out_path, scheme, calibration, target,
-                                     observer=observer, overrides=overrides)
+                                     observer=observer, overrides=overrides,
+                                     weight_algo=weight_algo)
                 value = measure()
                 steps.append({"raised": row["node"], "tensors": sorted(new), metric: value})
                 if met(value):
@@ -109,12 +112,13 @@ def search_mixed_precision(float_onnx_path, out_path, scheme, calibration, targe
         else:
             try:
                 overrides, value = _search_in_parallel(engine, plan, steps, met, float_onnx_path, scheme, calibration,
-                                                       target, observer, data, overrides, value)
+                                                       target, observer, data, overrides, value, weight_algo)
             finally:
                 parallel.stop(engine)
             if len(steps) > 1:  # the chosen candidate, written where the serial search leaves it
                 info = quantize_onnx(float_onnx_path, out_path, scheme, calibration, target,
-                                     observer=observer, overrides=overrides)
+                                     observer=observer, overrides=overrides,
+                                     weight_algo=weight_algo)
     result = MixedPrecisionResult(overrides=overrides, metric=metric, achieved=value, target_value=goal,
                                   met=met(value), steps=steps, info=info, path=str(out_path))
     # The quantization info of the final model carries the search, ready for report.json.
@@ -139,21 +143,23 @@ def _candidates(ranking, overrides, raise_acts, raise_weights, max_steps) -> lis
     return plan
 
 
-def _requantize_sqnr(float_onnx_path, out_path, scheme, calibration, target, observer, overrides, data) -> float:
+def _requantize_sqnr(float_onnx_path, out_path, scheme, calibration, target, observer, overrides, data,
+                     weight_algo="rtn") -> float:
     """One candidate (a Ray task): its stage SQNR (dB) on ``data``."""
-    quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observer=observer, overrides=overrides)
+    quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observer=observer, overrides=overrides,
+                  weight_algo=weight_algo)
     return stage_sqnr(float_onnx_path, out_path, data)["sqnr_db"]
 
 
 def _search_in_parallel(engine, plan, steps, met, float_onnx_path, scheme, calibration, target, observer, data,
-                        overrides, value):
+                        overrides, value, weight_algo="rtn"):
     """Measure ``plan`` in batches of ``engine.workers`` candidates; append the serial search's steps up to the
     first candidate that meets the target; return (its overrides, its value)."""
     with tempfile.TemporaryDirectory(prefix="edgevlm-mp-") as tmp:
         for at in range(0, len(plan), engine.workers):
             batch = plan[at:at + engine.workers]
             args = [(str(float_onnx_path), str(Path(tmp) / f"candidate{at + k}.onnx"), scheme, calibration, target,
-                     observer, cand, data) for k, (_, _, cand) in enumerate(batch)]
+                     observer, cand, data, weight_algo) for k, (_, _, cand) in enumerate(batch)]
             values = dict(parallel.as_completed(engine, _requantize_sqnr, args))
             for k, (row, new, cand) in enumerate(batch):
                 overrides, value = cand, values[k]

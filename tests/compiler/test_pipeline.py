@@ -50,6 +50,18 @@ def test_compiling_twice_gives_identical_artifacts(tmp_path):
         assert (a.build_dir / entry["path"]).read_bytes() == (b.build_dir / entry["path"]).read_bytes()
 
 
+def test_weight_algo_reaches_the_quantizer_and_the_report(tmp_path):
+    """GPTQ is the default weight rounding; ``rtn`` gives round-to-nearest, and the two weights differ."""
+    gptq = edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "g", backends=["onnx"])
+    rtn = edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "r", backends=["onnx"], weight_algo="rtn")
+    (g_art,), (r_art,) = (st["artifacts"] for st in gptq.report["stages"] + rtn.report["stages"])
+    assert g_art["info"]["quant"]["weights"]["weight_algo"] == "gptq" and g_art["info"]["quant"]["weights"]["layers"] > 0
+    assert r_art["info"]["quant"]["weights"] == {"weight_algo": "rtn"}
+    assert (gptq.build_dir / g_art["path"]).read_bytes() != (rtn.build_dir / r_art["path"]).read_bytes()
+    with pytest.raises(InputError, match="unknown weight algorithm"):
+        edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "x", backends=["onnx"], weight_algo="awq")
+
+
 def test_failed_compile_leaves_previous_build_intact(tmp_path):
     out = tmp_path / "b"
     edgevlm.compile("tinyconv", target="sa8295p", out=out, backends=["onnx"])

@@ -137,16 +137,18 @@ class OnnxBackend(Backend):
                 float_path = Path(tmp) / rel
                 onnx.save_model(model, str(float_path))
                 observer = plan.options.get("observer", "minmax")
+                weight_algo = plan.options.get("weight_algo", "rtn")
                 min_sqnr = plan.options.get("quality_target_db")
                 kv = _kv_overrides(model, stage.stage, scheme, (plan.quant or {}).get("kv"))
                 if min_sqnr is None:
                     quant = quantize_onnx(float_path, path, scheme, stage.stage.calibration, plan.target, observer=observer,
-                                          overrides=kv)
+                                          overrides=kv, weight_algo=weight_algo)
                 else:
                     from edgevlm.quant.mixed_precision import search_mixed_precision
 
                     quant = search_mixed_precision(float_path, path, scheme, stage.stage.calibration, plan.target,
-                                                   min_sqnr_db=min_sqnr, observer=observer, base_overrides=kv).info
+                                                   min_sqnr_db=min_sqnr, observer=observer, base_overrides=kv,
+                                                   weight_algo=weight_algo).info
                 if kv:
                     quant["kv_cache"] = {"bits": next(iter(kv.values())), "tensors": len(kv)}
                 info |= _layer_sqnr(float_path, path, stage.stage.calibration)
