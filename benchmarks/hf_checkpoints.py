@@ -33,10 +33,15 @@ pattern, special tokens, templates, processors) with small dims, for tests.
 transformers 5 (``model.vision_tower.vision_model.*`` for SigLIP2, the timm
 tower without ``timm_model.``), which llama.cpp's converter needs.
 
-Weights: transformers' initialisers, except FastVLM's reparameterised timm
-tower, whose transformers init leaves its output ~0: its matrices and
-kernels are redrawn N(0, 1/fan_in) and the tower's output is rescaled so
-features are O(1) (stated in the printed summary).
+Weights: transformers' initialisers for the SigLIP2 tower.  The language
+model and the projector are redrawn at unit gain (matrices and kernels
+N(0, 1/fan_in), word embeddings N(0, 1)): at transformers' std 0.02 a random
+LM's blocks add little to the residual stream, so a tied-embedding model
+only repeats its last input token and the image barely moves the answer;
+at unit gain every block's output is O(1) and greedy answers depend on the
+image and the prompt.  FastVLM's reparameterised timm tower, whose
+transformers init leaves its output ~0, is redrawn N(0, 1/fan_in) and its
+output rescaled so features are O(1) (stated in the printed summary).
 
     python benchmarks/hf_checkpoints.py lfm2-vl-450m --tiny --out /tmp/ckpt
     flock /tmp/edgevlm-bigmem.lock python benchmarks/hf_checkpoints.py lfm2-vl-450m   # -> /work/ckpt/lfm2-vl-450m
@@ -293,6 +298,18 @@ def _layout_transformers4(state: dict, model_type: str) -> dict:
     return out
 
 
+def _unit_gain(module, gen: torch.Generator) -> None:
+    """Matrices and kernels of ``module`` redrawn N(0, 1/fan_in); embedding tables N(0, 1); vectors kept."""
+    with torch.no_grad():
+        for sub in module.modules():
+            if isinstance(sub, torch.nn.Embedding):
+                sub.weight.copy_(torch.randn(sub.weight.shape, generator=gen))
+                continue
+            for name, p in sub.named_parameters(recurse=False):
+                if p.dim() >= 2:
+                    p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p[0].numel()))
+
+
 def _live_timm_tower(model, side: int, gen: torch.Generator) -> float:
     """Redraw FastVLM's reparameterised tower N(0, 1/fan_in), then scale its final conv so features have std ~1.
 
@@ -309,6 +326,9 @@ def _live_timm_tower(model, side: int, gen: torch.Generator) -> float:
                 p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(fan_in))
             elif name.endswith(("layer_scale", "gamma")) or "layer_scale" in name:
                 p.fill_(1.0 / math.sqrt(8))
+        # measured at <= 256 px: the tower is convolutional up to two attention stages, and at 1024 px each
+        # forward costs tens of seconds here
+        side = min(side, 256)
         pixels = torch.rand(1, 3, side, side, generator=gen)
         final = tower.timm_model.final_conv
         for _ in range(4):  # final_conv ends in GELU: a few multiplicative steps settle the std near 1
@@ -348,6 +368,9 @@ def _write_lfm2_vl(name: str, out: Path, tiny: bool, layout: str, seed: int) -> 
     kw = lfm2_vl_config(name, tiny)
     cfg = transformers.Lfm2VlConfig(**kw)
     model = transformers.Lfm2VlForConditionalGeneration(cfg).eval()
+    gen = torch.Generator().manual_seed(seed)
+    _unit_gain(model.model.language_model, gen)
+    _unit_gain(model.model.multi_modal_projector, gen)
     _save(model, out, layout, "lfm2_vl")
     vocab = kw["text_config"]["vocab_size"]
     tok = build_tokenizer(LFM2_SPECIALS, trained_size=vocab if tiny else 8192, total=vocab)
@@ -375,6 +398,8 @@ def _write_fast_vlm(out: Path, tiny: bool, layout: str, seed: int) -> dict:
     model = transformers.FastVlmForConditionalGeneration(cfg).eval()
     side = fast_vlm_image_settings(tiny)["crop_size"]["height"]
     feature_std = _live_timm_tower(model, side, gen)
+    _unit_gain(model.model.language_model, gen)
+    _unit_gain(model.model.multi_modal_projector, gen)
     _save(model, out, layout, "fast_vlm")
     tok = build_tokenizer(specials, trained_size=first if tiny else 8192, total=first + 4)
     fast = _fast_tokenizer(tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
