@@ -38,8 +38,10 @@ model and the projector are redrawn at unit gain (matrices and kernels
 N(0, 1/fan_in), word embeddings N(0, 1)): at transformers' std 0.02 a random
 LM's blocks add little to the residual stream, so a tied-embedding model
 only repeats its last input token and the image barely moves the answer;
-at unit gain every block's output is O(1) and greedy answers depend on the
-image and the prompt.  FastVLM's reparameterised timm tower, whose
+at unit gain, with the residual branches' output projections x4 (measured
+on the tiny LFM2-VL: at x1 greedy decoding still repeats the last prompt
+token for 32 steps, at x2-x8 it does not), every block's output is O(1) and
+greedy answers depend on the image and the prompt.  FastVLM's reparameterised timm tower, whose
 transformers init leaves its output ~0, is redrawn N(0, 1/fan_in) and its
 output rescaled so features are O(1) (stated in the printed summary).
 
@@ -298,16 +300,22 @@ def _layout_transformers4(state: dict, model_type: str) -> dict:
     return out
 
 
-def _unit_gain(module, gen: torch.Generator) -> None:
-    """Matrices and kernels of ``module`` redrawn N(0, 1/fan_in); embedding tables N(0, 1); vectors kept."""
+BRANCH_GAIN = 4.0
+BRANCH_OUTPUTS = ("out_proj", "o_proj", "w2", "down_proj")  # LFM2 conv/attention/MLP, Qwen2 attention/MLP
+
+
+def _unit_gain(module, gen: torch.Generator, branch_gain: float = 1.0) -> None:
+    """Matrices and kernels of ``module`` redrawn N(0, 1/fan_in) (x ``branch_gain`` for the residual branches'
+    output projections); embedding tables N(0, 1); vectors kept."""
     with torch.no_grad():
-        for sub in module.modules():
+        for mod_name, sub in module.named_modules():
             if isinstance(sub, torch.nn.Embedding):
                 sub.weight.copy_(torch.randn(sub.weight.shape, generator=gen))
                 continue
+            gain = branch_gain if mod_name.rsplit(".", 1)[-1] in BRANCH_OUTPUTS else 1.0
             for name, p in sub.named_parameters(recurse=False):
                 if p.dim() >= 2:
-                    p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p[0].numel()))
+                    p.copy_(torch.randn(p.shape, generator=gen) * (gain / math.sqrt(p[0].numel())))
 
 
 def _live_timm_tower(model, side: int, gen: torch.Generator) -> float:
@@ -369,7 +377,7 @@ def _write_lfm2_vl(name: str, out: Path, tiny: bool, layout: str, seed: int) -> 
     cfg = transformers.Lfm2VlConfig(**kw)
     model = transformers.Lfm2VlForConditionalGeneration(cfg).eval()
     gen = torch.Generator().manual_seed(seed)
-    _unit_gain(model.model.language_model, gen)
+    _unit_gain(model.model.language_model, gen, BRANCH_GAIN)
     _unit_gain(model.model.multi_modal_projector, gen)
     _save(model, out, layout, "lfm2_vl")
     vocab = kw["text_config"]["vocab_size"]
@@ -398,7 +406,7 @@ def _write_fast_vlm(out: Path, tiny: bool, layout: str, seed: int) -> dict:
     model = transformers.FastVlmForConditionalGeneration(cfg).eval()
     side = fast_vlm_image_settings(tiny)["crop_size"]["height"]
     feature_std = _live_timm_tower(model, side, gen)
-    _unit_gain(model.model.language_model, gen)
+    _unit_gain(model.model.language_model, gen, BRANCH_GAIN)
     _unit_gain(model.model.multi_modal_projector, gen)
     _save(model, out, layout, "fast_vlm")
     tok = build_tokenizer(specials, trained_size=first if tiny else 8192, total=first + 4)
