@@ -1,7 +1,7 @@
 """edgevlm.runtime: the small C runtime (batch-one LLM decode) and its Python API.
 
 ``Model.load(path, threads=N)`` loads an LFM2 or Qwen2 GGUF (llama.cpp's
-converter and llama-quantize files included: F32, F16, Q8_0, Q5_0, Q4_0,
+converter and llama-quantize files included: F32, F16, Q8_0, Q5_0, Q5_1, Q4_0,
 Q4_K, Q5_K, Q6_K); ``model.session(n_ctx)`` prefills and steps;
 ``model.generate(ids, max_new_tokens, sampler)`` streams tokens with the
 per-token loop in C.  ``gguf_export.export_lfm2_gguf`` and

@@ -6,7 +6,7 @@ _FIXES = {
     "EV_ERR_BAD_MAGIC": "pass a .gguf file (llama.cpp's convert_hf_to_gguf.py or edgevlm.runtime.gguf_export writes one)",
     "EV_ERR_BAD_VERSION": "re-export the model with a current gguf writer (GGUF v3)",
     "EV_ERR_UNSUPPORTED_ARCH": "the runtime runs LFM2 and Qwen2 models (general.architecture 'lfm2' or 'qwen2')",
-    "EV_ERR_BAD_TENSOR_TYPE": ("quantize with a type the runtime reads: F32, F16, Q8_0, Q5_0, Q4_0, Q4_K, Q5_K, Q6_K "
+    "EV_ERR_BAD_TENSOR_TYPE": ("quantize with a type the runtime reads: F32, F16, Q8_0, Q5_0, Q5_1, Q4_0, Q4_K, Q5_K, Q6_K "
                                "(llama-quantize Q4_0, Q4_K_S/M, Q5_K_M, Q6_K, Q8_0; edgevlm.runtime.gguf_export)"),
     "EV_ERR_CONTEXT_FULL": "open the session with a larger n_ctx, or reset it",
     "EV_ERR_NOMEM": "use a smaller n_ctx or a more quantized model",

@@ -14,7 +14,7 @@ import numpy as np
 
 T_U32, T_I32, T_F32, T_STRING, T_ARRAY = 4, 5, 6, 8, 9
 F32, F16, Q4_0, Q8_0 = 0, 1, 2, 8
-Q5_0, Q2_K, Q4_K, Q5_K, Q6_K = 6, 10, 12, 13, 14
+Q5_0, Q5_1, Q2_K, Q4_K, Q5_K, Q6_K = 6, 7, 10, 12, 13, 14
 
 E, FF, HEADS, KV_HEADS, HEAD_DIM, VOCAB, L_CACHE = 32, 64, 2, 1, 16, 16, 3
 
@@ -188,8 +188,9 @@ def _add_qwen2_cases(add) -> None:
 
 
 def _add_kquant_cases(add) -> None:
-    """K-quant tensors whose sizes only the type table (256-value blocks of
-    144 / 176 / 210 bytes) can get right."""
+    """K-quant (and Q5_0 / Q5_1 fallback) tensors whose sizes only the type
+    table (256-value blocks of 144 / 176 / 210 bytes, 32-value blocks of 22 /
+    24) can get right."""
     g = valid_model(); t = _tensor(g, "blk.0.ffn_up.weight"); t.type = Q4_K   # E = 32: not a multiple of 256
     add("q4_k_row_not_block_multiple", g, "EV_ERR_BAD_SHAPE")
     g = valid_model(); g.tensors.append(Tensor("x.q6_k", [256, 2], Q6_K, b"\0" * 210))   # 2 rows need 420 bytes
@@ -199,6 +200,13 @@ def _add_kquant_cases(add) -> None:
     add("q5_k_overlaps_next", g, "EV_ERR_OVERLAP")
     g = valid_model(); t = _tensor(g, "blk.0.ffn_up.weight"); t.type = Q5_0; t.dims = [E + 16, FF]   # 22-byte blocks of 32
     add("q5_0_row_not_block_multiple", g, "EV_ERR_BAD_SHAPE")
+    g = valid_model(); t = _tensor(g, "blk.0.ffn_up.weight"); t.type = Q5_1; t.dims = [E + 16, FF]   # 24-byte blocks of 32
+    add("q5_1_row_not_block_multiple", g, "EV_ERR_BAD_SHAPE")
+    g = valid_model()   # 3 rows of Q5_1 (32 wide) are 72 bytes; laid out as if 24 (one row), the next starts inside
+    g.tensors[1:1] = [Tensor("x.q5_1", [32, 3], Q5_1, b"\0" * 24)]
+    add("q5_1_overlaps_next", g, "EV_ERR_OVERLAP")
+    g = valid_model(); g.tensors.append(Tensor("x.q5_1", [64, 2], Q5_1, b"\0" * 48))   # 2 rows of 2 blocks: 96 bytes
+    add("q5_1_data_past_end", g, "EV_ERR_BAD_OFFSET")
 
 
 def corpus() -> list[tuple[str, bytes, str]]:

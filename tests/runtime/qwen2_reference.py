@@ -9,8 +9,8 @@ from edgevlm._compat import import_timm
 
 
 def qwen2_reference(seed: int = 0, vocab: int = 512, hidden: int = 64, ffn: int = 128, tied: bool = True,
-                    init_std: float = 0.1, layers: int = 3):
-    """A small random Qwen2 (GQA 4 heads / 2 KV heads), eager attention, f32, eval mode.
+                    init_std: float = 0.1, layers: int = 3, heads: int = 4, kv_heads: int = 2):
+    """A small random Qwen2 (GQA, by default 4 heads / 2 KV heads), eager attention, f32, eval mode.
 
     Norms and q/k/v biases are randomized: at their initial values (1 and 0)
     a mistake in their use would not show.
@@ -20,7 +20,7 @@ def qwen2_reference(seed: int = 0, vocab: int = 512, hidden: int = 64, ffn: int 
 
     torch.manual_seed(seed)
     cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=1024,
                       rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=tied,
                       initializer_range=init_std, attn_implementation="eager")
     model = Qwen2ForCausalLM(cfg).eval()

@@ -84,11 +84,11 @@ def test_aarch64_neon_kernels_under_qemu(tmp_path):
     assert_passed(proc, ["scalar", "neon_dotprod"])
 
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q5_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"])
 def test_dequantize_matches_gguf_py(release_driver, tmp_path, qtype):
     """ev_dequantize_row against gguf-py's reference dequantizer (gguf.quants),
     bit for bit (metric: exact equality of the f32 bit patterns), on random
-    blocks: every quant and scale bit pattern, fp16 scales kept finite."""
+    blocks: every quant and scale bit pattern, fp16 scales (and mins) kept finite."""
     gguf = pytest.importorskip("gguf")
     from gguf.quants import dequantize
     t = gguf.GGMLQuantizationType[qtype]
@@ -97,7 +97,7 @@ def test_dequantize_matches_gguf_py(release_driver, tmp_path, qtype):
     rng = np.random.default_rng(16)
     raw = rng.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
     # fp16 d / dmin: finite values of either sign (random bits could be inf/nan)
-    scale_at = {"Q6_K": [208]}.get(qtype, [0, 2] if qtype in ("Q4_K", "Q5_K") else [0])
+    scale_at = {"Q6_K": [208]}.get(qtype, [0, 2] if qtype in ("Q4_K", "Q5_K", "Q5_1") else [0])   # Q5_1: d, m
     for off in scale_at:
         raw[..., off:off + 2] = rng.uniform(-2, 2, size=raw.shape[:2]).astype(np.float16).view(np.uint8).reshape(
             rows, cols // block, 2)

@@ -9,6 +9,8 @@
   Q8_0 files (its own tensor-type mixtures, e.g. Q6_K heads) from an F16
   export; the runtime loads and runs each, logits against PyTorch's F32
   within a bound per type.
+- the same six types at Qwen2-0.5B's widths (hidden 896, not whole
+  256-blocks), where llama-quantize falls back to Q5_0 / Q5_1 / Q8_0.
 
 Set EDGEVLM_LLAMA_CPP_DIR to a llama.cpp source tree (and
 EDGEVLM_LLAMA_BENCH to a llama-bench binary); otherwise the copy the runtime
@@ -228,3 +230,50 @@ def test_runtime_runs_llama_quantize_qwen2(tmp_path, hidden, want_types):
     ids = torch.randint(0, cfg.vocab_size, (24,), generator=torch.Generator().manual_seed(9))
     got, ref = _logits(out, ids), _logits(_dequantized_copy(out, tmp_path / "f32.gguf", "qwen2"), ids)
     assert np.abs(got - ref).max() < 0.3, f"{sorted(types)}: {np.abs(got - ref).max():.3f}"
+
+
+@pytest.fixture(scope="module")
+def qwen2_05b_shaped(tmp_path_factory):
+    """convert_hf_to_gguf's F16 file of a random Qwen2 with Qwen2-0.5B's widths (hidden 896 = 3.5 blocks
+    of 256, 14 heads / 2 KV heads of 64, ffn 4864 = 19 blocks), 2 layers and a small vocab."""
+    from qwen2_reference import qwen2_reference
+
+    d = tmp_path_factory.mktemp("qwen2-05b")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg, model = qwen2_reference(hidden=896, ffn=4864, layers=2, heads=14, kv_heads=2, init_std=0.02)
+        model.save_pretrained(d / "hf", safe_serialization=True)
+        f16 = d / "qwen2-f16.gguf"
+        p = subprocess.run([sys.executable, "-c", CONVERT_QWEN2, str(_llama_src()), str(d / "hf"), str(f16), "f16"],
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+    finally:
+        torch.set_num_threads(n)
+    return d, f16, cfg
+
+
+@pytest.mark.skipif(_llama_src() is None or _llama_quantize() is None,
+                    reason="needs a llama.cpp source tree and llama-quantize")
+# the fallback types llama-quantize writes for the 896-wide rows (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0)
+@pytest.mark.parametrize("ftype,fallback", [("Q4_0", "Q8_0"), ("Q4_K_S", "Q5_0"), ("Q4_K_M", "Q5_0"),
+                                            ("Q5_K_M", "Q5_1"), ("Q6_K", "Q8_0"), ("Q8_0", "Q8_0")])
+def test_runtime_runs_llama_quantize_qwen2_05b_shape(qwen2_05b_shaped, ftype, fallback):
+    """Every llama-quantize type at Qwen2-0.5B's widths (FastVLM-0.5B's language model) loads, runs and
+    generates.  Metric: max abs logit difference (prefill 16 + 8 steps) to the same weights dequantized
+    by gguf-py into an F32 file, < 0.3 (the activations' int8 rounding; a wrong block layout, scale or
+    min is off by the logits' own size); 8 greedy tokens generated."""
+    import gguf
+
+    d, f16, cfg = qwen2_05b_shaped
+    out = d / f"{ftype}.gguf"
+    p = subprocess.run([str(_llama_quantize()), str(f16), str(out), ftype, "1"], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    types = {t.tensor_type.name for t in gguf.GGUFReader(str(out)).tensors}
+    assert fallback in types, sorted(types)
+    ids = torch.randint(0, cfg.vocab_size, (24,), generator=torch.Generator().manual_seed(11))
+    got, ref = _logits(out, ids), _logits(_dequantized_copy(out, d / f"{ftype}-f32.gguf", "qwen2"), ids)
+    assert np.abs(got - ref).max() < 0.3, f"{ftype} {sorted(types)}: {np.abs(got - ref).max():.3f}"
+    toks = list(Model.load(out).generate(ids[:4].numpy(), max_new_tokens=8, stop_at_eos=False))
+    assert len(toks) == 8 and all(0 <= t < cfg.vocab_size for t in toks)

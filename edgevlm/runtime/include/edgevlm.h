@@ -3,7 +3,7 @@
  * The runtime runs an LFM2-style language model (gated short convolutions
  * plus a few grouped-query attention layers) or a Qwen2 at batch one, from a
  * GGUF file as llama.cpp's convert_hf_to_gguf.py and llama-quantize write it
- * (F32, F16, Q8_0, Q5_0, Q4_0, Q4_K, Q5_K, Q6_K tensors), or edgevlm's own writer,
+ * (F32, F16, Q8_0, Q5_0, Q5_1, Q4_0, Q4_K, Q5_K, Q6_K tensors), or edgevlm's own writer,
  * edgevlm/runtime/gguf_export.py.  C99, libc + libm + pthreads only.
  *
  * Walkthrough
@@ -108,7 +108,7 @@ typedef struct {
     int n_ctx_train, conv_l_cache, n_attn_layers;
     float rope_theta, norm_eps;
     int weight_type;            /* ggml type id of the first FFN gate weights in the file (0 F32, 1 F16,
-                                   2 Q4_0, 6 Q5_0, 8 Q8_0, 12 Q4_K, 13 Q5_K, 14 Q6_K) */
+                                   2 Q4_0, 6 Q5_0, 7 Q5_1, 8 Q8_0, 12 Q4_K, 13 Q5_K, 14 Q6_K) */
     char arch[16];              /* general.architecture: "lfm2" or "qwen2" */
 } ev_model_info;
 

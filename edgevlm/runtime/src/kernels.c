@@ -15,7 +15,9 @@
 
 /* ---------------------------------------------------------------- sizes */
 
-static int is_quantized(ev_type t) { return t == EV_TYPE_Q8_0 || t == EV_TYPE_Q4_0 || ev_is_kquant(t); }
+static int is_quantized(ev_type t) {
+    return t == EV_TYPE_Q8_0 || t == EV_TYPE_Q4_0 || t == EV_TYPE_Q5_1 || ev_is_kquant(t);
+}
 
 /* One Q5_0 block as the Q8_0 block of the same values (q - 16 in -16..15,
  * same d): exact, so Q5_0 runs on the Q8_0 kernels of every variant.  It
@@ -31,8 +33,26 @@ static void q5_0_to_q8_0(const uint8_t *src, uint8_t *dst) {
     }
 }
 
+/* One Q5_1 block (d, m, 5-bit q) as a Q8_0 block of its quants q (0..31,
+ * same d), its min m returned apart: w = d q + m, so a block dot is
+ * d dx sum(q x) + m dx sum(x), the sum llama.cpp's Q8_1 activations carry.
+ * Exact, and the Q8_0 kernels of every variant then run it with one more
+ * term per block; like Q5_0 it costs 36 / 24 of the bytes read.  llama-quantize
+ * writes Q5_1 as the Q5_K fallback for rows not of whole 256-blocks (e.g.
+ * most of a Qwen2-0.5B Q5_K_M, hidden 896). */
+static uint16_t q5_1_to_q8_0(const uint8_t *src, uint8_t *dst) {
+    uint16_t m;
+    uint8_t tmp[EV_Q5_0_BYTES];
+    memcpy(&m, src + 2, 2);
+    memcpy(tmp, src, 2);
+    memcpy(tmp + 2, src + 4, EV_Q5_0_BYTES - 2);
+    q5_0_to_q8_0(tmp, dst);
+    for (int j = 0; j < EV_QK; j++) dst[2 + j] = (uint8_t)(dst[2 + j] + 16);   /* undo Q5_0's offset of 16 */
+    return m;
+}
+
 /* Quant bytes per block (without the fp16 scale). */
-static int64_t block_qbytes(ev_type t) { return t == EV_TYPE_Q8_0 ? 32 : 16; }
+static int64_t block_qbytes(ev_type t) { return t == EV_TYPE_Q4_0 ? 16 : 32; }
 
 size_t ev_row_bytes(ev_type t, int64_t cols) {
     if (cols <= 0 || cols > ((int64_t)1 << 40)) return 0;
@@ -191,11 +211,11 @@ static void pack_quantized(ev_weights *w, const uint8_t *src) {
     const int64_t qb = block_qbytes(w->type), nb = w->nb, R = w->R;
     const size_t row_bytes = ev_row_bytes(w->file_type, w->cols), bb = row_bytes / (size_t)nb;
     uint8_t conv[EV_Q8_0_BYTES];
-    const uint8_t flip = (w->type == EV_TYPE_Q8_0 && w->v->xor_q8) ? 0x80 : 0x00;
+    const uint8_t flip = (w->type != EV_TYPE_Q4_0 && w->v->xor_q8) ? 0x80 : 0x00;
     for (int64_t g = 0; g < w->n_groups; g++) {
         for (int64_t b = 0; b < nb; b++) {
             uint8_t *dst = w->qs + (size_t)((g * nb + b) * qb * R);
-            uint16_t *dd = w->d + (size_t)((g * nb + b) * R);
+            uint16_t *dd = w->d + (size_t)((g * nb + b) * R), *mm = w->m ? w->m + (size_t)((g * nb + b) * R) : NULL;
             for (int64_t r = 0; r < R; r++) {
                 int64_t row = g * R + r;
                 const uint8_t *blk = src + (size_t)row * row_bytes + (size_t)b * bb;
@@ -203,8 +223,13 @@ static void pack_quantized(ev_weights *w, const uint8_t *src) {
                     q5_0_to_q8_0(blk, conv);
                     blk = conv;
                 }
+                if (row < w->rows && w->file_type == EV_TYPE_Q5_1) {
+                    mm[r] = q5_1_to_q8_0(blk, conv);
+                    blk = conv;
+                }
                 if (row >= w->rows) {
                     dd[r] = 0;
+                    if (mm) mm[r] = 0;
                     for (int64_t k = 0; k < qb / 4; k++) memset(dst + (k * R + r) * 4, flip, 4);
                     continue;
                 }
@@ -306,7 +331,8 @@ int ev_weights_prepare_in(ev_arena *arena, ev_weights **out, ev_type t, const vo
         w->n_groups = (rows + w->R - 1) / w->R;
         w->qs = weights_alloc(arena, (size_t)(w->n_groups * w->R * w->nb * block_qbytes(t)));
         w->d = weights_alloc(arena, (size_t)(w->n_groups * w->R * w->nb) * 2);
-        if (!w->qs || !w->d) { ev_weights_free(w); return EV_KERNEL_ENOMEM; }
+        if (t == EV_TYPE_Q5_1) w->m = weights_alloc(arena, (size_t)(w->n_groups * w->R * w->nb) * 2);
+        if (!w->qs || !w->d || (t == EV_TYPE_Q5_1 && !w->m)) { ev_weights_free(w); return EV_KERNEL_ENOMEM; }
         pack_quantized(w, data);
     } else {
         w->R = 1;
@@ -324,6 +350,7 @@ void ev_weights_free(ev_weights *w) {
     if (!w->in_arena) {
         free(w->qs);
         free(w->d);
+        free(w->m);
     }
     free(w);
 }
@@ -365,6 +392,7 @@ static void gemm_task(void *ctx, int i, int n) {
     switch (W->type) {
     case EV_TYPE_Q8_0: W->v->gemm_q8_0(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
     case EV_TYPE_Q4_0: W->v->gemm_q4_0(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
+    case EV_TYPE_Q5_1: W->v->gemm_q5_1(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
     case EV_TYPE_F32: W->v->gemm_f32(W, job->X, 0, job->n, g0, g1, job->Y, W->rows); break;
     case EV_TYPE_F16: W->v->gemm_f16(W, job->X, 0, job->n, g0, g1, job->Y, W->rows); break;
     case EV_TYPE_Q4_K: W->v->gemm_q4_k(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
@@ -526,6 +554,15 @@ void ev_dequantize_row(ev_type t, const void *row, float *out, int64_t cols) {
             for (int i = 0; i < EV_QK; i++) out[b * EV_QK + i] = d * (float)(int8_t)q8[2 + i];
         }
         break;
+    case EV_TYPE_Q5_1:   /* gguf-py: d * q + m, two roundings (no FMA: -ffp-contract=off) */
+        for (int64_t b = 0; b < cols / EV_QK; b++, p += EV_Q5_1_BYTES) {
+            uint8_t q8[EV_Q8_0_BYTES];
+            uint16_t h, hm = q5_1_to_q8_0(p, q8);
+            memcpy(&h, q8, 2);
+            const float d = ev_fp16_to_fp32(h), m = ev_fp16_to_fp32(hm);
+            for (int i = 0; i < EV_QK; i++) out[b * EV_QK + i] = d * (float)(int8_t)q8[2 + i] + m;
+        }
+        break;
     case EV_TYPE_Q4_K: case EV_TYPE_Q5_K: case EV_TYPE_Q6_K: dequantize_k(t, p, out, cols); break;
     }
 }
@@ -549,6 +586,7 @@ static void quantize_scalar(const float *x, int64_t cols, int8_t *q, float *d, i
     }
 }
 
+/* Q8_0, and Q5_1 (W->m set): plus sum(x) * (m dx) a block. */
 static void gemm_q8_0_scalar(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
                              int64_t g0, int64_t g1, float *Y, int64_t ldy) {
     const int64_t nb = W->nb;
@@ -561,6 +599,7 @@ static void gemm_q8_0_scalar(const ev_weights *W, const ev_qacts *A, int64_t t0,
                 int32_t isum = 0;
                 for (int i = 0; i < 32; i++) isum += (int32_t)wq[i] * xq[i];
                 acc += (float)isum * (ev_fp16_to_fp32(W->d[r * nb + b]) * A->d[t * nb + b]);
+                if (W->m) acc += (float)A->s[t * nb + b] * (ev_fp16_to_fp32(W->m[r * nb + b]) * A->d[t * nb + b]);
             }
             Y[t * ldy + r] = acc;
         }
@@ -688,5 +727,5 @@ static void silu_mul_scalar(const float *g, const float *u, float *out, int64_t 
 
 const ev_kernel_variant ev_variant_scalar = {
     "scalar", 1, 0, quantize_scalar, gemm_q8_0_scalar, gemm_q4_0_scalar, gemm_f32_scalar, gemm_f16_scalar,
-    silu_mul_scalar, quantize_k_scalar, gemm_k_scalar, gemm_k_scalar, gemm_k_scalar,
+    silu_mul_scalar, quantize_k_scalar, gemm_k_scalar, gemm_k_scalar, gemm_k_scalar, gemm_q8_0_scalar,
 };

@@ -79,7 +79,7 @@ static inline void store_rows(float *y, __m256 v, int nrows) {
 }
 
 static inline __attribute__((always_inline)) void
-tile_q8(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+tile_q8(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int q51, float *Y, int64_t ldy) {
     const int64_t nb = W->nb;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[TILE];
@@ -106,6 +106,10 @@ tile_q8(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, flo
         for (int j = 0; j < T; j++) {
             const int64_t tb = (t + j) * nb + b;
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(dw, _mm256_set1_ps(A->d[tb])), acc[j]);
+            if (q51) {   /* Q5_1: + sum(x) * (m dx) */
+                __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(W->m + (g * nb + b) * R)));
+                acc[j] = _mm256_fmadd_ps(_mm256_set1_ps((float)A->s[tb]), _mm256_mul_ps(mw, _mm256_set1_ps(A->d[tb])), acc[j]);
+            }
         }
     }
     #pragma GCC unroll 8
@@ -149,18 +153,29 @@ tile_q4(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, flo
     for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
 }
 
-static void gemm_q8_0_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+static inline __attribute__((always_inline)) void
+gemm_q8(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
+        float *Y, int64_t ldy, int q51) {
     for (int64_t g = g0; g < g1; g++) {
         int64_t t = t0;
-        for (; t + TILE <= t1; t += TILE) tile_q8(W, A, g, t, TILE, Y, ldy);
+        for (; t + TILE <= t1; t += TILE) tile_q8(W, A, g, t, TILE, q51, Y, ldy);
         switch (t1 - t) { /* constant T per call so the tile stays in registers */
-        case 3: tile_q8(W, A, g, t, 3, Y, ldy); break;
-        case 2: tile_q8(W, A, g, t, 2, Y, ldy); break;
-        case 1: tile_q8(W, A, g, t, 1, Y, ldy); break;
+        case 3: tile_q8(W, A, g, t, 3, q51, Y, ldy); break;
+        case 2: tile_q8(W, A, g, t, 2, q51, Y, ldy); break;
+        case 1: tile_q8(W, A, g, t, 1, q51, Y, ldy); break;
         default: break;
         }
     }
+}
+
+static void gemm_q8_0_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_q8(W, A, t0, t1, g0, g1, Y, ldy, 0);
+}
+
+static void gemm_q5_1_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_q8(W, A, t0, t1, g0, g1, Y, ldy, 1);
 }
 
 static void gemm_q4_0_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
@@ -508,6 +523,6 @@ static void gemm_q6_k_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, i
 
 const ev_kernel_variant ev_variant_avx2 = {
     "avx2", R, 0, quantize_avx2, gemm_q8_0_avx2, gemm_q4_0_avx2, gemm_f32_avx2, gemm_f16_avx2,
-    silu_mul_avx2, quantize_k_avx2, gemm_q4_k_avx2, gemm_q5_k_avx2, gemm_q6_k_avx2,
+    silu_mul_avx2, quantize_k_avx2, gemm_q4_k_avx2, gemm_q5_k_avx2, gemm_q6_k_avx2, gemm_q5_1_avx2,
 };
 #endif /* EV_KERNELS_X86 */

@@ -71,8 +71,9 @@ static inline void store_rows(float *y, __m512 v, int nrows) {
 
 /* One group of 16 rows times T (<= TILE) tokens starting at t. */
 static inline __attribute__((always_inline)) void
-tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int q4,
+tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int kind,
        float *Y, int64_t ldy) {
+    const int q4 = kind == 1, q51 = kind == 2;   /* kind 0: Q8_0, 1: Q4_0, 2: Q5_1 (Q8_0 + mins) */
     const int64_t nb = W->nb, qb = q4 ? 16 : 32;
     const int32_t offset = q4 ? 8 : 128;
     __m512 acc[TILE];
@@ -102,6 +103,10 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
             const int64_t tb = (t + j) * nb + b;
             __m512i isum = _mm512_sub_epi32(dot_block(w, A->q + tb * 32, q4), _mm512_set1_epi32(offset * A->s[tb]));
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, _mm512_set1_ps(A->d[tb])), acc[j]);
+            if (q51) {   /* Q5_1: + sum(x) * (m dx) */
+                __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(W->m + (g * nb + b) * R)));
+                acc[j] = _mm512_fmadd_ps(_mm512_set1_ps((float)A->s[tb]), _mm512_mul_ps(mw, _mm512_set1_ps(A->d[tb])), acc[j]);
+            }
         }
     }
     #pragma GCC unroll 8
@@ -110,18 +115,18 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
 
 static inline __attribute__((always_inline)) void
 gemm_q(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
-       float *Y, int64_t ldy, int q4) {
+       float *Y, int64_t ldy, int kind) {
     for (int64_t g = g0; g < g1; g++) {
         int64_t t = t0;
-        for (; t + TILE <= t1; t += TILE) tile_q(W, A, g, t, TILE, q4, Y, ldy);
+        for (; t + TILE <= t1; t += TILE) tile_q(W, A, g, t, TILE, kind, Y, ldy);
         switch (t1 - t) { /* constant T per call so the tile stays in registers */
-        case 7: tile_q(W, A, g, t, 7, q4, Y, ldy); break;
-        case 6: tile_q(W, A, g, t, 6, q4, Y, ldy); break;
-        case 5: tile_q(W, A, g, t, 5, q4, Y, ldy); break;
-        case 4: tile_q(W, A, g, t, 4, q4, Y, ldy); break;
-        case 3: tile_q(W, A, g, t, 3, q4, Y, ldy); break;
-        case 2: tile_q(W, A, g, t, 2, q4, Y, ldy); break;
-        case 1: tile_q(W, A, g, t, 1, q4, Y, ldy); break;
+        case 7: tile_q(W, A, g, t, 7, kind, Y, ldy); break;
+        case 6: tile_q(W, A, g, t, 6, kind, Y, ldy); break;
+        case 5: tile_q(W, A, g, t, 5, kind, Y, ldy); break;
+        case 4: tile_q(W, A, g, t, 4, kind, Y, ldy); break;
+        case 3: tile_q(W, A, g, t, 3, kind, Y, ldy); break;
+        case 2: tile_q(W, A, g, t, 2, kind, Y, ldy); break;
+        case 1: tile_q(W, A, g, t, 1, kind, Y, ldy); break;
         default: break;
         }
     }
@@ -135,6 +140,11 @@ static void gemm_q8_0_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0,
 static void gemm_q4_0_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
                              int64_t g0, int64_t g1, float *Y, int64_t ldy) {
     gemm_q(W, A, t0, t1, g0, g1, Y, ldy, 1);
+}
+
+static void gemm_q5_1_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_q(W, A, t0, t1, g0, g1, Y, ldy, 2);
 }
 
 /* Float weights: f16 rows converted with vcvtph2ps (exact); columns past
@@ -520,6 +530,6 @@ static void gemm_q6_k_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0,
 
 const ev_kernel_variant ev_variant_avx512_vnni = {
     "avx512_vnni", R, 1, quantize_avx512, gemm_q8_0_avx512, gemm_q4_0_avx512, gemm_f32_avx512, gemm_f16_avx512,
-    silu_mul_avx512, quantize_k_avx512, gemm_q4_k_avx512, gemm_q5_k_avx512, gemm_q6_k_avx512,
+    silu_mul_avx512, quantize_k_avx512, gemm_q4_k_avx512, gemm_q5_k_avx512, gemm_q6_k_avx512, gemm_q5_1_avx512,
 };
 #endif /* EV_KERNELS_X86 */

@@ -14,6 +14,8 @@
  * is exactly ggml's qs byte 4k+i.  R = 1 is ggml's own order (scalar).
  * Variants that set xor_q8 store Q8_0 quants as unsigned w+128 (for the
  * u8 x s8 VNNI instruction) and subtract 128 * sum(x) per block.
+ * Q5_1 is packed as Q8_0 (its quants 0..31 as int8) with its fp16 mins in
+ * m, laid out as d.
  *
  * K-quants (Q4_K, Q5_K, Q6_K) are packed as one record per (group g, block
  * b of 256), at qs + (g*nb + b) * rec * R (ev_klayout, byte offsets times R):
@@ -79,6 +81,7 @@ struct ev_weights {
     int in_arena;       /* qs and d belong to an ev_arena (freed with it) */
     uint8_t *qs;        /* packed quants, or the raw f32 / f16 matrix */
     uint16_t *d;        /* packed fp16 scales (quantized types) */
+    uint16_t *m;        /* packed fp16 mins as d (Q5_1, run as Q8_0 quants 0..31 plus m), else NULL */
 };
 
 /* Quantized kernels compute Y[t*ldy + row] for tokens [t0, t1) and the rows
@@ -108,6 +111,7 @@ typedef struct ev_kernel_variant {
     ev_gemm_q_fn gemm_q4_k;
     ev_gemm_q_fn gemm_q5_k;
     ev_gemm_q_fn gemm_q6_k;
+    ev_gemm_q_fn gemm_q5_1;   /* Q8_0 blocks of quants 0..31 plus sum(x) * (m dx) a block */
 } ev_kernel_variant;
 
 /* Which SIMD kernel files this build has: chosen by target architecture

@@ -69,7 +69,8 @@ static inline int32x4_t dot_block(const int8x16_t w[8], const int8_t *xq) {
 }
 
 static inline __attribute__((always_inline)) void
-tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int q4, float *Y, int64_t ldy) {
+tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int kind, float *Y, int64_t ldy) {
+    const int q4 = kind == 1, q51 = kind == 2;   /* kind 0: Q8_0, 1: Q4_0, 2: Q5_1 (Q8_0 + mins) */
     const int64_t nb = W->nb, qb = q4 ? 16 : 32;
     float32x4_t acc[TILE];
     int nrows = (int)(W->rows - g * R < R ? W->rows - g * R : R);
@@ -97,6 +98,10 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
             int32x4_t isum = dot_block(w, A->q + tb * 32);
             if (q4) isum = vsubq_s32(isum, vdupq_n_s32(8 * A->s[tb]));
             acc[j] = vfmaq_f32(acc[j], vcvtq_f32_s32(isum), vmulq_n_f32(dw, A->d[tb]));
+            if (q51) {   /* Q5_1: + sum(x) * (m dx) */
+                float32x4_t mw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(W->m + (g * nb + b) * R)));
+                acc[j] = vfmaq_f32(acc[j], vdupq_n_f32((float)A->s[tb]), vmulq_n_f32(mw, A->d[tb]));
+            }
         }
     }
     #pragma GCC unroll 8
@@ -105,14 +110,14 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
 
 static inline __attribute__((always_inline)) void
 gemm_q(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
-       float *Y, int64_t ldy, int q4) {
+       float *Y, int64_t ldy, int kind) {
     for (int64_t g = g0; g < g1; g++) {
         int64_t t = t0;
-        for (; t + TILE <= t1; t += TILE) tile_q(W, A, g, t, TILE, q4, Y, ldy);
+        for (; t + TILE <= t1; t += TILE) tile_q(W, A, g, t, TILE, kind, Y, ldy);
         switch (t1 - t) { /* constant T per call so the tile stays in registers */
-        case 3: tile_q(W, A, g, t, 3, q4, Y, ldy); break;
-        case 2: tile_q(W, A, g, t, 2, q4, Y, ldy); break;
-        case 1: tile_q(W, A, g, t, 1, q4, Y, ldy); break;
+        case 3: tile_q(W, A, g, t, 3, kind, Y, ldy); break;
+        case 2: tile_q(W, A, g, t, 2, kind, Y, ldy); break;
+        case 1: tile_q(W, A, g, t, 1, kind, Y, ldy); break;
         default: break;
         }
     }
@@ -126,6 +131,11 @@ static void gemm_q8_0_neon(const ev_weights *W, const ev_qacts *A, int64_t t0, i
 static void gemm_q4_0_neon(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
                            int64_t g0, int64_t g1, float *Y, int64_t ldy) {
     gemm_q(W, A, t0, t1, g0, g1, Y, ldy, 1);
+}
+
+static void gemm_q5_1_neon(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
+                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+    gemm_q(W, A, t0, t1, g0, g1, Y, ldy, 2);
 }
 
 /* Float weights: 4 rows x 1 token per inner loop, scalar column tail. */
@@ -372,6 +382,6 @@ static void gemm_q6_k_neon(const ev_weights *W, const ev_qacts *A, int64_t t0, i
 
 const ev_kernel_variant ev_variant_neon_dotprod = {
     "neon_dotprod", R, 0, quantize_neon, gemm_q8_0_neon, gemm_q4_0_neon, gemm_f32_neon, gemm_f16_neon,
-    silu_mul_neon, quantize_k_neon, gemm_q4_k_neon, gemm_q5_k_neon, gemm_q6_k_neon,
+    silu_mul_neon, quantize_k_neon, gemm_q4_k_neon, gemm_q5_k_neon, gemm_q6_k_neon, gemm_q5_1_neon,
 };
 #endif /* EV_KERNELS_NEON */

@@ -8,6 +8,7 @@ static const struct { uint32_t id; ev_type_traits tr; } table[] = {
     {EV_TYPE_F16, {"F16", 1, 2}},
     {EV_TYPE_Q4_0, {"Q4_0", EV_QK, EV_Q4_0_BYTES}},
     {EV_TYPE_Q5_0, {"Q5_0", EV_QK, EV_Q5_0_BYTES}},
+    {EV_TYPE_Q5_1, {"Q5_1", EV_QK, EV_Q5_1_BYTES}},
     {EV_TYPE_Q8_0, {"Q8_0", EV_QK, EV_Q8_0_BYTES}},
     {EV_TYPE_Q4_K, {"Q4_K", EV_QK_K, EV_Q4_K_BYTES}},
     {EV_TYPE_Q5_K, {"Q5_K", EV_QK_K, EV_Q5_K_BYTES}},

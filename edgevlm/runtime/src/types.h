@@ -6,6 +6,8 @@
  *   Q4_0  32 values, 18 B: fp16 d | 16 B nibbles (low: 0..15, high: 16..31), w = d (q - 8)
  *   Q5_0  32 values, 22 B: fp16 d | 4 B fifth bits (bit j: value j) | 16 B nibbles
  *         as Q4_0, w = d (q - 16)
+ *   Q5_1  32 values, 24 B: fp16 d | fp16 m | 4 B fifth bits | 16 B nibbles as Q5_0,
+ *         w = d q + m
  *   Q8_0  32 values, 34 B: fp16 d | 32 int8, w = d q
  *   Q4_K 256 values, 144 B: fp16 d | fp16 dmin | 12 B packed 6-bit scales and mins
  *         of 8 sub-blocks of 32 | 128 B nibbles, w = d sc_j q - dmin m_j
@@ -20,15 +22,17 @@
 
 /* ggml tensor type ids */
 typedef enum {
-    EV_TYPE_F32 = 0, EV_TYPE_F16 = 1, EV_TYPE_Q4_0 = 2, EV_TYPE_Q5_0 = 6, EV_TYPE_Q8_0 = 8,
+    EV_TYPE_F32 = 0, EV_TYPE_F16 = 1, EV_TYPE_Q4_0 = 2, EV_TYPE_Q5_0 = 6, EV_TYPE_Q5_1 = 7,
+    EV_TYPE_Q8_0 = 8,
     EV_TYPE_Q4_K = 12, EV_TYPE_Q5_K = 13, EV_TYPE_Q6_K = 14
 } ev_type;
 
-#define EV_QK 32            /* values per block of Q8_0, Q5_0, Q4_0 */
+#define EV_QK 32            /* values per block of Q8_0, Q5_1, Q5_0, Q4_0 */
 #define EV_QK_K 256         /* values per block of the K-quants */
 #define EV_Q8_0_BYTES 34
 #define EV_Q4_0_BYTES 18
 #define EV_Q5_0_BYTES 22
+#define EV_Q5_1_BYTES 24
 #define EV_Q4_K_BYTES 144
 #define EV_Q5_K_BYTES 176
 #define EV_Q6_K_BYTES 210

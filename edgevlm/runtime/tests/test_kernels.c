@@ -16,6 +16,9 @@
  *    summation in any order (m = blocks for quantized, columns for float);
  *  - thread pools of 1, 2 and 3 threads give bit-identical outputs;
  *  - shapes include rows not a multiple of the interleave, n = 1, odd n;
+ *  - Q5_1 (run as Q8_0 quants 0..31 plus a min term) as Q8_0: unit d and
+ *    m = 1 exact against int64 (w = q + 1), random data within the bound of
+ *    its 2 terms a block (d and m);
  *  - the K-quants (Q4_K, Q5_K, Q6_K) the same way: Q8_K activations
  *    bit-exact, unit d / dmin with small integer activations (sum of |terms|
  *    below 2^24) exact against int64, random data within the float bound
@@ -107,6 +110,10 @@ static uint8_t *make_weights(ev_type t, int64_t rows, int64_t cols, int unit_sca
                 uint16_t h = ev_fp32_to_fp16(unit_scale ? 1.0f : 0.001f + 0.05f * fabsf(rand_unit()));
                 memcpy(blk, &h, 2);
                 for (size_t i = 2; i < bb; i++) blk[i] = (uint8_t)rng(); /* full range incl. -128 */
+                if (t == EV_TYPE_Q5_1) {   /* min m: 1 (integer test) or either sign */
+                    h = ev_fp32_to_fp16(unit_scale ? 1.0f : 0.8f * rand_unit());
+                    memcpy(blk + 2, &h, 2);
+                }
             }
         }
     }
@@ -123,6 +130,11 @@ static double weight_value(ev_type t, const uint8_t *w, int64_t cols, int64_t r,
         const uint8_t *blk = row + (i / 32) * EV_Q8_0_BYTES;
         memcpy(&h, blk, 2);
         *q = (int8_t)blk[2 + i % 32];
+    } else if (t == EV_TYPE_Q5_1) {   /* as Q5_0 after the min, no offset: w = d q + m */
+        const uint8_t *blk = row + (i / 32) * EV_Q5_1_BYTES;
+        int j = (int)(i % 32);
+        memcpy(&h, blk, 2);
+        *q = (j < 16 ? (blk[8 + j] & 0x0f) : (blk[8 + j - 16] >> 4)) | ((blk[4 + j / 8] >> (j % 8)) & 1) << 4;
     } else if (t == EV_TYPE_Q5_0) {   /* fifth bit j of the 32-bit little-endian qh */
         const uint8_t *blk = row + (i / 32) * EV_Q5_0_BYTES;
         int j = (int)(i % 32);
@@ -137,17 +149,27 @@ static double weight_value(ev_type t, const uint8_t *w, int64_t cols, int64_t r,
     return ev_fp16_to_fp32(h);
 }
 
-/* Whole matrix decoded once: integer quants + per-element scale, or floats. */
-typedef struct { int *q; double *v; } decoded;
+/* The min m of element i's block (Q5_1), 0 for every other type. */
+static double weight_min(ev_type t, const uint8_t *w, int64_t cols, int64_t r, int64_t i) {
+    uint16_t h;
+    if (t != EV_TYPE_Q5_1) return 0.0;
+    memcpy(&h, w + ev_row_bytes(t, cols) * (size_t)r + (i / 32) * EV_Q5_1_BYTES + 2, 2);
+    return ev_fp16_to_fp32(h);
+}
+
+/* Whole matrix decoded once: integer quants + per-element scale (and min), or floats. */
+typedef struct { int *q; double *v, *m; } decoded;
 
 static decoded decode(ev_type t, const uint8_t *w, int64_t rows, int64_t cols) {
     decoded dm;
     dm.q = malloc(sizeof(int) * (size_t)(rows * cols));
     dm.v = malloc(sizeof(double) * (size_t)(rows * cols));
+    dm.m = malloc(sizeof(double) * (size_t)(rows * cols));
     for (int64_t r = 0; r < rows; r++)
         for (int64_t i = 0; i < cols; i++) {
             dm.q[r * cols + i] = 0;
             dm.v[r * cols + i] = weight_value(t, w, cols, r, i, &dm.q[r * cols + i]);
+            dm.m[r * cols + i] = weight_min(t, w, cols, r, i);
         }
     return dm;
 }
@@ -204,7 +226,8 @@ static void check_integer_exact(const char *variant, ev_type t, int64_t rows, in
         for (int64_t tk = 0; tk < n && !bad; tk++)
             for (int64_t r = 0; r < rows && !bad; r++) {
                 int64_t ref = 0;
-                for (int64_t i = 0; i < cols; i++) ref += (int64_t)dm.q[r * cols + i] * (int64_t)x[tk * cols + i];
+                for (int64_t i = 0; i < cols; i++)   /* unit scales: w = q (+ m = 1 for Q5_1) */
+                    ref += ((int64_t)dm.q[r * cols + i] + (int64_t)dm.m[r * cols + i]) * (int64_t)x[tk * cols + i];
                 if (y[tk * rows + r] != (float)ref) {
                     bad = 1;
                     CHECK(0, "%s %s %lldx%lld n=%lld: y[%lld,%lld] = %.1f, exact %lld", variant, type_name(t),
@@ -216,12 +239,12 @@ static void check_integer_exact(const char *variant, ev_type t, int64_t rows, in
         CHECK(0, "%s: matmul failed", variant);
     }
     ev_weights_free(W);
-    free(w); free(x); free(y); free(dm.q); free(dm.v);
+    free(w); free(x); free(y); free(dm.q); free(dm.v); free(dm.m);
 }
 
 /* Random data: each output within the float summation bound of the exact sum. */
 static void check_random(const char *variant, ev_type t, int64_t rows, int64_t cols, int64_t n) {
-    const int quant = t == EV_TYPE_Q8_0 || t == EV_TYPE_Q4_0 || t == EV_TYPE_Q5_0;
+    const int quant = t == EV_TYPE_Q8_0 || t == EV_TYPE_Q4_0 || t == EV_TYPE_Q5_0 || t == EV_TYPE_Q5_1;
     const int64_t nb = cols / 32;
     uint8_t *w = make_weights(t, rows, cols, 0);
     float *x = malloc(sizeof(float) * (size_t)(n * cols)), *y = malloc(sizeof(float) * (size_t)(n * rows));
@@ -244,14 +267,15 @@ static void check_random(const char *variant, ev_type t, int64_t rows, int64_t c
             if (quant) {
                 for (int64_t b = 0; b < nb; b++) {
                     int64_t isum = 0;
-                    double dw = dm.v[r * cols + b * 32], term;
+                    double dw = dm.v[r * cols + b * 32], mw = dm.m[r * cols + b * 32], term, tmin;
                     for (int i = 0; i < 32; i++)
                         isum += (int64_t)dm.q[r * cols + b * 32 + i] * qx[tk * cols + b * 32 + i];
                     term = (double)isum * (double)(float)(dw * dx[tk * nb + b]);
-                    exact += term;
-                    mag += fabs(term);
+                    tmin = (double)sx[tk * nb + b] * (double)(float)(mw * dx[tk * nb + b]);   /* Q5_1, else 0 */
+                    exact += term + tmin;
+                    mag += fabs(term) + fabs(tmin);
                 }
-                m = nb;
+                m = t == EV_TYPE_Q5_1 ? 2 * nb : nb;
             } else {
                 for (int64_t i = 0; i < cols; i++) {
                     double term = dm.v[r * cols + i] * (double)x[tk * cols + i];
@@ -279,7 +303,7 @@ static void check_random(const char *variant, ev_type t, int64_t rows, int64_t c
     }
 done:
     ev_weights_free(W);
-    free(w); free(x); free(y); free(y2); free(qx); free(dx); free(sx); free(dm.q); free(dm.v);
+    free(w); free(x); free(y); free(y2); free(qx); free(dx); free(sx); free(dm.q); free(dm.v); free(dm.m);
 }
 
 /* K-quants.  Integer test: d = dmin = 1, activations in -1..1 with one
@@ -398,6 +422,7 @@ static void check_errors(void) {
     CHECK(ev_weights_prepare(&W, EV_TYPE_Q4_0, buf, (int64_t)1 << 40, 32) == EV_KERNEL_EINVAL, "huge rows");
     CHECK(ev_row_bytes(EV_TYPE_Q4_0, 64) == 36 && ev_row_bytes(EV_TYPE_Q8_0, 64) == 68 &&
           ev_row_bytes(EV_TYPE_Q8_0, 48) == 0 && ev_row_bytes(EV_TYPE_F16, 3) == 6, "ev_row_bytes");
+    CHECK(ev_row_bytes(EV_TYPE_Q5_1, 64) == 48 && ev_row_bytes(EV_TYPE_Q5_1, 48) == 0, "ev_row_bytes Q5_1");
     CHECK(ev_row_bytes(EV_TYPE_Q4_K, 512) == 288 && ev_row_bytes(EV_TYPE_Q5_K, 256) == 176 &&
           ev_row_bytes(EV_TYPE_Q6_K, 256) == 210 && ev_row_bytes(EV_TYPE_Q6_K, 128) == 0, "ev_row_bytes K-quants");
     CHECK(ev_weights_prepare(&W, EV_TYPE_Q4_K, buf, 1, 32) == EV_KERNEL_EINVAL, "Q4_K cols not a multiple of 256");
@@ -420,8 +445,8 @@ static void check_fp16(void) {
 
 static void check_dequantize(void) {
     const int64_t cols = 64;
-    const ev_type types[] = {EV_TYPE_Q8_0, EV_TYPE_Q4_0, EV_TYPE_Q5_0, EV_TYPE_F16, EV_TYPE_F32};
-    for (int k = 0; k < 5; k++) {
+    const ev_type types[] = {EV_TYPE_Q8_0, EV_TYPE_Q4_0, EV_TYPE_Q5_0, EV_TYPE_Q5_1, EV_TYPE_F16, EV_TYPE_F32};
+    for (int k = 0; k < 6; k++) {
         uint8_t *w = make_weights(types[k], 1, cols, 0);
         float out[64];
         int ok = 1, q = 0;
@@ -429,6 +454,10 @@ static void check_dequantize(void) {
         for (int64_t i = 0; i < cols; i++) {
             double v = weight_value(types[k], w, cols, 0, i, &q);
             if (types[k] == EV_TYPE_Q8_0 || types[k] == EV_TYPE_Q4_0 || types[k] == EV_TYPE_Q5_0) v = (float)(q * (float)v);
+            if (types[k] == EV_TYPE_Q5_1) {   /* d q + m, two roundings as gguf-py */
+                volatile float p = (float)v * (float)q;
+                v = (float)(p + (float)weight_min(types[k], w, cols, 0, i));
+            }
             ok &= out[i] == (float)v;
         }
         CHECK(ok, "dequantize_row %s", type_name(types[k]));
@@ -489,19 +518,19 @@ static void check_variant(const char *variant) {
     static const int64_t rows_list[] = {1, 3, 15, 16, 17, 33, 70};
     static const int64_t cols_list[] = {32, 96, 256, 1024};
     static const int64_t n_list[] = {1, 2, 3, 7, 8, 9, 17};
-    static const ev_type types[] = {EV_TYPE_Q8_0, EV_TYPE_Q4_0, EV_TYPE_Q5_0, EV_TYPE_F16, EV_TYPE_F32};
+    static const ev_type types[] = {EV_TYPE_Q8_0, EV_TYPE_Q4_0, EV_TYPE_Q5_0, EV_TYPE_Q5_1, EV_TYPE_F16, EV_TYPE_F32};
     static const ev_type k_types[] = {EV_TYPE_Q4_K, EV_TYPE_Q5_K, EV_TYPE_Q6_K};
     int before = failures;
     check_quantize(variant);
     check_silu(variant);
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++)
         for (int a = 0; a < 7; a++)
             for (int c = 0; c < 4; c++)
                 check_integer_exact(variant, types[k], rows_list[a], cols_list[c], n_list[(a + c) % 7]);
-    for (int k = 0; k < 5; k++)
+    for (int k = 0; k < 6; k++)
         for (int a = 0; a < 7; a++)
             for (int c = 0; c < 4; c++)
-                check_random(variant, types[k], rows_list[a], cols_list[c] + (k >= 3 ? a % 3 : 0),
+                check_random(variant, types[k], rows_list[a], cols_list[c] + (k >= 4 ? a % 3 : 0),
                              n_list[(a + 2 * c) % 7]);
     for (int k = 0; k < 3; k++)
         for (int a = 0; a < 7; a++)
