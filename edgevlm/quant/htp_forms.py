@@ -27,8 +27,9 @@ Before the rules, constants are folded (``Cast(w) -> w'``: onnxruntime
 inlines GroupNormalization-21 into a body that casts its float weights,
 float ops outside the integer graph).  Beside the graph forms,
 ``INPUT_QTYPES`` names the quantization types the HTP demands of an op's
-weights (LayerNormalization's scale, PRelu's slope) and ``EIGHT_BIT_OPS``
-the ops it computes wrongly at 16 bits (Log).
+weights (LayerNormalization's scale, PRelu's slope), ``EIGHT_BIT_OPS``
+the ops it computes wrongly at 16 bits (Log) and ``MIN_INPUT_RANGE`` the
+ops it computes wrongly on a too narrow 16-bit input range (Softmax).
 """
 from __future__ import annotations
 
@@ -121,6 +122,58 @@ INPUT_QTYPES = {
 # Ops the HTP computes wrongly at 16 bits, so their input and output activations are 8-bit.
 #   Log: log(|x| + 1) on HTP v68 at uint16 is 0.0 dB vs float (onnxruntime CPU: 86 dB); at uint8 41.7 dB.
 EIGHT_BIT_OPS = {"Log"}
+
+
+# Smallest calibrated range (rmax - rmin) of a 16-bit input the HTP computes an op on correctly;
+# narrower ranges are widened around their centre (cheap at 16 bits).  Softmax: attention scores
+# of a random-init network span little (MobileNetV5's MQA blocks: +-0.07, +-0.002), and below a
+# range of about 0.2 (a uint16 scale near 3e-6) QNN's Softmax returns nearly its mean.  One
+# Softmax over 16 keys, HTP v68 vs float: input range 0.14 -> 17.6 dB, 0.2 -> 60.1 dB, 0.5 ->
+# 74.3 dB (onnxruntime CPU 83 dB throughout); over 64 keys 0.14 -> 23.5 dB, 0.5 .. 32 -> 65 dB.
+# QNN takes a scalar Mul/Div before the Softmax into it (the 1/sqrt(d) of attention), so the
+# Mul's input is widened to the range that gives the Softmax's input this width.
+# enc-mobilenetv5-nano (w8a16, GPTQ weights, HTP v68 / onnxruntime CPU, worst of 2 samples):
+# no widening 32.3 / 35.2 dB; the Softmax's input only 32.3 / 35.2 dB; the Mul's input too
+# 34.2 / 34.6 dB.  8-bit inputs are not widened (not measured; their scale is 256x larger).
+MIN_INPUT_RANGE = {"Softmax": 1.0}
+
+
+def widen_input_ranges(model: onnx.ModelProto, ranges: dict, dtypes: dict[str, str], default_dtype: str):
+    """``ranges`` with the 16-bit inputs of ``MIN_INPUT_RANGE`` ops widened, and ``{tensor: [lo, hi]}`` widened.
+
+    Softmax(Mul(x, c)) also widens x to ``MIN_INPUT_RANGE / |c|`` (Div: ``* |c|``), c a scalar constant.
+    """
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def scalar(name):
+        if name not in inits:
+            return None
+        value = onnx.numpy_helper.to_array(inits[name])
+        return float(value.reshape(())) if value.size == 1 and value.reshape(()) != 0 else None
+
+    wanted: dict[str, float] = {}
+    for node in model.graph.node:
+        need = MIN_INPUT_RANGE.get(node.op_type)
+        if need is None or not node.input:
+            continue
+        wanted[node.input[0]] = max(wanted.get(node.input[0], 0.0), need)
+        p = producer.get(node.input[0])
+        if p is not None and p.op_type in ("Mul", "Div") and len(p.input) == 2:
+            for x, c in ((p.input[0], scalar(p.input[1])), (p.input[1], scalar(p.input[0]) if p.op_type == "Mul" else None)):
+                if c is not None and x not in inits:
+                    width = need / abs(c) if p.op_type == "Mul" else need * abs(c)
+                    wanted[x] = max(wanted.get(x, 0.0), width)
+    out, widened = dict(ranges), {}
+    for name, need in wanted.items():
+        if name not in out or not dtypes.get(name, default_dtype).endswith("16"):
+            continue
+        lo, hi = (float(v) for v in out[name])
+        if hi - lo < need:
+            mid = (lo + hi) / 2
+            out[name] = (mid - need / 2, mid + need / 2)
+            widened[name] = [lo, hi]
+    return out, widened
 
 
 def quant_overrides(model: onnx.ModelProto) -> dict[str, list[dict]]:

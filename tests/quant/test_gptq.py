@@ -132,12 +132,35 @@ def test_qdq_weights_are_the_gptq_output_bit_exact(tmp_path, target, scheme):
         cols = torch.cat([layer.columns(x) for x in inputs[layer.node.name]], dim=1).double()
         h = (cols.transpose(1, 2) @ cols).numpy()
         q = gptq_quantize(layer.to_grk(layer.float_w), h, layer.to_grk(layer.scale), layer.to_grk(layer.zp),
-                          layer.qmin, layer.qmax)
+                          layer.qmin, layer.qmax, act_order=True)  # as quantize_onnx runs it
         expected = dequantize(layer.from_grk(q), layer.scale, layer.zp)
         name = layer.float_w_name
         np.testing.assert_array_equal(got[name], expected)  # bit-exact
         changed += int(np.any(got[name] != base[name]))
     assert changed >= (2 if convs else 1)  # GPTQ moved weights off round-to-nearest (else the test would prove nothing)
+
+
+def test_layers_with_fewer_calibration_rows_than_inputs_keep_round_to_nearest(tmp_path):
+    """A rank-deficient Hessian (one-token decode samples) would let GPTQ fit the samples: RTN is kept."""
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w_mm"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w_mm")])
+    float_path = tmp_path / "f.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), str(float_path))
+    samples = [{"x": rng.standard_normal((1, 16)).astype(np.float32)} for _ in range(20)]
+    for n_samples, gptq_layers in ((6, 0), (20, 1)):  # 6 rows < 16 inputs; 20 rows >= 16
+        rtn = tmp_path / f"rtn{n_samples}.onnx"
+        gptq = tmp_path / f"gptq{n_samples}.onnx"
+        quantize_onnx(float_path, rtn, "w4a16", samples[:n_samples], "sa8295p", weight_algo="rtn")
+        info = quantize_onnx(float_path, gptq, "w4a16", samples[:n_samples], "sa8295p", weight_algo="gptq")
+        assert info["weights"]["layers"] == gptq_layers
+        same = np.array_equal(_dq_outputs(rtn, samples[0])["w_mm"], _dq_outputs(gptq, samples[0])["w_mm"])
+        assert same == (gptq_layers == 0)
+        if gptq_layers == 0:
+            assert info["weights"]["round_to_nearest"]["layers"] == 1
 
 
 def test_conv_columns_reproduce_the_convolution(tmp_path):

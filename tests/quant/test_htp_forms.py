@@ -325,3 +325,27 @@ def test_zoo_on_htp(tmp_path, model):
         bar = (35.0 if model.startswith("enc-") else (30.0 if trained else 15.0) if stage.kind == "llm"
                else 40.0 if trained else 35.0)
         assert worst >= bar, f"{model} {stage.name}: {worst:.1f} dB on HTP v68 < {bar}"
+
+
+class SmallScoreSoftmax(nn.Module):
+    """Softmax over attention scores of a small range (a random-init attention block's +-0.07)."""
+
+    def forward(self, x):
+        return torch.softmax(x, dim=-1)
+
+
+def _small_scores(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [((torch.rand((1, 4, 64, 64), generator=g) * 2 - 1) * 0.07,) for _ in range(n)]
+
+
+@pytest.mark.parametrize("widen", [True, False])
+def test_softmax_of_a_narrow_16_bit_input_is_widened_on_htp(tmp_path, monkeypatch, widen):
+    # One Softmax over 64 keys of +-0.07 on HTP v68: 64.8 dB with the input range widened, 23.5 dB without.
+    if not widen:
+        monkeypatch.setattr(htp_forms, "MIN_INPUT_RANGE", {})
+    got, ref, info = _on_htp(SmallScoreSoftmax(), _small_scores(1, 0)[0], tmp_path, _small_scores(4, 1),
+                             _small_scores(1, 9)[0], scheme="w8a16")
+    assert bool(info["htp_input_range_widened"]) == widen
+    db = sqnr_db(ref[0], got[0])
+    assert (db >= 55.0) if widen else (db < 30.0), db
