@@ -137,7 +137,9 @@ class OnnxBackend(Backend):
                 float_path = Path(tmp) / rel
                 onnx.save_model(model, str(float_path))
                 observer = plan.options.get("observer", "minmax")
-                weight_algo = plan.options.get("weight_algo", "rtn")
+                from edgevlm.quant.gptq import DEFAULT_WEIGHT_ALGO
+
+                weight_algo = plan.options.get("weight_algo", DEFAULT_WEIGHT_ALGO)
                 min_sqnr = plan.options.get("quality_target_db")
                 kv = _kv_overrides(model, stage.stage, scheme, (plan.quant or {}).get("kv"))
                 if min_sqnr is None:
