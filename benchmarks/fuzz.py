@@ -306,6 +306,7 @@ def main(argv=None) -> int:
         sys.exit(f"fuzz: unknown target(s) {unknown}; known: {[t.name for t in TARGETS]}")
     seconds = {t.name: args.seconds for t in TARGETS}
     seconds.update({k: float(v) for k, v in (kv.split("=") for kv in args.target_seconds.split(",") if kv)})
+    commit = git_commit()  # at the start: the tree the fuzzers are built from, not whatever HEAD is at the end
     rows = []
     for target in (t for t in TARGETS if t.name in names):
         try:
@@ -324,7 +325,7 @@ def main(argv=None) -> int:
         rows.append(r)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": "python benchmarks/fuzz.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "commit": git_commit(), "nice": args.nice, "seconds_per_target": {n: seconds[n] for n in names},
+            "commit": commit, "nice": args.nice, "seconds_per_target": {n: seconds[n] for n in names},
             "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform()}}
     out = Path(args.out) if args.out else RESULTS / f"{args.out_name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
