@@ -25,6 +25,7 @@ from edgevlm.compiler import runtime_bundle
 from edgevlm.compiler.backends import get_backend, list_backends
 from edgevlm.compiler.backends.base import Plan, lowering_error
 from edgevlm.compiler.capture import capture, export_static
+from edgevlm.compiler.native_output import fds_redirected_to
 from edgevlm.compiler.passes import run_pipeline
 from edgevlm.compiler.stage import CapturedStage, Stage
 from edgevlm.compiler.verify import compare
@@ -257,21 +258,8 @@ def _backend_log(build_dir: Path | None, name: str = ""):
     else:
         (Path(build_dir) / "logs").mkdir(exist_ok=True)
         target = Path(build_dir) / "logs" / f"{name}.log"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(target, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+    with open(target, "ab") as log, fds_redirected_to(log):
+        yield
 
 
 LATENCY_RUNS = 5
