@@ -9,7 +9,11 @@ The encoder and projector run from the build's compiled artifacts (ONNX
 through onnxruntime by default, or the ExecuTorch .pte), so a quantized
 build answers with its quantized vision path; the language model runs in the
 C runtime from the build's ``llm.gguf`` (prefill of ``<bos>``, then the image
-embeddings, then the prompt; then greedy or sampled decode in C).
+embeddings, then the prompt; then greedy or sampled decode in C).  Builds of
+Hugging Face checkpoints format the prompt with the checkpoint's chat
+template and preprocess the image as its processor does (vlm.json's
+``processing``; edgevlm.models.hf_processing), and stream text pieces that
+carry their own spacing.
 """
 from __future__ import annotations
 
@@ -78,6 +82,9 @@ def _read_meta(path: Path) -> dict:
         raise bad(f"format {meta.get('format')!r}; this edgevlm reads format {FORMAT_VERSION}")
     limits = {"image_size": (1, 4096), "num_image_tokens": (1, 1 << 16), "max_len": (2, 1 << 16),
               "image_token_id": (0, 2**31 - 1), "bos_id": (0, 2**31 - 1), "eos_id": (0, 2**31 - 1)}
+    processing = meta.get("processing")
+    if processing is not None and meta.get("bos_id") is None:
+        del limits["bos_id"]  # a chat template without a bos token (Qwen2's)
     if meta.get("prune_to") is not None:
         limits["prune_to"] = (1, 1 << 16)
     for key, (lo, hi) in limits.items():
@@ -100,12 +107,28 @@ def _read_meta(path: Path) -> dict:
     for key in ("gguf", "tokenizer") + (("text_embeddings",) if "prune_to" in limits else ()):
         if not relative_file(meta.get(key)):
             raise bad(f"'{key}' is {meta.get(key)!r}, expected a file name inside the build")
+    if processing is not None:
+        if not (isinstance(processing, dict) and relative_file(processing.get("template"))
+                and all(isinstance(processing.get(k), str) for k in ("image_token", "image_prefix", "image_suffix"))
+                and isinstance(processing.get("special_tokens"), dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in processing["special_tokens"].items())
+                and isinstance(processing.get("image"), dict)):
+            raise bad("'processing' is not {template, special_tokens, image_token, image_prefix, image_suffix, image}")
     stages = meta.get("stages")
     if not (isinstance(stages, dict) and all(isinstance(paths, dict) and all(isinstance(b, str) and relative_file(f)
                                                                              for b, f in paths.items())
                                              for paths in stages.values())):
         raise bad("'stages' is not {stage: {backend: artifact file}}")
     return meta
+
+
+def _no_bundle_reason(build_dir: Path) -> dict | None:
+    """report.json's model_meta.runtime_bundle ({cause, fix}) when compile said why it wrote no runtime bundle."""
+    try:
+        why = json.loads((build_dir / "report.json").read_text())["model_meta"]["runtime_bundle"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return why if isinstance(why, dict) and isinstance(why.get("cause"), str) and isinstance(why.get("fix"), str) else None
 
 
 class BuildRunner:
@@ -123,6 +146,9 @@ class BuildRunner:
         self.build_dir = Path(build_dir)
         manifest = integrity.read_manifest(self.build_dir)
         if not (self.build_dir / VLM_JSON).is_file():
+            why = _no_bundle_reason(self.build_dir)
+            if why:  # a Hugging Face checkpoint compiled without its tokenizer: say what it lacked
+                raise InputError(f"build '{build_dir}' has no {VLM_JSON}: its runtime bundle was {why['cause']}", why["fix"])
             raise InputError(f"build '{build_dir}' has no {VLM_JSON}: it is not a VLM build with a runtime bundle",
                              "compile a zoo VLM with this edgevlm (e.g. `edgevlm compile --target sa8295p`)")
         if threads < 1:
@@ -147,10 +173,15 @@ class BuildRunner:
         be = importlib.import_module(f"edgevlm.compiler.backends.{self.backend}_backend").BACKEND
         self._stages: dict[str, Callable] = {s: self._load_stage(be, Artifact(self.backend, s, stages[s][self.backend]), threads)
                                              for s in ("encoder", "projector")}
-        self.tokenizer = load_tokenizer(self.build_dir / self.meta["tokenizer"])
+        self.processing = None
+        if self.meta.get("processing") is not None:
+            self.processing = self._load_processing()
+            self.tokenizer = self.processing.tokenizer
+        else:
+            self.tokenizer = load_tokenizer(self.build_dir / self.meta["tokenizer"])
         self.model = Model.load(self.build_dir / self.meta["gguf"], threads=threads)
         for key in ("bos_id", "eos_id", "image_token_id"):
-            if self.meta[key] >= self.model.n_vocab:
+            if self.meta.get(key) is not None and self.meta[key] >= self.model.n_vocab:
                 raise InputError(f"build '{build_dir}' is damaged: vlm.json's {key} {self.meta[key]} is outside the "
                                  f"model's vocab of {self.model.n_vocab}", "recompile the build with `edgevlm compile`")
         self.text_embeddings = None
@@ -166,8 +197,37 @@ class BuildRunner:
                                  "recompile the build with `edgevlm compile`") from None
         self.threads = threads
 
+    def _load_processing(self):
+        """The checkpoint's tokenizer, chat template and image processing, as compile wrote them."""
+        from tokenizers import Tokenizer
+
+        from edgevlm.errors import CheckpointError
+        from edgevlm.models.hf_processing import ChatFormat, CheckpointTokenizer, ImageProcessing, Processing
+
+        p, where = self.meta["processing"], f"build '{self.build_dir}'"
+        fix = "recompile the build with `edgevlm compile`"
+        try:
+            template = (self.build_dir / p["template"]).read_text(encoding="utf-8")
+            tok = Tokenizer.from_file(str(self.build_dir / self.meta["tokenizer"]))
+        except Exception as exc:  # OSError, UnicodeDecodeError, or tokenizers' plain Exception on bad JSON
+            raise InputError(f"{where}: cannot read its tokenizer or chat template: {str(exc)[:200]}", fix) from None
+        chat = ChatFormat(template, dict(p["special_tokens"]), p["image_token"], p["image_prefix"], p["image_suffix"])
+        image = ImageProcessing.from_json(p["image"], where)
+        if image.size != self.meta["image_size"]:
+            raise InputError(f"{where}: vlm.json's processing size {image.size} is not its image_size {self.meta['image_size']}", fix)
+        try:
+            tokenizer = CheckpointTokenizer(tok, chat.special_tokens.get("bos_token"), chat.special_tokens.get("eos_token", ""),
+                                            chat.image_token, where)
+        except CheckpointError as exc:
+            raise InputError(exc.cause, fix) from None
+        if tokenizer.eos_id != self.meta["eos_id"] or tokenizer.image_id != self.meta["image_token_id"]:
+            raise InputError(f"{where}: its tokenizer's eos/image ids are not vlm.json's", fix)
+        return Processing(tokenizer, chat, image)
+
     # -- pieces --------------------------------------------------------------
     def pixel_values(self, image) -> np.ndarray:
+        if self.processing is not None:
+            return self.processing.image(image)
         from edgevlm.data.image import preprocess
 
         return preprocess(image, self.meta["image_size"], self.meta["mean"], self.meta["std"])
@@ -210,8 +270,21 @@ class BuildRunner:
         words = prompt_words(ids, self.meta["image_token_id"])
         return embeds[text_guided_keep(embeds, self.text_embeddings[words], self.meta["prune_to"])]
 
-    def prompt_ids(self, prompt: str) -> list[int]:
+    def prompt_ids(self, prompt: str, max_new_tokens: int = 1) -> list[int]:
         m = self.meta
+        if self.processing is not None:
+            from edgevlm.errors import CheckpointError
+
+            try:
+                ids = self.processing.prompt_ids(prompt, m["num_image_tokens"])
+            except CheckpointError as exc:  # the build's template does not render
+                raise InputError(f"build '{self.build_dir}': {exc.cause}", "recompile the build with `edgevlm compile`") from None
+            if len(ids) + 1 > m["max_len"]:
+                text = len(ids) - len(self.processing.prompt_ids("", m["num_image_tokens"]))
+                raise InputError(f"the prompt is {text} tokens; with the chat template and the image's {m['num_image_tokens']} "
+                                 f"tokens it takes {len(ids)} of this build's context of {m['max_len']}, leaving no room to answer",
+                                 f"shorten the prompt, or recompile with --max-context {len(ids) + max(max_new_tokens, 1)}")
+            return ids
         ids = [m["bos_id"]] + [m["image_token_id"]] * m["num_image_tokens"] + self.tokenizer.encode(prompt)
         if len(ids) >= m["max_len"]:
             raise InputError(f"the prompt is {len(ids) - 1 - m['num_image_tokens']} tokens; this build holds "
@@ -234,7 +307,7 @@ class BuildRunner:
             raise InputError(f"--max-new-tokens must be >= 1, got {max_new_tokens}", "pass e.g. --max-new-tokens 24")
         timings = {} if timings is None else timings
         t_start = time.perf_counter()
-        ids = self.prompt_ids(prompt)
+        ids = self.prompt_ids(prompt, max_new_tokens)
         embeds = self.select_image_tokens(self.image_embeds(image, timings), ids)
         session = self.model.session(n_ctx=self.meta["max_len"])
         t0 = time.perf_counter()
@@ -243,6 +316,8 @@ class BuildRunner:
         timings.update(prefill_ms=(t_prefilled - t0) * 1e3, prompt_tokens=len(ids))
         budget = min(max_new_tokens, self.meta["max_len"] - len(ids))
         n, t_first = 0, None
+        made: list[int] = []
+        shown = ""
         # Sampling and the decode step of every token run in C; each id is handed back as it is made.
         for token in session.generate(budget, sampler, stop_token=self.meta["eos_id"]):
             if t_first is None:
@@ -251,16 +326,34 @@ class BuildRunner:
             if token_ids is not None:
                 token_ids.append(token)
             n += 1
-            yield self.tokenizer.decode([token])
+            if self.processing is None:
+                yield self.tokenizer.decode([token])
+                continue
+            # Byte-level BPE: a token may end inside a UTF-8 character, so the text grows by decoding the
+            # whole answer; a trailing replacement character waits for the next token.
+            made.append(token)
+            text = self.tokenizer.decode(made)
+            if not text.endswith("\ufffd") and len(text) > len(shown):
+                yield text[len(shown):]
+                shown = text
+        if self.processing is not None and made:
+            text = self.tokenizer.decode(made)
+            if len(text) > len(shown):
+                yield text[len(shown):]
         t_end = time.perf_counter()
         timings.setdefault("ttft_ms", (t_end - t_start) * 1e3)
         timings.update(new_tokens=n, decode_tokens_per_s=(n - 1) / (t_end - t_first) if n > 1 else None)
+
+    @property
+    def separator(self) -> str:
+        """What goes between two streamed pieces: a space for word-level zoo builds, nothing for BPE pieces."""
+        return "" if self.processing is not None else " "
 
     def answer(self, image, prompt: str, max_new_tokens: int = 24, sampler=None) -> Answer:
         timings: dict = {}
         ids: list[int] = []
         words = list(self.stream(image, prompt, max_new_tokens, sampler, timings, ids))
-        return Answer(" ".join(w for w in words if w), ids, timings)
+        return Answer(self.separator.join(w for w in words if w), ids, timings)
 
 
 def build_answerer(build_dir, manifest=None, backend: str | None = None):

@@ -27,6 +27,9 @@ def add_arguments(parser):
     parser.add_argument("--weight-algo", default="gptq", choices=["gptq", "rtn"],
                         help="weight rounding: gptq (error-minimizing on the calibration samples, default) or rtn "
                         "(round to nearest)")
+    parser.add_argument("--max-context", type=int, default=None, metavar="TOKENS",
+                        help="context length of a Hugging Face VLM checkpoint's build: chat template + image tokens + "
+                        "prompt + answer (default: room for a 64-token prompt and a 256-token answer)")
     parser.add_argument("--no-htp-verify", action="store_true",
                         help="do not run the QNN context binaries on the HTP simulation (the report says they were not verified)")
 
@@ -40,7 +43,7 @@ def run(args) -> int:
                            quant=args.quant, calib_dir=args.calib, calib_samples=args.calib_samples, observer=args.observer, hub=args.hub,
                            quality_target_db=args.quality_target, vision_tokens=args.vision_tokens,
                            token_reduce=args.token_reduce, eval_n=args.eval_n, htp_verify=not args.no_htp_verify,
-                           weight_algo=args.weight_algo)
+                           weight_algo=args.weight_algo, max_context=args.max_context)
     rep = result.report
     rows = []
     for st in rep["stages"]:
@@ -73,5 +76,8 @@ def run(args) -> int:
     notes = {a["info"]["qnn"] for st in rep["stages"] for a in st["artifacts"] if a.get("info", {}).get("qnn")}
     for note in sorted(notes):
         print(f"executorch: {note}")
+    why = rep.get("model_meta", {}).get("runtime_bundle")
+    if isinstance(why, dict):  # a Hugging Face VLM checkpoint without its tokenizer: `edgevlm run` cannot use the build
+        print(f"runtime bundle {why['cause']} (fix: {why['fix']})")
     print(f"build: {result.build_dir}/ (report.json, report.html, manifest.json)")
     return 0

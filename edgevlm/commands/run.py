@@ -22,6 +22,8 @@ def add_arguments(parser):
     parser.add_argument("--backend", default=None, choices=list(RUNNABLE_BACKENDS),
                         help="which vision artifacts to run (default: onnx when the build has it; qnn: the QNN context binaries on the HTP simulation)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all; default)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (1 = off; default)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--quiet", action="store_true", help="print only the answer, no timings")
 
@@ -30,14 +32,14 @@ def run(args) -> int:
     from edgevlm.runner import BuildRunner, open_image
     from edgevlm.runtime import Sampler
 
-    sampler = Sampler(temperature=args.temperature, seed=args.seed)
+    sampler = Sampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     runner = BuildRunner(args.build, threads=args.threads, backend=args.backend)
     image = open_image(args.image)
     timings: dict = {}
     first = True
     for word in runner.stream(image, args.prompt, args.max_new_tokens, sampler, timings):
         if word:
-            sys.stdout.write(("" if first else " ") + word)
+            sys.stdout.write(("" if first else runner.separator) + word)
             sys.stdout.flush()
             first = False
     sys.stdout.write("\n")

@@ -40,9 +40,11 @@ class CompileResult:
     report: dict
 
 
-def _as_bundle(model, example_inputs, name, calibration) -> ModelBundle:
+def _as_bundle(model, example_inputs, name, calibration, max_context=None) -> ModelBundle:
     if model is None or isinstance(model, (str, os.PathLike)):
-        return build_model(None if model is None else str(model))
+        return build_model(None if model is None else str(model), max_context=max_context)
+    if max_context is not None:
+        raise InputError("max_context applies to a Hugging Face VLM checkpoint directory", "pass the directory, or drop max_context")
     if isinstance(model, ModelBundle):
         return model
     if isinstance(model, torch.nn.Module):
@@ -429,6 +431,7 @@ def compile(  # noqa: A001 - the public verb
     eval_n: int = 200,
     htp_verify: bool = True,
     weight_algo: str = "gptq",
+    max_context: int | None = None,
 ) -> CompileResult:
     """Compile a model for a target and verify every artifact against PyTorch.
 
@@ -460,7 +463,7 @@ def compile(  # noqa: A001 - the public verb
 
     tgt = get_target(target)
     schemes = parse_quant_spec(quant, tgt)
-    bundle = _as_bundle(model, example_inputs, name, calibration)
+    bundle = _as_bundle(model, example_inputs, name, calibration, max_context)
     if vision_tokens is not None:
         from edgevlm.models.zoo import with_token_reduction
 
@@ -510,7 +513,9 @@ def compile(  # noqa: A001 - the public verb
 
             run_hub(tmp, report, tgt, Console(stderr=True))
         report_io.write_manifest(tmp, report)
-        if runtime is not None and eval_n:
+        # Shapes accuracy measures zoo models trained on that task, in their prompt layout; a checkpoint's own
+        # chat template and tokenizer (bundle.modules["processing"]) are checked by the runtime bundle's parity.
+        if runtime is not None and eval_n and "processing" not in bundle.modules:
             progress.step(f"accuracy: {eval_n} shapes samples")
             t0 = time.perf_counter()
             # On an HTP target the deployed vision path is the QNN context binaries (run on the HTP simulation).

@@ -9,11 +9,19 @@ A build of a zoo VLM also holds
   llama.cpp's quantizer keeps a better head); report.json's runtime info
   names the type (``gguf_type``);
 - ``tokenizer.json``: the model's tokenizer;
+- ``chat_template.jinja``: for Hugging Face checkpoints, their chat template:
+  vlm.json's ``processing`` then says how `edgevlm run` renders a prompt
+  (template, special tokens, the image run's wrapping) and preprocesses an
+  image (resize mode, filter, rescale, mean, std), as the checkpoint's
+  transformers processor does (edgevlm.models.hf_processing);
 - ``text_embeddings.safetensors``: the LM's word embeddings, only when the
   build prunes image tokens by the prompt (``--token-reduce prune``);
 - ``vlm.json``: how to turn an image and a prompt into runtime inputs (image
-  size, normalization, number of image tokens, special ids) and which stage
-  artifacts hold the encoder and projector.
+  size, normalization, number of image tokens, special ids, the context
+  length ``max_len``) and which stage artifacts hold the encoder and projector.
+
+The language model is an LFM2 (``lfm2`` GGUF) or a Qwen2 (``qwen2`` GGUF,
+FastVLM's).
 
 The bundle is verified like every other artifact: the C runtime's greedy
 answers on the calibration prompts are compared with the float PyTorch
@@ -31,7 +39,9 @@ VLM_JSON = "vlm.json"
 BACKEND_NAME = "edgevlm-runtime"  # the runtime bundle's "backend" in report.json and manifest.json
 TOKENIZER_JSON = "tokenizer.json"
 TEXT_EMBEDDINGS = "text_embeddings.safetensors"  # only for text-guided token pruning
+CHAT_TEMPLATE = "chat_template.jinja"  # only for Hugging Face checkpoints
 FORMAT_VERSION = 1
+VERIFY_NEW_TOKENS = 24  # greedy answer length compared per verification prompt
 
 
 def gguf_type_for(scheme) -> str:
@@ -49,11 +59,23 @@ def gguf_type_for(scheme) -> str:
 
 
 def is_runtime_vlm(bundle) -> bool:
-    """True when the bundle is a VLM whose LM the C runtime can run (an edgevlm LFM2)."""
+    """True when the bundle is a VLM with a tokenizer whose LM the C runtime can run (LFM2 or Qwen2)."""
     from edgevlm.models.lfm2 import Lfm2ForCausalLM
+    from edgevlm.models.qwen2 import Qwen2ForCausalLM
 
     vlm, tok = bundle.modules.get("vlm"), bundle.modules.get("tokenizer")
-    return vlm is not None and tok is not None and vlm.encoder is not None and isinstance(vlm.lm, Lfm2ForCausalLM)
+    return vlm is not None and tok is not None and vlm.encoder is not None \
+        and isinstance(vlm.lm, (Lfm2ForCausalLM, Qwen2ForCausalLM))
+
+
+def _export_gguf(path: Path, lm, qtype: str, tokenizer, name: str) -> None:
+    from edgevlm.models.qwen2 import Qwen2ForCausalLM
+    from edgevlm.runtime.gguf_export import export_lfm2_gguf, export_qwen2_gguf
+
+    if isinstance(lm, Qwen2ForCausalLM):
+        export_qwen2_gguf(path, lm.config, lm.state_dict(), qtype=qtype, tokenizer=tokenizer, name=name)
+    else:
+        export_lfm2_gguf(path, lm.config, lm.state_dict(), qtype=qtype, tokenizer=tokenizer, name=name)
 
 
 def write(bundle, scheme, out_dir: Path, stage_paths: dict[str, dict[str, str]], verify_samples: int = 4) -> dict:
@@ -62,14 +84,12 @@ def write(bundle, scheme, out_dir: Path, stage_paths: dict[str, dict[str, str]],
     ``stage_paths`` maps stage name -> {backend: artifact path} of what was
     built, so `edgevlm run` finds the encoder and projector artifacts.
     """
-    from edgevlm.runtime.gguf_export import export_lfm2_gguf
-
     vlm, tok = bundle.modules["vlm"], bundle.modules["tokenizer"]
+    processing = bundle.modules.get("processing")
     qtype = gguf_type_for(scheme)
     out_dir = Path(out_dir)
     tok.save(out_dir / TOKENIZER_JSON)
-    export_lfm2_gguf(out_dir / GGUF_NAME, vlm.lm.config, vlm.lm.state_dict(), qtype=qtype,
-                     tokenizer=tok.tokenizer, name=bundle.name)
+    _export_gguf(out_dir / GGUF_NAME, vlm.lm, qtype, tok.tokenizer, bundle.name)
     meta = {
         "format": FORMAT_VERSION,
         "model": bundle.name,
@@ -86,6 +106,13 @@ def write(bundle, scheme, out_dir: Path, stage_paths: dict[str, dict[str, str]],
         "stages": {name: paths for name, paths in stage_paths.items() if name in ("encoder", "projector")},
     }
     files = [GGUF_NAME, TOKENIZER_JSON, VLM_JSON]
+    if processing is not None:
+        chat = processing.chat
+        (out_dir / CHAT_TEMPLATE).write_text(chat.template, encoding="utf-8")
+        meta["processing"] = {"template": CHAT_TEMPLATE, "special_tokens": dict(chat.special_tokens),
+                              "image_token": chat.image_token, "image_prefix": chat.image_prefix,
+                              "image_suffix": chat.image_suffix, "image": processing.image.to_json()}
+        files.append(CHAT_TEMPLATE)
     if vlm.prune_to is not None:
         # Text-guided pruning runs at run time and needs the word embeddings the LM starts from.
         from safetensors.numpy import save_file
@@ -95,7 +122,7 @@ def write(bundle, scheme, out_dir: Path, stage_paths: dict[str, dict[str, str]],
         meta.update(prune_to=vlm.prune_to, text_embeddings=TEXT_EMBEDDINGS)
         files.append(TEXT_EMBEDDINGS)
     (out_dir / VLM_JSON).write_text(json.dumps(meta, indent=2) + "\n")
-    parity = _verify(vlm, tok, out_dir / GGUF_NAME, verify_samples)
+    parity = _verify(vlm, tok, out_dir / GGUF_NAME, verify_samples, processing)
     return {"backend": BACKEND_NAME, "path": GGUF_NAME, "files": files,
             "info": {"gguf_type": qtype, "gguf_tensor_types": _tensor_types(out_dir / GGUF_NAME),
                      "runs_on": "C runtime (edgevlm.runtime), CPU"}, "parity": parity}
@@ -112,8 +139,12 @@ def _tensor_types(path: Path) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def _verify(vlm, tok, gguf_path: Path, samples: int) -> dict:
-    """Greedy answers of the C runtime vs float PyTorch on shapes calibration samples (float image embeddings)."""
+def _verify(vlm, tok, gguf_path: Path, samples: int, processing=None) -> dict:
+    """Greedy answers of the C runtime vs float PyTorch on shapes calibration samples (float image embeddings).
+
+    With ``processing`` (a Hugging Face checkpoint's), prompts go through its chat template and images
+    through its image processing, as `edgevlm run` formats them.
+    """
     import torch
 
     from edgevlm.compiler.verify import sqnr_db
@@ -126,26 +157,36 @@ def _verify(vlm, tok, gguf_path: Path, samples: int) -> dict:
     sqnrs = []
     for i in range(samples):
         s = make_sample(CALIBRATION_SEED, i, vlm.image_size)
-        ids = vlm.prompt_ids(tok.encode(s.prompt), tok.bos_id)
+        if processing is not None:
+            ids = processing.prompt_ids(s.prompt, vlm.num_image_tokens)
+            pixels = torch.from_numpy(processing.image(s.image))
+        else:
+            ids = vlm.prompt_ids(tok.encode(s.prompt), tok.bos_id)
+            pixels = vlm.pixel_values(s.image)
         with torch.no_grad():
-            embeds = vlm.select_image_tokens(vlm.image_embeds(vlm.pixel_values(s.image)), ids)
-        want = vlm.generate(embeds, ids, tok.eos_id) + [tok.eos_id]
+            embeds = vlm.select_image_tokens(vlm.image_embeds(pixels), ids)
+        want = vlm.generate(embeds, ids, tok.eos_id, VERIFY_NEW_TOKENS)
+        if len(want) < min(VERIFY_NEW_TOKENS, vlm.max_len - len(ids)):
+            want.append(tok.eos_id)  # it stopped at eos: the runtime must stop there too
         sess = model.session(n_ctx=vlm.max_len)
         logits = prefill_vlm(sess, ids, embeds[0].numpy(), vlm.image_token_id)
-        with torch.no_grad():
-            ref = vlm.lm(vlm.splice(torch.tensor([ids]), embeds))[0, -1].numpy()
+        with torch.no_grad():  # prefill through the explicit state: Qwen2ForCausalLM has no stateless forward
+            spliced = vlm.splice(torch.tensor([ids]), embeds)
+            ref = vlm.lm.prefill(embeds=spliced, state=vlm.lm.init_state(len(ids)), last_only=True)[0][0].numpy()
         sqnrs.append(sqnr_db([ref], [logits]))
         got = [int(logits.argmax())]
         for _ in range(len(want) - 1):
             got.append(int(sess.step(got[-1]).argmax()))
         same += sum(a == b for a, b in zip(want, got))
         total += len(want)
+    how = " through the checkpoint's chat template" if processing is not None else ""
     return {"metric": "greedy_agreement", "value": same / total, "first_token_sqnr_db": min(sqnrs),
-            "reference": f"float PyTorch model, greedy answers to {samples} shapes calibration prompts (float image embeddings)"}
+            "reference": f"float PyTorch model, greedy answers to {samples} shapes calibration prompts{how} (float image embeddings)"}
 
 
 def prefill_vlm(session, ids: list[int], image_embeds: np.ndarray, image_token_id: int) -> np.ndarray:
-    """Prefill ``<bos> <image> x N prompt`` into a runtime session: text runs as ids, the image run as embeddings.
+    """Prefill ``ids`` (text, one run of N image placeholders, text) into a runtime session: text runs as ids,
+    the image run as embeddings.
 
     Returns the last position's logits.
     """

@@ -30,23 +30,30 @@ def list_models() -> list[ModelEntry]:
     return list(_discover().values())
 
 
-def build_model(name_or_dir: str | None = None) -> ModelBundle:
+def build_model(name_or_dir: str | None = None, max_context: int | None = None) -> ModelBundle:
     """Build a named model, or load a checkpoint directory saved by edgevlm.
 
     A directory's config.json names the zoo model in ``"edgevlm_model"``; its
-    safetensors weights are loaded into it.
+    safetensors weights are loaded into it.  ``max_context`` sets a Hugging
+    Face VLM checkpoint's context length (zoo models keep the one they were
+    trained with).
     """
+    from edgevlm.errors import InputError
     from edgevlm.models import checkpoint
 
     name = name_or_dir or DEFAULT_MODEL
     entries = _discover()
+    if max_context is not None and (name in entries or (Path(name).expanduser().is_dir()
+                                                        and "model_type" not in _config_if_dir(name))):
+        raise InputError(f"--max-context applies to Hugging Face VLM checkpoints, not to '{name}'",
+                         "drop --max-context (zoo models keep the context they were trained with)")
     if name in entries:
         return entries[name].build()
     if Path(name).expanduser().exists() or "/" in name or name.startswith("."):
         ckpt = checkpoint.checkpoint_dir(name)
         cfg = checkpoint.read_config(ckpt)
         if "model_type" in cfg:
-            return from_pretrained(ckpt)
+            return from_pretrained(ckpt, max_context)
         zoo_name = cfg.get("edgevlm_model")
         if zoo_name not in entries:
             raise CheckpointError(
@@ -58,11 +65,22 @@ def build_model(name_or_dir: str | None = None) -> ModelBundle:
     raise UnknownNameError(f"unknown model '{name}'", f"use one of: {', '.join(entries)} (see `edgevlm models`), or a checkpoint directory")
 
 
-def from_pretrained(path) -> ModelBundle:
-    """Load a local checkpoint directory (Hugging Face LFM2 / LFM2-VL, or a saved zoo model); see hf_import."""
+def _config_if_dir(name: str) -> dict:
+    """config.json of directory ``name`` when it is one with a readable config, else {}."""
+    import json
+
+    try:
+        cfg = json.loads((Path(name).expanduser() / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def from_pretrained(path, max_context: int | None = None) -> ModelBundle:
+    """Load a local checkpoint directory (Hugging Face LFM2 / LFM2-VL / FastVLM, or a saved zoo model); see hf_import."""
     from edgevlm.models.hf_import import from_pretrained as _load
 
-    return _load(path)
+    return _load(path, max_context)
 
 
 __all__ = ["DEFAULT_MODEL", "ModelBundle", "ModelEntry", "build_model", "from_pretrained", "list_models"]

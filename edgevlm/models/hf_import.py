@@ -23,9 +23,16 @@ Supported ``model_type`` values:
 
 Both VLMs give the four static-shape stages of zoo VLMs (encoder, projector,
 llm-prefill, llm-decode; see vlm.vlm_stages), with ``image_size`` and
-``image_tokens`` in the bundle's meta.  They carry no tokenizer (the
-checkpoint's tokenizer.json is not read), so the C-runtime package
-(llm.gguf, vlm.json; compiler/runtime_bundle.py) is not written for them.
+``image_tokens`` in the bundle's meta.  When the directory holds a
+tokenizer.json, its tokenizer, chat template and image processing
+(:mod:`edgevlm.models.hf_processing`) join the bundle, so the compiler writes
+the C-runtime package (llm.gguf, tokenizer.json, chat_template.jinja,
+vlm.json; compiler/runtime_bundle.py) and `edgevlm run` formats prompts as
+the model's processor does.  The prompt is the rendered chat (template +
+image run + the user's text): the prefill stage holds it with PROMPT_ROOM
+tokens of text, and the context (``max_context``, the runtime's KV length)
+defaults to that plus NEW_TOKENS tokens of answer.  Without a tokenizer.json
+the stages are still built; the report says why no runtime bundle was.
 
 Nothing is downloaded and pickle files are refused (see checkpoint.py).
 """
@@ -35,7 +42,7 @@ from pathlib import Path
 import torch
 
 from edgevlm.compiler.stage import Stage
-from edgevlm.errors import CheckpointError
+from edgevlm.errors import CheckpointError, InputError
 from edgevlm.models import checkpoint
 from edgevlm.models.encoders.base import VisionEncoder
 from edgevlm.models.lfm2 import DecodeStage, Lfm2Config, Lfm2ForCausalLM, PrefillStage, STATE_NAMES
@@ -44,8 +51,10 @@ from edgevlm.models.registry import ModelBundle
 from edgevlm.models.siglip2 import Siglip2VisionTower
 from edgevlm.models.vlm import VisionLanguageModel, vlm_stages
 
-PREFILL_LEN = 16
+PREFILL_LEN = 16  # LM-only checkpoints and VLMs without a tokenizer: prompt room of the prefill stage
 MAX_LEN = 64
+PROMPT_ROOM = 64  # tokens of user text the prefill stage holds beside the chat template and the image
+NEW_TOKENS = 256  # default answer room: --max-context defaults to the prefill length + this
 
 
 def _lm_stages(lm: Lfm2ForCausalLM, prefill_len: int = PREFILL_LEN, max_len: int = MAX_LEN) -> list[Stage]:
@@ -86,7 +95,7 @@ def _load_lm(lm: Lfm2ForCausalLM, state: dict, where: str) -> None:
     checkpoint.load_into(lm, state, where)
 
 
-def load_lfm2(ckpt: Path, cfg: dict) -> ModelBundle:
+def load_lfm2(ckpt: Path, cfg: dict, max_context: int | None = None) -> ModelBundle:
     """An LFM2 causal LM checkpoint."""
     lm = Lfm2ForCausalLM(Lfm2Config.from_dict(cfg))
     _load_lm(lm, checkpoint.load_state_dict(ckpt), str(ckpt))
@@ -115,13 +124,43 @@ def _mean_std(pre: dict, default_mean, default_std) -> tuple[tuple, tuple]:
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
+def _context(ckpt: Path, processing, num_image_tokens: int, max_context: int | None) -> tuple[int, int]:
+    """(prefill length, context length) of an imported VLM; InputError when ``max_context`` cannot hold the image."""
+    if processing is not None:
+        overhead = len(processing.prompt_ids("", num_image_tokens))  # chat template + image run, no user text
+        prefill_len = overhead + PROMPT_ROOM
+        where = f"the chat template and the image's {num_image_tokens} tokens take {overhead}"
+    else:
+        overhead = 1 + num_image_tokens  # <bos> + image tokens
+        prefill_len = overhead + PREFILL_LEN
+        where = f"<bos> and the image's {num_image_tokens} tokens take {overhead}"
+    if max_context is None:
+        return prefill_len, prefill_len + (NEW_TOKENS if processing is not None else MAX_LEN - PREFILL_LEN)
+    if type(max_context) is not int or max_context < overhead + 2:
+        raise InputError(f"--max-context {max_context} does not fit {ckpt.name}: {where}, and a prompt and an answer need more",
+                         f"use --max-context >= {overhead + 2} (default {prefill_len + NEW_TOKENS})")
+    return min(prefill_len, max_context - 1), max_context
+
+
 def _vlm_bundle(ckpt: Path, model_type: str, encoder, projector, lm, image_token: int, num_image_tokens: int,
-                config: dict) -> ModelBundle:
-    """encoder -> projector -> LM as a VisionLanguageModel and its four static-shape stages."""
-    prefill_len = num_image_tokens + PREFILL_LEN  # <bos> + image tokens + prompt room
+                config: dict, image, max_context: int | None = None) -> ModelBundle:
+    """encoder -> projector -> LM as a VisionLanguageModel and its four static-shape stages.
+
+    ``image`` is the ImageProcessing read from the checkpoint's processor settings; the tokenizer and
+    chat template join the bundle when the checkpoint has a tokenizer.json.
+    """
+    from edgevlm.models.hf_processing import read_processing
+
+    processing = read_processing(ckpt, model_type, image)
+    if processing is not None and processing.tokenizer.image_id != image_token:
+        raise CheckpointError(f"'{ckpt}': the tokenizer's {processing.chat.image_token!r} is id {processing.tokenizer.image_id}, "
+                              f"config.json's image token id is {image_token}", "use the tokenizer.json the checkpoint was saved with")
+    if processing is not None and processing.tokenizer.vocab_size > lm.config.vocab_size:
+        raise CheckpointError(f"'{ckpt}': tokenizer.json has {processing.tokenizer.vocab_size} tokens, the language model "
+                              f"{lm.config.vocab_size}", "use the tokenizer.json the checkpoint was saved with")
+    prefill_len, max_len = _context(ckpt, processing, num_image_tokens, max_context)
     vlm = VisionLanguageModel(encoder, projector, lm, image_token, encoder.image_size, num_image_tokens,
-                              prefill_len=prefill_len, max_len=prefill_len + MAX_LEN - PREFILL_LEN,
-                              mean=encoder.mean, std=encoder.std).eval()
+                              prefill_len=prefill_len, max_len=max_len, mean=image.mean, std=image.std).eval()
 
     def count(m):
         return sum(p.numel() for p in m.parameters())
@@ -130,12 +169,20 @@ def _vlm_bundle(ckpt: Path, model_type: str, encoder, projector, lm, image_token
         "family": "vlm", "source": "huggingface", "model_type": model_type, "params": count(vlm),
         "params_by_part": {"encoder": count(encoder), "projector": count(projector), "llm": count(lm)},
         "image_size": encoder.image_size, "image_tokens": num_image_tokens,
+        "prefill_len": prefill_len, "max_context": max_len,
         "config": dict(config, image_token_id=image_token, image_size=encoder.image_size),
     }
-    return ModelBundle(ckpt.name, vlm_stages(vlm), {"vlm": vlm, "lm": lm, "projector": projector, "encoder": encoder}, meta)
+    modules = {"vlm": vlm, "lm": lm, "projector": projector, "encoder": encoder}
+    if processing is None:
+        meta["runtime_bundle"] = {"cause": f"not written: checkpoint '{ckpt}' has no tokenizer.json",
+                                  "fix": "copy the model's tokenizer.json, tokenizer_config.json and chat template next "
+                                         "to its config.json and recompile"}
+    else:
+        modules.update(tokenizer=processing.tokenizer, processing=processing)
+    return ModelBundle(ckpt.name, vlm_stages(vlm), modules, meta)
 
 
-def load_lfm2_vl(ckpt: Path, cfg: dict) -> ModelBundle:
+def load_lfm2_vl(ckpt: Path, cfg: dict, max_context: int | None = None) -> ModelBundle:
     """An LFM2-VL checkpoint: SigLIP2 vision tower (static square size) + projector + LFM2 language model.
 
     The image side is the processor's ``tile_size`` (preprocessor_config.json)
@@ -155,14 +202,16 @@ def load_lfm2_vl(ckpt: Path, cfg: dict) -> ModelBundle:
         act=cfg.get("projector_hidden_act", "gelu"), bias=cfg.get("projector_bias", True),
         downsample_factor=factor, layer_norm=cfg.get("projector_use_layernorm", True),
     )
+    from edgevlm.models.hf_processing import image_processing
+
     pre = _preprocessor(ckpt)
     patch = int(vision_cfg.get("patch_size", 16))
     image_size = int(pre.get("tile_size", math.isqrt(int(vision_cfg.get("num_patches", 256))) * patch))
     if image_size % (patch * factor):
         raise CheckpointError(f"LFM2-VL image size {image_size} is not a multiple of patch_size x downsample_factor = {patch * factor}",
                               "set tile_size in preprocessor_config.json to such a multiple")
-    mean, std = _mean_std(pre, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    encoder = Siglip2VisionTower(vision_cfg, image_size, mean, std)
+    image = image_processing("lfm2_vl", pre, image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), f"{ckpt}/preprocessor_config.json")
+    encoder = Siglip2VisionTower(vision_cfg, image_size, image.mean, image.std)
     vision, proj_state, lm_state = _split_vlm_state(ckpt, "LFM2-VL")
     vision = _strip_prefix(vision, "vision_model.")  # checkpoints saved before transformers 5 nest the tower there
     _take(vision, ("head.",), "")  # SigLIP2's attention-pooling head: LFM2-VL reads the patch tokens
@@ -171,7 +220,8 @@ def load_lfm2_vl(ckpt: Path, cfg: dict) -> ModelBundle:
     _load_lm(lm, lm_state, f"{ckpt} (language_model)")
     image_token = int(cfg.get("image_token_id", 396))
     return _vlm_bundle(ckpt, "lfm2_vl", encoder, projector, lm, image_token, encoder.num_tokens // factor**2,
-                       {"text_config": text.to_dict(), "vision_config": vision_cfg, "downsample_factor": factor})
+                       {"text_config": text.to_dict(), "vision_config": vision_cfg, "downsample_factor": factor},
+                       image, max_context)
 
 
 def _split_vlm_state(ckpt: Path, name: str):
@@ -224,7 +274,7 @@ def _timm_tower(ckpt: Path, vision_cfg: dict, pre: dict) -> VisionEncoder:
     return encoder
 
 
-def load_fast_vlm(ckpt: Path, cfg: dict) -> ModelBundle:
+def load_fast_vlm(ckpt: Path, cfg: dict, max_context: int | None = None) -> ModelBundle:
     """A FastVLM checkpoint: timm vision tower (FastViTHD) + projector + Qwen2 language model.
 
     The image side is the processor's crop size (preprocessor_config.json)
@@ -243,7 +293,11 @@ def load_fast_vlm(ckpt: Path, cfg: dict) -> ModelBundle:
     bias = cfg.get("multimodal_projector_bias", True)
     projector = MLPProjector(vision_cfg["hidden_size"], text.hidden_size, text.hidden_size,
                              act=cfg.get("projector_hidden_act", "gelu"), bias=bias)
-    encoder = _timm_tower(ckpt, vision_cfg, _preprocessor(ckpt))
+    from edgevlm.models.hf_processing import image_processing
+
+    pre = _preprocessor(ckpt)
+    encoder = _timm_tower(ckpt, vision_cfg, pre)
+    image = image_processing("fast_vlm", pre, encoder.image_size, encoder.mean, encoder.std, f"{ckpt}/preprocessor_config.json")
     vision, proj_state, lm_state = _split_vlm_state(ckpt, "FastVLM")
     # timm's names, under 'timm_model.' (transformers 5) or directly under the tower (older checkpoints)
     vision = {"backbone." + k: v for k, v in _strip_prefix(vision, "timm_model.").items()}
@@ -254,10 +308,10 @@ def load_fast_vlm(ckpt: Path, cfg: dict) -> ModelBundle:
     checkpoint.load_into(lm, lm_state, f"{ckpt} (language_model)")
     image_token = int(cfg.get("image_token_index", cfg.get("image_token_id", 151646)))
     return _vlm_bundle(ckpt, "fast_vlm", encoder, projector, lm, image_token, encoder.num_tokens,
-                       {"text_config": text_cfg, "vision_config": vision_cfg})
+                       {"text_config": text_cfg, "vision_config": vision_cfg}, image, max_context)
 
 
-def load_edgevlm(ckpt: Path, cfg: dict) -> ModelBundle:
+def load_edgevlm(ckpt: Path, cfg: dict, max_context: int | None = None) -> ModelBundle:
     from edgevlm.models.zoo import load_saved_model
 
     return load_saved_model(ckpt)
@@ -266,8 +320,11 @@ def load_edgevlm(ckpt: Path, cfg: dict) -> ModelBundle:
 LOADERS = {"lfm2": load_lfm2, "lfm2_vl": load_lfm2_vl, "fast_vlm": load_fast_vlm, "edgevlm_vlm": load_edgevlm}
 
 
-def from_pretrained(path) -> ModelBundle:
-    """Load a local checkpoint directory: Hugging Face (by config.json's model_type) or edgevlm's own."""
+def from_pretrained(path, max_context: int | None = None) -> ModelBundle:
+    """Load a local checkpoint directory: Hugging Face (by config.json's model_type) or edgevlm's own.
+
+    ``max_context`` is an imported VLM's context length (prompt + answer tokens; see _context).
+    """
     ckpt = checkpoint.checkpoint_dir(path)
     cfg = checkpoint.read_config(ckpt)
     checkpoint.weight_files(ckpt)  # refuse pickle-only directories before anything else
@@ -277,4 +334,7 @@ def from_pretrained(path) -> ModelBundle:
             f"'{ckpt}/config.json' has model_type {model_type!r}, which edgevlm cannot load",
             f"supported model_type values: {', '.join(LOADERS)}",
         )
-    return LOADERS[model_type](ckpt, cfg)
+    if max_context is not None and model_type not in ("lfm2_vl", "fast_vlm"):
+        raise InputError(f"--max-context applies to Hugging Face VLM checkpoints; '{ckpt}' is {model_type}",
+                         "drop --max-context")
+    return LOADERS[model_type](ckpt, cfg, max_context)
