@@ -58,6 +58,11 @@ def trained_reference_model(seed: int = 0, vocab: int = 256, steps: int = 150):
     the trained demo model does.  Training takes ~10 s with one torch thread.
     """
     cfg, model = reference_model(seed=seed, vocab=vocab, init_std=0.02)
+    return cfg, train_on_permutation(model, vocab, seed, steps)
+
+
+def train_on_permutation(model, vocab: int, seed: int, steps: int):
+    """Train a causal LM in place on next = perm[token] (10 % noise tokens), then return it in eval mode."""
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(vocab, generator=g)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -73,8 +78,7 @@ def trained_reference_model(seed: int = 0, vocab: int = 256, steps: int = 150):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    model.eval()
-    return cfg, model
+    return model.eval()
 
 
 def small_bpe_tokenizer(vocab_size: int = 320):

@@ -6,6 +6,7 @@ import functools
 import torch
 
 from edgevlm._compat import import_timm
+from lfm2_reference import train_on_permutation
 
 
 def qwen2_reference(seed: int = 0, vocab: int = 512, hidden: int = 64, ffn: int = 128, tied: bool = True,
@@ -39,20 +40,4 @@ def trained_qwen2(seed: int = 0, vocab: int = 256, steps: int = 150):
     that greedy choices have margins (random weights give near-ties); as
     lfm2_reference.trained_reference_model."""
     cfg, model = qwen2_reference(seed=seed, vocab=vocab, init_std=0.02)
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(vocab, generator=g)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(steps):
-        x = torch.empty(16, 48, dtype=torch.long)
-        x[:, 0] = torch.randint(0, vocab, (16,), generator=g)
-        for t in range(1, 48):
-            x[:, t] = perm[x[:, t - 1]]
-        noise = torch.rand(x.shape, generator=g) < 0.1
-        x = torch.where(noise, torch.randint(0, vocab, x.shape, generator=g), x)
-        loss = torch.nn.functional.cross_entropy(model(x[:, :-1]).logits.reshape(-1, vocab), x[:, 1:].reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return cfg, model
+    return cfg, train_on_permutation(model, vocab, seed, steps)
