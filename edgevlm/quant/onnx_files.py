@@ -1,0 +1,98 @@
+"""ONNX model files, with the weights in a side file when one protobuf message cannot hold them.
+
+Protobuf serializes one message up to 2 GiB; an LFM2-VL-1.6B-shaped
+llm-prefill stage holds 4.8 GB of float weights.  :func:`save` writes such a
+model as ONNX external data (``<name>.onnx`` + ``<name>.onnx.data``, one data
+file), smaller ones as a single file exactly as ``onnx.save_model`` does, so
+the builds of small models do not change.  :func:`files` lists what a saved
+model consists of, for the build's manifest (every file is hashed there, the
+data file too).
+"""
+from pathlib import Path
+
+import onnx
+
+# Initializer bytes above which a model is saved with external data: protobuf's 2 GiB, less room for the graph.
+EXTERNAL_DATA_ABOVE = 2**31 - 2**27
+# Models with more weight bytes than this are handled file to file during quantization: every
+# intermediate model keeps its weights in a side file, and graph-only steps read the graph alone.
+STREAM_ABOVE = 2**28
+SIZE_THRESHOLD = 1024  # tensors smaller than this stay inside the .onnx file (onnx's default)
+
+
+def initializer_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the model's initializers (raw or typed, inside the message)."""
+    total = 0
+    for t in model.graph.initializer:
+        if t.raw_data:
+            total += len(t.raw_data)
+        else:
+            total += onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize * max(1, _numel(t))
+    return total
+
+
+def _numel(t) -> int:
+    n = 1
+    for d in t.dims:
+        n *= d
+    return n
+
+
+def needs_external_data(model: onnx.ModelProto) -> bool:
+    return initializer_bytes(model) > EXTERNAL_DATA_ABOVE
+
+
+def save(model: onnx.ModelProto, path, external: bool | None = None) -> list[Path]:
+    """Write ``model`` at ``path``; with external data (``<name>.data`` beside it) when ``external`` is True,
+    or when None and the model is too large for one file.  Returns the files written."""
+    path = Path(path)
+    external = needs_external_data(model) if external is None else external
+    if not external:
+        onnx.save_model(model, str(path))
+        return [path]
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)  # onnx appends to an existing data file
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data.name, size_threshold=SIZE_THRESHOLD)
+    return [path, data]
+
+
+def files(path) -> list[Path]:
+    """The model file at ``path`` and the external data files it refers to (reads the graph, not the weights)."""
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    found = {path}
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in t.external_data if e.key == "location"), None)
+            if location:
+                found.add(path.parent / location)
+    return [path] + sorted(found - {path})
+
+
+def has_external_data(path) -> bool:
+    return len(files(path)) > 1
+
+
+def structure(model: onnx.ModelProto, keep_below: int = SIZE_THRESHOLD) -> onnx.ModelProto:
+    """A copy of ``model`` without the data of its large initializers (name, type and shape kept).
+
+    Type and shape inference read an initializer's type and dims, and the
+    values of small ones only (a Reshape's shape); copying a model for them
+    (onnx.shape_inference serializes it twice) costs 3-4x its weights.
+    """
+    out = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(out, field, getattr(model, field))
+    out.opset_import.extend(model.opset_import)
+    out.functions.extend(model.functions)
+    g, src = out.graph, model.graph
+    g.name = src.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(g, field).extend(getattr(src, field))
+    for t in src.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL and t.ByteSize() < keep_below:
+            g.initializer.add().CopyFrom(t)
+        else:
+            g.initializer.add(name=t.name, dims=t.dims, data_type=t.data_type)
+    return out

@@ -1,0 +1,43 @@
+"""ONNX files with external data: written only above the size limit, listed for the manifest, same values read back."""
+import numpy as np
+import onnx
+import onnx.helper as h
+import onnxruntime as ort
+
+from edgevlm.quant import onnx_files
+from edgevlm.quant.onnx_qdq import float_tensor_names
+
+
+def _model():
+    rng = np.random.default_rng(0)
+    w = onnx.numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "W")
+    shape = onnx.numpy_helper.from_array(np.array([1, -1], np.int64), "S")
+    g = h.make_graph([h.make_node("MatMul", ["x", "W"], ["y"]), h.make_node("Reshape", ["y", "S"], ["z"])], "g",
+                     [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 64])],
+                     [h.make_tensor_value_info("z", onnx.TensorProto.FLOAT, None)], [w, shape])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 21)])
+
+
+def _run(path, x):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_small_model_stays_one_file_and_large_gets_a_data_file(tmp_path, monkeypatch):
+    model = _model()
+    single = onnx_files.save(model, tmp_path / "a.onnx")
+    assert single == [tmp_path / "a.onnx"] and onnx_files.files(single[0]) == single
+    assert (tmp_path / "a.onnx").read_bytes() == model.SerializeToString()  # exactly what onnx.save_model writes
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_ABOVE", 1000)  # 16 KiB of weights is "large" now
+    written = onnx_files.save(model, tmp_path / "b.onnx")
+    assert written == [tmp_path / "b.onnx", tmp_path / "b.onnx.data"] and onnx_files.files(written[0]) == written
+    assert (tmp_path / "b.onnx").stat().st_size < 1000 < (tmp_path / "b.onnx.data").stat().st_size
+    x = np.ones((2, 64), np.float32)
+    assert np.array_equal(_run(tmp_path / "a.onnx", x), _run(tmp_path / "b.onnx", x))
+
+
+def test_structure_keeps_types_without_the_weights():
+    model = _model()
+    graph_only = onnx_files.structure(model)
+    assert graph_only.ByteSize() < model.ByteSize() / 10
+    assert float_tensor_names(graph_only) == float_tensor_names(model) == ["x", "y", "z"]
+    assert onnx.numpy_helper.to_array(graph_only.graph.initializer[1]).tolist() == [1, -1]  # small ones kept whole
