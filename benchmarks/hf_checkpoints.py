@@ -268,8 +268,9 @@ def build_tokenizer(specials: dict[int, str], trained_size: int, total: int):
             next_id += 1
         vocab[piece] = next_id
         next_id += 1
+    taken = set(vocab.values()) | set(specials)
     for i in range(n_total):
-        if i not in specials and i not in vocab.values():
+        if i not in taken:
             vocab[f"<|reserved_{i}|>"] = i
     for i, text in specials.items():  # specials live in the model vocab too, as in the published tokenizer.json
         vocab[text] = i

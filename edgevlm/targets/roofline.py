@@ -34,11 +34,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgevlm.errors import InputError
+from edgevlm.ops import CONV_OPS, GENERIC_CONV_OPS, is_transposed_conv, target_name
 from edgevlm.targets.base import NON_COMPUTE_OPS, Target
 
 LABEL = "estimated"
 
-_CONVS = {"conv1d", "conv2d", "conv3d", "convolution", "_convolution"}
 _MATMULS = {"linear", "mm", "bmm", "matmul", "addmm", "baddbmm"}
 # Ops that only relabel memory; the device compiler folds them into addressing.
 _FREE = NON_COMPUTE_OPS | {
@@ -191,17 +191,6 @@ class Estimate:
         }
 
 
-def _op_name(node) -> str:
-    import torch
-
-    target = node.target
-    if isinstance(target, torch._ops.OpOverload):
-        return target.overloadpacket.__name__
-    if isinstance(target, torch._ops.OpOverloadPacket):
-        return target.__name__
-    return getattr(target, "__name__", str(target))
-
-
 def _shape(node) -> tuple:
     """Shape of a single-tensor node (from ShapeProp's tensor_meta)."""
     return tuple(node.meta["tensor_meta"].shape)
@@ -223,8 +212,8 @@ def _numel(node) -> int:
 def _conv_count(node) -> tuple[str, int]:
     x, w = node.args[0], node.args[1]
     ws, xs = _shape(w), _shape(x)
-    transposed = _op_name(node) in ("convolution", "_convolution") and bool(node.args[6])
-    groups = node.args[-1] if _op_name(node) in ("convolution", "_convolution") else (
+    transposed = is_transposed_conv(node)
+    groups = node.args[-1] if target_name(node.target) in GENERIC_CONV_OPS else (
         node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1))
     groups = int(groups)
     if transposed:  # weight [Cin, Cout/groups, k...]: every input element meets Cout/groups * k MACs
@@ -235,7 +224,7 @@ def _conv_count(node) -> tuple[str, int]:
 
 
 def _matmul_k(node) -> int:
-    op = _op_name(node)
+    op = target_name(node.target)
     if op == "linear":
         return _shape(node.args[1])[-1]  # weight [out, in]
     a = node.args[1] if op in ("addmm", "baddbmm") else node.args[0]
@@ -261,13 +250,13 @@ def count_ops(gm, example_inputs: tuple) -> list[OpCount]:
         if node.op != "call_function":
             continue
         inputs = node.all_input_nodes
-        op = _op_name(node)
+        op = target_name(node.target)
         if all(i in constant for i in inputs):
             constant.add(node)  # constants only (or none, e.g. arange): folded at compile time on the device
             continue
         if op in _FREE or op.startswith("_assert") or op.startswith("sym_"):
             continue
-        if op in _CONVS:
+        if op in CONV_OPS:
             op_class, macs = _conv_count(node)
         elif op in _MATMULS:
             op_class, macs = "matmul", _numel(node) * _matmul_k(node)

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
 from edgevlm.errors import BackendUnavailableError
+from edgevlm.ops import target_name
 
 EXTRA = "executorch"
 INSTALL = f"pip install 'edgevlm[{EXTRA}]'"
@@ -75,13 +76,13 @@ def has_channel_rms_norm(program) -> bool:
     RMSNorm2d) that is wrong and fails at calibration.
     """
     for node in program.graph.nodes:
-        if node.op != "call_function" or _op_name(node.target) != "mean" or len(node.args) < 2:
+        if node.op != "call_function" or target_name(node.target) != "mean" or len(node.args) < 2:
             continue
         rank = len(node.args[0].meta["val"].shape)
         if (rank - 1) in {d % rank for d in node.args[1]}:
             continue
-        followers = {_op_name(u.target) for u in node.users} | {
-            _op_name(v.target) for u in node.users for v in u.users
+        followers = {target_name(u.target) for u in node.users} | {
+            target_name(v.target) for u in node.users for v in u.users
         }
         if "rsqrt" in followers:
             return True
@@ -177,15 +178,6 @@ def _lower_qnn(program, soc: str, example_inputs, keep_rms_norm_decomposed: bool
     return to_edge_transform_and_lower_to_qnn(program.module(), tuple(example_inputs), specs, passes_job=passes_job)
 
 
-def _op_name(target) -> str:
-    """ATen / edge / quantized_decomposed op (``aten::convolution.default``) -> the bare name ``convolution``."""
-    schema = getattr(target, "_schema", None)
-    if schema is not None:
-        return schema.name.split("::")[-1]
-    parts = getattr(target, "__name__", str(target)).replace("::", ".").split(".")
-    return parts[1] if len(parts) >= 2 else parts[0]
-
-
 def describe_program(edge_manager) -> dict:
     """Delegates (backend id -> partitions), ops left outside them, ops inside them."""
     gm = edge_manager.exported_program().graph_module
@@ -194,14 +186,14 @@ def describe_program(edge_manager) -> dict:
     for node in gm.graph.nodes:
         if node.op != "call_function":
             continue
-        if _op_name(node.target) == "executorch_call_delegate":
+        if target_name(node.target) == "executorch_call_delegate":
             lowered = getattr(gm, node.args[0].target)
             delegates[lowered.backend_id] = delegates.get(lowered.backend_id, 0) + 1
             inside |= {
-                _op_name(n.target) for n in lowered.original_module.graph.nodes if n.op == "call_function"
+                target_name(n.target) for n in lowered.original_module.graph.nodes if n.op == "call_function"
             }
-        elif _op_name(node.target) != "getitem":
-            outside.add(_op_name(node.target))
+        elif target_name(node.target) != "getitem":
+            outside.add(target_name(node.target))
     return {"delegates": delegates, "ops": sorted(outside), "delegated_ops": sorted(inside - {"getitem"})}
 
 

@@ -9,23 +9,13 @@ from dataclasses import dataclass
 
 import torch
 
+from edgevlm.ops import node_op_name as op_name  # noqa: F401 - the passes' name for it
+
 
 @dataclass
 class PassResult:
     graph_module: torch.fx.GraphModule
     changed: bool
-
-
-def op_name(node: torch.fx.Node) -> str | None:
-    """'conv2d' for a call to aten.conv2d.default; None for non-op nodes."""
-    if node.op != "call_function":
-        return None
-    target = node.target
-    if isinstance(target, torch._ops.OpOverload):
-        return target.overloadpacket.__name__
-    if isinstance(target, torch._ops.OpOverloadPacket):
-        return target.__name__
-    return getattr(target, "__name__", str(target))
 
 
 def fresh_copy(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:

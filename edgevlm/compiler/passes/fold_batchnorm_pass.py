@@ -10,8 +10,8 @@ BatchNorm, with constant parameters, is folded.
 import torch
 
 from edgevlm.compiler.passes.base import PassResult, add_constant, fresh_copy, get_constant, op_name
+from edgevlm.ops import CONV_OPS, is_transposed_conv
 
-_CONVS = {"conv1d", "conv2d", "conv3d", "convolution"}
 _BNS = {"batch_norm", "_native_batch_norm_legit_no_training"}
 
 
@@ -40,11 +40,11 @@ def run(gm: torch.fx.GraphModule, target=None) -> PassResult:
         if op_name(bn) not in _BNS:
             continue
         conv = bn.args[0]
-        if op_name(conv) not in _CONVS or len(conv.users) != 1:
+        if op_name(conv) not in CONV_OPS or len(conv.users) != 1:
             continue
         if any(u.args[1] != 0 and u.users for u in bn.users if op_name(bn) != "batch_norm"):
             continue  # batch statistics are used downstream: not an inference BatchNorm
-        if op_name(conv) == "convolution" and conv.args[6]:  # transposed conv: channel axis differs
+        if is_transposed_conv(conv):  # its weight's channel axis differs
             continue
         params = _bn_params(gm, bn)
         weight = get_constant(gm, conv.args[1])

@@ -30,6 +30,7 @@ import torch
 from edgevlm.compiler.passes.base import PassResult, add_constant, fresh_copy, get_constant, op_name
 from edgevlm.compiler.passes.fold_batchnorm_pass import _bn_params
 from edgevlm.errors import UnsupportedOpError
+from edgevlm.ops import CONV_OPS
 
 aten = torch.ops.aten
 
@@ -123,7 +124,7 @@ def _is_mask(node) -> bool:
     return masky
 
 
-_COMPUTE = {"matmul", "mm", "bmm", "linear", "addmm", "baddbmm", "conv1d", "conv2d", "convolution", "embedding"}
+_COMPUTE = {"matmul", "mm", "bmm", "linear", "addmm", "baddbmm", "embedding"} | CONV_OPS
 
 
 def _rewrite_softmax(gm, node):
