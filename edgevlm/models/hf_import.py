@@ -192,6 +192,10 @@ def load_lfm2_vl(ckpt: Path, cfg: dict, max_context: int | None = None) -> Model
     text_cfg, vision_cfg = cfg.get("text_config"), cfg.get("vision_config")
     if not isinstance(text_cfg, dict) or not isinstance(vision_cfg, dict) or "hidden_size" not in vision_cfg:
         raise CheckpointError(f"'{ckpt}/config.json' lacks text_config or vision_config.hidden_size", "use the checkpoint's original config.json")
+    for part, sub, supported in (("vision tower", vision_cfg, "siglip2_vision_model"), ("text model", text_cfg, "lfm2")):
+        if sub.get("model_type", supported) != supported:
+            raise CheckpointError(f"LFM2-VL {part} '{sub.get('model_type')}' in '{ckpt}/config.json' is not supported",
+                                  f"only {supported} {part}s are (SigLIP2 NaFlex towers, LFM2 language models)")
     text = Lfm2Config.from_dict(text_cfg)
     if "tie_word_embeddings" in cfg or "tie_embedding" in cfg:
         text.tie_word_embeddings = bool(cfg.get("tie_word_embeddings", cfg.get("tie_embedding")))
