@@ -459,6 +459,7 @@ def compile(  # noqa: A001 - the public verb
     weights: ``gptq`` (default; edgevlm.quant.gptq, on the calibration
     samples) or ``rtn`` (round to nearest).
     """
+    from edgevlm.quant.gptq import HessianStore
     from edgevlm.quant.schemes import parse_quant_spec
 
     tgt = get_target(target)
@@ -476,7 +477,8 @@ def compile(  # noqa: A001 - the public verb
     restore_sigterm = _exit_on_sigterm()
     try:
         plan = Plan(target=tgt, out_dir=tmp, quant=schemes, options={"observer": observer, "quality_target_db": quality_target_db,
-                                                              "htp_verify": htp_verify, "weight_algo": weight_algo})
+                                                              "htp_verify": htp_verify, "weight_algo": weight_algo,
+                                                              "gptq_hessians": HessianStore() if weight_algo == "gptq" else None})
         stages = []
         for stage in bundle.stages:
             scheme = schemes.get(stage.kind)

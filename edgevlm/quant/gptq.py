@@ -26,6 +26,10 @@ the LLM stages), not from the partly quantized model.
 """
 from __future__ import annotations
 
+import hashlib
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import onnx
 import torch
@@ -216,15 +220,47 @@ def _layers(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, skip: set[
     return layers
 
 
+class HessianStore:
+    """Hessians of the stages quantized so far, by weight content, on disk (float32).
+
+    The LLM stages share their weights, and llm-decode sees one token a
+    sample: too few rows for a Hessian of its own.  Given the store that
+    llm-prefill filled, it adds prefill's Hessian of the same weight to its
+    own.  On disk, as a 450M LM's Hessians take ~1.5 GB.
+    """
+
+    def __init__(self):
+        self._dir = tempfile.TemporaryDirectory(prefix="edgevlm-hessians-")
+        self._entries: dict[str, tuple[Path, int]] = {}
+
+    @staticmethod
+    def _key(w: np.ndarray) -> str:
+        return f"{hashlib.sha256(np.ascontiguousarray(w).tobytes()).hexdigest()}-{'x'.join(map(str, w.shape))}"
+
+    def put(self, weights: list[np.ndarray], h: np.ndarray, rows: int) -> None:
+        path = Path(self._dir.name) / f"h{len(self._entries)}.npy"
+        np.save(path, h.astype(np.float32), allow_pickle=False)
+        for w in weights:
+            self._entries[self._key(w)] = (path, rows)
+
+    def get(self, w: np.ndarray) -> tuple[np.ndarray, int] | None:
+        entry = self._entries.get(self._key(w))
+        if entry is None:
+            return None
+        return np.load(entry[0], allow_pickle=False).astype(np.float64), entry[1]
+
+
 def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order: bool = False,
-               skip: set[str] | frozenset = frozenset()) -> dict:
+               skip: set[str] | frozenset = frozenset(), store: HessianStore | None = None) -> dict:
     """Re-round the integer weights of ``qdq_model`` (in place) by GPTQ on the grid it already has.
 
     ``float_model_path``: the float model ``qdq_model`` was quantized from
     (same node names); ``samples``: its calibration feeds.  Returns info for
     the report: layers re-rounded, Hessian passes over the samples, the most
     calibration rows a layer saw, and the layers left at round-to-nearest
-    because they saw fewer rows than they have inputs.
+    because they saw fewer rows than they have inputs.  ``store``: Hessians
+    of earlier stages, read for layers with too few rows (their own added),
+    and written for the others.
     """
     from edgevlm.quant.onnx_qdq import run_with_intermediates
 
@@ -232,7 +268,7 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
     layers = _layers(float_model, qdq_model, set(skip))
     if not layers:
         return {"weight_algo": "gptq", "layers": 0, "passes": 0, "act_order": act_order, "calibration_rows": 0,
-                "round_to_nearest": None}
+                "hessians_from_earlier_stages": 0, "round_to_nearest": None}
     # Layers with the same input columns share a Hessian; chunks keep the Hessians held at once
     # within budget (one more pass over the samples per chunk).
     by_key: dict[tuple, list[_Layer]] = {}
@@ -248,7 +284,7 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
         used += size
     chunks.append(chunk)
     rows: dict[tuple, int] = {}
-    few_rows = []
+    few_rows, borrowed = [], 0
     for chunk in chunks:
         hessians: dict[tuple, torch.Tensor] = {}
         for values in run_with_intermediates(float_model_path, samples, {key[0] for key in chunk}):
@@ -257,14 +293,20 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
                 hessians[key] = hessians.get(key, 0) + cols.transpose(1, 2) @ cols
                 rows[key] = rows.get(key, 0) + cols.shape[1]
         for key in chunk:
-            h = hessians.pop(key).numpy()
-            if rows[key] < by_key[key][0].k:
-                # Fewer calibration rows than inputs (a decode stage sees one token a sample): the
-                # Hessian is rank-deficient and GPTQ fits the samples, not the layer (vit-nano
-                # llm-decode, 5 one-token samples, 3 held out: 12.1 dB RTN -> 8.9 dB GPTQ).
-                few_rows += [layer.node.name for layer in by_key[key]]
-                continue
+            own = hessians.pop(key).numpy()
+            if rows[key] >= by_key[key][0].k and store is not None:
+                store.put([layer.float_w for layer in by_key[key]], own, rows[key])
             for layer in by_key[key]:
+                h, n_rows = own, rows[key]
+                if n_rows < layer.k and store is not None and (earlier := store.get(layer.float_w)) is not None:
+                    h, n_rows = own + earlier[0], n_rows + earlier[1]
+                    borrowed += 1
+                if n_rows < layer.k:
+                    # Fewer calibration rows than inputs (a decode stage sees one token a sample): the
+                    # Hessian is rank-deficient and GPTQ fits the samples, not the layer (vit-nano
+                    # llm-decode, 5 one-token samples, 3 held out: 12.1 dB RTN -> 8.9 dB GPTQ).
+                    few_rows.append(layer.node.name)
+                    continue
                 if not np.all(np.isfinite(h)):
                     raise InputError(f"GPTQ: the calibration inputs of layer '{layer.node.name}' are not finite",
                                      "check the calibration data, or use --weight-algo rtn")
@@ -273,6 +315,6 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
                 layer.qinit.CopyFrom(numpy_helper.from_array(layer.from_grk(q).astype(layer.q_dtype),
                                                              layer.qinit.name))
     return {"weight_algo": "gptq", "layers": len(layers) - len(few_rows), "passes": len(chunks), "act_order": act_order,
-            "calibration_rows": max(rows.values()),
+            "calibration_rows": max(rows.values()), "hessians_from_earlier_stages": borrowed,
             "round_to_nearest": {"layers": len(few_rows), "why": "fewer calibration rows than layer inputs"}
             if few_rows else None}

@@ -48,7 +48,7 @@ _WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1}
 
 def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observer: str = "minmax",
                   overrides: dict[str, int] | None = None, percentile: float | None = None,
-                  weight_algo: str = "rtn") -> dict:
+                  weight_algo: str = "rtn", hessians=None) -> dict:
     """Quantize ``float_onnx_path`` to a QDQ model at ``out_path``; return info for the report.
 
     ``calibration``: iterable of {input name: np.ndarray} (or input tuples).
@@ -59,7 +59,9 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
     weights.
     ``weight_algo``: ``rtn`` (round to nearest) or ``gptq`` (edgevlm.quant.gptq:
     Conv/MatMul weights re-rounded on the same grid to minimize each layer's
-    output error on the calibration samples).
+    output error on the calibration samples); ``hessians``: a
+    ``gptq.HessianStore`` shared by the stages of one build (llm-decode takes
+    llm-prefill's Hessians of the same weights).
     Raises InputError for bad data (naming the tensor), a scheme the target
     does not allow, non-finite weights, or scales that would underflow.
     """
@@ -155,7 +157,7 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         weight_info = {"weight_algo": "rtn"}
         if weight_algo == "gptq":
             t0 = time.perf_counter()
-            weight_info = apply_gptq(model_path, quantized, samples, act_order=True)
+            weight_info = apply_gptq(model_path, quantized, samples, act_order=True, store=hessians)
             weight_info["seconds"] = round(time.perf_counter() - t0, 2)
             onnx.save(quantized, str(staged))
         check_scales(quantized)

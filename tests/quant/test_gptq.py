@@ -9,7 +9,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from edgevlm.errors import InputError
-from edgevlm.quant.gptq import _layers, dequantize, gptq_quantize, rtn_quantize
+from edgevlm.quant.gptq import HessianStore, _layers, dequantize, gptq_quantize, rtn_quantize
 from edgevlm.quant.onnx_qdq import quantize_onnx
 
 logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs advice at WARNING
@@ -161,6 +161,14 @@ def test_layers_with_fewer_calibration_rows_than_inputs_keep_round_to_nearest(tm
         assert same == (gptq_layers == 0)
         if gptq_layers == 0:
             assert info["weights"]["round_to_nearest"]["layers"] == 1
+    # With the Hessian an earlier stage left for the same weight (llm-prefill before llm-decode), the
+    # 6-row stage is rounded by GPTQ on both stages' rows.
+    store = HessianStore()
+    quantize_onnx(float_path, tmp_path / "first.onnx", "w4a16", samples, "sa8295p", weight_algo="gptq",
+                  hessians=store)
+    info = quantize_onnx(float_path, tmp_path / "later.onnx", "w4a16", samples[:6], "sa8295p", weight_algo="gptq",
+                         hessians=store)
+    assert info["weights"]["layers"] == 1 and info["weights"]["hessians_from_earlier_stages"] == 1
 
 
 def test_conv_columns_reproduce_the_convolution(tmp_path):

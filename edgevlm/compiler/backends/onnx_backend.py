@@ -144,7 +144,8 @@ class OnnxBackend(Backend):
                 kv = _kv_overrides(model, stage.stage, scheme, (plan.quant or {}).get("kv"))
                 if min_sqnr is None:
                     quant = quantize_onnx(float_path, path, scheme, stage.stage.calibration, plan.target, observer=observer,
-                                          overrides=kv, weight_algo=weight_algo)
+                                          overrides=kv, weight_algo=weight_algo,
+                                          hessians=plan.options.get("gptq_hessians"))
                 else:
                     from edgevlm.quant.mixed_precision import search_mixed_precision
 
