@@ -130,8 +130,6 @@ static ev_status read_kv(cursor *c, ev_gguf_kv *kv, uint64_t idx) {
     return EV_OK;
 }
 
-uint64_t ev_gguf_row_bytes(uint32_t type, int64_t cols) { return ev_type_row_bytes(type, cols); }
-
 static ev_status read_tensor_info(cursor *c, ev_gguf_tensor *t, uint64_t idx) {
     ev_status st;
     if ((st = rd_str(c, &t->name, "tensor name"))) return st;
@@ -162,7 +160,7 @@ static ev_status read_tensor_info(cursor *c, ev_gguf_tensor *t, uint64_t idx) {
                        nm, t->type, ev_type_list(types, sizeof types));
     }
     if ((st = rd_u64(c, &t->offset, "tensor offset"))) return st;
-    uint64_t row = ev_gguf_row_bytes(t->type, t->ne[0]);
+    uint64_t row = ev_type_row_bytes(t->type, t->ne[0]);   /* the one type table (types.c) */
     if (row == 0 && t->ne[0] != 0)
         return ev_fail(c->err, EV_ERR_BAD_SHAPE, "gguf: tensor '%s' row of %lld is not a multiple of the block size",
                        nm, (long long)t->ne[0]);

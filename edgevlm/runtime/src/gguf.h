@@ -80,8 +80,4 @@ const char *ev_printable(ev_str s, char *buf);
 /* The first count elements of a (validated) string array. */
 ev_status ev_gguf_str_array(const ev_gguf_kv *kv, ev_str *out, uint64_t count, ev_error *err);
 
-/* Bytes of one row of cols elements of ggml type t, 0 if t is unsupported or
- * cols is not a multiple of the type's block size (ev_type_row_bytes). */
-uint64_t ev_gguf_row_bytes(uint32_t type, int64_t cols);
-
 #endif

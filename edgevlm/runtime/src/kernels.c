@@ -1,5 +1,6 @@
-/* kernels.c - weight preparation, matmul driver (threading, activation
- * quantization), variant selection and the scalar reference kernels. */
+/* kernels.c - weight preparation, the matmul driver (threading, activation
+ * quantization, the one tile driver over every variant's microkernels),
+ * variant selection and the scalar reference microkernels. */
 #define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE */
 #include "kernels_internal.h"
 
@@ -54,6 +55,8 @@ static uint16_t q5_1_to_q8_0(const uint8_t *src, uint8_t *dst) {
 /* Quant bytes per block (without the fp16 scale). */
 static int64_t block_qbytes(ev_type t) { return t == EV_TYPE_Q4_0 ? 16 : 32; }
 
+/* The type table's row size (types.c, also the GGUF reader's), as size_t
+ * for in-memory matrices: columns past 2^40 are refused so it cannot wrap. */
 size_t ev_row_bytes(ev_type t, int64_t cols) {
     if (cols <= 0 || cols > ((int64_t)1 << 40)) return 0;
     return (size_t)ev_type_row_bytes(t, cols);
@@ -297,6 +300,20 @@ static void pack_kquant(ev_weights *w, const uint8_t *src) {
                             w->qs + (g * nb + b) * rec, R, r);
 }
 
+static ev_kind kind_of(ev_type t) {
+    switch (t) {
+    case EV_TYPE_F32: return EV_KIND_F32;
+    case EV_TYPE_F16: return EV_KIND_F16;
+    case EV_TYPE_Q4_0: return EV_KIND_Q4_0;
+    case EV_TYPE_Q5_1: return EV_KIND_Q5_1;
+    case EV_TYPE_Q4_K: return EV_KIND_Q4_K;
+    case EV_TYPE_Q5_K: return EV_KIND_Q5_K;
+    case EV_TYPE_Q6_K: return EV_KIND_Q6_K;
+    case EV_TYPE_Q8_0: case EV_TYPE_Q5_0: break;
+    }
+    return EV_KIND_Q8_0;
+}
+
 int ev_weights_prepare(ev_weights **out, ev_type t, const void *data, int64_t rows, int64_t cols) {
     return ev_weights_prepare_in(NULL, out, t, data, rows, cols);
 }
@@ -314,20 +331,21 @@ int ev_weights_prepare_in(ev_arena *arena, ev_weights **out, ev_type t, const vo
     w->type = t == EV_TYPE_Q5_0 ? EV_TYPE_Q8_0 : t;
     w->file_type = t;
     t = w->type;
+    w->kind = kind_of(t);
     w->rows = rows;
     w->cols = cols;
     w->v = current_variant();
     w->in_arena = arena != NULL;
     if (ev_is_kquant(t)) {
-        w->R = w->v->R;
-        w->nb = cols / EV_QK_K;
+        w->R = w->v->interleave;
+        w->nb = cols / ev_type_info(t)->block;
         w->n_groups = (rows + w->R - 1) / w->R;
         w->qs = weights_alloc(arena, (size_t)(w->n_groups * w->R * w->nb * ev_klayout_of(t).rec));
         if (!w->qs) { ev_weights_free(w); return EV_KERNEL_ENOMEM; }
         pack_kquant(w, data);
     } else if (is_quantized(t)) {
-        w->R = w->v->R;
-        w->nb = cols / EV_QK;
+        w->R = w->v->interleave;
+        w->nb = cols / ev_type_info(t)->block;
         w->n_groups = (rows + w->R - 1) / w->R;
         w->qs = weights_alloc(arena, (size_t)(w->n_groups * w->R * w->nb * block_qbytes(t)));
         w->d = weights_alloc(arena, (size_t)(w->n_groups * w->R * w->nb) * 2);
@@ -335,8 +353,8 @@ int ev_weights_prepare_in(ev_arena *arena, ev_weights **out, ev_type t, const vo
         if (!w->qs || !w->d || (t == EV_TYPE_Q5_1 && !w->m)) { ev_weights_free(w); return EV_KERNEL_ENOMEM; }
         pack_quantized(w, data);
     } else {
-        w->R = 1;
-        w->n_groups = rows;
+        w->R = EV_FLOAT_ROWS;
+        w->n_groups = (rows + w->R - 1) / w->R;
         w->qs = weights_alloc(arena, (size_t)rows * row_bytes);
         if (!w->qs) { ev_weights_free(w); return EV_KERNEL_ENOMEM; }
         memcpy(w->qs, data, (size_t)rows * row_bytes);
@@ -359,8 +377,7 @@ void ev_weights_free(ev_weights *w) {
 
 typedef struct {
     const ev_weights *W;
-    const float *X;
-    ev_qacts A;
+    ev_acts A;
     int8_t *q;
     float *d;
     int32_t *s;
@@ -377,28 +394,27 @@ static void quantize_task(void *ctx, int i, int n) {
     ev_task_range(job->n, i, n, &t0, &t1);
     for (int64_t t = t0; t < t1; t++) {
         if (job->bs)
-            job->W->v->quantize_k(job->X + t * cols, cols, job->q + t * cols, job->d + t * nb, job->bs + t * cols / 16);
+            job->W->v->quantize_k(job->A.x + t * cols, cols, job->q + t * cols, job->d + t * nb, job->bs + t * cols / 16);
         else
-            job->W->v->quantize(job->X + t * cols, cols, job->q + t * cols, job->d + t * nb, job->s + t * nb);
+            job->W->v->quantize(job->A.x + t * cols, cols, job->q + t * cols, job->d + t * nb, job->s + t * nb);
     }
 }
 
+/* The one tile driver, for every type and variant: per group of rows, the
+ * tokens in tiles of the kind's largest T (prefill: a tiled GEMM), then the
+ * remaining tokens with the microkernel of their count (tail); decode (one
+ * token) is a GEMV, fn[1] per group. */
 static void gemm_task(void *ctx, int i, int n) {
     matmul_job *job = ctx;
     const ev_weights *W = job->W;
+    const ev_microkernels *mk = &W->v->mk[W->kind];
+    const int64_t T = mk->max_t;
     int64_t g0, g1;
     ev_task_range(W->n_groups, i, n, &g0, &g1);
-    if (g0 == g1) return;
-    switch (W->type) {
-    case EV_TYPE_Q8_0: W->v->gemm_q8_0(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
-    case EV_TYPE_Q4_0: W->v->gemm_q4_0(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
-    case EV_TYPE_Q5_1: W->v->gemm_q5_1(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
-    case EV_TYPE_F32: W->v->gemm_f32(W, job->X, 0, job->n, g0, g1, job->Y, W->rows); break;
-    case EV_TYPE_F16: W->v->gemm_f16(W, job->X, 0, job->n, g0, g1, job->Y, W->rows); break;
-    case EV_TYPE_Q4_K: W->v->gemm_q4_k(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
-    case EV_TYPE_Q5_K: W->v->gemm_q5_k(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
-    case EV_TYPE_Q6_K: W->v->gemm_q6_k(W, &job->A, 0, job->n, g0, g1, job->Y, W->rows); break;
-    case EV_TYPE_Q5_0: break;   /* never a run type: Q5_0 matrices are packed as Q8_0 */
+    for (int64_t g = g0; g < g1; g++) {
+        int64_t t = 0;
+        for (; t + T <= job->n; t += T) mk->fn[T](W, &job->A, g, t, job->Y, W->rows);
+        if (t < job->n) mk->fn[job->n - t](W, &job->A, g, t, job->Y, W->rows);
     }
 }
 
@@ -426,7 +442,7 @@ int ev_matmul(ev_threadpool *tp, const ev_weights *W, const float *X, int64_t n,
     if (n == 0) return EV_KERNEL_OK;
     memset(&job, 0, sizeof job);
     job.W = W;
-    job.X = X;
+    job.A.x = X;
     job.n = n;
     job.Y = Y;
     if (is_quantized(W->type)) {
@@ -586,70 +602,60 @@ static void quantize_scalar(const float *x, int64_t cols, int8_t *q, float *d, i
     }
 }
 
+/* Scalar microkernels: one row (R = 1) or one float group, one token. */
+
 /* Q8_0, and Q5_1 (W->m set): plus sum(x) * (m dx) a block. */
-static void gemm_q8_0_scalar(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+static void q8_0_scalar_1(const ev_weights *W, const ev_acts *A, int64_t r, int64_t t, float *Y, int64_t ldy) {
     const int64_t nb = W->nb;
-    for (int64_t t = t0; t < t1; t++) {
-        for (int64_t r = g0; r < g1; r++) {
-            float acc = 0.0f;
-            for (int64_t b = 0; b < nb; b++) {
-                const int8_t *wq = (const int8_t *)W->qs + (r * nb + b) * 32;
-                const int8_t *xq = A->q + (t * nb + b) * 32;
-                int32_t isum = 0;
-                for (int i = 0; i < 32; i++) isum += (int32_t)wq[i] * xq[i];
-                acc += (float)isum * (ev_fp16_to_fp32(W->d[r * nb + b]) * A->d[t * nb + b]);
-                if (W->m) acc += (float)A->s[t * nb + b] * (ev_fp16_to_fp32(W->m[r * nb + b]) * A->d[t * nb + b]);
-            }
-            Y[t * ldy + r] = acc;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const int8_t *wq = (const int8_t *)W->qs + (r * nb + b) * 32;
+        const int8_t *xq = A->q + (t * nb + b) * 32;
+        int32_t isum = 0;
+        for (int i = 0; i < 32; i++) isum += (int32_t)wq[i] * xq[i];
+        acc += (float)isum * (ev_fp16_to_fp32(W->d[r * nb + b]) * A->d[t * nb + b]);
+        if (W->m) acc += (float)A->s[t * nb + b] * (ev_fp16_to_fp32(W->m[r * nb + b]) * A->d[t * nb + b]);
+    }
+    Y[t * ldy + r] = acc;
+}
+
+static void q4_0_scalar_1(const ev_weights *W, const ev_acts *A, int64_t r, int64_t t, float *Y, int64_t ldy) {
+    const int64_t nb = W->nb;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wq = W->qs + (r * nb + b) * 16;
+        const int8_t *xq = A->q + (t * nb + b) * 32;
+        int32_t isum = 0;
+        for (int i = 0; i < 16; i++) {
+            isum += ((int32_t)(wq[i] & 0x0f) - 8) * xq[i];
+            isum += ((int32_t)(wq[i] >> 4) - 8) * xq[16 + i];
         }
+        acc += (float)isum * (ev_fp16_to_fp32(W->d[r * nb + b]) * A->d[t * nb + b]);
+    }
+    Y[t * ldy + r] = acc;
+}
+
+/* Float weights: the rows of group g (EV_FLOAT_ROWS), each summed in column order. */
+static inline void float_scalar(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, float *Y, int64_t ldy,
+                                int f16) {
+    const int64_t cols = W->cols;
+    const float *x = A->x + t * cols;
+    for (int64_t r = g * W->R; r < g * W->R + W->R && r < W->rows; r++) {
+        float acc = 0.0f;
+        for (int64_t i = 0; i < cols; i++) {
+            float w = f16 ? ev_fp16_to_fp32(((const uint16_t *)W->qs)[r * cols + i]) : ((const float *)W->qs)[r * cols + i];
+            acc += w * x[i];
+        }
+        Y[t * ldy + r] = acc;
     }
 }
 
-static void gemm_q4_0_scalar(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    const int64_t nb = W->nb;
-    for (int64_t t = t0; t < t1; t++) {
-        for (int64_t r = g0; r < g1; r++) {
-            float acc = 0.0f;
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *wq = W->qs + (r * nb + b) * 16;
-                const int8_t *xq = A->q + (t * nb + b) * 32;
-                int32_t isum = 0;
-                for (int i = 0; i < 16; i++) {
-                    isum += ((int32_t)(wq[i] & 0x0f) - 8) * xq[i];
-                    isum += ((int32_t)(wq[i] >> 4) - 8) * xq[16 + i];
-                }
-                acc += (float)isum * (ev_fp16_to_fp32(W->d[r * nb + b]) * A->d[t * nb + b]);
-            }
-            Y[t * ldy + r] = acc;
-        }
-    }
+static void f32_scalar_1(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, float *Y, int64_t ldy) {
+    float_scalar(W, A, g, t, Y, ldy, 0);
 }
 
-static void gemm_f32_scalar(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
-                            int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    const int64_t cols = W->cols;
-    for (int64_t t = t0; t < t1; t++)
-        for (int64_t r = g0; r < g1; r++) {
-            const float *w = (const float *)W->qs + r * cols, *x = X + t * cols;
-            float acc = 0.0f;
-            for (int64_t i = 0; i < cols; i++) acc += w[i] * x[i];
-            Y[t * ldy + r] = acc;
-        }
-}
-
-static void gemm_f16_scalar(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
-                            int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    const int64_t cols = W->cols;
-    for (int64_t t = t0; t < t1; t++)
-        for (int64_t r = g0; r < g1; r++) {
-            const uint16_t *w = (const uint16_t *)W->qs + r * cols;
-            const float *x = X + t * cols;
-            float acc = 0.0f;
-            for (int64_t i = 0; i < cols; i++) acc += ev_fp16_to_fp32(w[i]) * x[i];
-            Y[t * ldy + r] = acc;
-        }
+static void f16_scalar_1(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, float *Y, int64_t ldy) {
+    float_scalar(W, A, g, t, Y, ldy, 1);
 }
 
 static void quantize_k_scalar(const float *x, int64_t cols, int8_t *q, float *d, int16_t *bs) {
@@ -672,60 +678,77 @@ static void quantize_k_scalar(const float *x, int64_t cols, int8_t *q, float *d,
 }
 
 /* K-quants, R = 1: the record holds ggml's quant bytes in order, the 16
- * scale/min values in order, then d (and dmin). */
-static void gemm_k_scalar(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                          int64_t g0, int64_t g1, float *Y, int64_t ldy) {
+ * scale/min values in order, then d (and dmin).  Q6_K's integer part I of
+ * one block: */
+static int32_t q6_k_block_scalar(const uint8_t *rec, const ev_klayout *L, const int8_t *xq) {
+    const uint8_t *qh = rec + L->qh, *sc = rec + L->sc;
+    int32_t I = 0;
+    for (int i = 0; i < EV_QK_K; i += 16) {
+        int32_t dot = 0;
+        for (int e = i; e < i + 16; e++) {
+            int n = e / 128, c = (e / 32) % 4, l = e % 32;
+            int lo = (rec[64 * n + 32 * (c & 1) + l] >> (4 * (c >> 1))) & 0x0f;
+            int hi = (qh[32 * n + l] >> (2 * c)) & 3;
+            dot += ((lo | hi << 4) - 32) * xq[e];
+        }
+        I += (int8_t)sc[i / 16] * dot;
+    }
+    return I;
+}
+
+static void k_scalar_1(const ev_weights *W, const ev_acts *A, int64_t r, int64_t t, float *Y, int64_t ldy) {
     const int64_t nb = W->nb;
     const ev_klayout L = ev_klayout_of(W->type);
-    for (int64_t t = t0; t < t1; t++) {
-        for (int64_t r = g0; r < g1; r++) {
-            float acc = 0.0f;
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *rec = W->qs + (r * nb + b) * L.rec, *qh = rec + L.qh, *sc = rec + L.sc;
-                const int8_t *xq = A->q + (t * nb + b) * EV_QK_K;
-                const int16_t *bs = A->bs + (t * nb + b) * 16;
-                const float dx = A->d[t * nb + b];
-                uint16_t h;
-                int32_t I = 0, M = 0;
-                memcpy(&h, rec + L.d, 2);
-                const float d = ev_fp16_to_fp32(h);
-                if (W->type == EV_TYPE_Q6_K) {
-                    for (int i = 0; i < EV_QK_K; i += 16) {
-                        int32_t dot = 0;
-                        for (int e = i; e < i + 16; e++) {
-                            int n = e / 128, c = (e / 32) % 4, l = e % 32;
-                            int lo = (rec[64 * n + 32 * (c & 1) + l] >> (4 * (c >> 1))) & 0x0f;
-                            int hi = (qh[32 * n + l] >> (2 * c)) & 3;
-                            dot += ((lo | hi << 4) - 32) * xq[e];
-                        }
-                        I += (int8_t)sc[i / 16] * dot;
-                    }
-                    acc += (float)I * (d * dx);
-                    continue;
-                }
-                for (int j = 0; j < 8; j++) {
-                    int32_t dot = 0;
-                    for (int l = 0; l < 32; l++) {
-                        int q = (rec[32 * (j / 2) + l] >> (4 * (j & 1))) & 0x0f;
-                        if (W->type == EV_TYPE_Q5_K) q |= ((qh[l] >> j) & 1) << 4;
-                        dot += q * xq[32 * j + l];
-                    }
-                    I += sc[j] * dot;
-                    M += sc[8 + j] * (bs[2 * j] + bs[2 * j + 1]);
-                }
-                memcpy(&h, rec + L.d + 2, 2);
-                acc += (float)I * (d * dx) - (float)M * (ev_fp16_to_fp32(h) * dx);
-            }
-            Y[t * ldy + r] = acc;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *rec = W->qs + (r * nb + b) * L.rec, *qh = rec + L.qh, *sc = rec + L.sc;
+        const int8_t *xq = A->q + (t * nb + b) * EV_QK_K;
+        const int16_t *bs = A->bs + (t * nb + b) * 16;
+        const float dx = A->d[t * nb + b];
+        uint16_t h;
+        int32_t I = 0, M = 0;
+        memcpy(&h, rec + L.d, 2);
+        const float d = ev_fp16_to_fp32(h);
+        if (W->type == EV_TYPE_Q6_K) {
+            acc += (float)q6_k_block_scalar(rec, &L, xq) * (d * dx);
+            continue;
         }
+        for (int j = 0; j < 8; j++) {
+            int32_t dot = 0;
+            for (int l = 0; l < 32; l++) {
+                int q = (rec[32 * (j / 2) + l] >> (4 * (j & 1))) & 0x0f;
+                if (W->type == EV_TYPE_Q5_K) q |= ((qh[l] >> j) & 1) << 4;
+                dot += q * xq[32 * j + l];
+            }
+            I += sc[j] * dot;
+            M += sc[8 + j] * (bs[2 * j] + bs[2 * j + 1]);
+        }
+        memcpy(&h, rec + L.d + 2, 2);
+        acc += (float)I * (d * dx) - (float)M * (ev_fp16_to_fp32(h) * dx);
     }
+    Y[t * ldy + r] = acc;
 }
 
 static void silu_mul_scalar(const float *g, const float *u, float *out, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+/* The reference: every kind one token at a time (max_t 1). */
 const ev_kernel_variant ev_variant_scalar = {
-    "scalar", 1, 0, quantize_scalar, gemm_q8_0_scalar, gemm_q4_0_scalar, gemm_f32_scalar, gemm_f16_scalar,
-    silu_mul_scalar, quantize_k_scalar, gemm_k_scalar, gemm_k_scalar, gemm_k_scalar, gemm_q8_0_scalar,
+    .name = "scalar",
+    .interleave = 1,
+    .xor_q8 = 0,
+    .quantize = quantize_scalar,
+    .quantize_k = quantize_k_scalar,
+    .silu_mul = silu_mul_scalar,
+    .mk = {
+        [EV_KIND_F32] = EV_TILES1(f32_scalar),
+        [EV_KIND_F16] = EV_TILES1(f16_scalar),
+        [EV_KIND_Q8_0] = EV_TILES1(q8_0_scalar),
+        [EV_KIND_Q4_0] = EV_TILES1(q4_0_scalar),
+        [EV_KIND_Q5_1] = EV_TILES1(q8_0_scalar),
+        [EV_KIND_Q4_K] = EV_TILES1(k_scalar),
+        [EV_KIND_Q5_K] = EV_TILES1(k_scalar),
+        [EV_KIND_Q6_K] = EV_TILES1(k_scalar),
+    },
 };

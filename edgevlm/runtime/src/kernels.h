@@ -4,11 +4,12 @@
  * interleaved SIMD-friendly layout for the SIMD variants); every matmul
  * then computes Y[n, rows] = X[n, cols] @ W^T with X, Y f32 row-major.
  *
- * Quantized weights (Q8_0, Q4_0) use integer arithmetic: each row of X is
+ * Quantized weights (Q8_0, Q4_0, Q5_0, Q5_1) use integer arithmetic: each row of X is
  * quantized to int8 per block of 32 (scale d = max|x| / 127, q =
  * round-half-even(x / d), like ggml's Q8_0 activations but with an f32
  * scale), each block dot product is accumulated exactly in int32, and the
- * float result is sum over blocks of isum * (d_w * d_x).  The integer part
+ * float result is sum over blocks of isum * (d_w * d_x) (Q5_1: plus
+ * sum(q_x) * (m_w * d_x), its min times the block sum).  The integer part
  * is bit-exact across variants; only the float summation (FMA vs mul+add)
  * may differ.
  *
@@ -21,7 +22,11 @@
  *     y = sum_b  I * (d_b * d_x) - M * (dmin_b * d_x). 
  *
  * Variants (chosen at run time from ev_cpu_features(), never from -march):
- * "scalar" (the reference), "avx2", "avx512_vnni", "neon_dotprod". */
+ * "scalar" (the reference), "avx2", "avx512_vnni", "neon_dotprod".  Each
+ * per-ISA file holds only microkernels (a group of rows x a fixed number of
+ * tokens) and its variant table; the loops over rows, token tiles and
+ * tails, the threading and the activation quantization are kernels.c's,
+ * once for every variant. */
 #ifndef EV_KERNELS_H
 #define EV_KERNELS_H
 

@@ -79,7 +79,7 @@ static inline void store_rows(float *y, __m256 v, int nrows) {
 }
 
 static inline __attribute__((always_inline)) void
-tile_q8(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int q51, float *Y, int64_t ldy) {
+tile_q8(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, int q51, float *Y, int64_t ldy) {
     const int64_t nb = W->nb;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[TILE];
@@ -117,7 +117,7 @@ tile_q8(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int
 }
 
 static inline __attribute__((always_inline)) void
-tile_q4(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+tile_q4(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
     const int64_t nb = W->nb;
     const __m256i ones = _mm256_set1_epi16(1), lo = _mm256_set1_epi8(0x0f);
     __m256 acc[TILE];
@@ -154,45 +154,20 @@ tile_q4(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, flo
 }
 
 static inline __attribute__((always_inline)) void
-gemm_q8(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
-        float *Y, int64_t ldy, int q51) {
-    for (int64_t g = g0; g < g1; g++) {
-        int64_t t = t0;
-        for (; t + TILE <= t1; t += TILE) tile_q8(W, A, g, t, TILE, q51, Y, ldy);
-        switch (t1 - t) { /* constant T per call so the tile stays in registers */
-        case 3: tile_q8(W, A, g, t, 3, q51, Y, ldy); break;
-        case 2: tile_q8(W, A, g, t, 2, q51, Y, ldy); break;
-        case 1: tile_q8(W, A, g, t, 1, q51, Y, ldy); break;
-        default: break;
-        }
-    }
+q8_0_avx2(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_q8(W, A, g, t, T, 0, Y, ldy);
 }
 
-static void gemm_q8_0_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_q8(W, A, t0, t1, g0, g1, Y, ldy, 0);
+static inline __attribute__((always_inline)) void
+q5_1_avx2(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_q8(W, A, g, t, T, 1, Y, ldy);
 }
 
-static void gemm_q5_1_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_q8(W, A, t0, t1, g0, g1, Y, ldy, 1);
-}
+EV_TILE_FNS4(q8_0_avx2)
+EV_TILE_FNS4(q5_1_avx2)
+EV_TILE_FNS4(tile_q4)
 
-static void gemm_q4_0_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    for (int64_t g = g0; g < g1; g++) {
-        int64_t t = t0;
-        for (; t + TILE <= t1; t += TILE) tile_q4(W, A, g, t, TILE, Y, ldy);
-        switch (t1 - t) {
-        case 3: tile_q4(W, A, g, t, 3, Y, ldy); break;
-        case 2: tile_q4(W, A, g, t, 2, Y, ldy); break;
-        case 1: tile_q4(W, A, g, t, 1, Y, ldy); break;
-        default: break;
-        }
-    }
-}
-
-/* Float weights: 4 rows x 1 token per inner loop, scalar column tail. */
+/* Float weights: 4 rows x 1 token per call, scalar column tail. */
 static inline __m256 load_w(const uint8_t *base, int64_t i, int f16) {
     if (f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
     return _mm256_loadu_ps((const float *)base + i);
@@ -207,49 +182,44 @@ static inline float scalar_w(const uint8_t *base, int64_t i, int f16) {
     return ((const float *)base)[i];
 }
 
+/* Rows g*4 .. g*4+3 (fewer in the last group) x 1 token; the F16 rows are
+ * prefetched a group ahead while the first token runs. */
 static inline __attribute__((always_inline)) void
-gemm_f(const ev_weights *W, const float *X, int64_t t0, int64_t t1, int64_t r0, int64_t r1,
-       float *Y, int64_t ldy, int f16) {
-    const int64_t cols = W->cols, esz = f16 ? 2 : 4;
-    for (int64_t r = r0; r < r1; r += 4) {
-        int nr = (int)(r1 - r < 4 ? r1 - r : 4);
-        const uint8_t *w[4];
-        #pragma GCC unroll 8
-        for (int k = 0; k < 4; k++) w[k] = W->qs + (r + (k < nr ? k : 0)) * cols * esz;
-        for (int64_t t = t0; t < t1; t++) {
-            const float *x = X + t * cols;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            float out[4];
-            int64_t i = 0;
-            for (; i + 8 <= cols; i += 8) {
-                __m256 xv = _mm256_loadu_ps(x + i);
-                if (f16 && t == t0 && ((i * esz) & 63) == 0)
-                    for (int k = 0; k < 4; k++) ev_prefetch_at(w[k] + i * esz, 4 * cols * esz);
-                a0 = _mm256_fmadd_ps(load_w(w[0], i, f16), xv, a0);
-                a1 = _mm256_fmadd_ps(load_w(w[1], i, f16), xv, a1);
-                a2 = _mm256_fmadd_ps(load_w(w[2], i, f16), xv, a2);
-                a3 = _mm256_fmadd_ps(load_w(w[3], i, f16), xv, a3);
-            }
-            out[0] = hsum8_ps(a0);
-            out[1] = hsum8_ps(a1);
-            out[2] = hsum8_ps(a2);
-            out[3] = hsum8_ps(a3);
-            for (; i < cols; i++)
-                #pragma GCC unroll 8
-                for (int k = 0; k < 4; k++) out[k] += scalar_w(w[k], i, f16) * x[i];
-            for (int k = 0; k < nr; k++) Y[t * ldy + r + k] = out[k];
-        }
+tile_f(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int f16, float *Y, int64_t ldy) {
+    const int64_t cols = W->cols, esz = f16 ? 2 : 4, r = g * EV_FLOAT_ROWS;
+    const int nr = (int)(W->rows - r < 4 ? W->rows - r : 4);
+    const float *x = A->x + t * cols;
+    const uint8_t *w[4];
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    float out[4];
+    int64_t i = 0;
+    #pragma GCC unroll 8
+    for (int k = 0; k < 4; k++) w[k] = W->qs + (r + (k < nr ? k : 0)) * cols * esz;
+    for (; i + 8 <= cols; i += 8) {
+        __m256 xv = _mm256_loadu_ps(x + i);
+        if (f16 && t == 0 && ((i * esz) & 63) == 0)
+            for (int k = 0; k < 4; k++) ev_prefetch_at(w[k] + i * esz, 4 * cols * esz);
+        a0 = _mm256_fmadd_ps(load_w(w[0], i, f16), xv, a0);
+        a1 = _mm256_fmadd_ps(load_w(w[1], i, f16), xv, a1);
+        a2 = _mm256_fmadd_ps(load_w(w[2], i, f16), xv, a2);
+        a3 = _mm256_fmadd_ps(load_w(w[3], i, f16), xv, a3);
     }
+    out[0] = hsum8_ps(a0);
+    out[1] = hsum8_ps(a1);
+    out[2] = hsum8_ps(a2);
+    out[3] = hsum8_ps(a3);
+    for (; i < cols; i++)
+        #pragma GCC unroll 8
+        for (int k = 0; k < 4; k++) out[k] += scalar_w(w[k], i, f16) * x[i];
+    for (int k = 0; k < nr; k++) Y[t * ldy + r + k] = out[k];
 }
 
-static void gemm_f32_avx2(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
-                          int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_f(W, X, t0, t1, g0, g1, Y, ldy, 0);
+static void f32_avx2_1(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, float *Y, int64_t ldy) {
+    tile_f(W, A, g, t, 0, Y, ldy);
 }
 
-static void gemm_f16_avx2(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
-                          int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_f(W, X, t0, t1, g0, g1, Y, ldy, 1);
+static void f16_avx2_1(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, float *Y, int64_t ldy) {
+    tile_f(W, A, g, t, 1, Y, ldy);
 }
 
 /* exp(x), see kernels_internal.h */
@@ -328,7 +298,7 @@ static inline __m256i scale_dup(const uint8_t *scp, int v, int is_signed) {
 }
 
 static inline __attribute__((always_inline)) void
-tile_k45(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int q5, float *Y, int64_t ldy) {
+tile_k45(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, int q5, float *Y, int64_t ldy) {
     const int64_t nb = W->nb;
     const ev_klayout L = ev_klayout_of(q5 ? EV_TYPE_Q5_K : EV_TYPE_Q4_K);
     const int64_t rb = (int64_t)L.rec * R;
@@ -387,10 +357,52 @@ tile_k45(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, in
     for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
 }
 
+/* Q6_K decode (T = 1), one block: each ql/qh piece loaded once and split
+ * into its 4 quarter sub-blocks (as in kernels_avx512.c), int16 sums of 2
+ * pieces each widened with the scale. */
+static inline __attribute__((always_inline)) __m256i
+k6_gemv_block(const uint8_t *rec, const uint8_t *scp, const int8_t *xb) {
+    const ev_klayout L = ev_klayout_of(EV_TYPE_Q6_K);
+    const __m256i lo4 = _mm256_set1_epi8(0x0f);
+    __m256i isum = _mm256_setzero_si256();
+    const __m256i hi2 = _mm256_set1_epi8(0x30);
+    #pragma GCC unroll 1
+    for (int h8 = 0; h8 < 4; h8++) {
+        const int n = h8 >> 1, kk = h8 & 1;
+        #pragma GCC unroll 1
+        for (int half = 0; half < 2; half++) {
+            __m256i p16[4];
+            #pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) p16[c] = _mm256_setzero_si256();
+            #pragma GCC unroll 2
+            for (int i = 2 * half; i < 2 * half + 2; i++) {
+                const int k = 4 * kk + i;
+                __m256i a = _mm256_loadu_si256((const __m256i *)(rec + (16 * n + k) * 32));
+                __m256i bq = _mm256_loadu_si256((const __m256i *)(rec + (16 * n + 8 + k) * 32));
+                __m256i h = _mm256_loadu_si256((const __m256i *)(rec + L.qh * R + (8 * n + k) * 32));
+                const int8_t *xq = xb + 128 * n + 4 * k;
+                __m256i w0 = _mm256_or_si256(_mm256_and_si256(a, lo4), _mm256_and_si256(_mm256_slli_epi16(h, 4), hi2));
+                p16[0] = _mm256_add_epi16(p16[0], _mm256_maddubs_epi16(w0, bcast4(xq)));
+                __m256i w1 = _mm256_or_si256(_mm256_and_si256(bq, lo4), _mm256_and_si256(_mm256_slli_epi16(h, 2), hi2));
+                p16[1] = _mm256_add_epi16(p16[1], _mm256_maddubs_epi16(w1, bcast4(xq + 32)));
+                __m256i w2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), lo4), _mm256_and_si256(h, hi2));
+                p16[2] = _mm256_add_epi16(p16[2], _mm256_maddubs_epi16(w2, bcast4(xq + 64)));
+                __m256i w3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bq, 4), lo4),
+                                             _mm256_and_si256(_mm256_srli_epi16(h, 2), hi2));
+                p16[3] = _mm256_add_epi16(p16[3], _mm256_maddubs_epi16(w3, bcast4(xq + 96)));
+            }
+            #pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16[c], scale_dup(scp, 8 * n + 2 * c + kk, 1)));
+        }
+    }
+    return isum;
+}
+
 /* Q6_K: sub-block s of 16 = 4 pieces; weights unsigned 0..63, offset 32
  * removed with 32 * sum(scale * 16-sum) (see kernels_avx512.c). */
 static inline __attribute__((always_inline)) void
-tile_k6(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+tile_k6(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
     const int64_t nb = W->nb;
     const ev_klayout L = ev_klayout_of(EV_TYPE_Q6_K);
     const int64_t rb = (int64_t)L.rec * R;
@@ -405,43 +417,9 @@ tile_k6(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, flo
         __m256i isum[TILE];
         #pragma GCC unroll 8
         for (int j = 0; j < T; j++) isum[j] = _mm256_setzero_si256();
-        if (T == 1) {
-            /* decode: each ql/qh piece loaded once and split into its 4
-             * quarter sub-blocks (as in kernels_avx512.c), int16 sums of
-             * 2 pieces each widened with the scale */
-            const __m256i hi2 = _mm256_set1_epi8(0x30);
-            const int8_t *xb = A->q + (t * nb + b) * EV_QK_K;
-            #pragma GCC unroll 1
-            for (int h8 = 0; h8 < 4; h8++) {
-                const int n = h8 >> 1, kk = h8 & 1;
-                #pragma GCC unroll 1
-                for (int half = 0; half < 2; half++) {
-                    __m256i p16[4];
-                    #pragma GCC unroll 4
-                    for (int c = 0; c < 4; c++) p16[c] = _mm256_setzero_si256();
-                    #pragma GCC unroll 2
-                    for (int i = 2 * half; i < 2 * half + 2; i++) {
-                        const int k = 4 * kk + i;
-                        __m256i a = _mm256_loadu_si256((const __m256i *)(rec + (16 * n + k) * 32));
-                        __m256i bq = _mm256_loadu_si256((const __m256i *)(rec + (16 * n + 8 + k) * 32));
-                        __m256i h = _mm256_loadu_si256((const __m256i *)(rec + L.qh * R + (8 * n + k) * 32));
-                        const int8_t *xq = xb + 128 * n + 4 * k;
-                        __m256i w0 = _mm256_or_si256(_mm256_and_si256(a, lo4), _mm256_and_si256(_mm256_slli_epi16(h, 4), hi2));
-                        p16[0] = _mm256_add_epi16(p16[0], _mm256_maddubs_epi16(w0, bcast4(xq)));
-                        __m256i w1 = _mm256_or_si256(_mm256_and_si256(bq, lo4), _mm256_and_si256(_mm256_slli_epi16(h, 2), hi2));
-                        p16[1] = _mm256_add_epi16(p16[1], _mm256_maddubs_epi16(w1, bcast4(xq + 32)));
-                        __m256i w2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), lo4), _mm256_and_si256(h, hi2));
-                        p16[2] = _mm256_add_epi16(p16[2], _mm256_maddubs_epi16(w2, bcast4(xq + 64)));
-                        __m256i w3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bq, 4), lo4),
-                                                     _mm256_and_si256(_mm256_srli_epi16(h, 2), hi2));
-                        p16[3] = _mm256_add_epi16(p16[3], _mm256_maddubs_epi16(w3, bcast4(xq + 96)));
-                    }
-                    #pragma GCC unroll 4
-                    for (int c = 0; c < 4; c++)
-                        isum[0] = _mm256_add_epi32(isum[0], _mm256_madd_epi16(p16[c], scale_dup(scp, 8 * n + 2 * c + kk, 1)));
-                }
-            }
-        } else
+        if (T == 1)
+            isum[0] = k6_gemv_block(rec, scp, A->q + (t * nb + b) * EV_QK_K);
+        else
         #pragma GCC unroll 1
         for (int s = 0; s < 16; s++) {
             const int n = s >> 3, c = (s & 7) >> 1, kk = s & 1;
@@ -486,43 +464,35 @@ tile_k6(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, flo
 }
 
 static inline __attribute__((always_inline)) void
-tile_k(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int kind, float *Y, int64_t ldy) {
-    if (kind == 6) tile_k6(W, A, g, t, T, Y, ldy);
-    else tile_k45(W, A, g, t, T, kind == 5, Y, ldy);
+q4_k_avx2(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_k45(W, A, g, t, T, 0, Y, ldy);
 }
 
 static inline __attribute__((always_inline)) void
-gemm_k(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
-       float *Y, int64_t ldy, int kind) {
-    for (int64_t g = g0; g < g1; g++) {
-        int64_t t = t0;
-        for (; t + TILE <= t1; t += TILE) tile_k(W, A, g, t, TILE, kind, Y, ldy);
-        switch (t1 - t) {
-        case 3: tile_k(W, A, g, t, 3, kind, Y, ldy); break;
-        case 2: tile_k(W, A, g, t, 2, kind, Y, ldy); break;
-        case 1: tile_k(W, A, g, t, 1, kind, Y, ldy); break;
-        default: break;
-        }
-    }
+q5_k_avx2(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_k45(W, A, g, t, T, 1, Y, ldy);
 }
 
-static void gemm_q4_k_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 4);
-}
-
-static void gemm_q5_k_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 5);
-}
-
-static void gemm_q6_k_avx2(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 6);
-}
+EV_TILE_FNS4(q4_k_avx2)
+EV_TILE_FNS4(q5_k_avx2)
+EV_TILE_FNS4(tile_k6)
 
 const ev_kernel_variant ev_variant_avx2 = {
-    "avx2", R, 0, quantize_avx2, gemm_q8_0_avx2, gemm_q4_0_avx2, gemm_f32_avx2, gemm_f16_avx2,
-    silu_mul_avx2, quantize_k_avx2, gemm_q4_k_avx2, gemm_q5_k_avx2, gemm_q6_k_avx2, gemm_q5_1_avx2,
+    .name = "avx2",
+    .interleave = R,
+    .xor_q8 = 0,
+    .quantize = quantize_avx2,
+    .quantize_k = quantize_k_avx2,
+    .silu_mul = silu_mul_avx2,
+    .mk = {
+        [EV_KIND_F32] = EV_TILES1(f32_avx2),
+        [EV_KIND_F16] = EV_TILES1(f16_avx2),
+        [EV_KIND_Q8_0] = EV_TILES4(q8_0_avx2),
+        [EV_KIND_Q4_0] = EV_TILES4(tile_q4),
+        [EV_KIND_Q5_1] = EV_TILES4(q5_1_avx2),
+        [EV_KIND_Q4_K] = EV_TILES4(q4_k_avx2),
+        [EV_KIND_Q5_K] = EV_TILES4(q5_k_avx2),
+        [EV_KIND_Q6_K] = EV_TILES4(tile_k6),
+    },
 };
 #endif /* EV_KERNELS_X86 */

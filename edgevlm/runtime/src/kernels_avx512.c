@@ -71,7 +71,7 @@ static inline void store_rows(float *y, __m512 v, int nrows) {
 
 /* One group of 16 rows times T (<= TILE) tokens starting at t. */
 static inline __attribute__((always_inline)) void
-tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int kind,
+tile_q(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, int kind,
        float *Y, int64_t ldy) {
     const int q4 = kind == 1, q51 = kind == 2;   /* kind 0: Q8_0, 1: Q4_0, 2: Q5_1 (Q8_0 + mins) */
     const int64_t nb = W->nb, qb = q4 ? 16 : 32;
@@ -114,38 +114,23 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
 }
 
 static inline __attribute__((always_inline)) void
-gemm_q(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
-       float *Y, int64_t ldy, int kind) {
-    for (int64_t g = g0; g < g1; g++) {
-        int64_t t = t0;
-        for (; t + TILE <= t1; t += TILE) tile_q(W, A, g, t, TILE, kind, Y, ldy);
-        switch (t1 - t) { /* constant T per call so the tile stays in registers */
-        case 7: tile_q(W, A, g, t, 7, kind, Y, ldy); break;
-        case 6: tile_q(W, A, g, t, 6, kind, Y, ldy); break;
-        case 5: tile_q(W, A, g, t, 5, kind, Y, ldy); break;
-        case 4: tile_q(W, A, g, t, 4, kind, Y, ldy); break;
-        case 3: tile_q(W, A, g, t, 3, kind, Y, ldy); break;
-        case 2: tile_q(W, A, g, t, 2, kind, Y, ldy); break;
-        case 1: tile_q(W, A, g, t, 1, kind, Y, ldy); break;
-        default: break;
-        }
-    }
+q8_0_avx512(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_q(W, A, g, t, T, 0, Y, ldy);
 }
 
-static void gemm_q8_0_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_q(W, A, t0, t1, g0, g1, Y, ldy, 0);
+static inline __attribute__((always_inline)) void
+q4_0_avx512(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_q(W, A, g, t, T, 1, Y, ldy);
 }
 
-static void gemm_q4_0_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_q(W, A, t0, t1, g0, g1, Y, ldy, 1);
+static inline __attribute__((always_inline)) void
+q5_1_avx512(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_q(W, A, g, t, T, 2, Y, ldy);
 }
 
-static void gemm_q5_1_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_q(W, A, t0, t1, g0, g1, Y, ldy, 2);
-}
+EV_TILE_FNS8(q8_0_avx512)
+EV_TILE_FNS8(q4_0_avx512)
+EV_TILE_FNS8(q5_1_avx512)
 
 /* Float weights: f16 rows converted with vcvtph2ps (exact); columns past
  * the last multiple of 16 done in scalar. */
@@ -166,8 +151,10 @@ static inline float scalar_w(const uint8_t *base, int64_t i, int f16) {
 /* 4 rows x T (<= 4) tokens: 16 accumulators; each weight vector loaded (and
  * converted from f16) once per 16 columns and used for T tokens. */
 static inline __attribute__((always_inline)) void
-tile_f(const ev_weights *W, const float *X, int64_t r, int nr, int64_t t, int T, float *Y, int64_t ldy, int f16) {
-    const int64_t cols = W->cols, esz = f16 ? 2 : 4;
+tile_f(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, int f16, float *Y, int64_t ldy) {
+    const int64_t cols = W->cols, esz = f16 ? 2 : 4, r = g * EV_FLOAT_ROWS;
+    const int nr = (int)(W->rows - r < 4 ? W->rows - r : 4);
+    const float *X = A->x;
     const uint8_t *w[4];
     __m512 acc[4][4];
     int64_t i = 0;
@@ -205,30 +192,17 @@ tile_f(const ev_weights *W, const float *X, int64_t r, int nr, int64_t t, int T,
 }
 
 static inline __attribute__((always_inline)) void
-gemm_f(const ev_weights *W, const float *X, int64_t t0, int64_t t1, int64_t r0, int64_t r1,
-       float *Y, int64_t ldy, int f16) {
-    for (int64_t r = r0; r < r1; r += 4) {
-        int nr = (int)(r1 - r < 4 ? r1 - r : 4);
-        int64_t t = t0;
-        for (; t + 4 <= t1; t += 4) tile_f(W, X, r, nr, t, 4, Y, ldy, f16);
-        switch (t1 - t) { /* constant T per call so the tile stays in registers */
-        case 3: tile_f(W, X, r, nr, t, 3, Y, ldy, f16); break;
-        case 2: tile_f(W, X, r, nr, t, 2, Y, ldy, f16); break;
-        case 1: tile_f(W, X, r, nr, t, 1, Y, ldy, f16); break;
-        default: break;
-        }
-    }
+f32_avx512(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_f(W, A, g, t, T, 0, Y, ldy);
 }
 
-static void gemm_f32_avx512(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
-                            int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_f(W, X, t0, t1, g0, g1, Y, ldy, 0);
+static inline __attribute__((always_inline)) void
+f16_avx512(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_f(W, A, g, t, T, 1, Y, ldy);
 }
 
-static void gemm_f16_avx512(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
-                            int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_f(W, X, t0, t1, g0, g1, Y, ldy, 1);
-}
+EV_TILE_FNS4(f32_avx512)
+EV_TILE_FNS4(f16_avx512)
 
 /* exp(x), see kernels_internal.h */
 static inline __m512 exp512(__m512 x) {
@@ -305,11 +279,40 @@ static inline __m512i pair_madd_v(const uint8_t *scp, int p, __m512i xpair) {
     return _mm512_madd_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(scp + p * 2 * R))), xpair);
 }
 
+/* Q4_K / Q5_K decode (T = 1), one block: each piece loaded once for both
+ * of its sub-blocks (low nibbles: s = 2j, high: 2j + 1), two dot chains each. */
+static inline __attribute__((always_inline)) __m512i
+k45_gemv_block(const uint8_t *rec, const uint8_t *scp, const int8_t *xb, int q5) {
+    const ev_klayout L = ev_klayout_of(q5 ? EV_TYPE_Q5_K : EV_TYPE_Q4_K);
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), one = _mm512_set1_epi8(1);
+    __m512i isum = _mm512_setzero_si512();
+    #pragma GCC unroll 1
+    for (int j = 0; j < 4; j++) {
+        const __m128i sh = _mm_cvtsi32_si128(2 * j);
+        __m512i dl[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, dh[2] = {dl[0], dl[0]};
+        #pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            __m512i v = _mm512_loadu_si512(rec + (8 * j + k) * 64);
+            __m512i wl = _mm512_and_si512(v, lo4), wh = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+            if (q5) {   /* fifth bits 2j (low) and 2j + 1 (high) of qh piece k moved to bit 4 */
+                __m512i hb = _mm512_srl_epi16(_mm512_loadu_si512(rec + L.qh * R + k * 64), sh);
+                wl = _mm512_or_si512(wl, _mm512_slli_epi16(_mm512_and_si512(hb, one), 4));
+                wh = _mm512_or_si512(wh, _mm512_and_si512(_mm512_slli_epi16(hb, 3), _mm512_set1_epi8(0x10)));
+            }
+            dl[k & 1] = _mm512_dpbusd_epi32(dl[k & 1], wl, bcast4(xb + 64 * j + 4 * k));
+            dh[k & 1] = _mm512_dpbusd_epi32(dh[k & 1], wh, bcast4(xb + 64 * j + 32 + 4 * k));
+        }
+        isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(_mm512_add_epi32(dl[0], dl[1]), scale_lanes(scp, 2 * j, 0)));
+        isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(_mm512_add_epi32(dh[0], dh[1]), scale_lanes(scp, 2 * j + 1, 0)));
+    }
+    return isum;
+}
+
 /* Q4_K / Q5_K: per sub-block s of 32, 8 unsigned weight registers (nibble s%2
  * of chunk s/2, plus the fifth bit s of qh for Q5_K) dotted with the token's
  * 32 activations, times the sub-block's scale. */
 static inline __attribute__((always_inline)) void
-tile_k45(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int q5, float *Y, int64_t ldy) {
+tile_k45(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, int q5, float *Y, int64_t ldy) {
     const int64_t nb = W->nb;
     const ev_klayout L = ev_klayout_of(q5 ? EV_TYPE_Q5_K : EV_TYPE_Q4_K);
     const int64_t rb = (int64_t)L.rec * R;
@@ -324,30 +327,9 @@ tile_k45(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, in
         __m512i isum[TILE], msum[TILE];
         #pragma GCC unroll 8
         for (int j = 0; j < T; j++) isum[j] = msum[j] = _mm512_setzero_si512();
-        if (T == 1) {
-            /* decode: each piece loaded once for both of its sub-blocks
-             * (low nibbles: s = 2j, high: 2j + 1), two dot chains each */
-            const int8_t *xb = A->q + (t * nb + b) * EV_QK_K;
-            #pragma GCC unroll 1
-            for (int j = 0; j < 4; j++) {
-                const __m128i sh = _mm_cvtsi32_si128(2 * j);
-                __m512i dl[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, dh[2] = {dl[0], dl[0]};
-                #pragma GCC unroll 8
-                for (int k = 0; k < 8; k++) {
-                    __m512i v = _mm512_loadu_si512(rec + (8 * j + k) * 64);
-                    __m512i wl = _mm512_and_si512(v, lo4), wh = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
-                    if (q5) {   /* fifth bits 2j (low) and 2j + 1 (high) of qh piece k moved to bit 4 */
-                        __m512i hb = _mm512_srl_epi16(_mm512_loadu_si512(rec + L.qh * R + k * 64), sh);
-                        wl = _mm512_or_si512(wl, _mm512_slli_epi16(_mm512_and_si512(hb, one), 4));
-                        wh = _mm512_or_si512(wh, _mm512_and_si512(_mm512_slli_epi16(hb, 3), _mm512_set1_epi8(0x10)));
-                    }
-                    dl[k & 1] = _mm512_dpbusd_epi32(dl[k & 1], wl, bcast4(xb + 64 * j + 4 * k));
-                    dh[k & 1] = _mm512_dpbusd_epi32(dh[k & 1], wh, bcast4(xb + 64 * j + 32 + 4 * k));
-                }
-                isum[0] = _mm512_add_epi32(isum[0], _mm512_mullo_epi32(_mm512_add_epi32(dl[0], dl[1]), scale_lanes(scp, 2 * j, 0)));
-                isum[0] = _mm512_add_epi32(isum[0], _mm512_mullo_epi32(_mm512_add_epi32(dh[0], dh[1]), scale_lanes(scp, 2 * j + 1, 0)));
-            }
-        } else
+        if (T == 1)
+            isum[0] = k45_gemv_block(rec, scp, A->q + (t * nb + b) * EV_QK_K, q5);
+        else
         #pragma GCC unroll 1
         for (int s = 0; s < 8; s++) {
             __m512i w[8];
@@ -393,12 +375,51 @@ tile_k45(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, in
     for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
 }
 
+/* Q6_K decode (T = 1), one block: each ql/qh piece loaded once and split
+ * into its 4 sub-blocks (quarters c), the high bits moved into place with
+ * one shift and mask each; 4 dot chains, one per quarter. */
+static inline __attribute__((always_inline)) __m512i
+k6_gemv_block(const uint8_t *rec, const uint8_t *scp, const int8_t *xb) {
+    const ev_klayout L = ev_klayout_of(EV_TYPE_Q6_K);
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    __m512i isum = _mm512_setzero_si512();
+    const __m512i hi2 = _mm512_set1_epi8(0x30);
+    #pragma GCC unroll 1
+    for (int h8 = 0; h8 < 4; h8++) {
+        const int n = h8 >> 1, kk = h8 & 1;
+        __m512i d4[4];
+        #pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) d4[c] = _mm512_setzero_si512();
+        #pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const int k = 4 * kk + i;
+            __m512i a = _mm512_loadu_si512(rec + (16 * n + k) * 64);
+            __m512i bq = _mm512_loadu_si512(rec + (16 * n + 8 + k) * 64);
+            __m512i h = _mm512_loadu_si512(rec + L.qh * R + (8 * n + k) * 64);
+            __m512i w0 = _mm512_or_si512(_mm512_and_si512(a, lo4), _mm512_and_si512(_mm512_slli_epi16(h, 4), hi2));
+            __m512i w1 = _mm512_or_si512(_mm512_and_si512(bq, lo4), _mm512_and_si512(_mm512_slli_epi16(h, 2), hi2));
+            __m512i w2 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(a, 4), lo4), _mm512_and_si512(h, hi2));
+            __m512i w3 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(bq, 4), lo4),
+                                         _mm512_and_si512(_mm512_srli_epi16(h, 2), hi2));
+            const int8_t *xq = xb + 128 * n + 4 * k;
+            d4[0] = _mm512_dpbusd_epi32(d4[0], w0, bcast4(xq));
+            d4[1] = _mm512_dpbusd_epi32(d4[1], w1, bcast4(xq + 32));
+            d4[2] = _mm512_dpbusd_epi32(d4[2], w2, bcast4(xq + 64));
+            d4[3] = _mm512_dpbusd_epi32(d4[3], w3, bcast4(xq + 96));
+        }
+        #pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(d4[c], scale_lanes(scp, 8 * n + 2 * c + kk, 1)));
+    }
+    return isum;
+}
+
 /* Q6_K: per sub-block s of 16 (half n, quarter c, part kk), 4 weight
  * registers (4-bit ql | 2-bit qh << 4, unsigned 0..63) dotted with 16
  * activations times the int8 scale; 32 * sum(scale * 16-sum) removes the
  * offset of 32 in int32. */
 static inline __attribute__((always_inline)) void
-tile_k6(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+tile_k6(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
     const int64_t nb = W->nb;
     const ev_klayout L = ev_klayout_of(EV_TYPE_Q6_K);
     const int64_t rb = (int64_t)L.rec * R;
@@ -413,40 +434,9 @@ tile_k6(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, flo
         __m512i isum[TILE], corr[TILE];
         #pragma GCC unroll 8
         for (int j = 0; j < T; j++) isum[j] = corr[j] = _mm512_setzero_si512();
-        if (T == 1) {
-            /* decode: each ql/qh piece loaded once and split into its 4
-             * sub-blocks (quarters c), the high bits moved into place with
-             * one shift and mask each; 4 dot chains, one per quarter */
-            const __m512i hi2 = _mm512_set1_epi8(0x30);
-            const int8_t *xb = A->q + (t * nb + b) * EV_QK_K;
-            #pragma GCC unroll 1
-            for (int h8 = 0; h8 < 4; h8++) {
-                const int n = h8 >> 1, kk = h8 & 1;
-                __m512i d4[4];
-                #pragma GCC unroll 4
-                for (int c = 0; c < 4; c++) d4[c] = _mm512_setzero_si512();
-                #pragma GCC unroll 4
-                for (int i = 0; i < 4; i++) {
-                    const int k = 4 * kk + i;
-                    __m512i a = _mm512_loadu_si512(rec + (16 * n + k) * 64);
-                    __m512i bq = _mm512_loadu_si512(rec + (16 * n + 8 + k) * 64);
-                    __m512i h = _mm512_loadu_si512(rec + L.qh * R + (8 * n + k) * 64);
-                    __m512i w0 = _mm512_or_si512(_mm512_and_si512(a, lo4), _mm512_and_si512(_mm512_slli_epi16(h, 4), hi2));
-                    __m512i w1 = _mm512_or_si512(_mm512_and_si512(bq, lo4), _mm512_and_si512(_mm512_slli_epi16(h, 2), hi2));
-                    __m512i w2 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(a, 4), lo4), _mm512_and_si512(h, hi2));
-                    __m512i w3 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(bq, 4), lo4),
-                                                 _mm512_and_si512(_mm512_srli_epi16(h, 2), hi2));
-                    const int8_t *xq = xb + 128 * n + 4 * k;
-                    d4[0] = _mm512_dpbusd_epi32(d4[0], w0, bcast4(xq));
-                    d4[1] = _mm512_dpbusd_epi32(d4[1], w1, bcast4(xq + 32));
-                    d4[2] = _mm512_dpbusd_epi32(d4[2], w2, bcast4(xq + 64));
-                    d4[3] = _mm512_dpbusd_epi32(d4[3], w3, bcast4(xq + 96));
-                }
-                #pragma GCC unroll 4
-                for (int c = 0; c < 4; c++)
-                    isum[0] = _mm512_add_epi32(isum[0], _mm512_mullo_epi32(d4[c], scale_lanes(scp, 8 * n + 2 * c + kk, 1)));
-            }
-        } else
+        if (T == 1)
+            isum[0] = k6_gemv_block(rec, scp, A->q + (t * nb + b) * EV_QK_K);
+        else
         #pragma GCC unroll 1
         for (int s = 0; s < 16; s++) {
             const int n = s >> 3, c = (s & 7) >> 1, kk = s & 1;
@@ -487,49 +477,36 @@ tile_k6(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, flo
     for (int j = 0; j < T; j++) store_rows(Y + (t + j) * ldy + g * R, acc[j], nrows);
 }
 
-/* kind 4, 5: Q4_K, Q5_K; 6: Q6_K */
 static inline __attribute__((always_inline)) void
-tile_k(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int kind, float *Y, int64_t ldy) {
-    if (kind == 6) tile_k6(W, A, g, t, T, Y, ldy);
-    else tile_k45(W, A, g, t, T, kind == 5, Y, ldy);
+q4_k_avx512(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_k45(W, A, g, t, T, 0, Y, ldy);
 }
 
 static inline __attribute__((always_inline)) void
-gemm_k(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
-       float *Y, int64_t ldy, int kind) {
-    for (int64_t g = g0; g < g1; g++) {
-        int64_t t = t0;
-        for (; t + TILE <= t1; t += TILE) tile_k(W, A, g, t, TILE, kind, Y, ldy);
-        switch (t1 - t) { /* constant T per call so the tile stays in registers */
-        case 7: tile_k(W, A, g, t, 7, kind, Y, ldy); break;
-        case 6: tile_k(W, A, g, t, 6, kind, Y, ldy); break;
-        case 5: tile_k(W, A, g, t, 5, kind, Y, ldy); break;
-        case 4: tile_k(W, A, g, t, 4, kind, Y, ldy); break;
-        case 3: tile_k(W, A, g, t, 3, kind, Y, ldy); break;
-        case 2: tile_k(W, A, g, t, 2, kind, Y, ldy); break;
-        case 1: tile_k(W, A, g, t, 1, kind, Y, ldy); break;
-        default: break;
-        }
-    }
+q5_k_avx512(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_k45(W, A, g, t, T, 1, Y, ldy);
 }
 
-static void gemm_q4_k_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 4);
-}
-
-static void gemm_q5_k_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 5);
-}
-
-static void gemm_q6_k_avx512(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                             int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 6);
-}
+EV_TILE_FNS8(q4_k_avx512)
+EV_TILE_FNS8(q5_k_avx512)
+EV_TILE_FNS8(tile_k6)
 
 const ev_kernel_variant ev_variant_avx512_vnni = {
-    "avx512_vnni", R, 1, quantize_avx512, gemm_q8_0_avx512, gemm_q4_0_avx512, gemm_f32_avx512, gemm_f16_avx512,
-    silu_mul_avx512, quantize_k_avx512, gemm_q4_k_avx512, gemm_q5_k_avx512, gemm_q6_k_avx512, gemm_q5_1_avx512,
+    .name = "avx512_vnni",
+    .interleave = R,
+    .xor_q8 = 1,
+    .quantize = quantize_avx512,
+    .quantize_k = quantize_k_avx512,
+    .silu_mul = silu_mul_avx512,
+    .mk = {
+        [EV_KIND_F32] = EV_TILES4(f32_avx512),
+        [EV_KIND_F16] = EV_TILES4(f16_avx512),
+        [EV_KIND_Q8_0] = EV_TILES8(q8_0_avx512),
+        [EV_KIND_Q4_0] = EV_TILES8(q4_0_avx512),
+        [EV_KIND_Q5_1] = EV_TILES8(q5_1_avx512),
+        [EV_KIND_Q4_K] = EV_TILES8(q4_k_avx512),
+        [EV_KIND_Q5_K] = EV_TILES8(q5_k_avx512),
+        [EV_KIND_Q6_K] = EV_TILES8(tile_k6),
+    },
 };
 #endif /* EV_KERNELS_X86 */

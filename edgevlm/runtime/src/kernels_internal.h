@@ -38,15 +38,17 @@
 #include <stdint.h>
 #include <string.h>
 
-/* int8 activations: token t, block b at q[(t*nb + b)*32], d[t*nb + b], s[t*nb + b];
+/* Activations of a matmul: the f32 rows x[t*cols + i] (float weights), or
+ * int8 blocks: token t, block b at q[(t*nb + b)*32], d[t*nb + b], s[t*nb + b];
  * for the K-quants blocks of 256 at q[(t*nb + b)*256], d[t*nb + b] and the
  * sums of each 16 at bs[(t*nb + b)*16 + k] (s unused). */
 typedef struct {
+    const float *x;
     const int8_t *q;
     const float *d;
     const int32_t *s;
     const int16_t *bs;
-} ev_qacts;
+} ev_acts;
 
 /* Byte offsets (per interleaved row) inside a K-quant record: see above. */
 typedef struct { int rec, qh, sc, d; } ev_klayout;
@@ -70,13 +72,25 @@ static inline int32_t ev_bs_pair16(const int16_t *bs, int p) {
     return (int32_t)(((uint32_t)(uint16_t)bs[2 * p]) | ((uint32_t)(uint16_t)bs[2 * p + 1] << 16));
 }
 
+/* Microkernel kinds: the variant table has one row of microkernels each.
+ * Q5_0 runs as Q8_0; Q5_1 as Q8_0 blocks of quants 0..31 plus sum(x) * (m dx)
+ * a block. */
+typedef enum {
+    EV_KIND_F32, EV_KIND_F16, EV_KIND_Q8_0, EV_KIND_Q4_0, EV_KIND_Q5_1, EV_KIND_Q4_K, EV_KIND_Q5_K, EV_KIND_Q6_K,
+    EV_N_KINDS
+} ev_kind;
+
+/* Rows per group of float weights in every variant (4 row streams per microkernel call). */
+#define EV_FLOAT_ROWS 4
+
 struct ev_weights {
     ev_type type;       /* the type the kernels run (Q5_0 files run as Q8_0) */
     ev_type file_type;  /* the type the matrix had in the file */
+    ev_kind kind;       /* the microkernels that run it */
     int64_t rows, cols;
     int64_t nb;         /* blocks per row (quantized types) */
-    int64_t n_groups;   /* ceil(rows / R) for quantized types, rows otherwise */
-    int R;              /* interleaved rows (quantized types), 1 otherwise */
+    int64_t n_groups;   /* ceil(rows / R) */
+    int R;              /* rows per group: interleaved rows (quantized), EV_FLOAT_ROWS (float) */
     const struct ev_kernel_variant *v;
     int in_arena;       /* qs and d belong to an ev_arena (freed with it) */
     uint8_t *qs;        /* packed quants, or the raw f32 / f16 matrix */
@@ -84,12 +98,34 @@ struct ev_weights {
     uint16_t *m;        /* packed fp16 mins as d (Q5_1, run as Q8_0 quants 0..31 plus m), else NULL */
 };
 
-/* Quantized kernels compute Y[t*ldy + row] for tokens [t0, t1) and the rows
- * of groups [g0, g1); float kernels the same for rows [g0, g1). */
-typedef void (*ev_gemm_q_fn)(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                             int64_t g0, int64_t g1, float *Y, int64_t ldy);
-typedef void (*ev_gemm_f_fn)(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
-                             int64_t g0, int64_t g1, float *Y, int64_t ldy);
+/* A microkernel computes Y[(t + j)*ldy + row] for the rows of group g and
+ * the T tokens t .. t+T-1, T fixed per function (so its tile of
+ * accumulators stays in registers).  The one tile driver (kernels.c) calls
+ * them: T = 1 per group for decode (GEMV), tiles of the largest T for
+ * prefill (GEMM) and the rest of the tokens with the T that fits (tail). */
+typedef void (*ev_tile_fn)(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, float *Y, int64_t ldy);
+
+#define EV_MAX_TILE 8
+/* The microkernels of one kind: fn[T] for T = 1 .. max_t. */
+typedef struct {
+    int max_t;
+    ev_tile_fn fn[EV_MAX_TILE + 1];
+} ev_microkernels;
+
+/* Instantiate microkernels name_1 .. name_N of an always-inline body
+ * body(W, A, g, t, T, Y, ldy) and list them for the variant table. */
+#define EV_TILE_FN(body, T) \
+    static void body##_##T(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, float *Y, int64_t ldy) { \
+        body(W, A, g, t, T, Y, ldy); \
+    }
+#define EV_TILE_FNS1(body) EV_TILE_FN(body, 1)
+#define EV_TILE_FNS4(body) EV_TILE_FNS1(body) EV_TILE_FN(body, 2) EV_TILE_FN(body, 3) EV_TILE_FN(body, 4)
+#define EV_TILE_FNS8(body) EV_TILE_FNS4(body) EV_TILE_FN(body, 5) EV_TILE_FN(body, 6) EV_TILE_FN(body, 7) \
+    EV_TILE_FN(body, 8)
+#define EV_TILES1(body) {1, {NULL, body##_1}}
+#define EV_TILES4(body) {4, {NULL, body##_1, body##_2, body##_3, body##_4}}
+#define EV_TILES8(body) {8, {NULL, body##_1, body##_2, body##_3, body##_4, body##_5, body##_6, body##_7, body##_8}}
+
 /* Quantize one row of cols (multiple of 32) floats: see ev_quantize_rows_q8. */
 typedef void (*ev_quantize_fn)(const float *x, int64_t cols, int8_t *q, float *d, int32_t *s);
 /* Quantize one row of cols (multiple of 256) floats: see ev_quantize_rows_q8k. */
@@ -99,19 +135,12 @@ typedef void (*ev_silu_mul_fn)(const float *g, const float *u, float *out, int64
 
 typedef struct ev_kernel_variant {
     const char *name;
-    int R;
-    int xor_q8;
-    ev_quantize_fn quantize;
-    ev_gemm_q_fn gemm_q8_0;
-    ev_gemm_q_fn gemm_q4_0;
-    ev_gemm_f_fn gemm_f32;
-    ev_gemm_f_fn gemm_f16;
+    int interleave;                   /* interleaved rows R of quantized weights */
+    int xor_q8;                       /* Q8_0 quants stored as w + 128 */
+    ev_quantize_fn quantize;          /* activations for Q8_0, Q4_0, Q5_1 */
+    ev_quantize_k_fn quantize_k;      /* activations for the K-quants */
     ev_silu_mul_fn silu_mul;
-    ev_quantize_k_fn quantize_k;
-    ev_gemm_q_fn gemm_q4_k;
-    ev_gemm_q_fn gemm_q5_k;
-    ev_gemm_q_fn gemm_q6_k;
-    ev_gemm_q_fn gemm_q5_1;   /* Q8_0 blocks of quants 0..31 plus sum(x) * (m dx) a block */
+    ev_microkernels mk[EV_N_KINDS];   /* by kind, every kind filled (designated initializers) */
 } ev_kernel_variant;
 
 /* Which SIMD kernel files this build has: chosen by target architecture

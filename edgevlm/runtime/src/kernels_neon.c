@@ -69,7 +69,7 @@ static inline int32x4_t dot_block(const int8x16_t w[8], const int8_t *xq) {
 }
 
 static inline __attribute__((always_inline)) void
-tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int kind, float *Y, int64_t ldy) {
+tile_q(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, int kind, float *Y, int64_t ldy) {
     const int q4 = kind == 1, q51 = kind == 2;   /* kind 0: Q8_0, 1: Q4_0, 2: Q5_1 (Q8_0 + mins) */
     const int64_t nb = W->nb, qb = q4 ? 16 : 32;
     float32x4_t acc[TILE];
@@ -109,36 +109,25 @@ tile_q(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
 }
 
 static inline __attribute__((always_inline)) void
-gemm_q(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
-       float *Y, int64_t ldy, int kind) {
-    for (int64_t g = g0; g < g1; g++) {
-        int64_t t = t0;
-        for (; t + TILE <= t1; t += TILE) tile_q(W, A, g, t, TILE, kind, Y, ldy);
-        switch (t1 - t) { /* constant T per call so the tile stays in registers */
-        case 3: tile_q(W, A, g, t, 3, kind, Y, ldy); break;
-        case 2: tile_q(W, A, g, t, 2, kind, Y, ldy); break;
-        case 1: tile_q(W, A, g, t, 1, kind, Y, ldy); break;
-        default: break;
-        }
-    }
+q8_0_neon(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_q(W, A, g, t, T, 0, Y, ldy);
 }
 
-static void gemm_q8_0_neon(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_q(W, A, t0, t1, g0, g1, Y, ldy, 0);
+static inline __attribute__((always_inline)) void
+q4_0_neon(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_q(W, A, g, t, T, 1, Y, ldy);
 }
 
-static void gemm_q4_0_neon(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_q(W, A, t0, t1, g0, g1, Y, ldy, 1);
+static inline __attribute__((always_inline)) void
+q5_1_neon(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_q(W, A, g, t, T, 2, Y, ldy);
 }
 
-static void gemm_q5_1_neon(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_q(W, A, t0, t1, g0, g1, Y, ldy, 2);
-}
+EV_TILE_FNS4(q8_0_neon)
+EV_TILE_FNS4(q4_0_neon)
+EV_TILE_FNS4(q5_1_neon)
 
-/* Float weights: 4 rows x 1 token per inner loop, scalar column tail. */
+/* Float weights: 4 rows x 1 token per call, scalar column tail. */
 static inline float32x4_t load_w(const uint8_t *base, int64_t i, int f16) {
     if (f16) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)base + i)));
     return vld1q_f32((const float *)base + i);
@@ -153,49 +142,44 @@ static inline float scalar_w(const uint8_t *base, int64_t i, int f16) {
     return ((const float *)base)[i];
 }
 
+/* Rows g*4 .. g*4+3 (fewer in the last group) x 1 token; the F16 rows are
+ * prefetched a group ahead while the first token runs. */
 static inline __attribute__((always_inline)) void
-gemm_f(const ev_weights *W, const float *X, int64_t t0, int64_t t1, int64_t r0, int64_t r1,
-       float *Y, int64_t ldy, int f16) {
-    const int64_t cols = W->cols, esz = f16 ? 2 : 4;
-    for (int64_t r = r0; r < r1; r += 4) {
-        int nr = (int)(r1 - r < 4 ? r1 - r : 4);
-        const uint8_t *w[4];
-        #pragma GCC unroll 8
-        for (int k = 0; k < 4; k++) w[k] = W->qs + (r + (k < nr ? k : 0)) * cols * esz;
-        for (int64_t t = t0; t < t1; t++) {
-            const float *x = X + t * cols;
-            float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
-            float out[4];
-            int64_t i = 0;
-            for (; i + 4 <= cols; i += 4) {
-                float32x4_t xv = vld1q_f32(x + i);
-                if (f16 && t == t0 && ((i * esz) & 63) == 0)
-                    for (int k = 0; k < 4; k++) ev_prefetch_at(w[k] + i * esz, 4 * cols * esz);
-                a0 = vfmaq_f32(a0, load_w(w[0], i, f16), xv);
-                a1 = vfmaq_f32(a1, load_w(w[1], i, f16), xv);
-                a2 = vfmaq_f32(a2, load_w(w[2], i, f16), xv);
-                a3 = vfmaq_f32(a3, load_w(w[3], i, f16), xv);
-            }
-            out[0] = vaddvq_f32(a0);
-            out[1] = vaddvq_f32(a1);
-            out[2] = vaddvq_f32(a2);
-            out[3] = vaddvq_f32(a3);
-            for (; i < cols; i++)
-                #pragma GCC unroll 8
-                for (int k = 0; k < 4; k++) out[k] += scalar_w(w[k], i, f16) * x[i];
-            for (int k = 0; k < nr; k++) Y[t * ldy + r + k] = out[k];
-        }
+tile_f(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int f16, float *Y, int64_t ldy) {
+    const int64_t cols = W->cols, esz = f16 ? 2 : 4, r = g * EV_FLOAT_ROWS;
+    const int nr = (int)(W->rows - r < 4 ? W->rows - r : 4);
+    const float *x = A->x + t * cols;
+    const uint8_t *w[4];
+    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    float out[4];
+    int64_t i = 0;
+    #pragma GCC unroll 8
+    for (int k = 0; k < 4; k++) w[k] = W->qs + (r + (k < nr ? k : 0)) * cols * esz;
+    for (; i + 4 <= cols; i += 4) {
+        float32x4_t xv = vld1q_f32(x + i);
+        if (f16 && t == 0 && ((i * esz) & 63) == 0)
+            for (int k = 0; k < 4; k++) ev_prefetch_at(w[k] + i * esz, 4 * cols * esz);
+        a0 = vfmaq_f32(a0, load_w(w[0], i, f16), xv);
+        a1 = vfmaq_f32(a1, load_w(w[1], i, f16), xv);
+        a2 = vfmaq_f32(a2, load_w(w[2], i, f16), xv);
+        a3 = vfmaq_f32(a3, load_w(w[3], i, f16), xv);
     }
+    out[0] = vaddvq_f32(a0);
+    out[1] = vaddvq_f32(a1);
+    out[2] = vaddvq_f32(a2);
+    out[3] = vaddvq_f32(a3);
+    for (; i < cols; i++)
+        #pragma GCC unroll 8
+        for (int k = 0; k < 4; k++) out[k] += scalar_w(w[k], i, f16) * x[i];
+    for (int k = 0; k < nr; k++) Y[t * ldy + r + k] = out[k];
 }
 
-static void gemm_f32_neon(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
-                          int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_f(W, X, t0, t1, g0, g1, Y, ldy, 0);
+static void f32_neon_1(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, float *Y, int64_t ldy) {
+    tile_f(W, A, g, t, 0, Y, ldy);
 }
 
-static void gemm_f16_neon(const ev_weights *W, const float *X, int64_t t0, int64_t t1,
-                          int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_f(W, X, t0, t1, g0, g1, Y, ldy, 1);
+static void f16_neon_1(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, float *Y, int64_t ldy) {
+    tile_f(W, A, g, t, 1, Y, ldy);
 }
 
 /* exp(x), see kernels_internal.h */
@@ -269,8 +253,37 @@ static inline int32x4_t dot_lane(int32x4_t acc, int8x16_t w, int8x16_t x, int la
     }
 }
 
+/* Q6_K, one block: isum[j] += sum over sub-blocks of 16 of scale x dot for
+ * token j (activations xb + j * nb * 256). */
 static inline __attribute__((always_inline)) void
-tile_k(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int kind, float *Y, int64_t ldy) {
+k6_block(const uint8_t *rec, const uint8_t *scp, const int8_t *xb, int64_t nb, int T, int32x4_t *isum) {
+    const ev_klayout L = ev_klayout_of(EV_TYPE_Q6_K);
+    for (int s = 0; s < 16; s++) {   /* sub-block of 16: see kernels_avx512.c */
+        const int n = s >> 3, c = (s & 7) >> 1, kk = s & 1;
+        int8x16_t w[4];
+        #pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const int k = 4 * kk + i;
+            uint8x16_t a = vld1q_u8(rec + (16 * n + 8 * (c & 1) + k) * 16);
+            uint8x16_t h = vld1q_u8(rec + L.qh * R + (8 * n + k) * 16);
+            uint8x16_t lo = (c >> 1) ? vshrq_n_u8(a, 4) : vandq_u8(a, vdupq_n_u8(0x0f));
+            uint8x16_t hi = vandq_u8(vshlq_u8(h, vdupq_n_s8((int8_t)(-2 * c))), vdupq_n_u8(3));
+            w[i] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, vshlq_n_u8(hi, 4))), vdupq_n_s8(32));
+        }
+        int32x4_t scv = scale_lanes(scp, s, 1);
+        #pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            int8x16_t xv = vld1q_s8(xb + j * nb * EV_QK_K + 128 * n + 32 * c + 16 * kk);
+            int32x4_t dsum = vdupq_n_s32(0);
+            #pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) dsum = dot_lane(dsum, w[i], xv, i);
+            isum[j] = vmlaq_s32(isum[j], dsum, scv);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void
+tile_k(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, int kind, float *Y, int64_t ldy) {
     const int64_t nb = W->nb;
     const ev_klayout L = ev_klayout_of(kind == 4 ? EV_TYPE_Q4_K : kind == 5 ? EV_TYPE_Q5_K : EV_TYPE_Q6_K);
     const int64_t rb = (int64_t)L.rec * R;
@@ -285,28 +298,7 @@ tile_k(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
         #pragma GCC unroll 8
         for (int j = 0; j < T; j++) isum[j] = msum[j] = vdupq_n_s32(0);
         if (kind == 6) {
-            for (int s = 0; s < 16; s++) {   /* sub-block of 16: see kernels_avx512.c */
-                const int n = s >> 3, c = (s & 7) >> 1, kk = s & 1;
-                int8x16_t w[4];
-                #pragma GCC unroll 4
-                for (int i = 0; i < 4; i++) {
-                    const int k = 4 * kk + i;
-                    uint8x16_t a = vld1q_u8(rec + (16 * n + 8 * (c & 1) + k) * 16);
-                    uint8x16_t h = vld1q_u8(rec + L.qh * R + (8 * n + k) * 16);
-                    uint8x16_t lo = (c >> 1) ? vshrq_n_u8(a, 4) : vandq_u8(a, vdupq_n_u8(0x0f));
-                    uint8x16_t hi = vandq_u8(vshlq_u8(h, vdupq_n_s8((int8_t)(-2 * c))), vdupq_n_u8(3));
-                    w[i] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, vshlq_n_u8(hi, 4))), vdupq_n_s8(32));
-                }
-                int32x4_t scv = scale_lanes(scp, s, 1);
-                #pragma GCC unroll 8
-                for (int j = 0; j < T; j++) {
-                    int8x16_t xv = vld1q_s8(A->q + ((t + j) * nb + b) * EV_QK_K + 128 * n + 32 * c + 16 * kk);
-                    int32x4_t dsum = vdupq_n_s32(0);
-                    #pragma GCC unroll 4
-                    for (int i = 0; i < 4; i++) dsum = dot_lane(dsum, w[i], xv, i);
-                    isum[j] = vmlaq_s32(isum[j], dsum, scv);
-                }
-            }
+            k6_block(rec, scp, A->q + (t * nb + b) * EV_QK_K, nb, T, isum);
         } else {
             for (int s = 0; s < 8; s++) {
                 int8x16_t w[8];
@@ -351,37 +343,40 @@ tile_k(const ev_weights *W, const ev_qacts *A, int64_t g, int64_t t, int T, int 
 }
 
 static inline __attribute__((always_inline)) void
-gemm_k(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
-       float *Y, int64_t ldy, int kind) {
-    for (int64_t g = g0; g < g1; g++) {
-        int64_t t = t0;
-        for (; t + TILE <= t1; t += TILE) tile_k(W, A, g, t, TILE, kind, Y, ldy);
-        switch (t1 - t) {
-        case 3: tile_k(W, A, g, t, 3, kind, Y, ldy); break;
-        case 2: tile_k(W, A, g, t, 2, kind, Y, ldy); break;
-        case 1: tile_k(W, A, g, t, 1, kind, Y, ldy); break;
-        default: break;
-        }
-    }
+q4_k_neon(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_k(W, A, g, t, T, 4, Y, ldy);
 }
 
-static void gemm_q4_k_neon(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 4);
+static inline __attribute__((always_inline)) void
+q5_k_neon(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_k(W, A, g, t, T, 5, Y, ldy);
 }
 
-static void gemm_q5_k_neon(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 5);
+static inline __attribute__((always_inline)) void
+q6_k_neon(const ev_weights *W, const ev_acts *A, int64_t g, int64_t t, int T, float *Y, int64_t ldy) {
+    tile_k(W, A, g, t, T, 6, Y, ldy);
 }
 
-static void gemm_q6_k_neon(const ev_weights *W, const ev_qacts *A, int64_t t0, int64_t t1,
-                           int64_t g0, int64_t g1, float *Y, int64_t ldy) {
-    gemm_k(W, A, t0, t1, g0, g1, Y, ldy, 6);
-}
+EV_TILE_FNS4(q4_k_neon)
+EV_TILE_FNS4(q5_k_neon)
+EV_TILE_FNS4(q6_k_neon)
 
 const ev_kernel_variant ev_variant_neon_dotprod = {
-    "neon_dotprod", R, 0, quantize_neon, gemm_q8_0_neon, gemm_q4_0_neon, gemm_f32_neon, gemm_f16_neon,
-    silu_mul_neon, quantize_k_neon, gemm_q4_k_neon, gemm_q5_k_neon, gemm_q6_k_neon, gemm_q5_1_neon,
+    .name = "neon_dotprod",
+    .interleave = R,
+    .xor_q8 = 0,
+    .quantize = quantize_neon,
+    .quantize_k = quantize_k_neon,
+    .silu_mul = silu_mul_neon,
+    .mk = {
+        [EV_KIND_F32] = EV_TILES1(f32_neon),
+        [EV_KIND_F16] = EV_TILES1(f16_neon),
+        [EV_KIND_Q8_0] = EV_TILES4(q8_0_neon),
+        [EV_KIND_Q4_0] = EV_TILES4(q4_0_neon),
+        [EV_KIND_Q5_1] = EV_TILES4(q5_1_neon),
+        [EV_KIND_Q4_K] = EV_TILES4(q4_k_neon),
+        [EV_KIND_Q5_K] = EV_TILES4(q5_k_neon),
+        [EV_KIND_Q6_K] = EV_TILES4(q6_k_neon),
+    },
 };
 #endif /* EV_KERNELS_NEON */

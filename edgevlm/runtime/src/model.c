@@ -111,7 +111,7 @@ static ev_status load_vec(ev_model *m, const char *name, int64_t ne0, int64_t ne
     int64_t rows = ne1 ? ne1 : 1;
     float *v = malloc((size_t)(ne0 * rows) * sizeof(float));
     if (!v) return ev_fail(err, EV_ERR_NOMEM, "model: out of memory for '%s'", name);
-    uint64_t rb = ev_gguf_row_bytes(t->type, ne0);
+    uint64_t rb = ev_type_row_bytes(t->type, ne0);
     for (int64_t r = 0; r < rows; r++) ev_dequantize_row((ev_type)t->type, (const uint8_t *)t->data + r * rb, v + r * ne0, ne0);
     *out = v;
     return EV_OK;

@@ -351,7 +351,7 @@ static ev_status run(ev_session *s, const int32_t *ids, const float *embeds, int
     const ev_model *m = s->m;
     const int E = m->info.n_embd;
     const ev_gguf_tensor *te = m->tok_embd;
-    uint64_t rb = ev_gguf_row_bytes(te->type, E);
+    uint64_t rb = ev_type_row_bytes(te->type, E);
     ev_status st = EV_OK;
     for (int done = 0; done < n && !st; done += s->ub) {
         int c = n - done < s->ub ? n - done : s->ub;
