@@ -48,6 +48,18 @@ def greedy(model, prompt: torch.Tensor, n_new: int) -> torch.Tensor:
     return out[0]
 
 
+def greedy_agreement(model, runtime_model, prompt: torch.Tensor, n_new: int) -> float:
+    """Share of n_new teacher-forced steps where the runtime's argmax equals PyTorch's greedy token."""
+    seq = greedy(model, prompt, n_new)
+    s = runtime_model.session(n_ctx=len(seq))
+    logits = s.prefill(ids=prompt.numpy())
+    agree = 0
+    for t in range(len(prompt), len(seq)):
+        agree += int(logits.argmax()) == int(seq[t])
+        logits = s.step(int(seq[t]))
+    return agree / n_new
+
+
 @functools.lru_cache(maxsize=1)
 def trained_reference_model(seed: int = 0, vocab: int = 256, steps: int = 150):
     """A small LFM2 briefly trained on a deterministic rule (next = perm[token]).

@@ -12,7 +12,7 @@ import torch
 from edgevlm.errors import InputError
 from edgevlm.runtime import Model, RuntimeInputError, Sampler
 from edgevlm.runtime.gguf_export import export_lfm2_gguf
-from lfm2_reference import full_logits, greedy, reference_model, trained_reference_model
+from lfm2_reference import full_logits, greedy, greedy_agreement, reference_model, trained_reference_model
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,15 +101,7 @@ def test_quantized_greedy_agrees_with_pytorch(tmp_path, qtype, bound):
     # A briefly trained model: random weights have near-tied logits (see trained_reference_model).
     cfg, model = trained_reference_model()
     rm = Model.load(export_lfm2_gguf(tmp_path / "m.gguf", cfg, model.state_dict(), qtype=qtype), threads=1)
-    prompt = torch.tensor([1, 20, 33, 100, 7, 81, 150, 2])
-    seq = greedy(model, prompt, 256)
-    s = rm.session(n_ctx=len(seq))
-    logits = s.prefill(ids=prompt.numpy())
-    agree = 0
-    for t in range(len(prompt), len(seq)):
-        agree += int(logits.argmax()) == int(seq[t])
-        logits = s.step(int(seq[t]))
-    rate = agree / 256
+    rate = greedy_agreement(model, rm, torch.tensor([1, 20, 33, 100, 7, 81, 150, 2]), 256)
     assert rate >= bound, f"{qtype} greedy agreement {rate:.3f}"
 
 

@@ -13,7 +13,7 @@ import torch
 
 from edgevlm.runtime import Model
 from edgevlm.runtime.gguf_export import export_qwen2_gguf
-from lfm2_reference import full_logits, greedy
+from lfm2_reference import full_logits, greedy_agreement
 from qwen2_reference import qwen2_reference, trained_qwen2
 
 
@@ -43,15 +43,8 @@ def test_f32_prefill_and_decode_match_transformers(tmp_path, tied):
 def test_q8_0_greedy_agrees_with_transformers(tmp_path):
     cfg, model = trained_qwen2()
     rm = Model.load(export_qwen2_gguf(tmp_path / "q8.gguf", cfg, model.state_dict(), qtype="q8_0"), threads=1)
-    prompt = torch.tensor([1, 20, 33, 100, 7, 81, 150, 2])
-    seq = greedy(model, prompt, 256)
-    s = rm.session(n_ctx=len(seq))
-    logits = s.prefill(ids=prompt.numpy())
-    agree = 0
-    for t in range(len(prompt), len(seq)):
-        agree += int(logits.argmax()) == int(seq[t])
-        logits = s.step(int(seq[t]))
-    assert agree / 256 >= 0.99, f"q8_0 greedy agreement {agree / 256:.3f}"
+    rate = greedy_agreement(model, rm, torch.tensor([1, 20, 33, 100, 7, 81, 150, 2]), 256)
+    assert rate >= 0.99, f"q8_0 greedy agreement {rate:.3f}"
 
 
 def test_rope_scaling_is_refused(tmp_path):
