@@ -53,6 +53,8 @@ def run(args) -> int:
             shown = f"{p['metric']} {value:.3g}" if isinstance(value, float) else p["metric"]
             if "htp_arch" in a.get("info", {}) and "samples" in p:
                 shown += f" on QNN HTP v{a['info']['htp_arch']} sim ({p['samples']} samples)"
+            elif a["backend"] == "executorch" and "budget_s" in p:  # portable (reference) kernels, within a budget
+                shown += f" on portable kernels ({p['samples']} of {p['of']} samples within {p['budget_s']:g} s)"
             if "integer_only" in a:
                 shown += ", integer-only" if a["integer_only"] else ", NOT integer-only"
             mp = a.get("info", {}).get("quant", {}).get("mixed_precision")

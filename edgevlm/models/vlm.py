@@ -14,6 +14,7 @@ from torch import nn
 from edgevlm.compiler.stage import Stage
 from edgevlm.errors import InputError
 from edgevlm.models.lfm2 import DecodeStage, Lfm2ForCausalLM, LMState, PrefillStage, STATE_NAMES
+from edgevlm.progress import track
 
 
 class VisionLanguageModel(nn.Module):
@@ -123,13 +124,15 @@ def vlm_stages(vlm: VisionLanguageModel, calibration: list | None = None) -> lis
     """
     calibration = calibration or [(torch.zeros(1, 3, vlm.image_size, vlm.image_size), [1] + [vlm.image_token_id] * vlm.num_image_tokens)]
     enc_in, proj_in, pre_in, dec_in = [], [], [], []
+    # Every prefill starts from the same zeroed state (prefill returns a new one): one copy, shared by the
+    # samples, instead of a KV cache per sample.
+    state = vlm.lm.init_state(vlm.max_len)
     with torch.no_grad():
-        for px, ids in calibration:
+        for px, ids in track(calibration, "float model on image + prompt", len(calibration)):
             tokens = vlm.encoder(px)
             embeds = vlm.select_image_tokens(vlm.projector(tokens), list(ids))
             ids_t = torch.tensor([list(ids) + [0] * (vlm.prefill_len - len(ids))])
             spliced = vlm.splice(ids_t, embeds)
-            state = vlm.lm.init_state(vlm.max_len)
             n_valid = torch.tensor([len(ids)])
             logits, after = vlm.lm.prefill(embeds=spliced, state=state, n_valid=n_valid, last_only=True)
             enc_in.append((px,))

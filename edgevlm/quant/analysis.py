@@ -22,6 +22,7 @@ import onnxruntime as ort
 from onnxruntime.quantization import qdq_loss_debug
 
 from edgevlm.compiler.verify import compare, sqnr_db
+from edgevlm.progress import track
 from edgevlm.quant.calibration import as_samples
 
 
@@ -82,7 +83,78 @@ def _activations(path, samples, tmp: Path) -> dict[str, list[np.ndarray]]:
     return qdq_loss_debug.collect_activations(str(augmented), samples)
 
 
-def layer_sqnr(float_path, qdq_path, data) -> list[dict]:
+def _float_tensor_sizes(path) -> dict[str, int]:
+    """{float tensor of the model at ``path``: bytes (static shape; unknown dims count as 1)}, in graph order."""
+    from edgevlm.quant import onnx_files
+    from edgevlm.quant.onnx_qdq import float_tensor_names
+
+    model = onnx.load(str(path), load_external_data=False)
+    graph = onnx_files.structure(model)
+    inferred = onnx.shape_inference.infer_shapes(graph, strict_mode=False).graph
+    shapes = {vi.name: vi.type.tensor_type.shape for vi in list(inferred.input) + list(inferred.output) + list(inferred.value_info)}
+    sizes = {}
+    for name in float_tensor_names(graph):
+        n = 4
+        for d in getattr(shapes.get(name), "dim", []):
+            n *= d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+        sizes[name] = n
+    return sizes
+
+
+def _with_outputs(path, names: list[str], out_path) -> None:
+    """The model at ``path`` with ``names`` as flattened extra outputs, as qdq_loss_debug names them, at ``out_path``
+    (beside ``path``, so that its external data, if any, is the same file)."""
+    model = onnx.load(str(path), load_external_data=False)
+    shape_name = "edgevlm_layer_sqnr_flat"
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1], np.int64), shape_name))
+    for name in names:
+        out = name + qdq_loss_debug._TENSOR_SAVE_POSTFIX
+        model.graph.node.append(onnx.helper.make_node("Reshape", [name, shape_name], [out], name=out))
+        model.graph.output.append(onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, [-1]))
+    onnx.save_model(model, str(out_path))
+
+
+_QDQ_SUFFIXES = ("", qdq_loss_debug.QUANT_INPUT_SUFFIX, qdq_loss_debug.DEQUANT_OUTPUT_SUFFIX, qdq_loss_debug._POST_QDQ_POSTFIX1)
+
+
+def _chunked_errors(float_path, qdq_path, samples, chunk_bytes: int) -> dict:
+    """qdq_loss_debug's per-tensor errors, the activations fetched in chunks of about ``chunk_bytes`` per sample.
+
+    Holding every activation of a large stage at once (both models, each
+    sample) is what made its per-layer SQNR the compile's memory peak; each
+    chunk runs both models again, so the cost is time instead.
+    """
+    float_path, qdq_path = Path(float_path), Path(qdq_path)
+    qdq_names = set(_float_tensor_sizes(qdq_path))
+    chunks, chunk, used = [], [], 0
+    for name, size in _float_tensor_sizes(float_path).items():
+        if chunk and used + size > chunk_bytes:
+            chunks.append(chunk)
+            chunk, used = [], 0
+        chunk.append(name)
+        used += size
+    chunks += [chunk] if chunk else []
+    errors = {}
+    for names in track(chunks, "per-layer SQNR (activation chunks)", len(chunks)):
+        aug_f = float_path.with_name(f".{float_path.stem}.layers.onnx")
+        aug_q = qdq_path.with_name(f".{qdq_path.stem}.layers.onnx")
+        try:
+            _with_outputs(float_path, names, aug_f)
+            _with_outputs(qdq_path, [n + s for n in names for s in _QDQ_SUFFIXES if n + s in qdq_names], aug_q)
+            float_acts = qdq_loss_debug.collect_activations(str(aug_f), iter(samples))
+            qdq_acts = qdq_loss_debug.collect_activations(str(aug_q), iter(samples))
+        finally:
+            aug_f.unlink(missing_ok=True)
+            aug_q.unlink(missing_ok=True)
+        matched = qdq_loss_debug.create_activation_matching(qdq_acts, float_acts)
+        del float_acts, qdq_acts
+        for m in matched.values():
+            m.setdefault("float", [])
+        errors |= qdq_loss_debug.compute_activation_error(matched, err_func=_concat_sqnr)
+    return errors
+
+
+def layer_sqnr(float_path, qdq_path, data, chunk_bytes: int | None = None) -> list[dict]:
     """Per quantized activation, in graph order: ``{"tensor", "op", "node", "sqnr_db", "local_sqnr_db"}``.
 
     ``sqnr_db``: float model's tensor vs the QDQ model's dequantized tensor
@@ -90,16 +162,21 @@ def layer_sqnr(float_path, qdq_path, data) -> list[dict]:
     after its own Q/DQ pair in the QDQ model (the rounding/clipping it adds),
     None where the quantizer folded the producing op into the Q/DQ pair (a
     Relu or Clip absorbed by the quantization range), which makes the pair
-    also apply that op.
+    also apply that op.  ``chunk_bytes``: when the activations of all
+    samples pass it, they are fetched in chunks of about that many bytes per
+    sample (both models run once per chunk) instead of all at once.
     """
     samples = _model_samples(float_path, data)
-    with tempfile.TemporaryDirectory(prefix="edgevlm-sqnr-") as tmp:
-        float_acts = _activations(float_path, samples, Path(tmp))
-        qdq_acts = _activations(qdq_path, samples, Path(tmp))
-    matched = qdq_loss_debug.create_activation_matching(qdq_acts, float_acts)
-    for m in matched.values():  # tensors only the QDQ model has (e.g. inlined HardSwish) get no figure
-        m.setdefault("float", [])
-    errors = qdq_loss_debug.compute_activation_error(matched, err_func=_concat_sqnr)
+    if chunk_bytes is not None and sum(_float_tensor_sizes(float_path).values()) * len(samples) > chunk_bytes:
+        errors = _chunked_errors(float_path, qdq_path, samples, chunk_bytes)
+    else:
+        with tempfile.TemporaryDirectory(prefix="edgevlm-sqnr-") as tmp:
+            float_acts = _activations(float_path, samples, Path(tmp))
+            qdq_acts = _activations(qdq_path, samples, Path(tmp))
+        matched = qdq_loss_debug.create_activation_matching(qdq_acts, float_acts)
+        for m in matched.values():  # tensors only the QDQ model has (e.g. inlined HardSwish) get no figure
+            m.setdefault("float", [])
+        errors = qdq_loss_debug.compute_activation_error(matched, err_func=_concat_sqnr)
     producers = _producers(float_path)
     qdq_producers = _producers(qdq_path)
     order = {name: i for i, name in enumerate(producers)}

@@ -74,10 +74,11 @@ class RangeObserver:
     def update(self, name: str, array: np.ndarray, where: str = "") -> None:
         """Add one observation of tensor ``name``."""
         array = np.asarray(array)
-        check_finite(name, array, where or "during calibration")
         if array.size == 0:
             return
         lo, hi = float(array.min()), float(array.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):  # min/max propagate NaN and show Inf: no third pass over the data
+            check_finite(name, array, where or "during calibration")
         self._min[name] = min(lo, self._min.get(name, lo))
         self._max[name] = max(hi, self._max.get(name, hi))
         if self._hist is not None:

@@ -54,6 +54,9 @@ def save(model: onnx.ModelProto, path, external: bool | None = None) -> list[Pat
     data.unlink(missing_ok=True)  # onnx appends to an existing data file
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data.name, size_threshold=SIZE_THRESHOLD)
+    # Saving moved the weights of ``model`` itself out to the file: read them back, so that the caller's
+    # model still holds its values.
+    onnx.load_external_data_for_model(model, str(path.parent))
     return [path, data]
 
 

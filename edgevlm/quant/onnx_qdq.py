@@ -25,7 +25,8 @@ from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_ten
 from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
 from edgevlm.errors import InputError
-from edgevlm.quant import htp_forms
+from edgevlm.progress import track
+from edgevlm.quant import htp_forms, onnx_files
 from edgevlm.quant.calibration import as_samples
 from edgevlm.quant.checker import _check
 from edgevlm.quant.gptq import WEIGHT_ALGOS, apply_gptq
@@ -76,13 +77,18 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
     if not float_onnx_path.is_file():
         raise InputError(f"float ONNX model '{float_onnx_path}' not found")
     qnn = uses_qnn_rules(target)
+    # A float model given with external data is a large one: every intermediate model keeps its weights
+    # in a side file too, so that graph-only steps never load them (edgevlm.quant.onnx_files).
+    large = onnx_files.has_external_data(float_onnx_path)
     with tempfile.TemporaryDirectory(prefix="edgevlm-quant-") as tmp, _quiet_onnxruntime_quantization():
         tmp = Path(tmp)
         model_path = float_onnx_path
         preprocessed = False
         if qnn:
             pre = tmp / "preprocessed.onnx"
-            preprocessed = qnn_preprocess_model(str(float_onnx_path), str(pre))
+            external = {"save_as_external_data": True, "all_tensors_to_one_file": True,
+                        "external_data_location": pre.name + ".data"} if large else {}
+            preprocessed = qnn_preprocess_model(str(float_onnx_path), str(pre), **external)
             if preprocessed:
                 model_path = pre
         model = onnx.load(str(model_path))
@@ -91,7 +97,7 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
             model, forms = htp_forms.apply(model)
             if forms:
                 model_path = tmp / "htp_forms.onnx"
-                onnx.save(model, str(model_path))
+                onnx_files.save(model, model_path, external=large)
         check_weights(model, scheme)
         act_overrides, weight_overrides = _split_overrides(model, overrides or {})
         needs_opset21 = scheme.act_bits == 16 or scheme.weight_bits != 8 or 16 in act_overrides.values()
@@ -105,11 +111,15 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
                 converted = None
             if converted is not None:
                 model, model_path = converted, tmp / "opset21.onnx"
-                onnx.save(model, str(model_path))
+                onnx_files.save(model, model_path, external=large)
 
         samples = _samples_for(model, calibration)
         act_dtypes = {n: f"uint{b}" for n, b in act_overrides.items()}
+        if large:  # the weights stay on disk while onnxruntime calibrates (its session holds them once)
+            model = onnx_files.structure(model)
         ranges = calibrate_onnx(model_path, samples, observer, scheme.act_dtype, act_dtypes, percentile)
+        if large:
+            model = onnx.load(str(model_path))
         check_activation_scales(ranges, scheme, act_dtypes)
         input_widened = {}
         if qnn:
@@ -151,8 +161,10 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
             str(model_path), str(staged), None, quant_format=QuantFormat.QDQ,
             op_types_to_quantize=op_types, per_channel=per_channel,
             activation_type=act_type, weight_type=weight_type, calibrate_method=CalibrationMethod.MinMax,
-            extra_options=extra, calibration_cache_path=str(cache),
+            extra_options=extra, calibration_cache_path=str(cache), use_external_data_format=large,
         )
+        if large:
+            del model
         quantized = onnx.load(str(staged))
         weight_info = {"weight_algo": "rtn"}
         if weight_algo == "gptq":
@@ -162,9 +174,12 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
             onnx.save(quantized, str(staged))
         check_scales(quantized)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = out_path.with_name(out_path.name + ".partial")
-        shutil.copyfile(staged, partial)
-        partial.replace(out_path)
+        if large:  # one file again unless the quantized model still needs its weights beside it
+            onnx_files.save(quantized, out_path)
+        else:
+            partial = out_path.with_name(out_path.name + ".partial")
+            shutil.copyfile(staged, partial)
+            partial.replace(out_path)
 
     ok, offending, n_quantized = _check(quantized)
     return {
@@ -288,7 +303,7 @@ def _samples_for(model: onnx.ModelProto, calibration) -> list[dict[str, np.ndarr
 
 def float_tensor_names(model: onnx.ModelProto) -> list[str]:
     """Graph inputs and node outputs of float32 type (the tensors activations are calibrated on)."""
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    inferred = onnx.shape_inference.infer_shapes(onnx_files.structure(model), strict_mode=False)
     g = inferred.graph
     inits = {t.name for t in g.initializer}
     types = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.input) + list(g.output) + list(g.value_info)}
@@ -297,13 +312,15 @@ def float_tensor_names(model: onnx.ModelProto) -> list[str]:
     return [n for n in dict.fromkeys(names) if types.get(n) == onnx.TensorProto.FLOAT]
 
 
-def run_with_intermediates(model_path, samples, names):
-    """Yield, per sample, {name: value} for the float tensors ``names``.
+def run_with_intermediates(model_path, samples, names, label: str = "pass over the samples"):
+    """Yield, per sample, {name: value} for the float tensors ``names`` (progress reported as ``label``).
 
     Node outputs are added as graph outputs; graph inputs are taken from the
     sample itself (an ONNX graph may not output a name it takes as input).
     """
-    model = onnx.load(str(model_path))
+    model_path = Path(model_path)
+    external = onnx_files.has_external_data(model_path)
+    model = onnx.load(str(model_path), load_external_data=not external)
     existing = {o.name for o in model.graph.output}
     inputs = {i.name for i in model.graph.input}
     for name in names:
@@ -313,9 +330,18 @@ def run_with_intermediates(model_path, samples, names):
     # Unoptimized, so that every named tensor still exists.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    if external:  # the graph with its outputs beside the model, reading the same data file: no copy of the weights here
+        augmented = model_path.with_name(f".{model_path.stem}.intermediates.onnx")
+        onnx.save_model(model, str(augmented))
+        del model
+        try:
+            sess = ort.InferenceSession(str(augmented), opts, providers=["CPUExecutionProvider"])
+        finally:
+            augmented.unlink()
+    else:
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     out_names = [o.name for o in sess.get_outputs()]
-    for sample in samples:
+    for sample in track(samples, label, len(samples)):
         values = dict(zip(out_names, sess.run(None, sample)))
         values.update({n: v for n, v in sample.items() if n in inputs})
         yield {n: v for n, v in values.items() if n in names}
@@ -324,11 +350,11 @@ def run_with_intermediates(model_path, samples, names):
 def calibrate_onnx(model_path, samples, observer: str = "minmax", default_dtype: str = "uint8",
                    dtypes: dict[str, str] | None = None, percentile: float | None = None):
     """{float tensor name: (lo, hi)} of the model at ``model_path`` over ``samples``."""
-    model = onnx.load(str(model_path))
+    model = onnx.load(str(model_path), load_external_data=False)  # the graph: its weights stay in their file
     names = set(float_tensor_names(model))
     kwargs = {"percentile": percentile} if percentile is not None else {}
     obs = RangeObserver(observer, default_dtype=default_dtype, dtypes=dtypes, **kwargs)
-    for i, tensors in enumerate(run_with_intermediates(model_path, samples, names)):
+    for i, tensors in enumerate(run_with_intermediates(model_path, samples, names, "calibration")):
         obs.update_all(tensors, where=f"on calibration sample {i}")
     return obs.ranges()
 

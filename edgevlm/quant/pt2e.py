@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from edgevlm.errors import BackendUnavailableError, InputError
+from edgevlm.progress import track
 from edgevlm.quant.schemes import check_scheme_allowed, get_scheme, uses_qnn_rules
 from edgevlm.targets import get_target
 
@@ -174,6 +175,6 @@ def quantize_pt2e(program_or_module, example_inputs, quantizer, calibration):
     with qnn_sdk_guard():
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
-            for sample in samples:
+            for sample in track(samples, "pt2e calibration", len(samples)):
                 prepared(*sample)
         return convert_pt2e(prepared)

@@ -66,3 +66,32 @@ def test_quantized_artifact_is_integer_only_with_sqnr(tmp_path):
     assert stage["quant"] == "w8a16" and art["integer_only"] is True
     assert art["parity"]["metric"] == "sqnr_db" and art["parity"]["value"] >= 30.0
     assert stage["calibration"] == "given: 8 samples"
+
+
+def test_large_stage_external_data_in_the_manifest(tmp_path, monkeypatch):
+    """A stage above the size limits goes file to file and keeps its weights in <stage>.onnx.data: the artifact
+    and manifest.json list the data file (a changed byte in it is a damaged build); float parity max abs err
+    <= 1e-4, quantized (sa8295p w8a16) SQNR >= 30 dB, as for a small stage."""
+    from edgevlm.compiler.integrity import problems, read_manifest
+    from edgevlm.quant import onnx_files
+
+    monkeypatch.setattr(onnx_files, "STREAM_ABOVE", 0)
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_ABOVE", 0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 16)).eval()  # 16 KiB weights: past onnx's 1 KiB inline size
+    gen = torch.Generator().manual_seed(0)
+    calib = [(torch.randn(1, 8, 64, generator=gen),) for _ in range(4)]
+    for target, quant, metric, ok in (("cpu-x86_64", "float", "max_abs_err", lambda v: v <= 1e-4),
+                                      ("sa8295p", None, "sqnr_db", lambda v: v >= 30.0)):
+        out = tmp_path / target
+        result = edgevlm.compile(model, (calib[0][0],), target=target, out=out, backends=["onnx"], quant=quant, calibration=calib)
+        art = result.report["stages"][0]["artifacts"][0]
+        assert art["files"] == ["model.onnx", "model.onnx.data"] and art["info"]["external_data"] == ["model.onnx.data"]
+        assert art["parity"]["metric"] == metric and ok(art["parity"]["value"])
+        entries = read_manifest(out)["artifacts"]
+        assert {e["path"] for e in entries} == {"model.onnx", "model.onnx.data"} and problems(out, entries) == []
+        data = out / "model.onnx.data"
+        blob = bytearray(data.read_bytes())
+        blob[-1] ^= 1
+        data.write_bytes(bytes(blob))
+        assert problems(out, entries) == ["modified: model.onnx.data (sha256 differs from manifest.json)"]

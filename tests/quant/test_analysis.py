@@ -36,6 +36,18 @@ def test_layer_sqnr_covers_the_graph_in_order(conv_attention_onnx, w4a16, calib)
     assert next(r for r in rows if r["op"] == "Relu")["local_sqnr_db"] is None
 
 
+def test_layer_sqnr_in_activation_chunks_matches_all_at_once(conv_attention_onnx, w4a16, calib):
+    """A large stage fetches its activations a chunk at a time: same rows, same figures (abs 1e-9 dB)."""
+    whole = layer_sqnr(conv_attention_onnx, w4a16, calib[:2])
+    chunked = layer_sqnr(conv_attention_onnx, w4a16, calib[:2], chunk_bytes=4096)  # several chunks on this graph
+    assert [r["tensor"] for r in chunked] == [r["tensor"] for r in whole]
+    for a, b in zip(whole, chunked):
+        assert a["op"] == b["op"] and a["sqnr_db"] == pytest.approx(b["sqnr_db"], abs=1e-9)
+        assert (a["local_sqnr_db"] is None) == (b["local_sqnr_db"] is None)
+        if a["local_sqnr_db"] is not None:
+            assert a["local_sqnr_db"] == pytest.approx(b["local_sqnr_db"], abs=1e-9)
+
+
 def test_sensitivity_ranks_the_layers_that_lose_most(conv_attention_onnx, w4a16, calib):
     ranking = sensitivity(conv_attention_onnx, w4a16, calib)
     drops = [r["drop_db"] for r in ranking]

@@ -33,6 +33,10 @@ def test_small_model_stays_one_file_and_large_gets_a_data_file(tmp_path, monkeyp
     assert (tmp_path / "b.onnx").stat().st_size < 1000 < (tmp_path / "b.onnx.data").stat().st_size
     x = np.ones((2, 64), np.float32)
     assert np.array_equal(_run(tmp_path / "a.onnx", x), _run(tmp_path / "b.onnx", x))
+    # the model saved stays usable in memory: its weights are its own again, not references to the file
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL and not t.external_data for t in model.graph.initializer)
+    for got, want in zip(model.graph.initializer, _model().graph.initializer):
+        assert np.array_equal(onnx.numpy_helper.to_array(got), onnx.numpy_helper.to_array(want))
 
 
 def test_structure_keeps_types_without_the_weights():

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevlm.errors import LoweringError
+from edgevlm.progress import track
 from edgevlm.targets.base import Target
 
 
@@ -65,7 +66,7 @@ class Backend:
     def run_samples(self, artifact: Artifact, build_dir: Path, samples: list, budget_s: float) -> list:
         """Outputs of ``artifact`` for each of ``samples`` (lists of arrays), stopping once ``budget_s`` is spent."""
         run, results, t0 = self.load(artifact, build_dir), [], time.perf_counter()
-        for sample in samples:
+        for sample in track(samples, f"{self.name} verification", len(samples)):
             results.append(run(sample))
             if time.perf_counter() - t0 > budget_s:
                 break

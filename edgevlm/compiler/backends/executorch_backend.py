@@ -10,6 +10,10 @@
   quantization numerics, and ``info["qnn"]`` says so.  That is not an error.
 """
 import os
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,15 @@ from edgevlm.ops import target_name
 EXTRA = "executorch"
 INSTALL = f"pip install 'edgevlm[{EXTRA}]'"
 QNN_HOST_LIB = Path("lib") / "x86_64-linux-clang" / "libQnnHtp.so"
+# A quantized HTP program without the QNN SDK runs on ExecuTorch's portable kernels, the reference
+# implementation of each op, which is slow and says nothing of the device's speed: verification takes
+# the calibration samples that finish within this budget (seconds per stage; a large program runs in a
+# child process that is stopped then, as the QNN HTP simulation is: qnn_backend.VERIFY_BUDGET_S), and
+# no latency runs.
+# Measured on an LFM2-VL-450M-shaped llm-prefill: see benchmarks/results/compile_scale.md.
+REFERENCE_KERNELS_BUDGET_S = 120.0
+REFERENCE_KERNELS_MAX_SAMPLES = 4
+CHILD_ABOVE_BYTES = 2**26  # programs this large verify in a child process (one sample can outlast the budget)
 
 
 def calibration_inputs(stage) -> list[tuple]:
@@ -197,10 +210,89 @@ def describe_program(edge_manager) -> dict:
     return {"delegates": delegates, "ops": sorted(outside), "delegated_ops": sorted(inside - {"getitem"})}
 
 
+def runs_on_reference_kernels(plan: Plan, kind: str) -> bool:
+    """True when a stage of ``kind`` lowers to the portable kernels (quantized, HTP target, no QNN SDK)."""
+    return plan.target.htp is not None and (plan.quant or {}).get(kind) is not None and qnn_sdk_root() is None
+
+
+def _run_child(pte: str, tmp: str, n: str) -> None:
+    """Entry of the verification child: each sample's outputs to out<i>.npz as soon as it is done."""
+    import executorch.kernels.quantized  # noqa: F401 - registers the quantized_decomposed kernels a Q/DQ program calls
+    import torch
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(Path(pte)).load_method("forward")
+    with np.load(Path(tmp) / "in.npz", allow_pickle=False) as data:
+        for i in range(int(n)):
+            inputs = [torch.from_numpy(np.ascontiguousarray(data[k])) for k in sorted(
+                (k for k in data.files if k.startswith(f"s{i}_")), key=lambda k: int(k.split("_")[1]))]
+            outs = [o.detach().numpy() if isinstance(o, torch.Tensor) else np.asarray(o) for o in method.execute(inputs)]
+            partial = Path(tmp) / f"out{i}.partial.npz"
+            np.savez(partial, **{f"o{k}": o for k, o in enumerate(outs)})
+            partial.replace(Path(tmp) / f"out{i}.npz")
+
+
+def run_in_child(pte: Path, samples: list, budget_s: float, label: str = "executorch verification") -> list:
+    """Outputs of the program ``pte`` for each of ``samples``, as many as finish within ``budget_s`` seconds.
+
+    In a child process, killed at the budget: a portable-kernel run cannot be
+    interrupted in-process.  Inputs and outputs pass as .npz (no pickle).
+    """
+    from edgevlm import progress
+
+    with tempfile.TemporaryDirectory(prefix="edgevlm-et-") as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "in.npz", **{f"s{i}_{j}": np.asarray(x) for i, s in enumerate(samples) for j, x in enumerate(s)})
+        cmd = [sys.executable, "-c", "import sys; from edgevlm.compiler.backends.executorch_backend import _run_child; "
+               "_run_child(*sys.argv[1:])", str(pte), str(tmp), str(len(samples))]
+        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        t0, done = time.perf_counter(), 0
+        progress.report(label, 0, len(samples), 0.0)
+        while child.poll() is None and time.perf_counter() - t0 < budget_s:
+            time.sleep(0.5)
+            now = sum((tmp / f"out{i}.npz").is_file() for i in range(len(samples)))
+            if now != done:
+                done = now
+                progress.report(label, done, len(samples), time.perf_counter() - t0)
+        if child.poll() is None:
+            child.kill()
+        _, err = child.communicate()
+        results = []
+        for i in range(len(samples)):
+            if not (tmp / f"out{i}.npz").is_file():
+                break
+            with np.load(tmp / f"out{i}.npz", allow_pickle=False) as data:
+                results.append([data[f"o{k}"] for k in range(len(data.files))])
+        if not results and child.returncode not in (0, -9):
+            last = (err.strip().splitlines() or [""])[-1]
+            raise RuntimeError(f"ExecuTorch verification of {pte.name} failed (exit {child.returncode}): {last[:300]}")
+        return results
+
+
 class ExecuTorchBackend(Backend):
     name = "executorch"
     extra = EXTRA
     can_execute = True
+
+    def verify_samples(self, stage, plan: Plan):
+        """On the portable kernels: calibration samples within REFERENCE_KERNELS_BUDGET_S; else the example inputs."""
+        if not runs_on_reference_kernels(plan, stage.kind):
+            return super().verify_samples(stage, plan)
+        samples = list(stage.calibration or [])[:REFERENCE_KERNELS_MAX_SAMPLES] or [tuple(stage.example_inputs)]
+        return samples, REFERENCE_KERNELS_BUDGET_S
+
+    def reference(self, plan: Plan) -> str:
+        if plan.target.htp is not None and qnn_sdk_root() is None:
+            return ("float PyTorch model, calibration inputs; QnnQuantizer program run on ExecuTorch's portable "
+                    "(reference) kernels")
+        return super().reference(plan)
+
+    def run_samples(self, artifact: Artifact, build_dir, samples: list, budget_s: float) -> list:
+        """A small program in-process (the budget checked after each sample: a nano stage's sample takes
+        milliseconds); a large one in a child process stopped at the budget."""
+        if artifact.info.get("bytes", 0) < CHILD_ABOVE_BYTES:
+            return super().run_samples(artifact, build_dir, samples, budget_s)
+        return run_in_child(Path(build_dir) / artifact.path, samples, budget_s, f"{self.name} verification")
 
     def available(self):
         try:

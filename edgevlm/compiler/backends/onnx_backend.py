@@ -15,6 +15,11 @@ from edgevlm.compiler.backends.base import Artifact, Backend, Plan
 
 OPSET = 21  # first opset with int4/uint16 QuantizeLinear, which the quantized stages use
 LAYER_SQNR_SAMPLES = 2  # calibration samples behind the per-layer SQNR in report.html (kept few: it runs both models)
+# The per-layer SQNR's activations, fetched in chunks of this many bytes when they are more (all at once,
+# both models, they were the compile's memory peak: 7.9 GB on a 3-layer SigLIP2 tower at 512 px); a large
+# stage takes one sample.
+LAYER_SQNR_CHUNK_BYTES = 2**30
+LAYER_SQNR_SAMPLES_LARGE = 1
 
 
 def _output_names(stage) -> list[str] | None:
@@ -29,7 +34,7 @@ def _output_names(stage) -> list[str] | None:
     return [f"{n}_out" if n in inputs else n for n in stage.output_names]
 
 
-def _layer_sqnr(float_path, qdq_path, calibration) -> dict:
+def _layer_sqnr(float_path, qdq_path, calibration, samples: int = LAYER_SQNR_SAMPLES, chunk_bytes: int | None = None) -> dict:
     """``{"layer_sqnr": [{"tensor", "op", "sqnr_db"}]}``: each quantized activation, graph order, QDQ vs float (dB, 2 decimals).
 
     A per-layer chart is a diagnostic: where the SQNR cannot be computed
@@ -42,7 +47,7 @@ def _layer_sqnr(float_path, qdq_path, calibration) -> dict:
     from edgevlm.quant.analysis import layer_sqnr
 
     try:
-        rows = layer_sqnr(float_path, qdq_path, list(calibration)[:LAYER_SQNR_SAMPLES])
+        rows = layer_sqnr(float_path, qdq_path, list(calibration)[:samples], chunk_bytes=chunk_bytes)
     except EdgeVLMError:
         raise
     except (ValueError, ArithmeticError, KeyError) as exc:
@@ -125,17 +130,33 @@ class OnnxBackend(Backend):
                 optimize=True,
                 verbose=False,
             )
-        model = program.model_proto
+        from edgevlm.quant import onnx_files
+
+        # A large stage goes file to file: written from the exporter's graph with its weights in a side
+        # file (no protobuf copy of them in memory), then read back as a graph only.
+        weight_bytes = sum(v.const_value.nbytes for v in program.model.graph.initializers.values() if v.const_value is not None)
+        large = weight_bytes > onnx_files.STREAM_ABOVE
         scheme = (plan.quant or {}).get(stage.stage.kind)
         info = {"opset": OPSET}
-        if scheme is None:
+        if scheme is None and large:
+            program.save(str(path), external_data=weight_bytes > onnx_files.EXTERNAL_DATA_ABOVE)
+            del program
+            model = onnx.load(str(path), load_external_data=False)
+        elif scheme is None:
+            model = program.model_proto
             onnx.save_model(model, str(path))
         else:
             from edgevlm.quant.onnx_qdq import quantize_onnx
 
             with tempfile.TemporaryDirectory(prefix="edgevlm-onnx-") as tmp:
                 float_path = Path(tmp) / rel
-                onnx.save_model(model, str(float_path))
+                if large:
+                    program.save(str(float_path), external_data=True)
+                    del program
+                    model = onnx.load(str(float_path), load_external_data=False)
+                else:
+                    model = program.model_proto
+                    onnx.save_model(model, str(float_path))
                 observer = plan.options.get("observer", "minmax")
                 from edgevlm.quant.gptq import DEFAULT_WEIGHT_ALGO
 
@@ -154,12 +175,16 @@ class OnnxBackend(Backend):
                                                    weight_algo=weight_algo).info
                 if kv:
                     quant["kv_cache"] = {"bits": next(iter(kv.values())), "tensors": len(kv)}
-                info |= _layer_sqnr(float_path, path, stage.stage.calibration)
+                info |= _layer_sqnr(float_path, path, stage.stage.calibration,
+                                    LAYER_SQNR_SAMPLES_LARGE if large else LAYER_SQNR_SAMPLES, LAYER_SQNR_CHUNK_BYTES)
             quant.pop("path", None)  # a temporary path: not part of the (deterministic) record
             info |= {"quant": quant, "integer_only": quant["integer_only"], "offending_ops": quant["offending_ops"]}
-            model = onnx.load(str(path))
+            model = onnx.load(str(path), load_external_data=False)
         info |= {"ops": sorted({n.op_type for n in model.graph.node}), "nodes": len(model.graph.node)}
-        return Artifact("onnx", stage.name, rel, [rel], info)
+        files = [p.relative_to(Path(plan.out_dir)).as_posix() for p in onnx_files.files(path)]  # + its external data, if any
+        if len(files) > 1:
+            info["external_data"] = files[1:]
+        return Artifact("onnx", stage.name, rel, files, info)
 
     def load(self, artifact: Artifact, build_dir, threads: int = 0):
         import onnxruntime as ort

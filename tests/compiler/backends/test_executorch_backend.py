@@ -167,3 +167,25 @@ def test_tanh_gelu_parity(capture, make_plan):
     stage = capture(module, (torch.randn(1, 4, 64) * 3,))
     artifact, err = run_and_compare(stage, make_plan("cpu-x86_64"), "max_abs_err")
     assert err <= 1e-4 and "tanh" in artifact.info["delegated_ops"]
+
+
+def test_reference_kernels_verify_in_a_child_within_the_budget(tiny_stage, make_plan, monkeypatch):
+    """An HTP program on the portable kernels: verified on calibration samples in a child process that stops at
+    the budget (no latency runs); its outputs equal the in-process runtime's (max abs err 0)."""
+    monkeypatch.delenv("QNN_SDK_ROOT", raising=False)
+    backend = get_backend("executorch")
+    plan = make_plan("sa8295p", {"encoder": get_scheme("w8a16")})
+    artifact = backend.lower(tiny_stage, plan)
+    samples, budget = backend.verify_samples(tiny_stage.stage, plan)
+    assert budget == etb.REFERENCE_KERNELS_BUDGET_S and len(samples) == etb.REFERENCE_KERNELS_MAX_SAMPLES
+    assert "portable" in backend.reference(plan)
+    arrays = [[x.numpy() for x in s] for s in samples]
+    run = backend.load(artifact, plan.out_dir)
+    assert len(backend.run_samples(artifact, plan.out_dir, arrays, budget)) == len(samples)  # small: in-process
+    monkeypatch.setattr(etb, "CHILD_ABOVE_BYTES", 0)  # as a large program: in a child process
+    got = backend.run_samples(artifact, plan.out_dir, arrays, budget)
+    assert len(got) == len(samples)
+    assert max(compare("max_abs_err", run(a), g) for a, g in zip(arrays, got)) == 0.0
+    assert backend.run_samples(artifact, plan.out_dir, arrays, 0.0) == []  # killed before its first sample
+    float_plan = make_plan("cpu-x86_64")
+    assert backend.verify_samples(tiny_stage.stage, float_plan)[1] is None  # XNNPACK: example inputs, with latency
