@@ -11,7 +11,8 @@ def add_arguments(parser):
     parser.add_argument("--backends", default=None, help="comma-separated backends (default: the target's preference order)")
     parser.add_argument("--quant", default=None, help="scheme (w8a8, w8a16, w4a16, w4a8, w16a16, float) or per stage kind, "
                         "e.g. encoder=w8a16,llm=w4a16,kv=kv8 (default: the target's)")
-    parser.add_argument("--calib", default=None, metavar="DIR", help="directory of calibration images for the vision encoder")
+    parser.add_argument("--calib", default=None, metavar="DIR", help="directory of calibration images (a Hugging Face VLM: each with its prompt in a same-name .txt; "
+                        "default: a built-in set of images and prompts)")
     parser.add_argument("--calib-samples", type=int, default=32, help="calibration samples to use at most (default 32)")
     parser.add_argument("--hub", action="store_true", help="also compile and profile each stage on a device through Qualcomm AI Hub (needs qai-hub credentials)")
     parser.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse", "entropy"], help="activation range observer")
