@@ -171,7 +171,8 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
             t0 = time.perf_counter()
             weight_info = apply_gptq(model_path, quantized, samples, act_order=True, store=hessians)
             weight_info["seconds"] = round(time.perf_counter() - t0, 2)
-            onnx.save(quantized, str(staged))
+            if not large:  # the copied file below; a large model is saved from memory
+                onnx.save(quantized, str(staged))
         check_scales(quantized)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if large:  # one file again unless the quantized model still needs its weights beside it
