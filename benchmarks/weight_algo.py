@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 
-def _lowered(model: str, algos: list[str], n: int, htp: bool, held_out: bool, work: Path) -> tuple[list[dict], dict]:
+def _lowered(model: str, algos: list[str], n: int, htp: bool, held_out: bool, work: Path,
+             only: set[str] | None = None) -> tuple[list[dict], dict]:
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -54,6 +55,8 @@ def _lowered(model: str, algos: list[str], n: int, htp: bool, held_out: bool, wo
     rows, paths = [], {}
     stores = {algo: HessianStore() for algo in algos}  # as edgevlm.compile shares them across a build's stages
     for stage in bundle.stages:
+        if only and stage.name not in only:
+            continue
         if not stage.calibration:
             gen = torch.Generator().manual_seed(0)
             stage.calibration = [tuple(torch.randn(x.shape, generator=gen) if x.is_floating_point() else x
@@ -167,6 +170,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=64, help="teacher-forced decode steps per prompt at most")
     ap.add_argument("--no-htp", action="store_true", help="onnxruntime CPU only")
     ap.add_argument("--held-out", action="store_true", help="calibrate on the samples after the first n only")
+    ap.add_argument("--stages", default=None, help="comma-separated stage names to measure (default: all)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/weight_algo"))
     args = ap.parse_args(argv)
 
@@ -186,7 +190,8 @@ def main(argv=None) -> int:
 
             checkpoints.append(_write_lfm2_vl(Path(work) / "lfm2-vl-small"))
         for model in [m for m in args.models.split(",") if m] + checkpoints:
-            model_rows, built = _lowered(model, algos, args.n, not args.no_htp, args.held_out, Path(work))
+            model_rows, built = _lowered(model, algos, args.n, not args.no_htp, args.held_out, Path(work),
+                                         set(args.stages.split(",")) if args.stages else None)
             rows += model_rows
             for algo in algos:
                 g = _greedy_agreement(built["bundle"], built["paths"], algo, args.steps)
