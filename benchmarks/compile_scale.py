@@ -224,6 +224,8 @@ def summary(results: Path) -> str:
         lines.append(f"| [{m['label']}](compile_scale_{m['label']}.md) | `{m['command']}` | {m['wall_s'] / 60:.1f} min | "
                      f"{m.get('cpu_s', float('nan')):.0f} | {_gb(m['peak_rss_self'])} | {m['load_start'][0]} / {m['load_end'][0]} | "
                      f"{m['exit']} |")
+    notes = [f"- {r['meta']['label']}: {r['meta']['note']}" for r in runs if r["meta"].get("note")]
+    lines += [""] + notes if notes else []
     for r in runs:
         lines += ["", f"## {r['meta']['label']}: per stage", "", "| stage | step | wall s | peak RSS GB |", "|---|---|---:|---:|"]
         for stage, steps in _stage_totals(r["steps"]).items():
@@ -236,6 +238,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--label", help="name of the measurement (the results file is named after it)")
     ap.add_argument("--out", type=Path, default=None, help="results file stem (default benchmarks/results/compile_scale_<label>)")
+    ap.add_argument("--note", default="", help="what was compiled (the checkpoint, the code), for the summary")
     ap.add_argument("--summary", action="store_true", help="only rewrite benchmarks/results/compile_scale.md from the runs there")
     ap.add_argument("compile_args", nargs=argparse.REMAINDER, help="after --: the arguments of `edgevlm compile`")
     args = ap.parse_args(argv)
@@ -271,7 +274,7 @@ def main(argv=None) -> int:
         "wall_s": wall, "cpu_s": _cpu_s(), "exit": status,
         "peak_rss_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "peak_rss_children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
-        "peak_rss_sampled": rec.peak, "not_instrumented": missing,
+        "peak_rss_sampled": rec.peak, "not_instrumented": missing, "note": args.note,
     }
     out.with_suffix(".partial.json").unlink(missing_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "steps": rec.rows}, indent=1) + "\n")
