@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevlm.errors import CheckpointError, InputError
+from edgevlm.models.tokenizer import TextTokenizer
 
 TEMPLATE_FILE = "chat_template.jinja"
 # PIL's resampling filter numbers (as preprocessor_config.json stores them) -> names
@@ -166,8 +167,9 @@ def render_template(template: str, messages: list, add_generation_prompt: bool =
         raise CheckpointError(f"the chat template does not render: {exc}", "use the checkpoint's original chat template") from None
 
 
-class CheckpointTokenizer:
-    """A checkpoint's tokenizer.json with the special ids a VLM build needs (bos may be None)."""
+class CheckpointTokenizer(TextTokenizer):
+    """A checkpoint's tokenizer.json with the special ids a VLM build needs (bos may be None); encode,
+    decode and save as the zoo tokenizer's (ids as apply_chat_template tokenizes a rendered chat)."""
 
     def __init__(self, tokenizer, bos_token: str | None, eos_token: str, image_token: str, where: str = "tokenizer.json"):
         self.tokenizer = tokenizer
@@ -182,27 +184,6 @@ class CheckpointTokenizer:
         self.bos_id = token_id(bos_token, "bos") if bos_token else None
         self.eos_id = token_id(eos_token, "eos")
         self.image_id = token_id(image_token, "image")
-
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.get_vocab_size()
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of ``text`` as apply_chat_template tokenizes a rendered chat (no special tokens added)."""
-        if not isinstance(text, str):
-            raise InputError(f"prompt must be a string, got {type(text).__name__}", "pass text")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InputError(f"prompt is not valid UTF-8 text ({exc.reason} at character {exc.start})",
-                             "pass the prompt as UTF-8 text") from None
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
-
-    def decode(self, ids) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    def save(self, path) -> None:
-        self.tokenizer.save(str(path))
 
 
 @dataclass
