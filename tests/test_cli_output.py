@@ -1,6 +1,7 @@
 """CLI output that survives a pipe: listings print full names whatever the width, plain text when stdout is
 not a terminal, and JSON with --json; a compile logs one line per finished step."""
 import json
+import re
 import subprocess
 import sys
 
@@ -80,7 +81,8 @@ def test_compile_logs_one_line_per_finished_step(tmp_path):
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("edgevlm: ")]
     steps = [ln.split(":")[1].strip() for ln in lines]
     assert steps == ["encoder capture + passes", "encoder onnx lowered + verified", "encoder tvm lowered + verified"]
-    assert all(ln.split(": ", 2)[2].endswith("s)") for ln in lines)
+    # "<seconds> s (total <seconds> s, peak RSS <GB> GB)"
+    assert all(re.fullmatch(r"\d+\.\d\d s \(total \d+\.\d s, peak RSS \d+\.\d GB\)", ln.split(": ", 2)[2]) for ln in lines), lines
     assert "build: " in r.stdout.splitlines()[-1]
 
 

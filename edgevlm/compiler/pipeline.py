@@ -289,12 +289,12 @@ class _Progress:
         self.last_item_line = 0.0
         # Long steps report from inside _backend_log, which points fds 1 and 2 at a log file: the
         # progress keeps copies of the console's own descriptors.
-        self.out = os.fdopen(os.dup(sys.stdout.fileno()), "w") if self.lines else None
+        self.out = _console_copy(sys.stdout) if self.lines else None
         if verbose and not self.lines:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.err = os.fdopen(os.dup(sys.stderr.fileno()), "w")
+            self.err = _console_copy(sys.stderr)
             self.bar = Progress(TextColumn("{task.description:<36}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=Console(file=self.err), transient=True)
             self.bar.start()
             self.task = self.bar.add_task("compiling", total=total)
@@ -335,18 +335,30 @@ class _Progress:
         except BrokenPipeError:  # the reader left (`| head -3`): the build goes on, its output to /dev/null
             self.lines = False
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self.out.fileno())
-            os.dup2(devnull, sys.stdout.fileno())
+            for stream in {self.out, sys.stdout}:
+                with contextlib.suppress(OSError, ValueError):  # a stream without a descriptor
+                    os.dup2(devnull, stream.fileno())
             os.close(devnull)
 
     def close(self):
         self._reporting.__exit__(None, None, None)
         if self.bar:
             self.bar.stop()
-            self.err.close()
-        if self.out is not None:
+            if self.err is not sys.stderr:
+                self.err.close()
+        if self.out is not None and self.out is not sys.stdout:
             with contextlib.suppress(BrokenPipeError):
                 self.out.close()
+
+
+def _console_copy(stream):
+    """A file on a copy of ``stream``'s descriptor, which _backend_log's redirection of fds 1 and 2
+    leaves pointing at the console; ``stream`` itself when it has no descriptor (pytest's capture, an
+    IDE's console), where there is nothing to redirect either."""
+    try:
+        return os.fdopen(os.dup(stream.fileno()), "w")
+    except (OSError, ValueError):   # io.UnsupportedOperation is both
+        return stream
 
 
 @contextlib.contextmanager
