@@ -199,6 +199,24 @@ def test_runtime_runs_llama_quantize_files(kquant_reference, ftype):
     assert np.abs(got - want[15:24]).max() < 2.0
 
 
+def _qwen2_f16_gguf(d, **shape):
+    """(config, path) of convert_hf_to_gguf's F16 file of a random transformers Qwen2 (qwen2_reference(**shape))."""
+    from qwen2_reference import qwen2_reference
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg, model = qwen2_reference(**shape)
+        model.save_pretrained(d / "hf", safe_serialization=True)
+        f16 = d / "qwen2-f16.gguf"
+        p = subprocess.run([sys.executable, "-c", CONVERT_QWEN2, str(_llama_src()), str(d / "hf"), str(f16), "f16"],
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+    finally:
+        torch.set_num_threads(n)
+    return cfg, f16
+
+
 @pytest.mark.skipif(_llama_src() is None or _llama_quantize() is None,
                     reason="needs a llama.cpp source tree and llama-quantize")
 @pytest.mark.parametrize("hidden,want_types", [(256, {"Q4_K", "Q6_K"}), (320, {"Q5_0", "Q8_0"})])
@@ -208,19 +226,7 @@ def test_runtime_runs_llama_quantize_qwen2(tmp_path, hidden, want_types):
     896).  Metric: max abs logit difference to the same weights dequantized by gguf-py, < 0.3."""
     import gguf
 
-    from qwen2_reference import qwen2_reference
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg, model = qwen2_reference(hidden=hidden, ffn=512, init_std=0.05)
-        model.save_pretrained(tmp_path / "hf", safe_serialization=True)
-        f16 = tmp_path / "qwen2-f16.gguf"
-        p = subprocess.run([sys.executable, "-c", CONVERT_QWEN2, str(_llama_src()), str(tmp_path / "hf"), str(f16), "f16"],
-                           capture_output=True, text=True, timeout=600)
-        assert p.returncode == 0, p.stderr[-3000:]
-    finally:
-        torch.set_num_threads(n)
+    cfg, f16 = _qwen2_f16_gguf(tmp_path, hidden=hidden, ffn=512, init_std=0.05)
     out = tmp_path / "qwen2-q4_k_m.gguf"
     p = subprocess.run([str(_llama_quantize()), str(f16), str(out), "Q4_K_M", "1"], capture_output=True, text=True,
                        timeout=600)
@@ -236,20 +242,8 @@ def test_runtime_runs_llama_quantize_qwen2(tmp_path, hidden, want_types):
 def qwen2_05b_shaped(tmp_path_factory):
     """convert_hf_to_gguf's F16 file of a random Qwen2 with Qwen2-0.5B's widths (hidden 896 = 3.5 blocks
     of 256, 14 heads / 2 KV heads of 64, ffn 4864 = 19 blocks), 2 layers and a small vocab."""
-    from qwen2_reference import qwen2_reference
-
     d = tmp_path_factory.mktemp("qwen2-05b")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg, model = qwen2_reference(hidden=896, ffn=4864, layers=2, heads=14, kv_heads=2, init_std=0.02)
-        model.save_pretrained(d / "hf", safe_serialization=True)
-        f16 = d / "qwen2-f16.gguf"
-        p = subprocess.run([sys.executable, "-c", CONVERT_QWEN2, str(_llama_src()), str(d / "hf"), str(f16), "f16"],
-                           capture_output=True, text=True, timeout=600)
-        assert p.returncode == 0, p.stderr[-3000:]
-    finally:
-        torch.set_num_threads(n)
+    cfg, f16 = _qwen2_f16_gguf(d, hidden=896, ffn=4864, layers=2, heads=14, kv_heads=2, init_std=0.02)
     return d, f16, cfg
 
 
