@@ -40,7 +40,7 @@ def _stage_rows(model: str, n: int, work: Path) -> list[dict]:
     from edgevlm.compiler.capture import capture, export_static
     from edgevlm.compiler.passes import run_pipeline
     from edgevlm.compiler.stage import CapturedStage
-    from edgevlm.compiler.verify import sqnr_db
+    from edgevlm.core.metrics import sqnr_db
     from edgevlm.errors import UnsupportedOpError
     from edgevlm.models import build_model
     from edgevlm.quant.schemes import parse_quant_spec

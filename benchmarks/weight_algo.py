@@ -42,7 +42,7 @@ def _lowered(model: str, algos: list[str], n: int, htp: bool, held_out: bool, wo
     from edgevlm.compiler.capture import capture, export_static
     from edgevlm.compiler.passes import run_pipeline
     from edgevlm.compiler.stage import CapturedStage
-    from edgevlm.compiler.verify import sqnr_db
+    from edgevlm.core.metrics import sqnr_db
     from edgevlm.errors import UnsupportedOpError
     from edgevlm.models import build_model
     from edgevlm.quant.gptq import HessianStore

@@ -105,7 +105,7 @@ def test_valid_checkpoint_compiles(tmp_path, capsys):
 def test_op_the_target_cannot_run(capsys, tmp_path, monkeypatch):
     """A model with an op HTP lacks: the error names the op and the target; no build dir."""
     from edgevlm import models
-    from edgevlm.compiler.stage import Stage
+    from edgevlm.core.stage import Stage
     from edgevlm.models.registry import ModelBundle, ModelEntry
 
     class Inv(torch.nn.Module):

@@ -1,7 +1,7 @@
 """Capture: torch.export each stage at its static example shapes."""
 import torch
 
-from edgevlm.compiler.stage import Stage
+from edgevlm.core.stage import Stage
 from edgevlm.errors import InputError
 
 

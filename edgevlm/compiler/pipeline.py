@@ -29,8 +29,9 @@ from edgevlm.compiler.backends.base import Plan, lowering_error
 from edgevlm.compiler.capture import capture, export_static
 from edgevlm.compiler.native_output import fds_redirected_to
 from edgevlm.compiler.passes import run_pipeline
-from edgevlm.compiler.stage import CapturedStage, Stage
-from edgevlm.compiler.verify import compare
+from edgevlm.compiler.stage import CapturedStage
+from edgevlm.core.metrics import compare
+from edgevlm.core.stage import Stage
 from edgevlm.errors import BackendUnavailableError, EdgeVLMError, InputError
 from edgevlm.models import ModelBundle, build_model
 from edgevlm.targets import get_target

@@ -147,7 +147,7 @@ def _verify(vlm, tok, gguf_path: Path, samples: int, processing=None) -> dict:
     """
     import torch
 
-    from edgevlm.compiler.verify import sqnr_db
+    from edgevlm.core.metrics import sqnr_db
     from edgevlm.data.shapes import make_sample
     from edgevlm.models.zoo import CALIBRATION_SEED
     from edgevlm.runtime import Model

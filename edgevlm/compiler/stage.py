@@ -1,40 +1,18 @@
-"""Stages: the units the compiler captures, quantizes and lowers.
+"""A stage after capture: what the passes, quantizers and backends work on.
 
-A VLM is split into stages (encoder, projector, llm-prefill, llm-decode), each
-an nn.Module with static-shape example inputs.  A user's own module is one
-stage.
+The stage description itself (:class:`edgevlm.core.stage.Stage`, its names
+and kinds) lives in the core, so models can build stages without importing
+the compiler.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from edgevlm.core.stage import Stage
+
 if TYPE_CHECKING:  # annotations only: importing a stage description needs no torch
     import torch
-
-
-@dataclass
-class Stage:
-    """One graph to compile.
-
-    ``kind`` selects the target's default quantization scheme (``encoder``,
-    ``projector``, ``llm``).  ``calibration`` is an optional list of input
-    tuples, each shaped like ``example_inputs``.
-    """
-
-    name: str
-    module: torch.nn.Module
-    example_inputs: tuple
-    kind: str = "encoder"
-    input_names: tuple[str, ...] | None = None
-    output_names: tuple[str, ...] | None = None
-    calibration: list | None = field(default=None, repr=False)
-
-    def __post_init__(self):
-        if not isinstance(self.example_inputs, tuple):
-            self.example_inputs = (self.example_inputs,)
-        if self.input_names is None:
-            self.input_names = tuple(f"input_{i}" for i in range(len(self.example_inputs)))
 
 
 @dataclass

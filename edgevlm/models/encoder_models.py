@@ -10,7 +10,7 @@ from functools import partial
 
 import torch
 
-from edgevlm.compiler.stage import Stage
+from edgevlm.core.stage import Stage, StageKind, StageName
 from edgevlm.models.encoders import ENCODER_NAMES, build_encoder, get_family
 from edgevlm.models.flops import count_macs, count_params
 from edgevlm.models.registry import ModelBundle, ModelEntry
@@ -24,7 +24,8 @@ def build_encoder_model(name: str, weights_dir=None) -> ModelBundle:
     encoder = build_encoder(name, SIZE, pretrained_dir=weights_dir)
     side = encoder.image_size
     example = (torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(1)),)
-    stage = Stage("encoder", encoder, example, kind="encoder", input_names=("pixel_values",), output_names=("tokens",))
+    stage = Stage(StageName.ENCODER, encoder, example, kind=StageKind.ENCODER, input_names=("pixel_values",),
+                  output_names=("tokens",))
     meta = dict(
         encoder=name,
         size=SIZE,

@@ -41,15 +41,15 @@ from pathlib import Path
 
 import torch
 
-from edgevlm.compiler.stage import Stage
+from edgevlm.core.stage import Stage
 from edgevlm.errors import CheckpointError, InputError
 from edgevlm.models import checkpoint
 from edgevlm.models.encoders.base import VisionEncoder
-from edgevlm.models.lfm2 import DecodeStage, Lfm2Config, Lfm2ForCausalLM, PrefillStage, STATE_NAMES
+from edgevlm.models.lfm2 import Lfm2Config, Lfm2ForCausalLM
 from edgevlm.models.projector import MLPProjector
 from edgevlm.models.registry import ModelBundle
 from edgevlm.models.siglip2 import Siglip2VisionTower
-from edgevlm.models.vlm import VisionLanguageModel, vlm_stages
+from edgevlm.models.vlm import VisionLanguageModel, llm_stages, vlm_stages
 
 PREFILL_LEN = 16  # LM-only checkpoints and VLMs without a tokenizer: prompt room of the prefill stage
 MAX_LEN = 64
@@ -65,12 +65,7 @@ def _lm_stages(lm: Lfm2ForCausalLM, prefill_len: int = PREFILL_LEN, max_len: int
         embeds = lm.embed(ids)
         n_valid = torch.tensor([prefill_len])
         logits, after = lm.prefill(embeds=embeds, state=state, n_valid=n_valid, last_only=True)
-    return [
-        Stage("llm-prefill", PrefillStage(lm), (embeds, n_valid, *state), kind="llm",
-              input_names=("embeds", "n_valid", *STATE_NAMES), output_names=("logits", *STATE_NAMES)),
-        Stage("llm-decode", DecodeStage(lm), (logits.argmax(-1).reshape(1, 1), *after), kind="llm",
-              input_names=("token", *STATE_NAMES), output_names=("logits", *STATE_NAMES)),
-    ]
+    return llm_stages(lm, (embeds, n_valid, *state), (logits.argmax(-1).reshape(1, 1), *after))
 
 
 def _take(state: dict, prefixes: tuple[str, ...], new_prefix: str) -> dict:

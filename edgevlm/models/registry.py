@@ -7,7 +7,7 @@ the model's stages, ready for the compiler.
 from dataclasses import dataclass, field
 from typing import Callable
 
-from edgevlm.compiler.stage import Stage
+from edgevlm.core.stage import Stage
 
 
 @dataclass

@@ -8,7 +8,7 @@ compiler, not a trained network.
 import torch
 from torch import nn
 
-from edgevlm.compiler.stage import Stage
+from edgevlm.core.stage import Stage, StageKind, StageName
 from edgevlm.models.registry import ModelBundle, ModelEntry
 
 
@@ -52,7 +52,8 @@ def build_tinyconv(weights_dir=None, image_size: int = 128) -> ModelBundle:
 
         checkpoint.load_into(model, checkpoint.load_state_dict(weights_dir), str(weights_dir))
     example = (torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(1)),)
-    stage = Stage("encoder", model, example, kind="encoder", input_names=("pixel_values",), output_names=("tokens",))
+    stage = Stage(StageName.ENCODER, model, example, kind=StageKind.ENCODER, input_names=("pixel_values",),
+                  output_names=("tokens",))
     params = sum(p.numel() for p in model.parameters())
     return ModelBundle("tinyconv", [stage], {"encoder": model}, {"params": params, "image_size": image_size})
 

@@ -11,7 +11,7 @@ state in and out).
 import torch
 from torch import nn
 
-from edgevlm.compiler.stage import Stage
+from edgevlm.core.stage import Stage, StageKind, StageName
 from edgevlm.errors import InputError
 from edgevlm.models.lfm2 import DecodeStage, Lfm2ForCausalLM, LMState, PrefillStage, STATE_NAMES
 from edgevlm.progress import track
@@ -139,17 +139,27 @@ def vlm_stages(vlm: VisionLanguageModel, calibration: list | None = None) -> lis
             proj_in.append((tokens,))
             pre_in.append((spliced, n_valid, *state))
             dec_in.append((logits.argmax(-1).reshape(1, 1), *after))
-    state_io = STATE_NAMES
     return [
-        Stage("encoder", vlm.encoder, enc_in[0], kind="encoder", input_names=("pixel_values",),
+        Stage(StageName.ENCODER, vlm.encoder, enc_in[0], kind=StageKind.ENCODER, input_names=("pixel_values",),
               output_names=("image_tokens",), calibration=enc_in),
-        Stage("projector", vlm.projector, proj_in[0], kind="projector", input_names=("image_tokens",),
+        Stage(StageName.PROJECTOR, vlm.projector, proj_in[0], kind=StageKind.PROJECTOR, input_names=("image_tokens",),
               output_names=("image_embeds",), calibration=proj_in),
-        Stage("llm-prefill", PrefillStage(vlm.lm), pre_in[0], kind="llm", input_names=("embeds", "n_valid", *state_io),
-              output_names=("logits", *state_io), calibration=pre_in),
-        Stage("llm-decode", DecodeStage(vlm.lm), dec_in[0], kind="llm", input_names=("token", *state_io),
-              output_names=("logits", *state_io), calibration=dec_in),
+        *llm_stages(vlm.lm, pre_in[0], dec_in[0], pre_in, dec_in),
     ]
 
 
-__all__ = ["LMState", "VisionLanguageModel", "make_answerer", "vlm_stages"]
+def llm_stages(lm, prefill_inputs: tuple, decode_inputs: tuple, prefill_calibration: list | None = None,
+               decode_calibration: list | None = None) -> list[Stage]:
+    """The LM's two stages with explicit state I/O: llm-prefill (embeds, n_valid, state) and llm-decode
+    (token, state), both -> (logits, state)."""
+    return [
+        Stage(StageName.LLM_PREFILL, PrefillStage(lm), prefill_inputs, kind=StageKind.LLM,
+              input_names=("embeds", "n_valid", *STATE_NAMES), output_names=("logits", *STATE_NAMES),
+              calibration=prefill_calibration),
+        Stage(StageName.LLM_DECODE, DecodeStage(lm), decode_inputs, kind=StageKind.LLM,
+              input_names=("token", *STATE_NAMES), output_names=("logits", *STATE_NAMES),
+              calibration=decode_calibration),
+    ]
+
+
+__all__ = ["LMState", "VisionLanguageModel", "llm_stages", "make_answerer", "vlm_stages"]

@@ -11,7 +11,7 @@
 - :func:`compare_schemes`: quantize one ONNX stage under several schemes and
   report each one's stage SQNR (e.g. an encoder at w8a8 vs w8a16).
 
-Every SQNR uses edgevlm.compiler.verify, so all reports share one definition.
+Every SQNR uses edgevlm.core.metrics, so all reports share one definition.
 """
 import tempfile
 from pathlib import Path
@@ -21,7 +21,7 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import qdq_loss_debug
 
-from edgevlm.compiler.verify import compare, sqnr_db
+from edgevlm.core.metrics import compare, sqnr_db
 from edgevlm.progress import track
 from edgevlm.quant.calibration import as_samples
 

@@ -5,7 +5,7 @@ from torch import nn
 from edgevlm.compiler.capture import capture
 from edgevlm.compiler.passes import fold_constants_pass
 from edgevlm.compiler.passes.base import lint, op_name
-from edgevlm.compiler.stage import Stage
+from edgevlm.core.stage import Stage
 
 
 class BiasTable(nn.Module):

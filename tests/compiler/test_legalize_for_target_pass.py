@@ -7,7 +7,7 @@ from torch import nn
 from edgevlm.compiler.capture import capture
 from edgevlm.compiler.passes import legalize_for_target_pass
 from edgevlm.compiler.passes.base import lint, op_name
-from edgevlm.compiler.stage import Stage
+from edgevlm.core.stage import Stage
 from edgevlm.errors import UnsupportedOpError
 from edgevlm.targets import get_target
 

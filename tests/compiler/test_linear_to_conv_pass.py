@@ -5,7 +5,7 @@ from torch import nn
 from edgevlm.compiler.capture import capture
 from edgevlm.compiler.passes import linear_to_conv_pass
 from edgevlm.compiler.passes.base import lint, op_name
-from edgevlm.compiler.stage import Stage
+from edgevlm.core.stage import Stage
 from edgevlm.targets import get_target
 from edgevlm.targets.roofline import count_ops
 

@@ -17,8 +17,9 @@ from torch import nn
 from edgevlm.compiler.backends.base import Plan
 from edgevlm.compiler.capture import capture, export_static
 from edgevlm.compiler.passes import run_pipeline
-from edgevlm.compiler.stage import CapturedStage, Stage
-from edgevlm.compiler.verify import cosine, sqnr_db
+from edgevlm.compiler.stage import CapturedStage
+from edgevlm.core.metrics import cosine, sqnr_db
+from edgevlm.core.stage import Stage
 from edgevlm.targets import get_target
 
 pytest.importorskip("onnxruntime_qnn", reason="onnxruntime-qnn (pip install 'edgevlm[qnn]') runs the HTP simulation")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgevlm.compiler.verify import sqnr_db
+from edgevlm.core.metrics import sqnr_db
 from edgevlm.errors import BackendUnavailableError, InputError
 from edgevlm.quant import pt2e
 

@@ -247,7 +247,7 @@ def htp_departure(qdq_path: Path, samples: list, htp, budget_s: float) -> dict:
     import onnx
     import onnxruntime as ort
 
-    from edgevlm.compiler.verify import sqnr_db
+    from edgevlm.core.metrics import sqnr_db
 
     t0 = time.perf_counter()
     model = onnx.load(str(qdq_path))

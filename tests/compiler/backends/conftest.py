@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from edgevlm.compiler.backends.base import Plan
-from edgevlm.compiler.stage import CapturedStage, Stage
+from edgevlm.compiler.stage import CapturedStage
+from edgevlm.core.stage import Stage
 from edgevlm.targets import get_target
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edgevlm.compiler.backends import get_backend
-from edgevlm.compiler.verify import compare
+from edgevlm.core.metrics import compare
 from edgevlm.quant.schemes import get_scheme
 
 pytest.importorskip("coremltools")
@@ -110,7 +110,8 @@ def test_4bit_weights_with_int8_activations_is_refused(tiny_stage, make_plan):
 
 
 def test_state_passed_through_gets_distinct_output_names(make_plan):
-    from edgevlm.compiler.stage import CapturedStage, Stage
+    from edgevlm.compiler.stage import CapturedStage
+    from edgevlm.core.stage import Stage
 
     class Step(torch.nn.Module):
         def forward(self, x, cache):

@@ -10,7 +10,7 @@ import torch
 
 from edgevlm.compiler.backends import get_backend
 from edgevlm.compiler.backends import executorch_backend as etb
-from edgevlm.compiler.verify import compare
+from edgevlm.core.metrics import compare
 from edgevlm.errors import BackendUnavailableError, InputError
 from edgevlm.quant.schemes import get_scheme
 

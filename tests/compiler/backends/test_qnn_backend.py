@@ -109,7 +109,7 @@ def test_loaded_context_binary_runs_like_the_verification(built):
     with torch.no_grad():
         torch.manual_seed(0)
         ref = ConvNormNet().eval()(x).numpy()
-    from edgevlm.compiler.verify import sqnr_db
+    from edgevlm.core.metrics import sqnr_db
 
     assert sqnr_db(ref, run([x.numpy()])[0]) >= 30.0  # an unseen input, same model
 

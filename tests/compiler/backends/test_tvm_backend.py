@@ -7,7 +7,7 @@ import torch
 
 from edgevlm.compiler.backends import get_backend
 from edgevlm.compiler.backends import tvm_backend
-from edgevlm.compiler.verify import compare
+from edgevlm.core.metrics import compare
 
 pytest.importorskip("tvm")
 
