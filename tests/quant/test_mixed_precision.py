@@ -1,5 +1,6 @@
 """Mixed precision: raising sensitive layers until a quality target is met."""
 import logging
+import math
 
 import pytest
 
@@ -18,7 +19,7 @@ def test_raises_int4_weights_until_sqnr_target(conv_attention_onnx, calib, tmp_p
     r = search_mixed_precision(conv_attention_onnx, out, "w4a16", calib, "sa8295p", min_sqnr_db=goal)
     assert r.met and r.achieved >= goal
     assert r.overrides and set(r.overrides.values()) == {8}  # only weights raised: activations are already 16-bit
-    assert r.steps[-1]["sqnr_db"] == r.achieved and len(r.steps) >= 2
+    assert r.achieved in [step["sqnr_db"] for step in r.steps] and len(r.steps) >= 2
     # The figure is the model on disk's figure (stage SQNR on the calibration data).
     assert stage_sqnr(conv_attention_onnx, out, calib)["sqnr_db"] == pytest.approx(r.achieved)
     assert r.info["integer_only"]
@@ -27,10 +28,42 @@ def test_raises_int4_weights_until_sqnr_target(conv_attention_onnx, calib, tmp_p
 
 def test_raises_activations_on_w8a8(conv_attention_onnx, calib, tmp_path):
     r = search_mixed_precision(conv_attention_onnx, tmp_path / "q.onnx", "w8a8", calib, "sa8295p",
-                               min_sqnr_db=200.0, max_steps=2)
+                               min_sqnr_db=200.0, max_steps=2, search="linear", workers=0)
     assert not r.met and len(r.steps) == 3  # the base model and two raised layers, then stopped
     assert set(r.overrides.values()) == {16}
     assert r.steps[-1]["sqnr_db"] > r.steps[0]["sqnr_db"]
+
+
+def test_bisect_finds_the_linear_searchs_candidate(conv_attention_onnx, calib, tmp_path):
+    linear = search_mixed_precision(conv_attention_onnx, tmp_path / "l.onnx", "w4a16", calib, "sa8295p",
+                                    min_sqnr_db=200.0, search="linear", workers=0)
+    figures = [step["sqnr_db"] for step in linear.steps]
+    k = next(i for i in range(1, len(figures)) if figures[i] > figures[0] + 3.0)  # 3 dB over plain w4a16
+    goal = figures[k]
+    first = next(i for i in range(1, len(figures)) if figures[i] >= goal)
+    r = search_mixed_precision(conv_attention_onnx, tmp_path / "b.onnx", "w4a16", calib, "sa8295p", min_sqnr_db=goal)
+    assert r.met and r.achieved >= goal
+    # The same candidate as one re-quantization per layer: the first `first` ranked layers raised.
+    assert r.overrides == {t: 8 for step in linear.steps[1:first + 1] for t in step["tensors"]}
+    n = len(figures) - 1  # ranked layers that can be raised
+    assert len(r.steps) - 1 <= 1 + math.ceil(math.log2(n))  # all raised, then bisection: not one per layer
+    assert stage_sqnr(conv_attention_onnx, tmp_path / "b.onnx", calib)["sqnr_db"] == pytest.approx(r.achieved)
+    assert r.info["mixed_precision"]["overrides"] == r.overrides and first >= 1
+
+
+def test_bisect_budget_and_an_unreachable_target(conv_attention_onnx, calib, tmp_path):
+    r = search_mixed_precision(conv_attention_onnx, tmp_path / "q.onnx", "w4a16", calib, "sa8295p", min_sqnr_db=500.0)
+    assert not r.met and len(r.steps) == 2  # everything raised misses 500 dB: nothing left to bisect
+    assert r.steps[1]["layers_raised"] == len(r.overrides) or r.overrides  # every ranked layer's weights at 8 bits
+    assert set(r.overrides.values()) == {8} and r.achieved == r.steps[1]["sqnr_db"]
+    base = r.steps[0]["sqnr_db"]
+    b = search_mixed_precision(conv_attention_onnx, tmp_path / "b.onnx", "w4a16", calib, "sa8295p",
+                               min_sqnr_db=base + 0.01, max_requantizations=2)
+    assert b.met and len(b.steps) <= 1 + 2  # the base model and at most two candidates measured
+    assert stage_sqnr(conv_attention_onnx, tmp_path / "b.onnx", calib)["sqnr_db"] == pytest.approx(b.achieved)
+    with pytest.raises(InputError, match="search"):
+        search_mixed_precision(conv_attention_onnx, tmp_path / "x.onnx", "w4a16", calib, "sa8295p",
+                               min_sqnr_db=base + 1, search="greedy")
 
 
 def test_accuracy_drop_callable(conv_attention_onnx, calib, tmp_path):
