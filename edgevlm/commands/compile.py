@@ -23,8 +23,9 @@ def add_arguments(parser):
                         "prune (text-guided, keeps the tokens closest to the prompt); default dct")
     parser.add_argument("--eval-n", type=int, default=200, metavar="N",
                         help="measure a VLM build's accuracy on N shapes samples, float vs the build's path (0: skip; default 200)")
-    parser.add_argument("--quality-target", type=float, default=None, metavar="DB",
-                        help="mixed precision: raise sensitive layers until each quantized stage reaches this SQNR (dB)")
+    parser.add_argument("--quality-target", default=None, metavar="DB|STAGE=DB,...",
+                        help="mixed precision: raise sensitive layers (8-bit weights, 16-bit activations) until each "
+                        "quantized stage, or each stage named (e.g. llm-prefill=25,llm-decode=25), reaches this SQNR (dB)")
     parser.add_argument("--weight-algo", default="gptq", choices=["gptq", "rtn"],
                         help="weight rounding: gptq (error-minimizing on the calibration samples, default) or rtn "
                         "(round to nearest)")
@@ -38,11 +39,12 @@ def add_arguments(parser):
 def run(args) -> int:
     from edgevlm.commands._table import print_table
     from edgevlm.compiler.pipeline import compile as compile_model
+    from edgevlm.quant.mixed_precision import parse_quality_target
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     result = compile_model(args.model, target=args.target, out=args.out, backends=backends, verbose=True,
                            quant=args.quant, calib_dir=args.calib, calib_samples=args.calib_samples, observer=args.observer, hub=args.hub,
-                           quality_target_db=args.quality_target, vision_tokens=args.vision_tokens,
+                           quality_target_db=parse_quality_target(args.quality_target), vision_tokens=args.vision_tokens,
                            token_reduce=args.token_reduce, eval_n=args.eval_n, htp_verify=not args.no_htp_verify,
                            weight_algo=args.weight_algo, max_context=args.max_context)
     rep = result.report

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgevlm import parallel
+from edgevlm.core.stage import StageName
 from edgevlm.errors import InputError
 from edgevlm.quant.analysis import sensitivity, stage_sqnr
 from edgevlm.quant.onnx_qdq import quantize_onnx
@@ -231,3 +232,29 @@ def _search_in_parallel(engine, plan, steps, met, float_onnx_path, scheme, calib
                 if met(value):
                     return overrides, value
     return overrides, value
+
+
+def parse_quality_target(text: str | float | None) -> float | dict[str, float] | None:
+    """``--quality-target``: one SQNR in dB for every quantized stage (``"30"``) or one per stage
+    (``"llm-prefill=25,llm-decode=25"``; stages not named get no mixed precision)."""
+    if text is None or isinstance(text, (int, float)):
+        return None if text is None else float(text)
+    fix = "give a number of dB (e.g. 30) or stage=dB pairs (e.g. llm-prefill=25,llm-decode=25)"
+    try:
+        if "=" not in text:
+            return float(text)
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        targets = {stage.strip(): float(db) for stage, db in pairs}
+    except ValueError:
+        raise InputError(f"--quality-target '{text}' is not a number of dB or stage=dB pairs", fix) from None
+    stages = [s.value for s in StageName]
+    unknown = sorted(set(targets) - set(stages))
+    if unknown:
+        raise InputError(f"--quality-target names unknown stage(s) {', '.join(unknown)}",
+                         f"name stages among {', '.join(stages)}")
+    return targets
+
+
+def quality_target_for(targets: float | dict[str, float] | None, stage: str) -> float | None:
+    """The SQNR target (dB) of ``stage`` under a parsed ``--quality-target`` (None: no mixed precision)."""
+    return targets.get(stage) if isinstance(targets, dict) else targets

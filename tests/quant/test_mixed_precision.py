@@ -81,3 +81,17 @@ def test_accuracy_drop_callable(conv_attention_onnx, calib, tmp_path):
 def test_needs_exactly_one_target(conv_attention_onnx, calib, tmp_path):
     with pytest.raises(InputError, match="exactly one"):
         search_mixed_precision(conv_attention_onnx, tmp_path / "q.onnx", "w8a8", calib, "sa8295p")
+
+
+def test_quality_target_per_stage():
+    from edgevlm.quant.mixed_precision import parse_quality_target, quality_target_for
+
+    assert parse_quality_target("30") == 30.0 and quality_target_for(30.0, "encoder") == 30.0
+    per_stage = parse_quality_target("llm-prefill=25, llm-decode=26")
+    assert per_stage == {"llm-prefill": 25.0, "llm-decode": 26.0}
+    assert quality_target_for(per_stage, "llm-decode") == 26.0 and quality_target_for(per_stage, "encoder") is None
+    assert parse_quality_target(None) is None
+    with pytest.raises(InputError, match="unknown stage"):
+        parse_quality_target("llm=25")
+    with pytest.raises(InputError, match="not a number"):
+        parse_quality_target("llm-prefill=high")

@@ -161,7 +161,9 @@ class OnnxBackend(Backend):
                 from edgevlm.quant.gptq import DEFAULT_WEIGHT_ALGO
 
                 weight_algo = plan.options.get("weight_algo", DEFAULT_WEIGHT_ALGO)
-                min_sqnr = plan.options.get("quality_target_db")
+                from edgevlm.quant.mixed_precision import quality_target_for
+
+                min_sqnr = quality_target_for(plan.options.get("quality_target_db"), stage.name)
                 kv = _kv_overrides(model, stage.stage, scheme, (plan.quant or {}).get("kv"))
                 if min_sqnr is None:
                     quant = quantize_onnx(float_path, path, scheme, stage.stage.calibration, plan.target, observer=observer,
