@@ -206,7 +206,11 @@ def weight_sqnr(float_path, qdq_path) -> dict[str, float]:
     return {name: _concat_sqnr([m["float"]], [m["dequantized"].astype(np.float32)]) for name, m in matched.items()}
 
 
-def sensitivity(float_path, qdq_path, data, layers: list[dict] | None = None) -> list[dict]:
+SENSITIVITY_CHUNK_BYTES = 2**30  # activations fetched per sample and chunk (a 450M LM's prefill holds several GB)
+
+
+def sensitivity(float_path, qdq_path, data, layers: list[dict] | None = None,
+                chunk_bytes: int | None = SENSITIVITY_CHUNK_BYTES) -> list[dict]:
     """Compute nodes ranked by how much SQNR is lost across them, largest loss first.
 
     A node's ``drop_db`` is the SQNR of its (worst) activation input minus
@@ -214,9 +218,11 @@ def sensitivity(float_path, qdq_path, data, layers: list[dict] | None = None) ->
     weight and activation quantization adds.  Each row:
     ``{"node", "op", "outputs", "weights", "sqnr_db", "drop_db", "weight_sqnr_db"}``
     where ``outputs``/``weights`` are the tensors a mixed-precision pass can
-    raise.  Pass ``layers`` (from :func:`layer_sqnr`) to reuse them.
+    raise.  Pass ``layers`` (from :func:`layer_sqnr`) to reuse them.  One run of
+    each model (per ``chunk_bytes`` of activations, see :func:`layer_sqnr`)
+    ranks every layer, whatever their number.
     """
-    layers = layer_sqnr(float_path, qdq_path, data) if layers is None else layers
+    layers = layer_sqnr(float_path, qdq_path, data, chunk_bytes=chunk_bytes) if layers is None else layers
     at = {r["tensor"]: r["sqnr_db"] for r in layers if r["sqnr_db"] is not None}
     model = onnx.load(str(float_path), load_external_data=False)
     inits = {t.name for t in model.graph.initializer}
