@@ -70,7 +70,7 @@ STEPS = [
     ("edgevlm.compiler.pipeline", "_verify", "verify"),
     ("edgevlm.compiler.pipeline", "_median_ms", "latency runs"),
     ("edgevlm.compiler.runtime_bundle", "write", "runtime bundle"),
-    ("edgevlm.compiler.pipeline", "_accuracy", "accuracy"),
+    ("edgevlm.accuracy", "build_accuracy", "accuracy"),
     ("edgevlm.compiler.report", "write_manifest", "manifest"),
     ("edgevlm.compiler.report", "write_report", "report"),
 ]

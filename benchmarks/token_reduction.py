@@ -36,8 +36,9 @@ def main(argv=None) -> int:
     import torch
 
     import edgevlm
-    from edgevlm.commands.profile import estimated, measure
+    from edgevlm.commands.profile import measure
     from edgevlm.compiler import report as report_io
+    from edgevlm.compiler.estimate import report_estimates
     from edgevlm.runner import BuildRunner
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
                                  vision_tokens=tokens, token_reduce=method if tokens else "dct")
         runner = BuildRunner(out, threads=args.threads)
         m = measure(runner, args.runs)
-        e = estimated(result.report)
+        e = report_estimates(result.report)
         acc = result.report["accuracy"]
         row = {"tokens": runner.meta["num_image_tokens"], "method": method, "exact_match": acc["quantized"],
                "float_exact_match": acc["float"], "ttft_ms": m["ttft_ms"], "encoder_ms": m["encoder_ms"],

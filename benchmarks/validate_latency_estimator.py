@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from edgevlm.targets import get_target
-    from edgevlm.targets.roofline import HTP_EFFICIENCY, count_timm_ops, fit_efficiency, published_latencies, time_ops
+    from edgevlm.compiler.estimate import HTP_EFFICIENCY, count_timm_ops, fit_efficiency, published_latencies, time_ops
 
     target = get_target("sa8295p")
     published = published_latencies()

@@ -37,6 +37,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    from edgevlm.accuracy import build_accuracy
     from edgevlm.commands._table import print_table
     from edgevlm.compiler.pipeline import compile as compile_model
     from edgevlm.quant.mixed_precision import parse_quality_target
@@ -46,7 +47,7 @@ def run(args) -> int:
                            quant=args.quant, calib_dir=args.calib, calib_samples=args.calib_samples, observer=args.observer, hub=args.hub,
                            quality_target_db=parse_quality_target(args.quality_target), vision_tokens=args.vision_tokens,
                            token_reduce=args.token_reduce, eval_n=args.eval_n, htp_verify=not args.no_htp_verify,
-                           weight_algo=args.weight_algo, max_context=args.max_context)
+                           weight_algo=args.weight_algo, max_context=args.max_context, accuracy_check=build_accuracy)
     rep = result.report
     rows = []
     for st in rep["stages"]:

@@ -51,7 +51,7 @@ def _scheme_name(scheme) -> str:
 def _estimate_timm(name, image_size, target, scheme):
     import torch
 
-    from edgevlm.targets.roofline import estimate_latency, timm_model
+    from edgevlm.compiler.estimate import estimate_latency, timm_model
 
     model = timm_model(name)
     size = image_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
@@ -61,7 +61,7 @@ def _estimate_timm(name, image_size, target, scheme):
 
 def _estimate_zoo(name, target, schemes):
     from edgevlm.models import build_model
-    from edgevlm.targets.roofline import estimate_latency
+    from edgevlm.compiler.estimate import estimate_latency
 
     bundle = build_model(name)
     return [(stage.name, estimate_latency(stage.module, stage.example_inputs, target,

@@ -1,6 +1,8 @@
 """`edgevlm models`: the named models and the vision encoders, with params and MACs."""
 import json
 
+from edgevlm.core.stage import StageName
+
 NAME = "models"
 HELP = "list the model zoo (named VLMs and vision encoders) with params and MACs"
 ORDER = 30
@@ -32,8 +34,8 @@ def run(args) -> int:
                 ("name", "encoder", "image", "tokens", "params", "LLM params", "encoder MACs", "prefill MACs",
                  "decode MACs/token", "weights"),
                 [(v["name"] + (" (default)" if v["name"] == DEFAULT_MODEL else ""), v["encoder"], f"{v['image_size']} px",
-                  str(v["image_tokens"]), _m(v["params"]), _m(v["params_llm"]), _m(v["macs"]["encoder"]),
-                  _m(v["macs"]["llm-prefill"]), _m(v["macs"]["llm-decode"]),
+                  str(v["image_tokens"]), _m(v["params"]), _m(v["params_llm"]), _m(v["macs"][StageName.ENCODER]),
+                  _m(v["macs"][StageName.LLM_PREFILL]), _m(v["macs"][StageName.LLM_DECODE]),
                   "trained (shipped)" if v["trained"] else "random init") for v in vlms])
     print_table("vision encoders (MACs at the default image size)",
                 ("name", "size", "image", "tokens", "dim", "params", "MACs", "note"),

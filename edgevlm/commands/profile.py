@@ -4,13 +4,15 @@ Measured: the build is run (`edgevlm run`'s path: vision artifacts + C
 runtime) on ``--runs`` shapes samples after one warm-up; each figure is the
 median over the runs; peak RSS is this process's high-water mark.
 Estimated: the per-stage roofline estimates the compiler wrote into
-report.json for the build's target (edgevlm.targets.roofline).
+report.json for the build's target (edgevlm.compiler.estimate).
 """
 import json
 import resource
 import statistics
 import sys
 
+from edgevlm.compiler.estimate import report_estimates
+from edgevlm.core.stage import StageName
 from edgevlm.runner import RUNNABLE_BACKENDS
 
 NAME = "profile"
@@ -50,21 +52,6 @@ def measure(runner, runs: int, seed: int = 4242) -> dict:
     return out
 
 
-def estimated(report: dict) -> dict:
-    """Target estimates from report.json: per stage, and the TTFT / decode rate they imply."""
-    stages = {s["name"]: s.get("estimate") or {} for s in report.get("stages", [])}
-    ms = {name: e.get("total_ms") for name, e in stages.items()}
-    out = {"label": "estimated", "target": report.get("target"), "method": "roofline (edgevlm.targets.roofline)",
-           "stages_ms": ms, "schemes": {name: e.get("scheme") for name, e in stages.items()}}
-    first = [ms.get(n) for n in ("encoder", "projector", "llm-prefill")]
-    out["ttft_ms"] = sum(first) if all(v is not None for v in first) else None
-    out["decode_tokens_per_s"] = 1e3 / ms["llm-decode"] if ms.get("llm-decode") else None
-    reasons = {name: e["reason"] for name, e in stages.items() if e.get("reason")}
-    if reasons:
-        out["not_estimated"] = reasons
-    return out
-
-
 def run(args) -> int:
     from edgevlm.errors import InputError
     from edgevlm.runner import BuildRunner
@@ -73,7 +60,7 @@ def run(args) -> int:
         raise InputError(f"--runs must be >= 1, got {args.runs}", "pass e.g. --runs 10")
     runner = BuildRunner(args.build, threads=args.threads, backend=args.backend)
     result = {"build": str(args.build), "model": runner.meta["model"], "measured": measure(runner, args.runs),
-              "estimated": estimated(runner.report)}
+              "estimated": report_estimates(runner.report)}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -94,7 +81,7 @@ def _print(result: dict) -> None:
     table.add_column("")
     table.add_column(f"measured here ({m['threads']} threads, median of {m['runs']})", justify="right")
     table.add_column(f"estimated on {e['target']} (roofline)", justify="right")
-    stage_of = {"encoder_ms": "encoder", "projector_ms": "projector", "prefill_ms": "llm-prefill"}
+    stage_of = {"encoder_ms": StageName.ENCODER, "projector_ms": StageName.PROJECTOR, "prefill_ms": StageName.LLM_PREFILL}
     for key, label, unit in MEASURED:
         est = e["stages_ms"].get(stage_of[key]) if key in stage_of else e.get(key)
         table.add_row(label, _fmt(m[key], unit), _fmt(est, unit))

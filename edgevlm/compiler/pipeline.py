@@ -31,7 +31,7 @@ from edgevlm.compiler.native_output import fds_redirected_to
 from edgevlm.compiler.passes import run_pipeline
 from edgevlm.compiler.stage import CapturedStage
 from edgevlm.core.metrics import compare
-from edgevlm.core.stage import Stage
+from edgevlm.core.stage import Stage, StageKind
 from edgevlm.errors import BackendUnavailableError, EdgeVLMError, InputError
 from edgevlm.models import ModelBundle, build_model
 from edgevlm.targets import get_target
@@ -114,7 +114,7 @@ def _stage_calibration(stage: Stage, calib_dir, limit: int) -> str:
     if stage.calibration:
         return f"given: {len(stage.calibration)} samples"
     first = stage.example_inputs[0]
-    if calib_dir is not None and stage.kind == "encoder" and first.dim() == 4 and first.shape[1] == 3:
+    if calib_dir is not None and stage.kind == StageKind.ENCODER and first.dim() == 4 and first.shape[1] == 3:
         from edgevlm.quant.calibration import load_calibration_images
 
         mean = getattr(stage.module, "mean", (0.0, 0.0, 0.0))
@@ -405,7 +405,7 @@ def _median_ms(run, inputs) -> dict:
 def _estimate(gm, stage: Stage, target, scheme) -> dict:
     """The target latency of the stage's graph from the target's roofline (labelled estimated)."""
     from edgevlm.errors import EdgeVLMError
-    from edgevlm.targets.roofline import count_ops, time_ops
+    from edgevlm.compiler.estimate import count_ops, time_ops
 
     try:
         est = time_ops(count_ops(gm, stage.example_inputs), target, scheme)
@@ -413,25 +413,6 @@ def _estimate(gm, stage: Stage, target, scheme) -> dict:
         return {"label": "estimated", "total_ms": None, "reason": exc.cause}
     return {"label": "estimated", "target": target.name, "scheme": est.scheme, "total_ms": est.total_ms,
             "macs": est.macs, "by_class": est.by_class(), "efficiency_source": est.efficiency.source}
-
-
-ACCURACY_SEED = 12345  # the shapes evaluation seed (training uses 0)
-
-
-def _accuracy(bundle, build_dir: Path, n: int, gguf_type: str, vision_backend: str | None = None) -> dict:
-    """Exact match on ``n`` shapes samples: the float PyTorch model vs the build's deployed path
-    (``vision_backend``'s artifacts, default the runner's choice, + the C runtime)."""
-    from edgevlm.data.evaluate import evaluate
-    from edgevlm.models.vlm import make_answerer
-    from edgevlm.runner import BuildRunner
-
-    vlm, tok = bundle.modules["vlm"], bundle.modules["tokenizer"]
-    runner = BuildRunner(build_dir, threads=1, backend=vision_backend)
-    built = evaluate(lambda im, p: runner.answer(im, p).text, n=n, seed=ACCURACY_SEED, image_size=vlm.image_size)
-    ref = evaluate(make_answerer(vlm, tok), n=n, seed=ACCURACY_SEED, image_size=vlm.image_size)
-    return {"dataset": "shapes", "n": n, "seed": ACCURACY_SEED, "float": ref["exact_match"], "quantized": built["exact_match"],
-            "quantized_path": f"{runner.backend} vision artifacts + C runtime llm.gguf ({gguf_type})",
-            "by_question": {"float": ref["by_question"], "quantized": built["by_question"]}}
 
 
 def _sample_parity(stage: Stage, samples: list, results: list, metric: str, budget_s: float) -> dict:
@@ -556,6 +537,7 @@ def compile(  # noqa: A001 - the public verb
     htp_verify: bool = True,
     weight_algo: str = "gptq",
     max_context: int | None = None,
+    accuracy_check=None,
 ) -> CompileResult:
     """Compile a model for a target and verify every artifact against PyTorch.
 
@@ -578,6 +560,9 @@ def compile(  # noqa: A001 - the public verb
     ``token_reduce`` (dct, pool or merge; see edgevlm.models.token_reduction).
     ``eval_n`` shapes samples measure a VLM build's accuracy, float PyTorch vs
     the build's own path (its vision artifacts + the C runtime); 0 skips it.
+    ``accuracy_check`` is what measures it (``edgevlm.accuracy.build_accuracy``,
+    which ``edgevlm.compile`` and the CLI pass; it runs the build, a layer above
+    the compiler); None skips it too.
     ``htp_verify=False`` skips running the QNN context binaries on the HTP
     simulation (the report says so).  ``weight_algo`` rounds the quantized
     weights: ``gptq`` (default; edgevlm.quant.gptq, on the calibration
@@ -629,7 +614,7 @@ def compile(  # noqa: A001 - the public verb
             progress.step("runtime bundle: GGUF + verify")
             t0 = time.perf_counter()
             paths = {st["name"]: {a["backend"]: a["path"] for a in st["artifacts"]} for st in stages}
-            runtime = runtime_bundle.write(bundle, schemes.get("llm"), tmp, paths)
+            runtime = runtime_bundle.write(bundle, schemes.get(StageKind.LLM), tmp, paths)
             progress.finished("llm", "runtime bundle (GGUF) written + verified", time.perf_counter() - t0)
         report = {
             "model": bundle.name,
@@ -650,12 +635,12 @@ def compile(  # noqa: A001 - the public verb
         report_io.write_manifest(tmp, report)
         # Shapes accuracy measures zoo models trained on that task, in their prompt layout; a checkpoint's own
         # chat template and tokenizer (bundle.modules["processing"]) are checked by the runtime bundle's parity.
-        if runtime is not None and eval_n and "processing" not in bundle.modules:
+        if runtime is not None and eval_n and accuracy_check is not None and "processing" not in bundle.modules:
             progress.step(f"accuracy: {eval_n} shapes samples")
             t0 = time.perf_counter()
             # On an HTP target the deployed vision path is the QNN context binaries (run on the HTP simulation).
             deployed = "qnn" if htp_verify and any(b.name == "qnn" for b in chosen) else None
-            report["accuracy"] = _accuracy(bundle, tmp, eval_n, runtime["info"]["gguf_type"], deployed)
+            report["accuracy"] = accuracy_check(bundle, tmp, eval_n, runtime["info"]["gguf_type"], deployed)
             progress.finished("build", f"accuracy on {eval_n} shapes samples", time.perf_counter() - t0)
         report_io.write_report(tmp, report)
         _swap_into_place(tmp, build_dir)

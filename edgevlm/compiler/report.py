@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 from edgevlm.compiler import plots
+from edgevlm.core.stage import KV_CACHE, StageKind
 
 
 def sha256_file(path: Path) -> str:
@@ -49,7 +50,7 @@ def write_manifest(build_dir: Path, report: dict) -> dict:
     """manifest.json: every artifact file (stage artifacts and the runtime bundle) with its sha256 and size."""
     groups = [(stage["name"], art) for stage in report["stages"] for art in stage["artifacts"]]
     if report.get("runtime"):
-        groups.append(("llm", report["runtime"]))
+        groups.append((StageKind.LLM, report["runtime"]))
     entries = [
         {"path": p.relative_to(build_dir).as_posix(), "stage": stage, "backend": art["backend"],
          "bytes": p.stat().st_size, "sha256": sha256_file(p)}
@@ -132,8 +133,8 @@ def _summary(report: dict) -> str:
     if report.get("compile_s") is not None:
         rows.append(("compile time", f"{_fmt(report['compile_s'])} s"))
     quant = ", ".join(f"{e(st['name'])} <b>{e(str(st.get('quant') or 'float'))}</b>" for st in report["stages"])
-    if (report.get("quant") or {}).get("kv"):
-        quant += f", KV cache <b>{e(str(report['quant']['kv']))}</b>"
+    if (report.get("quant") or {}).get(KV_CACHE):
+        quant += f", KV cache <b>{e(str(report['quant'][KV_CACHE]))}</b>"
     rows.append(("quantization", quant))
     badges = []
     for st in report["stages"]:

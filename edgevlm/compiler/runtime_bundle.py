@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevlm.core.stage import VISION_STAGES
+
 GGUF_NAME = "llm.gguf"
 VLM_JSON = "vlm.json"
 BACKEND_NAME = "edgevlm-runtime"  # the runtime bundle's "backend" in report.json and manifest.json
@@ -103,7 +105,7 @@ def write(bundle, scheme, out_dir: Path, stage_paths: dict[str, dict[str, str]],
         "max_len": vlm.max_len,
         "gguf": GGUF_NAME,
         "tokenizer": TOKENIZER_JSON,
-        "stages": {name: paths for name, paths in stage_paths.items() if name in ("encoder", "projector")},
+        "stages": {name: paths for name, paths in stage_paths.items() if name in VISION_STAGES},
     }
     files = [GGUF_NAME, TOKENIZER_JSON, VLM_JSON]
     if processing is not None:

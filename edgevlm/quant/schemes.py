@@ -11,9 +11,10 @@ stage kind and checks each against the target's allowed dtypes.
 import re
 from dataclasses import dataclass
 
+from edgevlm.core.stage import KV_CACHE, StageKind
 from edgevlm.errors import InputError, UnknownNameError
 
-STAGE_KINDS = ("encoder", "projector", "llm", "kv")
+STAGE_KINDS = (*StageKind, KV_CACHE)  # the keys of a per-kind scheme spec
 GRANULARITIES = ("per-tensor", "per-channel", "per-group")
 FLOAT_SPECS = ("float", "none", "fp32")
 
@@ -128,7 +129,7 @@ def get_scheme(name: str | QuantScheme) -> QuantScheme:
 def check_scheme_allowed(scheme: QuantScheme, target, kind: str) -> None:
     """Raise InputError unless ``target`` accepts ``scheme`` for a stage of ``kind``."""
     where = f"target {target.name} ({kind})"
-    if kind == "kv":
+    if kind == KV_CACHE:
         if not scheme.is_kv_only:
             raise InputError(f"scheme {scheme.name} is not a KV-cache scheme ({where})", "use kv8 or kv16 for kv=")
         if f"int{scheme.kv_bits}" not in target.kv_dtypes:
@@ -202,9 +203,9 @@ def parse_quant_spec(spec: str | None, target) -> dict[str, QuantScheme | None]:
     elif "=" not in text:
         scheme = get_scheme(text)
         if scheme.is_kv_only:
-            result["kv"] = scheme
+            result[KV_CACHE] = scheme
         else:
-            result.update(encoder=scheme, projector=scheme, llm=scheme)
+            result.update(dict.fromkeys(StageKind, scheme))
     else:
         for part in filter(None, (p.strip() for p in text.split(","))):
             kind, sep, name = (s.strip() for s in part.partition("="))

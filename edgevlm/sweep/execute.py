@@ -27,11 +27,12 @@ FORMAT = 1
 def deployed_backend(target_name: str, build_stages: dict) -> str | None:
     """The vision backend the target deploys: its first preferred backend that the runner can run and the
     build has for encoder and projector (None: the runner's choice)."""
+    from edgevlm.core.stage import VISION_STAGES
     from edgevlm.runner import RUNNABLE_BACKENDS
     from edgevlm.targets import get_target
 
     for b in get_target(target_name).backends:
-        if b in RUNNABLE_BACKENDS and all(b in build_stages.get(s, {}) for s in ("encoder", "projector")):
+        if b in RUNNABLE_BACKENDS and all(b in build_stages.get(s, {}) for s in VISION_STAGES):
             return b
     return None
 
@@ -45,7 +46,7 @@ def run_point(point: Point, build_dir: str, backends: list[str] | None = None, h
 
     Never raises for the point's own failure: the record then has ``"status": "failed"`` and the error.
     """
-    from edgevlm.commands.profile import estimated
+    from edgevlm.compiler.estimate import report_estimates
     from edgevlm.compiler.pipeline import compile as compile_model
     from edgevlm.compiler.runtime_bundle import VLM_JSON
     from edgevlm.data.evaluate import evaluate
@@ -69,7 +70,7 @@ def run_point(point: Point, build_dir: str, backends: list[str] | None = None, h
     except Exception as exc:  # a toolchain's own failure: keep the sweep going, say which point and why
         return {**record, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
                 "traceback": traceback.format_exc(limit=8), "seconds": round(time.perf_counter() - t0, 2)}
-    est = estimated(result.report)
+    est = report_estimates(result.report)
     return {**record, "status": "ok", "exact_match": ev["exact_match"], "by_question": ev["by_question"], "n": ev["n"],
             "vision_backend": runner.backend, "gguf_type": result.report.get("runtime", {}).get("info", {}).get("gguf_type"),
             "num_image_tokens": runner.meta["num_image_tokens"],

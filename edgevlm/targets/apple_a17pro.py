@@ -1,4 +1,5 @@
 """Apple A17 Pro: Neural Engine through Core ML."""
+from edgevlm.core.stage import KV_CACHE, StageKind
 from edgevlm.targets.base import Roofline, Target
 
 TARGET = Target(
@@ -21,7 +22,8 @@ TARGET = Target(
     ),
     memory_bytes=2 * 1024**3,
     # The ANE has no int16 activations, so "w4a16" does not exist here; LLM weights default to 8-bit.
-    default_quant={"encoder": "w8a8", "projector": "w8a8", "llm": "w8a8", "kv": "kv8"},
+    default_quant={StageKind.ENCODER: "w8a8", StageKind.PROJECTOR: "w8a8", StageKind.LLM: "w8a8",
+                   KV_CACHE: "kv8"},
     constraints=("ML Program, iOS 17 deployment target", "4-bit palettized or linear weights"),
     order=2,
 )

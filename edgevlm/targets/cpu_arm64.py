@@ -1,4 +1,5 @@
 """Generic AArch64 CPU (NEON dotprod), e.g. a phone's big cores or an automotive SoC's CPU."""
+from edgevlm.core.stage import KV_CACHE, StageKind
 from edgevlm.targets.base import Roofline, Target
 
 TARGET = Target(
@@ -22,6 +23,7 @@ TARGET = Target(
     memory_bytes=4 * 1024**3,
     # LLM w4a8, not w4a16: the first backend, ExecuTorch's XNNPACK, runs int8 activations only;
     # the C runtime's Q4_0 path also quantizes activations to 8 bits.
-    default_quant={"encoder": "w8a8", "projector": "w8a8", "llm": "w4a8", "kv": "kv8"},
+    default_quant={StageKind.ENCODER: "w8a8", StageKind.PROJECTOR: "w8a8", StageKind.LLM: "w4a8",
+                   KV_CACHE: "kv8"},
     order=4,
 )

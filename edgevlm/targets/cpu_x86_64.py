@@ -1,4 +1,5 @@
 """Generic x86_64 CPU (AVX2, optionally AVX-512 VNNI), as a host or edge box."""
+from edgevlm.core.stage import KV_CACHE, StageKind
 from edgevlm.targets.base import Roofline, Target
 
 TARGET = Target(
@@ -20,6 +21,7 @@ TARGET = Target(
         source="nominal per-core peak for a 2-core AVX-512 VNNI server slice; not measured",
     ),
     memory_bytes=8 * 1024**3,
-    default_quant={"encoder": "w8a8", "projector": "w8a8", "llm": "w8a8", "kv": "kv8"},
+    default_quant={StageKind.ENCODER: "w8a8", StageKind.PROJECTOR: "w8a8", StageKind.LLM: "w8a8",
+                   KV_CACHE: "kv8"},
     order=3,
 )

@@ -1,4 +1,5 @@
 """Qualcomm SA8295P (automotive cockpit SoC): Hexagon HTP v68, integer only."""
+from edgevlm.core.stage import KV_CACHE, StageKind
 from edgevlm.targets.base import HTP_OPS, Htp, Roofline, Target
 
 TARGET = Target(
@@ -27,7 +28,8 @@ TARGET = Target(
     memory_bytes=4 * 1024**3,
     supported_ops=HTP_OPS,
     htp=Htp(arch=68, soc_model=39, soc_name="SA8295", vtcm_mb=8),
-    default_quant={"encoder": "w8a16", "projector": "w8a16", "llm": "w4a16", "kv": "kv8"},
+    default_quant={StageKind.ENCODER: "w8a16", StageKind.PROJECTOR: "w8a16", StageKind.LLM: "w4a16",
+                   KV_CACHE: "kv8"},
     constraints=(
         "no fp16 graphs",
         "weights per-channel (no per-block)",

@@ -1,4 +1,5 @@
 """Qualcomm Snapdragon 8 Gen 3 (phones): Hexagon HTP v75."""
+from edgevlm.core.stage import KV_CACHE, StageKind
 from edgevlm.targets.base import HTP_OPS, Htp, Roofline, Target
 
 TARGET = Target(
@@ -22,7 +23,8 @@ TARGET = Target(
     memory_bytes=3 * 1024**3,
     supported_ops=HTP_OPS,
     htp=Htp(arch=75, soc_model=57, soc_name="SM8650", vtcm_mb=8),
-    default_quant={"encoder": "w8a16", "projector": "w8a16", "llm": "w4a16", "kv": "kv8"},
+    default_quant={StageKind.ENCODER: "w8a16", StageKind.PROJECTOR: "w8a16", StageKind.LLM: "w4a16",
+                   KV_CACHE: "kv8"},
     constraints=("per-block (per-group) int4 weights", "fp16 allowed but slower", "8 MB VTCM"),
     order=1,
 )

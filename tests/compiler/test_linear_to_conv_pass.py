@@ -7,7 +7,7 @@ from edgevlm.compiler.passes import linear_to_conv_pass
 from edgevlm.compiler.passes.base import lint, op_name
 from edgevlm.core.stage import Stage
 from edgevlm.targets import get_target
-from edgevlm.targets.roofline import count_ops
+from edgevlm.compiler.estimate import count_ops
 
 HTP = get_target("sa8295p")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
+from edgevlm.core.stage import KV_CACHE, StageKind
 
 OPSET = 21  # first opset with int4/uint16 QuantizeLinear, which the quantized stages use
 LAYER_SQNR_SAMPLES = 2  # calibration samples behind the per-layer SQNR in report.html (kept few: it runs both models)
@@ -69,7 +70,7 @@ def _kv_overrides(model, stage, scheme, kv_scheme) -> dict[str, int]:
     (the per-layer slices of the stacked cache), backward from the outputs
     (the stacking of the updated per-layer caches).
     """
-    if kv_scheme is None or stage.kind != "llm" or kv_scheme.kv_bits >= scheme.act_bits:
+    if kv_scheme is None or stage.kind != StageKind.LLM or kv_scheme.kv_bits >= scheme.act_bits:
         return {}
     outputs = _output_names(stage) or ()
     consumers, producer = {}, {}
@@ -164,7 +165,7 @@ class OnnxBackend(Backend):
                 from edgevlm.quant.mixed_precision import quality_target_for
 
                 min_sqnr = quality_target_for(plan.options.get("quality_target_db"), stage.name)
-                kv = _kv_overrides(model, stage.stage, scheme, (plan.quant or {}).get("kv"))
+                kv = _kv_overrides(model, stage.stage, scheme, (plan.quant or {}).get(KV_CACHE))
                 if min_sqnr is None:
                     quant = quantize_onnx(float_path, path, scheme, stage.stage.calibration, plan.target, observer=observer,
                                           overrides=kv, weight_algo=weight_algo,

@@ -1,5 +1,8 @@
 """Roofline latency estimates: what a graph would take on a target, without the target.
 
+The estimator sits in the compiler, not in targets/: it captures graphs and runs
+the compiler's passes, while a target only describes its roofline (targets/base.py).
+
 The model, per op of the captured graph (after the same passes the compiler
 runs, so BatchNorm is folded into convs as on the device):
 
@@ -33,6 +36,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edgevlm.core.stage import StageKind, StageName
 from edgevlm.errors import InputError
 from edgevlm.ops import CONV_OPS, GENERIC_CONV_OPS, is_transposed_conv, target_name
 from edgevlm.targets.base import NON_COMPUTE_OPS, Target
@@ -83,7 +87,7 @@ PRIOR_OP_OVERHEAD_S = 5e-6
 # for MobileNet-style graphs: depthwise layers run on the vector unit, not the
 # matrix engine, and move their activations through VTCM at low reuse.
 # Reproduce: python benchmarks/validate_latency_estimator.py --refit
-# (tests/targets/test_roofline.py re-fits and checks these values).
+# (tests/compiler/test_estimate.py re-fits and checks these values).
 HTP_EFFICIENCY = Efficiency(
     dense=0.568,
     depthwise=0.00342,
@@ -341,7 +345,7 @@ def estimate_latency(module_or_program, example_inputs, target, scheme=None, eff
     target = get_target(target)
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     if scheme is None:
-        scheme = target.default_quant.get("encoder")
+        scheme = target.default_quant.get(StageKind.ENCODER)
     gm = capture_for_estimate(module_or_program, inputs, target)
     counts = count_ops(gm, inputs)
     return time_ops(counts, target, scheme, efficiency)
@@ -418,3 +422,18 @@ def refit_htp(target: Target) -> tuple[Efficiency, float]:
     cases = [(count_timm_ops(p.model, p.image_size, target), p.precision, p.published_ms)
              for p in published_latencies("calibration")]
     return fit_efficiency(cases, target)
+
+
+def report_estimates(report: dict) -> dict:
+    """Target estimates from a build's report.json: per stage, and the TTFT / decode rate they imply."""
+    stages = {s["name"]: s.get("estimate") or {} for s in report.get("stages", [])}
+    ms = {name: e.get("total_ms") for name, e in stages.items()}
+    out = {"label": LABEL, "target": report.get("target"), "method": f"roofline ({__name__})",
+           "stages_ms": ms, "schemes": {name: e.get("scheme") for name, e in stages.items()}}
+    first = [ms.get(n) for n in (StageName.ENCODER, StageName.PROJECTOR, StageName.LLM_PREFILL)]
+    out["ttft_ms"] = sum(first) if all(v is not None for v in first) else None
+    out["decode_tokens_per_s"] = 1e3 / ms[StageName.LLM_DECODE] if ms.get(StageName.LLM_DECODE) else None
+    reasons = {name: e["reason"] for name, e in stages.items() if e.get("reason")}
+    if reasons:
+        out["not_estimated"] = reasons
+    return out

@@ -10,7 +10,7 @@ from torch import nn
 from edgevlm.cli import main
 from edgevlm.errors import InputError
 from edgevlm.targets import get_target
-from edgevlm.targets.roofline import (
+from edgevlm.compiler.estimate import (
     HTP_EFFICIENCY,
     Efficiency,
     OpCount,
@@ -149,6 +149,6 @@ def test_cli_timm_json_is_labelled_estimated(capsys):
     assert out["total_ms"] > 0
     # MACs agree with torch's own FlopCounterMode (conv + linear) on the same model
     from edgevlm.models.flops import count_macs
-    from edgevlm.targets.roofline import timm_model
+    from edgevlm.compiler.estimate import timm_model
 
     assert out["stages"][0]["macs"] == count_macs(timm_model("resnet18"), torch.zeros(1, 3, 32, 32))

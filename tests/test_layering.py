@@ -1,0 +1,150 @@
+"""The package's layer order: no edgevlm module imports a layer above its own.
+
+Every ``import`` and ``from ... import`` of every module under edgevlm/ is read
+with ``ast`` -- at module level, inside functions and under TYPE_CHECKING alike,
+since a function-local import is as much a dependency as a top-level one.
+Layers, lowest first (docs/architecture.md says what each holds and why):
+
+    core -> data -> models, targets -> quant, runtime -> compiler -> runner
+         -> accuracy, sweep, sharded_eval -> commands -> cli
+
+A module may import its own package, any package of a lower layer, and
+nothing else: not a higher layer, and not a sibling package of its own layer
+(models and targets know nothing of each other; neither do quant and the C
+runtime's Python side).  The package root ``edgevlm/__init__.py`` is the
+public facade (``edgevlm.compile``): it may import anything, and any module
+may import it (for ``__version__``), since Python runs it first anyway.
+
+``ALLOWED`` lists the upward imports not yet removed, each with its reason; it
+may only shrink (an entry no longer needed fails the test too).
+"""
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "edgevlm"
+
+LAYERS = (
+    ("core", ("edgevlm.core", "edgevlm.errors", "edgevlm._compat", "edgevlm.ops", "edgevlm.progress",
+              "edgevlm.parallel")),
+    ("data", ("edgevlm.data",)),
+    ("descriptions", ("edgevlm.models", "edgevlm.targets")),
+    ("quant", ("edgevlm.quant", "edgevlm.runtime")),
+    ("compiler", ("edgevlm.compiler",)),
+    ("runner", ("edgevlm.runner",)),
+    ("applications", ("edgevlm.accuracy", "edgevlm.sweep", "edgevlm.sharded_eval")),
+    ("commands", ("edgevlm.commands",)),
+    ("cli", ("edgevlm.cli",)),
+)
+ROOT = "edgevlm"
+
+# (importing module, imported module) -> why the upward import is still there.
+ALLOWED: dict[tuple[str, str], str] = {}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+    rel = Path(*name.split("."))
+    return (PACKAGE.parent / rel).with_suffix(".py").is_file() or (PACKAGE.parent / rel / "__init__.py").is_file()
+
+
+def imported_modules(source: str, module: str, is_package: bool = False) -> list[tuple[str, int]]:
+    """(edgevlm module imported, line) for every import statement in ``source``, wherever it sits.
+
+    ``from a import b`` counts as importing ``a.b`` when that is a module, else ``a``.
+    """
+    package = module if is_package else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.append((sub if _is_module(sub) else base, node.lineno))
+    return [(name, line) for name, line in found if name == ROOT or name.startswith(ROOT + ".")]
+
+
+def layer_of(module: str) -> tuple[int, str] | None:
+    """(layer index, top package) of an edgevlm module; None for the package root."""
+    if module == ROOT:
+        return None
+    for index, (_, packages) in enumerate(LAYERS):
+        for package in packages:
+            if module == package or module.startswith(package + "."):
+                return index, package
+    raise AssertionError(f"{module} is in no layer: add its package to LAYERS (and docs/architecture.md)")
+
+
+def violation(importer: str, imported: str) -> str | None:
+    """Why ``importer`` may not import ``imported`` (None when it may)."""
+    src, dst = layer_of(importer), layer_of(imported)
+    if src is None or dst is None:
+        return None
+    (src_layer, src_pkg), (dst_layer, dst_pkg) = src, dst
+    if src_pkg == dst_pkg or dst_layer < src_layer or LAYERS[src_layer][0] == "core" == LAYERS[dst_layer][0]:
+        return None
+    if dst_layer == src_layer:
+        return f"sibling packages of layer {LAYERS[src_layer][0]}"
+    return f"layer {LAYERS[src_layer][0]} imports layer {LAYERS[dst_layer][0]}"
+
+
+def all_imports() -> list[tuple[str, str, int]]:
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_name(path)
+        for imported, line in imported_modules(path.read_text(), module, path.name == "__init__.py"):
+            out.append((module, imported, line))
+    return out
+
+
+def test_no_module_imports_upward():
+    found = {}
+    for importer, imported, line in all_imports():
+        why = violation(importer, imported)
+        if why and (importer, imported) not in ALLOWED:
+            found.setdefault(f"{importer} -> {imported} ({why})", []).append(line)
+    assert not found, "upward imports:\n" + "\n".join(f"  {k}, line {', '.join(map(str, v))}" for k, v in found.items())
+
+
+def test_allow_list_only_shrinks():
+    still_there = {(a, b) for a, b, _ in all_imports() if violation(a, b)}
+    stale = [pair for pair in ALLOWED if pair not in still_there]
+    assert not stale, f"remove from ALLOWED (the import is gone or no longer upward): {stale}"
+
+
+def test_every_module_has_a_layer():
+    modules = [module_name(path) for path in sorted(PACKAGE.rglob("*.py"))]
+    assert all(layer_of(m) is not None for m in modules if m != ROOT)  # layer_of raises for a module in no layer
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("from edgevlm.compiler.pipeline import compile\n", ["edgevlm.compiler.pipeline"]),
+    ("def f():\n    from edgevlm.runner import BuildRunner\n", ["edgevlm.runner"]),
+    ("def f():\n    import edgevlm.compiler.capture as c\n", ["edgevlm.compiler.capture"]),
+    ("from edgevlm import progress\n", ["edgevlm.progress"]),
+    ("from . import base\n", ["edgevlm.targets.base"]),
+    ("from ..compiler import stage\n", ["edgevlm.compiler.stage"]),
+    ("import numpy\n", []),
+])
+def test_imports_are_found_wherever_they_are(source, expected):
+    assert [name for name, _ in imported_modules(source, "edgevlm.targets.sa8295p")] == expected
+
+
+def test_upward_and_sibling_imports_are_flagged():
+    assert violation("edgevlm.targets.estimator", "edgevlm.compiler.capture") == "layer descriptions imports layer compiler"
+    assert violation("edgevlm.models.vlm", "edgevlm.targets.base") == "sibling packages of layer descriptions"
+    assert violation("edgevlm.compiler.pipeline", "edgevlm.runner") == "layer compiler imports layer runner"
+    assert violation("edgevlm.compiler.pipeline", "edgevlm.models.vlm") is None
+    assert violation("edgevlm.quant.analysis", "edgevlm.core.metrics") is None
+    assert violation("edgevlm.ops", "edgevlm.errors") is None
+    assert violation("edgevlm.errors", "edgevlm.compiler") == "layer core imports layer compiler"
