@@ -154,6 +154,43 @@ def _rescale_layer_scales(encoder, value: float = 0.1) -> None:
                 p.fill_(value)
 
 
+def _trainable(vlm, lr: float, encoder_lr_mult: float, cell_loss: float, qat_int4: bool):
+    """(optimizer parameter groups, frozen parts, cell head or None, int4 fake-quantized (module, attr) pairs).
+
+    ``qat_int4`` freezes encoder and projector and fake-quantizes the LM's weights to int4; otherwise
+    everything trains, the encoder (and the cell head, when ``cell_loss`` > 0) at ``encoder_lr_mult`` x lr.
+    """
+    if qat_int4:
+        frozen = (vlm.encoder, vlm.projector)
+        for part in frozen:
+            part.eval().requires_grad_(False)
+        quantized = int4_weights(vlm.lm)
+        for module, attr in quantized:
+            torch.nn.utils.parametrize.register_parametrization(module, attr, FakeQuantInt4())
+        return [{"params": list(vlm.lm.parameters()), "lr": lr}], frozen, None, quantized
+    head = CellHead(vlm.encoder.out_dim) if cell_loss > 0 else None
+    groups = [{"params": list(vlm.encoder.parameters()) + (list(head.parameters()) if head else []),
+               "lr": lr * encoder_lr_mult},
+              {"params": list(vlm.projector.parameters()) + list(vlm.lm.parameters()), "lr": lr}]
+    return groups, (), head, []
+
+
+def _loss(vlm, head, batch: tuple, frozen: tuple, cell_loss: float):
+    """Masked next-token cross-entropy of one ``make_batch`` batch, plus ``cell_loss`` x the cell head's loss."""
+    px, owner, ids, mask, objects = batch
+    with torch.set_grad_enabled(not frozen):
+        tokens = vlm.encoder(px)
+        embeds = vlm.projector(tokens)[owner]
+    logits = vlm.lm(vlm.splice(ids, embeds))[:, :-1]
+    loss = (F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none") * mask[:, :-1]).sum() / mask.sum()
+    if head is not None:
+        col_logits, shp_logits = head(tokens)
+        col, shp = cell_labels(objects)
+        loss = loss + cell_loss * (F.cross_entropy(col_logits.flatten(0, 1), col.flatten())
+                                   + F.cross_entropy(shp_logits.flatten(0, 1), shp.flatten()))
+    return loss
+
+
 def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, log_every: int = 50,
           encoder_lr_mult: float = 0.3, init: Path | None = None, first_index: int = 0, cell_loss: float = 1.0,
           qat_int4: bool = False):
@@ -186,38 +223,14 @@ def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, lo
         vlm = zoo.build_vlm(cfg)
         _rescale_layer_scales(vlm.encoder)
     vlm.train()
-    if qat_int4:
-        frozen = (vlm.encoder, vlm.projector)
-        for part in frozen:
-            part.eval().requires_grad_(False)
-        quantized = int4_weights(vlm.lm)
-        for module, attr in quantized:
-            torch.nn.utils.parametrize.register_parametrization(module, attr, FakeQuantInt4())
-        head = None
-        groups = [{"params": list(vlm.lm.parameters()), "lr": lr}]
-    else:
-        frozen = ()
-        head = CellHead(vlm.encoder.out_dim) if cell_loss > 0 else None
-        groups = [{"params": list(vlm.encoder.parameters()) + (list(head.parameters()) if head else []),
-                   "lr": lr * encoder_lr_mult},
-                  {"params": list(vlm.projector.parameters()) + list(vlm.lm.parameters()), "lr": lr}]
+    groups, frozen, head, quantized = _trainable(vlm, lr, encoder_lr_mult, cell_loss, qat_int4)
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     t0, running = time.time(), None
     for step in range(steps):
-        px, owner, ids, mask, objects = make_batch(vlm, tok, seed, first_index + step * batch, batch)
-        with torch.set_grad_enabled(not frozen):
-            tokens = vlm.encoder(px)
-            embeds = vlm.projector(tokens)[owner]
-        logits = vlm.lm(vlm.splice(ids, embeds))[:, :-1]
-        loss = (F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none") * mask[:, :-1]).sum() / mask.sum()
-        if head is not None:
-            col_logits, shp_logits = head(tokens)
-            col, shp = cell_labels(objects)
-            loss = loss + cell_loss * (F.cross_entropy(col_logits.flatten(0, 1), col.flatten())
-                                       + F.cross_entropy(shp_logits.flatten(0, 1), shp.flatten()))
+        loss = _loss(vlm, head, make_batch(vlm, tok, seed, first_index + step * batch, batch), frozen, cell_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         # Clip each part on its own: the encoder's gradient (behind RMS-normalized outputs) is ~1000x the
