@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from edgevlm.core.stage import VISION_STAGES, StageName
 from edgevlm.errors import InputError
 
 # Stage artifacts this machine can run, in order of preference.  qnn (the QNN context binaries on the
@@ -168,8 +169,8 @@ class BuildRunner:
         report = self.build_dir / "report.json"  # absent while compile itself measures the build's accuracy
         self.report = _read_json(report, "build report") if report.is_file() else {}
         stages = self.meta["stages"]
-        choices = [backend] if backend else [b for b in RUNNABLE_BACKENDS if all(b in stages.get(s, {}) for s in ("encoder", "projector"))]
-        if not choices or not all(choices[0] in stages.get(s, {}) for s in ("encoder", "projector")):
+        choices = [backend] if backend else [b for b in RUNNABLE_BACKENDS if all(b in stages.get(s, {}) for s in VISION_STAGES)]
+        if not choices or not all(choices[0] in stages.get(s, {}) for s in VISION_STAGES):
             have = sorted({b for s in stages.values() for b in s})
             raise InputError(f"build '{build_dir}' has no runnable encoder and projector artifacts"
                              f"{' for backend ' + backend if backend else ''} (it has: {', '.join(have) or 'none'})",
@@ -177,11 +178,11 @@ class BuildRunner:
         self.backend = choices[0]
         self.verified = integrity.verify_entries(
             self.build_dir, manifest, lambda e: e.get("backend") == BACKEND_NAME
-            or (e.get("stage") in ("encoder", "projector") and e.get("backend") == self.backend))
+            or (e.get("stage") in VISION_STAGES and e.get("backend") == self.backend))
         # The backend's module directly, not the registry: that would import every backend (and torch).
         be = importlib.import_module(f"edgevlm.compiler.backends.{self.backend}_backend").BACKEND
         self._stages: dict[str, Callable] = {s: self._load_stage(be, Artifact(self.backend, s, stages[s][self.backend]), threads)
-                                             for s in ("encoder", "projector")}
+                                             for s in VISION_STAGES}
         self.processing = None
         if self.meta.get("processing") is not None:
             self.processing = self._load_processing()
@@ -245,9 +246,9 @@ class BuildRunner:
         """Projected image tokens [N, hidden] of one PIL image, through the build's artifacts."""
         px = self.pixel_values(image)
         t0 = time.perf_counter()
-        tokens = self._run_stage("encoder", px)
+        tokens = self._run_stage(StageName.ENCODER, px)
         t1 = time.perf_counter()
-        embeds = self._run_stage("projector", tokens)
+        embeds = self._run_stage(StageName.PROJECTOR, tokens)
         t2 = time.perf_counter()
         if timings is not None:
             timings["encoder_ms"] = (t1 - t0) * 1e3
