@@ -21,14 +21,23 @@ def export_static(module: torch.nn.Module, example_inputs: tuple, what: str) -> 
         ) from None
 
 
-def capture(stage: Stage) -> torch.fx.GraphModule:
-    """Export a stage and return its graph as an ordinary GraphModule.
+def capture_module(module, example_inputs: tuple, what: str) -> torch.fx.GraphModule:
+    """Export ``module`` (an ExportedProgram is taken as it is) and return its graph as an ordinary GraphModule.
 
     Parameters and buffers become attributes (``get_attr`` nodes), which is the
-    form the passes rewrite; the pipeline re-exports the result.
+    form the passes rewrite.
     """
-    stage.module.eval()
-    program = export_static(stage.module, stage.example_inputs, f"stage '{stage.name}'")
+    if isinstance(module, torch.export.ExportedProgram):
+        program = module
+    else:
+        module.eval()
+        program = export_static(module, example_inputs, what)
     # An empty decomposition table only functionalizes: in-place ops (add_, relu_)
     # become their pure forms, every other op keeps its high-level name.
     return program.run_decompositions({}).module()
+
+
+def capture(stage: Stage) -> torch.fx.GraphModule:
+    """A stage's graph as an ordinary GraphModule (see :func:`capture_module`); the pipeline re-exports
+    the result after the passes."""
+    return capture_module(stage.module, stage.example_inputs, f"stage '{stage.name}'")

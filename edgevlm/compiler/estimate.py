@@ -317,21 +317,12 @@ def time_ops(counts: list[OpCount], target: Target, scheme=None, efficiency: Eff
 
 
 def capture_for_estimate(module_or_program, example_inputs: tuple, target: Target):
-    """The GraphModule the device would run: torch.export, functionalized, then the compiler's passes."""
-    import torch
-
-    from edgevlm.compiler.capture import export_static
+    """The GraphModule the device would run: captured as the compiler captures a stage, then its passes."""
+    from edgevlm.compiler.capture import capture_module
     from edgevlm.compiler.passes import run_pipeline
 
-    if isinstance(module_or_program, torch.export.ExportedProgram):
-        program = module_or_program
-    else:
-        module_or_program.eval()
-        program = export_static(module_or_program, example_inputs, type(module_or_program).__name__)
-    # In-place ops (relu_) become functional ones, as the device compiler sees them.
-    program = program.run_decompositions({})
-    gm, _ = run_pipeline(program.module(), target)
-    return gm
+    gm = capture_module(module_or_program, example_inputs, type(module_or_program).__name__)
+    return run_pipeline(gm, target)[0]
 
 
 def estimate_latency(module_or_program, example_inputs, target, scheme=None, efficiency: Efficiency | None = None) -> Estimate:
