@@ -275,10 +275,10 @@ class BuildRunner:
         """Text-guided pruning to the build's ``prune_to`` tokens (builds compiled with --token-reduce prune)."""
         if self.text_embeddings is None:
             return embeds
-        from edgevlm.models.token_pruning import prompt_words, text_guided_keep
+        from edgevlm.models.token_pruning import keep_for_prompt
 
-        words = prompt_words(ids, self.meta["image_token_id"])
-        return embeds[text_guided_keep(embeds, self.text_embeddings[words], self.meta["prune_to"])]
+        return embeds[keep_for_prompt(embeds, self.text_embeddings.__getitem__, ids, self.meta["image_token_id"],
+                                      self.meta["prune_to"])]
 
     def prompt_ids(self, prompt: str, max_new_tokens: int = 1) -> list[int]:
         m = self.meta
@@ -295,7 +295,9 @@ class BuildRunner:
                                  f"tokens it takes {len(ids)} of this build's context of {m['max_len']}, leaving no room to answer",
                                  f"shorten the prompt, or recompile with --max-context {len(ids) + max(max_new_tokens, 1)}")
             return ids
-        ids = [m["bos_id"]] + [m["image_token_id"]] * m["num_image_tokens"] + self.tokenizer.encode(prompt)
+        from edgevlm.models.token_pruning import image_prompt_ids
+
+        ids = image_prompt_ids(m["bos_id"], m["image_token_id"], m["num_image_tokens"], self.tokenizer.encode(prompt))
         if len(ids) >= m["max_len"]:
             raise InputError(f"the prompt is {len(ids) - 1 - m['num_image_tokens']} tokens; this build holds "
                              f"{m['max_len'] - 1 - m['num_image_tokens']} with its image", "shorten the prompt")

@@ -45,7 +45,9 @@ class VisionLanguageModel(nn.Module):
 
     def prompt_ids(self, prompt_ids: list[int], bos_id: int) -> list[int]:
         """``<bos> <image> x N prompt`` as token ids."""
-        return [bos_id] + [self.image_token_id] * self.num_image_tokens + list(prompt_ids)
+        from edgevlm.models.token_pruning import image_prompt_ids
+
+        return image_prompt_ids(bos_id, self.image_token_id, self.num_image_tokens, prompt_ids)
 
     # -- compute -----------------------------------------------------------
     def image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -71,11 +73,12 @@ class VisionLanguageModel(nn.Module):
         """Text-guided pruning of [1, N, H] image embeddings to ``prune_to`` tokens, guided by the prompt in ``ids``."""
         if self.prune_to is None or image_embeds.shape[1] <= self.prune_to:
             return image_embeds
-        from edgevlm.models.token_pruning import prompt_words, text_guided_keep
+        from edgevlm.models.token_pruning import keep_for_prompt
 
-        words = prompt_words(ids, self.image_token_id)
-        text = self.lm.embed(torch.tensor(words, dtype=torch.long)).float().numpy()
-        keep = text_guided_keep(image_embeds[0].float().numpy(), text, self.prune_to)
+        def embed_words(words):
+            return self.lm.embed(torch.tensor(words, dtype=torch.long)).float().numpy()
+
+        keep = keep_for_prompt(image_embeds[0].float().numpy(), embed_words, ids, self.image_token_id, self.prune_to)
         return image_embeds[:, torch.from_numpy(keep)]
 
     @torch.no_grad()
@@ -122,7 +125,7 @@ def vlm_stages(vlm: VisionLanguageModel, calibration: list | None = None) -> lis
     each stage's calibration inputs are the real intermediate tensors of
     those samples (encoder tokens, projected embeddings, prefill state).
     """
-    calibration = calibration or [(torch.zeros(1, 3, vlm.image_size, vlm.image_size), [1] + [vlm.image_token_id] * vlm.num_image_tokens)]
+    calibration = calibration or [(torch.zeros(1, 3, vlm.image_size, vlm.image_size), vlm.prompt_ids([], bos_id=1))]
     enc_in, proj_in, pre_in, dec_in = [], [], [], []
     # Every prefill starts from the same zeroed state (prefill returns a new one): one copy, shared by the
     # samples, instead of a KV cache per sample.
