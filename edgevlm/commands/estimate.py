@@ -1,6 +1,8 @@
 """`edgevlm estimate`: estimated latency of a timm or zoo model on a target (roofline; nothing runs on the target)."""
 import json
 
+from edgevlm.core.stage import StageKind
+
 NAME = "estimate"
 HELP = "estimate a model's latency on a target from its roofline (a timm model or a zoo model)"
 ORDER = 40
@@ -28,7 +30,7 @@ def run(args) -> int:
     if args.image_size is not None and not 8 <= args.image_size <= 4096:
         raise InputError(f"--image-size {args.image_size} is out of range", "give a resolution between 8 and 4096")
     if args.timm:
-        rows = [_estimate_timm(args.timm, args.image_size, target, schemes.get("encoder"))]
+        rows = [_estimate_timm(args.timm, args.image_size, target, schemes.get(StageKind.ENCODER))]
         title = f"{args.timm} on {target.name}"
     else:
         if args.image_size is not None:
@@ -65,7 +67,7 @@ def _estimate_zoo(name, target, schemes):
 
     bundle = build_model(name)
     return [(stage.name, estimate_latency(stage.module, stage.example_inputs, target,
-                                          _scheme_name(schemes.get(stage.kind, schemes.get("encoder")))))
+                                          _scheme_name(schemes.get(stage.kind, schemes.get(StageKind.ENCODER)))))
             for stage in bundle.stages]
 
 
