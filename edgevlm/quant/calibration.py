@@ -13,6 +13,8 @@ import numpy as np
 from edgevlm.errors import InputError
 from edgevlm.quant.observers import check_finite
 
+# The most activation bytes of one sample that calibration holds at once (more take another pass).
+CALIBRATION_CHUNK_BYTES = 2**30
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 
 
@@ -113,3 +115,16 @@ def as_samples(calibration, input_names, input_shapes=None) -> list[dict[str, np
     if not samples:
         raise InputError("calibration data is empty", "give at least one calibration sample")
     return samples
+
+
+def chunk_by_bytes(sizes: dict[str, int], budget: int) -> list[list[str]]:
+    """The names of ``sizes`` ({tensor: bytes}, in order) in consecutive chunks of at most ``budget`` bytes
+    (a single tensor larger than that is a chunk of its own)."""
+    chunks, chunk, used = [], [], 0
+    for name, size in sizes.items():
+        if chunk and used + size > budget:
+            chunks.append(chunk)
+            chunk, used = [], 0
+        chunk.append(name)
+        used += size
+    return chunks + [chunk] if chunk else chunks

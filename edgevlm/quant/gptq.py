@@ -36,6 +36,7 @@ import torch
 from onnx import numpy_helper
 
 from edgevlm.errors import InputError
+from edgevlm.quant import onnx_files
 
 DAMP = 0.01  # added to H's diagonal, as a fraction of its mean: keeps the Cholesky factorization defined
 BLOCK = 128  # columns per lazy-update block (the result does not depend on it, only the speed)
@@ -103,10 +104,10 @@ def dequantize(q, scale, zero_point) -> np.ndarray:
 class _Layer:
     """One quantized weight of the QDQ model and how it maps to GPTQ's [G, R, K] view."""
 
-    def __init__(self, node, qinit, dq, inits, float_w):
+    def __init__(self, node, qinit, dq, inits, float_init, base_dir: str = ""):
         self.node, self.qinit, self.op = node, qinit, node.op_type
         self.act, self.float_w_name = node.input[0], node.input[1]
-        self.float_w = float_w
+        self.float_init, self.base_dir, self.w_shape = float_init, base_dir, tuple(float_init.dims)
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in dq.attribute}
         q = numpy_helper.to_array(qinit)
         self.q_dtype = q.dtype
@@ -140,7 +141,13 @@ class _Layer:
     def from_grk(self, a: np.ndarray) -> np.ndarray:
         if self.op == "MatMul":
             return a[0].T
-        return a.reshape(self.float_w.shape)
+        return a.reshape(self.w_shape)
+
+    @property
+    def float_w(self) -> np.ndarray:
+        """The float weight, read when needed (from the model's data file when it has one): holding every
+        layer's at once cost a copy of the stage's weights (1.4 GB for LFM2-350M)."""
+        return np.array(numpy_helper.to_array(self.float_init, self.base_dir), np.float32)  # writable, for torch
 
     @property
     def hessian_key(self) -> tuple:
@@ -151,7 +158,7 @@ class _Layer:
 
     @property
     def k(self) -> int:
-        return self.to_grk(self.float_w).shape[2]
+        return self.w_shape[0] if self.op == "MatMul" else int(np.prod(self.w_shape[1:]))
 
     def columns(self, x: np.ndarray) -> torch.Tensor:
         """The layer's input as GPTQ columns: [G, rows, K] (im2col for a convolution)."""
@@ -190,7 +197,7 @@ def _expand(param: np.ndarray, shape, axis: int, block_size: int) -> np.ndarray:
     return np.broadcast_to(param.reshape(view), shape)
 
 
-def _layers(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, skip: set[str]) -> list[_Layer]:
+def _layers(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, skip: set[str], base_dir: str = "") -> list[_Layer]:
     """Conv/MatMul weights that the QDQ model stores quantized, with their consumer in the float model."""
     f_inits = {t.name: t for t in float_model.graph.initializer}
     q_inits = {t.name: t for t in qdq_model.graph.initializer}
@@ -210,10 +217,9 @@ def _layers(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, skip: set[
         if (wname in skip or wname not in f_inits or dq is None or dq.input[0] not in q_inits
                 or len(consumers.get(wname, [])) != 1):
             continue  # a computed or shared weight, or one left float: not GPTQ's to round
-        float_w = numpy_helper.to_array(f_inits[wname]).astype(np.float32)
-        if fnode.op_type == "MatMul" and float_w.ndim != 2:
+        if fnode.op_type == "MatMul" and len(f_inits[wname].dims) != 2:
             continue
-        layer = _Layer(fnode, q_inits[dq.input[0]], dq, q_inits, float_w)
+        layer = _Layer(fnode, q_inits[dq.input[0]], dq, q_inits, f_inits[wname], base_dir)
         if layer.op == "Conv" and layer.auto_pad not in (b"NOTSET", "NOTSET"):
             continue
         layers.append(layer)
@@ -264,8 +270,10 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
     """
     from edgevlm.quant.onnx_qdq import run_with_intermediates
 
-    float_model = onnx.load(str(float_model_path))
-    layers = _layers(float_model, qdq_model, set(skip))
+    # The graph only: each layer reads its own weight from the data file when it is rounded.
+    external = onnx_files.has_external_data(float_model_path)
+    float_model = onnx.load(str(float_model_path), load_external_data=not external)
+    layers = _layers(float_model, qdq_model, set(skip), str(Path(float_model_path).parent) if external else "")
     if not layers:
         return {"weight_algo": "gptq", "layers": 0, "passes": 0, "act_order": act_order, "calibration_rows": 0,
                 "hessians_from_earlier_stages": 0, "round_to_nearest": None}

@@ -95,3 +95,46 @@ def test_large_stage_external_data_in_the_manifest(tmp_path, monkeypatch):
         blob[-1] ^= 1
         data.write_bytes(bytes(blob))
         assert problems(out, entries) == ["modified: model.onnx.data (sha256 differs from manifest.json)"]
+
+
+def test_lowered_stage_leaves_no_weights_behind(tmp_path):
+    """After an ONNX lowering, the captured graph's weights are freed once the caller drops it: onnxscript's
+    rewrite rules keep the exporter's last graph, whose initializers wrapped them (onnx_files.release_weights)."""
+    import gc
+    import weakref
+
+    from edgevlm.compiler.backends.base import Plan
+    from edgevlm.compiler.capture import capture, export_static
+    from edgevlm.compiler.passes import run_pipeline
+    from edgevlm.compiler.stage import CapturedStage
+    from edgevlm.core.stage import Stage
+    from edgevlm.targets import get_target
+
+    target = get_target("sa8295p")
+    model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval()
+    stage = Stage("model", model, (torch.randn(1, 4, 16),))
+    gm, log = run_pipeline(capture(stage), target)
+    weights = [weakref.ref(t) for _, t in gm.named_buffers()]
+    assert weights  # linear_to_conv's kernels
+    captured = CapturedStage(stage, gm, export_static(gm, stage.example_inputs, "model"), log)
+    get_backend("onnx").lower(captured, Plan(target=target, out_dir=tmp_path, quant={}, options={}))
+    del gm, captured
+    gc.collect()
+    assert [w for w in weights if w() is not None] == []
+
+
+def test_passes_share_the_float_weights():
+    """linear_to_conv's 1x1 kernels are views of the module's weights (no copy), and the module is unchanged."""
+    from edgevlm.compiler.capture import capture
+    from edgevlm.compiler.passes import run_pipeline
+    from edgevlm.core.stage import Stage
+    from edgevlm.targets import get_target
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    gm, _ = run_pipeline(capture(Stage("model", model, (torch.randn(1, 4, 16),))), get_target("sa8295p"))
+    kernels = [t for _, t in gm.named_buffers() if t.dim() == 4]
+    assert len(kernels) == 2
+    assert {t.untyped_storage().data_ptr() for t in kernels} == {model[0].weight.untyped_storage().data_ptr(),
+                                                                 model[2].weight.untyped_storage().data_ptr()}
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -16,10 +16,11 @@ from edgevlm.core.stage import KV_CACHE, StageKind
 
 OPSET = 21  # first opset with int4/uint16 QuantizeLinear, which the quantized stages use
 LAYER_SQNR_SAMPLES = 2  # calibration samples behind the per-layer SQNR in report.html (kept few: it runs both models)
-# The per-layer SQNR's activations, fetched in chunks of this many bytes when they are more (all at once,
-# both models, they were the compile's memory peak: 7.9 GB on a 3-layer SigLIP2 tower at 512 px); a large
-# stage takes one sample.
-LAYER_SQNR_CHUNK_BYTES = 2**30
+# The per-layer SQNR's activations, fetched in chunks of this many float bytes when they are more (all at
+# once, both models, they were the compile's memory peak: 7.9 GB on a 3-layer SigLIP2 tower at 512 px); a
+# large stage takes one sample.  Resident is ~4x a chunk (the QDQ model's Q and DQ outputs, both models):
+# at 1 GiB a 2-layer SigLIP2 tower at 512 px (450 MiB a sample) went +4.2 GB.
+LAYER_SQNR_CHUNK_BYTES = 2**29
 LAYER_SQNR_SAMPLES_LARGE = 1
 
 
@@ -141,10 +142,12 @@ class OnnxBackend(Backend):
         info = {"opset": OPSET}
         if scheme is None and large:
             program.save(str(path), external_data=weight_bytes > onnx_files.EXTERNAL_DATA_ABOVE)
+            onnx_files.release_weights(program)
             del program
             model = onnx.load(str(path), load_external_data=False)
         elif scheme is None:
             model = program.model_proto
+            onnx_files.release_weights(program)
             onnx.save_model(model, str(path))
         else:
             from edgevlm.quant.onnx_qdq import quantize_onnx
@@ -153,10 +156,12 @@ class OnnxBackend(Backend):
                 float_path = Path(tmp) / rel
                 if large:
                     program.save(str(float_path), external_data=True)
+                    onnx_files.release_weights(program)
                     del program
                     model = onnx.load(str(float_path), load_external_data=False)
                 else:
                     model = program.model_proto
+                    onnx_files.release_weights(program)
                     onnx.save_model(model, str(float_path))
                 observer = plan.options.get("observer", "minmax")
                 from edgevlm.quant.gptq import DEFAULT_WEIGHT_ALGO

@@ -19,8 +19,19 @@ class PassResult:
 
 
 def fresh_copy(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """A deep copy, so a pass never mutates its input."""
-    return copy.deepcopy(gm)
+    """A copy of the graph and its modules, so a pass never mutates its input.
+
+    The tensors are shared, not copied: passes never write one in place (a new
+    value joins through :func:`add_constant`).  A deep copy of each weight per
+    pass held four copies of an LLM stage's weights at once (LFM2-350M: 2.5 ->
+    8.8 GB resident, benchmarks/compile_scale.py).
+    """
+    memo = {}
+    for module in gm.modules():
+        for t in (*module._parameters.values(), *module._buffers.values(), *vars(module).values()):
+            if isinstance(t, torch.Tensor):
+                memo[id(t)] = t
+    return copy.deepcopy(gm, memo)
 
 
 def get_constant(gm: torch.fx.GraphModule, node) -> torch.Tensor | None:
@@ -41,7 +52,9 @@ def add_constant(gm: torch.fx.GraphModule, base_name: str, value: torch.Tensor) 
     while hasattr(gm, name):
         i += 1
         name = f"{base_name.replace('.', '_')}_{i}"
-    gm.register_buffer(name, value.detach().clone().contiguous())
+    # No copy of a value that is already a contiguous tensor: a weight's reshaped view (linear_to_conv's
+    # 1x1-conv kernels) shares the float model's memory instead of doubling it.
+    gm.register_buffer(name, value.detach().contiguous())
     return name
 
 
