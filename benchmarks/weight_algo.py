@@ -31,7 +31,7 @@ from pathlib import Path
 
 
 def _lowered(model: str, algos: list[str], n: int, htp: bool, held_out: bool, work: Path,
-             only: set[str] | None = None) -> tuple[list[dict], dict]:
+             only: set[str] | None = None, quality_target: float | None = None) -> tuple[list[dict], dict]:
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -81,7 +81,10 @@ def _lowered(model: str, algos: list[str], n: int, htp: bool, held_out: bool, wo
             out = work / bundle.name.replace("/", "_") / algo / stage.name
             out.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
-            art = ONNX.lower(captured, Plan(target, out, quant=schemes, options={"weight_algo": algo, "gptq_hessians": stores[algo]}))
+            options = {"weight_algo": algo, "gptq_hessians": stores[algo]}
+            if quality_target is not None and stage.name.startswith("llm"):
+                options["quality_target_db"] = quality_target  # the mixed-precision search, as --quality-target
+            art = ONNX.lower(captured, Plan(target, out, quant=schemes, options=options))
             lower_s = time.perf_counter() - t0
             path = out / art.path
             paths[(algo, stage.name)] = path
@@ -92,6 +95,12 @@ def _lowered(model: str, algos: list[str], n: int, htp: bool, held_out: bool, wo
                    "kv_cache_bits": quant.get("kv_cache", {}).get("bits"), "lower_s": round(lower_s, 1),
                    "gptq_s": quant["weights"].get("seconds"), "gptq_layers": quant["weights"].get("layers"),
                    "samples": len(refs), "cpu_sqnr_db": None, "htp_sqnr_db": None, "htp_refused": None}
+            mp = quant.get("mixed_precision")
+            if mp:
+                kv = quant.get("kv_cache", {}).get("tensors", 0)
+                row["mixed_precision"] = {"target_db": mp["target"], "met": mp["met"], "achieved_db": round(mp["achieved"], 2),
+                                          "tensors_raised": len(mp["overrides"]) - kv,
+                                          "candidates_measured": len(mp["steps"]) - 1}
             feeds = [{k: np.asarray(x.numpy()) for k, x in zip(names, sample)} for sample in measured]
             row["cpu_sqnr_db"] = round(min(min(sqnr_db(r, t) for r, t in zip(ref, cpu.run(None, f)))
                                            for ref, f in zip(refs, feeds)), 1)
@@ -148,7 +157,11 @@ def _markdown(rows: list[dict], greedy: list[dict]) -> str:
         scheme = r["scheme"] + (f", kv{r['kv_cache_bits']}" if r["kv_cache_bits"] else "")
         htp = f"{r['htp_sqnr_db']:.1f}" if r["htp_sqnr_db"] is not None else ("refused" if r["htp_refused"] else "-")
         gptq = f" ({r['gptq_s']:.1f})" if r["gptq_s"] is not None else ""
-        lines.append(f"| {r['model']} | {r['stage']} | {scheme} | {r['weight_algo']} | {htp} | {r['cpu_sqnr_db']:.1f} | "
+        weights, mp = r["weight_algo"], r.get("mixed_precision")
+        if mp:
+            weights += (f", target {mp['target_db']:g} dB {'met' if mp['met'] else 'NOT met'}: {mp['tensors_raised']} "
+                        f"weights at 8 bits, {mp['candidates_measured']} candidates measured")
+        lines.append(f"| {r['model']} | {r['stage']} | {scheme} | {weights} | {htp} | {r['cpu_sqnr_db']:.1f} | "
                      f"{r['lower_s']:.1f}{gptq} |")
     if greedy:
         lines += ["", "| model | weights | greedy agreement with float (onnxruntime CPU) | teacher-forced steps (prompts) |",
@@ -171,6 +184,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-htp", action="store_true", help="onnxruntime CPU only")
     ap.add_argument("--held-out", action="store_true", help="calibrate on the samples after the first n only")
     ap.add_argument("--stages", default=None, help="comma-separated stage names to measure (default: all)")
+    ap.add_argument("--quality-target", type=float, default=None, metavar="DB",
+                    help="LLM stages: mixed precision (edgevlm.quant.mixed_precision, bisect) to this SQNR, as "
+                    "compile --quality-target llm-prefill=DB,llm-decode=DB")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/weight_algo"))
     args = ap.parse_args(argv)
 
@@ -191,7 +207,7 @@ def main(argv=None) -> int:
             checkpoints.append(_write_lfm2_vl(Path(work) / "lfm2-vl-small"))
         for model in [m for m in args.models.split(",") if m] + checkpoints:
             model_rows, built = _lowered(model, algos, args.n, not args.no_htp, args.held_out, Path(work),
-                                         set(args.stages.split(",")) if args.stages else None)
+                                         set(args.stages.split(",")) if args.stages else None, args.quality_target)
             rows += model_rows
             for algo in algos:
                 g = _greedy_agreement(built["bundle"], built["paths"], algo, args.steps)

@@ -216,7 +216,7 @@ def sensitivity(float_path, qdq_path, data, layers: list[dict] | None = None,
     A node's ``drop_db`` is the SQNR of its (worst) activation input minus
     the SQNR of its output, both vs the float model: the error this layer's
     weight and activation quantization adds.  Each row:
-    ``{"node", "op", "outputs", "weights", "sqnr_db", "drop_db", "weight_sqnr_db"}``
+    ``{"node", "op", "outputs", "weights", "sqnr_db", "drop_db", "weight_sqnr_db", "weights_sqnr_db"}``
     where ``outputs``/``weights`` are the tensors a mixed-precision pass can
     raise.  Pass ``layers`` (from :func:`layer_sqnr`) to reuse them.  One run of
     each model (per ``chunk_bytes`` of activations, see :func:`layer_sqnr`)
@@ -259,6 +259,7 @@ def sensitivity(float_path, qdq_path, data, layers: list[dict] | None = None,
             "sqnr_db": after,
             "drop_db": (before - after) if before != float("inf") else 0.0,
             "weight_sqnr_db": min((w_sqnr[w] for w in weights), default=None),
+            "weights_sqnr_db": {w: w_sqnr[w] for w in weights},
         })
     return sorted(rows, key=lambda r: -r["drop_db"])
 

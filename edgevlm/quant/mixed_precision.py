@@ -5,7 +5,7 @@ the SQNR lost across them (:func:`edgevlm.quant.analysis.sensitivity`: one
 run of the float and the quantized model, whatever the number of layers).
 Candidate k raises the first k layers of that ranking: its output
 activations to 16 bits and its weights to 8 bits (each only if the scheme is
-lower and the target allows it).  Which candidate is kept:
+lower and the target allows it; weights only below RAISE_WEIGHTS_BELOW_DB).  Which candidate is kept:
 
 - ``search="bisect"`` (default): the candidate with every ranked layer
   raised is measured first (if even it misses the target, it is the
@@ -39,6 +39,10 @@ from edgevlm.targets import get_target
 
 SEARCHES = ("bisect", "linear")
 MAX_REQUANTIZATIONS = 8  # bisect: candidates measured at most (resolves 2^7 = 128 ranked layers to one)
+# A weight is raised to 8 bits only below this weight SQNR: int8 per channel gives ~44 dB on a weight off any
+# grid (autoneural-nano's LM: 43.8-45.5 dB), so one already above it (trained onto the int4 grid: ~71 dB, or
+# a constant held at 16 bits) would lose precision: raising all of that LM's weights took llm-prefill 35.5 -> 29.8 dB.
+RAISE_WEIGHTS_BELOW_DB = 40.0
 
 
 @dataclass
@@ -201,7 +205,9 @@ def _candidates(ranking, overrides, raise_acts, raise_weights, max_steps) -> lis
         if raise_acts:
             new.update({t: 16 for t in row["outputs"] if t not in current})
         if raise_weights:
-            new.update({w: 8 for w in row["weights"] if w not in current})
+            sqnr = row.get("weights_sqnr_db", {})
+            new.update({w: 8 for w in row["weights"]
+                        if w not in current and sqnr.get(w, float("-inf")) < RAISE_WEIGHTS_BELOW_DB})
         if new:
             current = {**current, **new}
             plan.append((row, new, current))

@@ -95,3 +95,13 @@ def test_quality_target_per_stage():
         parse_quality_target("llm=25")
     with pytest.raises(InputError, match="not a number"):
         parse_quality_target("llm-prefill=high")
+
+
+def test_weights_on_their_grid_are_not_raised():
+    from edgevlm.quant.mixed_precision import RAISE_WEIGHTS_BELOW_DB, _candidates
+
+    # A weight trained onto the int4 grid (71 dB at 4 bits) would lose precision at 8 bits; one at 18 dB gains.
+    ranking = [{"node": "a", "outputs": ["ya"], "weights": ["wa", "wb"], "weights_sqnr_db": {"wa": 71.0, "wb": 18.0}},
+               {"node": "b", "outputs": ["yb"], "weights": ["wc"], "weights_sqnr_db": {"wc": RAISE_WEIGHTS_BELOW_DB}}]
+    plan = _candidates(ranking, {}, raise_acts=False, raise_weights=True, max_steps=None)
+    assert [new for _, new, _ in plan] == [{"wb": 8}]
