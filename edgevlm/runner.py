@@ -244,6 +244,7 @@ class BuildRunner:
 
     def image_embeds(self, image, timings: dict | None = None) -> np.ndarray:
         """Projected image tokens [N, hidden] of one PIL image, through the build's artifacts."""
+        t_in = time.perf_counter()
         px = self.pixel_values(image)
         t0 = time.perf_counter()
         tokens = self._run_stage(StageName.ENCODER, px)
@@ -251,6 +252,7 @@ class BuildRunner:
         embeds = self._run_stage(StageName.PROJECTOR, tokens)
         t2 = time.perf_counter()
         if timings is not None:
+            timings["preprocess_ms"] = (t0 - t_in) * 1e3
             timings["encoder_ms"] = (t1 - t0) * 1e3
             timings["projector_ms"] = (t2 - t1) * 1e3
         return np.asarray(embeds, dtype=np.float32).reshape(-1, embeds.shape[-1])
@@ -308,10 +310,12 @@ class BuildRunner:
                token_ids: list | None = None) -> Iterator[str]:
         """Yield the answer's words as they are generated.
 
-        ``timings`` (if given) receives encoder_ms, projector_ms, prefill_ms,
-        ttft_ms (image in to first answer token out; the C generator hands a
-        token back after running it, so this includes one decode step) and
-        decode_tokens_per_s; ``token_ids`` receives the ids.
+        ``timings`` (if given) receives preprocess_ms, encoder_ms, projector_ms,
+        prefill_ms, image_to_logits_ms (image in to the first answer token's
+        logits: what an engine that samples before decoding shows as its first
+        token), ttft_ms (image in to first answer token out; the C generator
+        hands a token back after running it, so this includes one decode step)
+        and decode_tokens_per_s; ``token_ids`` receives the ids.
         """
         from edgevlm.compiler.runtime_bundle import prefill_vlm
 
@@ -325,7 +329,8 @@ class BuildRunner:
         t0 = time.perf_counter()
         prefill_vlm(session, ids, embeds, self.meta["image_token_id"])
         t_prefilled = time.perf_counter()
-        timings.update(prefill_ms=(t_prefilled - t0) * 1e3, prompt_tokens=len(ids))
+        timings.update(prefill_ms=(t_prefilled - t0) * 1e3, prompt_tokens=len(ids),
+                       image_to_logits_ms=(t_prefilled - t_start) * 1e3)
         budget = min(max_new_tokens, self.meta["max_len"] - len(ids))
         n, t_first = 0, None
         made: list[int] = []

@@ -2,9 +2,12 @@
 
 Vision (encoder + projector) runs from the build's compiled artifacts, the
 language model in the C runtime from the build's GGUF; the answer streams
-to stdout word by word, timings go to stderr.
+to stdout word by word, timings go to stderr.  ``--json`` prints one object
+instead: the answer, its token ids and the timings (ms, tokens/s).
 """
+import json
 import sys
+import time
 
 from edgevlm.runner import RUNNABLE_BACKENDS
 
@@ -26,6 +29,8 @@ def add_arguments(parser):
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (1 = off; default)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--quiet", action="store_true", help="print only the answer, no timings")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (answer, token ids, timings) instead of streaming text")
 
 
 def run(args) -> int:
@@ -34,8 +39,16 @@ def run(args) -> int:
 
     sampler = Sampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     runner = BuildRunner(args.build, threads=args.threads, backend=args.backend)
+    t0 = time.perf_counter()
     image = open_image(args.image)
-    timings: dict = {}
+    timings: dict = {"image_read_ms": (time.perf_counter() - t0) * 1e3}
+    if args.json:
+        ids: list[int] = []
+        words = runner.stream(image, args.prompt, args.max_new_tokens, sampler, timings, token_ids=ids)
+        answer = runner.separator.join(w for w in words if w)  # the text the streaming run prints
+        print(json.dumps({"answer": answer, "token_ids": ids, "backend": runner.backend, "threads": args.threads,
+                          "timings": timings}))
+        return 0
     first = True
     for word in runner.stream(image, args.prompt, args.max_new_tokens, sampler, timings):
         if word:
