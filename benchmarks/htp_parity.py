@@ -66,7 +66,8 @@ def _stage_rows(model: str, n: int, work: Path) -> list[dict]:
         names = [i.name for i in cpu.get_inputs()]
         row = {"model": bundle.name, "stage": stage.name, "scheme": quant["scheme"],
                "kv_cache_bits": art.info["quant"].get("kv_cache", {}).get("bits"),
-               "integer_only": quant["integer_only"], "htp_forms": quant["htp_forms"], "samples": 0,
+               "integer_only": quant["integer_only"], "htp_forms": quant["htp_forms"],
+               "htp_split_matmuls": quant.get("htp_split_matmuls", 0), "samples": 0,
                "cpu_sqnr_db": None, "htp_sqnr_db": None, "htp_refused": None, "htp_s_per_sample": None}
         try:
             htp = htp_session(path, target.htp)

@@ -30,6 +30,11 @@ float ops outside the integer graph).  Beside the graph forms,
 weights (LayerNormalization's scale, PRelu's slope), ``EIGHT_BIT_OPS``
 the ops it computes wrongly at 16 bits (Log) and ``MIN_INPUT_RANGE`` the
 ops it computes wrongly on a too narrow 16-bit input range (Softmax).
+
+One form needs the quantized grids, so it rewrites the QDQ model after
+quantization (``split_wide_matmuls``):
+
+    MatMul(a, b) -> MatMul(a, Q8(b)) + MatMul(a, Q8(b - Q8(b)))     (a, b dynamic 16-bit)
 """
 from __future__ import annotations
 
@@ -40,6 +45,8 @@ from onnxruntime.quantization import QuantType
 from onnxscript import optimizer
 from onnxscript.rewriter import _ir_utils, pattern
 from onnxscript.rewriter.ort_fusions.rms_normalization import rms_normalization_rules
+
+from edgevlm.quant import onnx_files
 
 
 class _ChannelRmsNorm(pattern.RewriteRuleClassBase):
@@ -224,3 +231,113 @@ def _op_counts(model: onnx.ModelProto) -> dict[str, int]:
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
+
+
+# MatMul of two dynamic 16-bit inputs: HTP v68 computes it at about 8-bit precision (one uint16 x
+# uint16 q @ k^T, HTP vs float: 43.2 dB, onnxruntime CPU 86.1 dB; a symmetric uint16 second operand,
+# which onnxruntime-qnn passes without its Convert, 42.2 dB), while uint16 x uint8 is the HTP's a16w8
+# kernel.  So the second operand b is split into two 8-bit halves on the QDQ graph (their ranges
+# cannot come from calibration: the float model has no rounding to measure):
+#     MatMul(a, b) -> MatMul(a, hi) + MatMul(a, lo),  hi = Q8(b),  lo = Q8(b - hi)
+# hi on b's range at 256 steps, lo the rounding residual on +-LO_MARGIN hi steps (b - hi on b's own
+# 16-bit grid, hi moved there exactly).  Measured on HTP v68 vs float: that q @ k^T 56.2 dB (CPU 75.7);
+# softmax(q k^T / 4) v 39.2 -> 56.6 dB; LO_MARGIN 1, 2, 4 alike (what is left is the a16w8 MatMul
+# itself: 56 dB against the exact product of its own inputs).  enc-mobilenetv5-nano, HTP's MatMul
+# output vs the exact product of its HTP inputs: softmax @ V 51.7 -> 68.2 dB, q @ k^T 40.5 -> 43.5 dB.
+LO_MARGIN = 1.0
+_QTYPES = {onnx.TensorProto.UINT16: (0, 65535), onnx.TensorProto.INT16: (-32768, 32767)}
+
+
+def split_wide_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """``model`` (a QDQ model) with every MatMul of two dynamic 16-bit inputs split as above; the count split."""
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def qparams(dq):
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits or len(dq.input) < 3:
+            return None
+        scale, zero = inits.get(dq.input[1]), inits.get(dq.input[2])
+        if scale is None or zero is None or zero.data_type not in _QTYPES:
+            return None
+        s, z = onnx.numpy_helper.to_array(scale), onnx.numpy_helper.to_array(zero)
+        if s.size != 1:
+            return None
+        return float(s.reshape(())), int(z.reshape(())), zero.data_type
+
+    candidates = []
+    for node in model.graph.node:
+        if node.op_type != "MatMul":
+            continue
+        a, b = (qparams(producer.get(name)) for name in node.input[:2])
+        outs = consumers.get(node.output[0], [])
+        if a is None or b is None or len(outs) != 1 or outs[0].op_type != "QuantizeLinear":
+            continue
+        candidates.append((node, a, b))
+    if not candidates:
+        return model, 0
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+              for vi in onnx.shape_inference.infer_shapes(onnx_files.structure(model)).graph.value_info}
+    shapes.update({vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in model.graph.input})
+
+    new_inits, count = [], 0
+    for node, (sa, za, ta), (sb, zb, tb) in candidates:
+        k = (shapes.get(node.input[1]) or [0, 0])[-2]
+        if not k:
+            continue
+        lo_a, hi_a = _QTYPES[ta]
+        lo_b, hi_b = _QTYPES[tb]
+        p = node.name or node.output[0]
+        s8 = sb * (hi_b - lo_b) / 255.0
+        z8 = int(np.clip(round((zb - lo_b) / (hi_b - lo_b) * 255.0), 0, 255))
+        s_lo = 2.0 * LO_MARGIN * s8 / 255.0
+        # |a @ lo| <= k * max|a| * max|lo|: a bound, not a calibration, for the 16-bit partial product.
+        a_max = sa * max(za - lo_a, hi_a - za)
+        y2_half = max(k * a_max * LO_MARGIN * s8, 1e-6)
+        consts = {
+            "s8": np.float32(s8), "z8": np.uint8(z8), "s_lo": np.float32(s_lo), "z_lo": np.uint8(128),
+            "s_y2": np.float32(2 * y2_half / 65535.0), "z_y2": np.uint16(32768),
+        }
+        for key, value in consts.items():
+            new_inits.append(onnx.numpy_helper.from_array(np.array(value), f"{p}/split_{key}"))
+        c = {key: f"{p}/split_{key}" for key in consts}
+        dq_a, dq_b = producer[node.input[0]], producer[node.input[1]]
+        q_y = consumers[node.output[0]][0]
+        t = {x: f"{p}/split_{x}" for x in ("b_f", "b_f2", "hi_q", "hi_mm", "hi_f", "hi16_q", "hi16_f", "lo",
+                                           "lo_q", "lo_f", "a_f2", "y1", "y1_q", "y1_f", "y2", "y2_q", "y2_f")}
+        h = onnx.helper
+        nodes = [
+            h.make_node("DequantizeLinear", list(dq_b.input), [t["b_f"]]),
+            h.make_node("QuantizeLinear", [t["b_f"], c["s8"], c["z8"]], [t["hi_q"]]),
+            h.make_node("DequantizeLinear", [t["hi_q"], c["s8"], c["z8"]], [t["hi_mm"]]),
+            h.make_node("DequantizeLinear", [t["hi_q"], c["s8"], c["z8"]], [t["hi_f"]]),
+            h.make_node("QuantizeLinear", [t["hi_f"], dq_b.input[1], dq_b.input[2]], [t["hi16_q"]]),
+            h.make_node("DequantizeLinear", [t["hi16_q"], dq_b.input[1], dq_b.input[2]], [t["hi16_f"]]),
+            h.make_node("DequantizeLinear", list(dq_b.input), [t["b_f2"]]),
+            h.make_node("Sub", [t["b_f2"], t["hi16_f"]], [t["lo"]]),
+            h.make_node("QuantizeLinear", [t["lo"], c["s_lo"], c["z_lo"]], [t["lo_q"]]),
+            h.make_node("DequantizeLinear", [t["lo_q"], c["s_lo"], c["z_lo"]], [t["lo_f"]]),
+            h.make_node("MatMul", [node.input[0], t["hi_mm"]], [t["y1"]]),
+            h.make_node("QuantizeLinear", [t["y1"], q_y.input[1], q_y.input[2]], [t["y1_q"]]),
+            h.make_node("DequantizeLinear", [t["y1_q"], q_y.input[1], q_y.input[2]], [t["y1_f"]]),
+            h.make_node("DequantizeLinear", list(dq_a.input), [t["a_f2"]]),
+            h.make_node("MatMul", [t["a_f2"], t["lo_f"]], [t["y2"]]),
+            h.make_node("QuantizeLinear", [t["y2"], c["s_y2"], c["z_y2"]], [t["y2_q"]]),
+            h.make_node("DequantizeLinear", [t["y2_q"], c["s_y2"], c["z_y2"]], [t["y2_f"]]),
+            h.make_node("Add", [t["y1_f"], t["y2_f"]], [node.output[0]]),
+        ]
+        for n in nodes:
+            n.name = f"{n.output[0]}/node" if n.op_type != "Add" else f"{p}/split_add"
+        idx = list(model.graph.node).index(node)
+        del model.graph.node[idx]
+        for i, n in enumerate(nodes):
+            model.graph.node.insert(idx + i, n)
+        # b's own DequantizeLinear is left to MatMul's other users, or dropped when it has none.
+        if all(x is node for x in consumers.get(node.input[1], [])):
+            model.graph.node.remove(dq_b)
+        count += 1
+    model.graph.initializer.extend(new_inits)
+    return model, count

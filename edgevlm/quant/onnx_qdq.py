@@ -173,6 +173,11 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
             weight_info["seconds"] = round(time.perf_counter() - t0, 2)
             if not large:  # the copied file below; a large model is saved from memory
                 onnx.save(quantized, str(staged))
+        split = 0
+        if qnn:  # QDQ-level forms: they need the quantized grids (htp_forms.split_wide_matmuls)
+            quantized, split = htp_forms.split_wide_matmuls(quantized)
+            if split and not large:
+                onnx.save(quantized, str(staged))
         check_scales(quantized)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if large:  # one file again unless the quantized model still needs its weights beside it
@@ -195,6 +200,7 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         "qnn_config": qnn,
         "qnn_preprocessed": preprocessed,
         "htp_forms": forms,
+        "htp_split_matmuls": split,
         "opset": _opset(quantized),
         "qdq_domains": sorted({n.domain or "ai.onnx" for n in quantized.graph.node if n.op_type in _QDQ}),
         "nodes_quantized": n_quantized,
