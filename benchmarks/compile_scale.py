@@ -63,7 +63,7 @@ STEPS = [
     ("edgevlm.compiler.backends.qnn_backend", "prepare_context", "QNN context binary"),
     ("edgevlm.compiler.backends.qnn_backend", "htp_departure", "HTP departure"),
     ("edgevlm.compiler.backends.executorch_backend", "ExecuTorchBackend.lower", "lower executorch"),
-    ("edgevlm.compiler.backends.executorch_backend", "quantize_program", "pt2e quantize"),
+    ("edgevlm.quant.pt2e", "quantize_pt2e_program", "pt2e quantize"),
     ("edgevlm.compiler.backends.executorch_backend", "_lower_portable", "to_edge (portable)"),
     ("edgevlm.compiler.backends.executorch_backend", "_lower_xnnpack", "to_edge (xnnpack)"),
     ("executorch.exir.program._program", "EdgeProgramManager.to_executorch", "to_executorch"),

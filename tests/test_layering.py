@@ -148,3 +148,12 @@ def test_upward_and_sibling_imports_are_flagged():
     assert violation("edgevlm.quant.analysis", "edgevlm.core.metrics") is None
     assert violation("edgevlm.ops", "edgevlm.errors") is None
     assert violation("edgevlm.errors", "edgevlm.compiler") == "layer core imports layer compiler"
+
+
+def test_no_backend_imports_another_backend():
+    """Backends share code through backends/base.py, the core, quant and the compiler, never each other; a
+    backend that lowers another's artifact declares it in ``consumes`` and gets that artifact from the pipeline."""
+    backends = "edgevlm.compiler.backends."
+    found = [(a, b, line) for a, b, line in all_imports()
+             if a.startswith(backends) and b.startswith(backends) and a != b and b != backends + "base"]
+    assert not found, f"backends importing each other: {found}"

@@ -31,3 +31,23 @@ class CapturedStage:
     @property
     def name(self) -> str:
         return self.stage.name
+
+    def calibration_inputs(self) -> list[tuple]:
+        """Calibration input tuples: the stage's calibration set, else its example inputs."""
+        return list(self.stage.calibration) if self.stage.calibration else [tuple(self.stage.example_inputs)]
+
+    def contiguous_program(self) -> tuple["torch.export.ExportedProgram", tuple]:
+        """The program and example inputs, re-exported at contiguous inputs if needed.
+
+        A torch.export program lowered to ExecuTorch or Core ML keeps the memory
+        layout (dim order) of the example inputs it was exported with; a
+        channels-last example makes a program that misreads the contiguous tensors
+        it is fed (measured: max abs err 1.4 on a MobileNetV5 encoder, and a failed
+        XNNPACK shape check on a projector).
+        """
+        import torch
+
+        example = tuple(x.contiguous() if isinstance(x, torch.Tensor) else x for x in self.stage.example_inputs)
+        if all(a is b for a, b in zip(example, self.stage.example_inputs)):
+            return self.program, example
+        return torch.export.export(self.graph_module, example, strict=False), example

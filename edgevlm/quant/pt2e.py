@@ -178,3 +178,11 @@ def quantize_pt2e(program_or_module, example_inputs, quantizer, calibration):
             for sample in track(samples, "pt2e calibration", len(samples)):
                 prepared(*sample)
         return convert_pt2e(prepared)
+
+
+def quantize_pt2e_program(program, example_inputs: tuple, quantizer, calibration) -> "torch.export.ExportedProgram":
+    """:func:`quantize_pt2e`, re-exported at ``example_inputs``: lowering (ExecuTorch, Core ML) needs an
+    ExportedProgram again."""
+    import torch
+
+    return torch.export.export(quantize_pt2e(program, example_inputs, quantizer, calibration), example_inputs, strict=False)

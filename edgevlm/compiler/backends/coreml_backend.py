@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
-from edgevlm.compiler.backends.executorch_backend import calibration_inputs, contiguous_program
 from edgevlm.errors import BackendUnavailableError, InputError
 
 EXTRA = "coreml"
@@ -57,7 +56,7 @@ def _import_ct():
 
 def _int8_activation_program(stage, program, example):
     """pt2e Q/DQ program with int8 activations and int8 per-channel weights."""
-    from edgevlm.compiler.backends.executorch_backend import quantize_program
+    from edgevlm.quant.pt2e import quantize_pt2e_program
 
     try:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -72,7 +71,7 @@ def _int8_activation_program(stage, program, example):
     # Symmetric int8 per-channel weights and int8 activations: the form Core ML's
     # quantize/dequantize ops (iOS 17) take.
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    return quantize_program(stage, quantizer, program, example)
+    return quantize_pt2e_program(program, example, quantizer, stage.calibration_inputs())
 
 
 def _weight_compression(cto, scheme):
@@ -187,7 +186,7 @@ class CoreMLBackend(Backend):
         info: dict = {"compute_precision": "float16"}
         deployment = ct.target.iOS17
         # Core ML converts only contiguous (default dim order) inputs.
-        program, example = contiguous_program(stage)
+        program, example = stage.contiguous_program()
         compression, weight_kind = (None, None)
         if scheme is not None:
             quant = info["quant"] = {"scheme": scheme.name}
@@ -199,7 +198,7 @@ class CoreMLBackend(Backend):
                     )
                 program = _int8_activation_program(stage, program, example)
                 quant["activations"] = "int8 (pt2e Q/DQ, calibrated)"
-                quant["calibration_batches"] = len(calibration_inputs(stage))
+                quant["calibration_batches"] = len(stage.calibration_inputs())
                 weight_kind = "int8 linear, per channel (pt2e)"
             else:
                 quant["activations"] = f"float16 (Core ML has no int{scheme.act_bits} activations)"

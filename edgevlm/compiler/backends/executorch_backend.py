@@ -36,44 +36,6 @@ REFERENCE_KERNELS_MAX_SAMPLES = 4
 CHILD_ABOVE_BYTES = 2**26  # programs this large verify in a child process (one sample can outlast the budget)
 
 
-def calibration_inputs(stage) -> list[tuple]:
-    """Calibration input tuples: the stage's calibration set, else its example inputs."""
-    return list(stage.stage.calibration) if stage.stage.calibration else [tuple(stage.stage.example_inputs)]
-
-
-def contiguous_program(stage) -> tuple["torch.export.ExportedProgram", tuple]:
-    """The stage's program and example inputs, re-exported at contiguous inputs if needed.
-
-    An ExecuTorch program keeps the memory layout (dim order) of the example
-    inputs it was exported with; a channels-last example makes a program that
-    misreads the contiguous tensors it is fed (measured: max abs err 1.4 on a
-    MobileNetV5 encoder, and a failed XNNPACK shape check on a projector).
-    """
-    import torch
-
-    example = tuple(x.contiguous() if isinstance(x, torch.Tensor) else x for x in stage.stage.example_inputs)
-    if all(a is b for a, b in zip(example, stage.stage.example_inputs)):
-        return stage.program, example
-    return torch.export.export(stage.graph_module, example, strict=False), example
-
-
-def quantize_program(stage, quantizer, program=None, example=None) -> "torch.export.ExportedProgram":
-    """pt2e post-training quantization of the captured stage, re-exported at its example shapes.
-
-    edgevlm.quant.pt2e does prepare -> calibrate on :func:`calibration_inputs`
-    -> convert; lowering needs an ExportedProgram again.  ``program`` and
-    ``example`` default to the stage's own.
-    """
-    import torch
-
-    from edgevlm.quant.pt2e import quantize_pt2e
-
-    program = stage.program if program is None else program
-    example = tuple(stage.stage.example_inputs) if example is None else example
-    converted = quantize_pt2e(program, example, quantizer, calibration_inputs(stage))
-    return torch.export.export(converted, example, strict=False)
-
-
 def qnn_sdk_root() -> str | None:
     """QNN_SDK_ROOT when it holds the SDK's host HTP library, else None."""
     root = os.environ.get("QNN_SDK_ROOT", "")
@@ -306,25 +268,25 @@ class ExecuTorchBackend(Backend):
     def lower(self, stage, plan: Plan) -> Artifact:
         if not self.available()[0]:
             raise BackendUnavailableError("executorch not installed", INSTALL)
-        from edgevlm.quant.pt2e import QNN_QUANT_DTYPES, quantizer_for
+        from edgevlm.quant.pt2e import QNN_QUANT_DTYPES, quantize_pt2e_program, quantizer_for
 
         scheme = (plan.quant or {}).get(stage.stage.kind)
         soc = plan.target.htp.soc_name if plan.target.htp is not None else None
         observer = plan.options.get("observer", "minmax")
         info: dict = {}
-        program, example = contiguous_program(stage)
+        program, example = stage.contiguous_program()
         channel_norm = soc is not None and has_channel_rms_norm(program)
         if scheme is not None:
             quantizer = quantizer_for(plan.target, scheme, observer=observer)
             if channel_norm:
                 _keep_rms_norm_decomposed(quantizer)
                 info["qnn_rms_norm"] = "channel RMS norm kept decomposed (QNN's RecomposeRmsNorm handles last-dim norms only)"
-            program = quantize_program(stage, quantizer, program, example)
+            program = quantize_pt2e_program(program, example, quantizer, stage.calibration_inputs())
             label = (f"QnnQuantizer({QNN_QUANT_DTYPES[(scheme.act_bits, scheme.weight_bits)]}, {soc})" if soc
                      else "XNNPACKQuantizer (symmetric int8 activations)")
             # The pipeline judges an artifact with info["quant"] by SQNR against the float model.
             info["quant"] = {"scheme": scheme.name, "quantizer": label, "activation_observer": observer,
-                             "calibration_batches": len(calibration_inputs(stage))}
+                             "calibration_batches": len(stage.calibration_inputs())}
         if soc and scheme is not None and qnn_sdk_root():
             try:
                 edge = _lower_qnn(program, soc, example, keep_rms_norm_decomposed=channel_norm)
