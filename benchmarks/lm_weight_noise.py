@@ -1,0 +1,119 @@
+"""How much logits SQNR weight rounding alone leaves an LFM2 LM, and how much the network amplifies any error.
+
+    python benchmarks/lm_weight_noise.py --checkpoint /work/ckpt/lfm2-vl-450m [--branch-gains 4,1] [--mse]
+                                         [--out benchmarks/results/lm_weight_noise]
+
+The checkpoint's language model (transformers' Lfm2 classes, float32,
+PyTorch) runs on 128 random token ids (seed 0, ids 500-8000) with all
+positions' logits compared to float's:
+- "input noise 40 dB": float weights, Gaussian noise 40 dB under the input
+  embeddings: how much the network amplifies an error (a well-conditioned
+  network keeps ~40 dB at the logits);
+- "w4 rtn" / "w8 rtn": every Linear weight, the tied head included, rounded
+  to nearest on a symmetric per-output-channel grid with scale max|w|/7
+  (max|w|/127), the grid QNN HTP v68 takes (compiler's linear_to_conv form);
+  activations stay float, so this is the weight error alone;
+- with ``--mse``, "w4 mse": the same grid with each channel's scale clipped to
+  the one of 26 ratios in [0.5, 1] that minimizes the channel's weight MSE
+  (scale estimation, data-free).
+``--branch-gains``: the residual branches' output projections (out_proj, w2)
+rescaled from hf_checkpoints.py's gain 4 to each gain given, to show how the
+random checkpoint's construction sets the amplification.
+Writes <out>.json and <out>.md.
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+WRITTEN_BRANCH_GAIN = 4.0  # hf_checkpoints.BRANCH_GAIN, the gain the checkpoints are written with
+BRANCH_OUTPUTS = ("out_proj", "w2")
+
+
+def _round(w, bits: int, mse: bool):
+    import torch
+
+    qmax = 2 ** (bits - 1) - 1
+    amax = w.abs().amax(1, keepdim=True).clamp_min(1e-12)
+    best_err, best_scale = None, amax / qmax
+    for ratio in torch.linspace(0.5, 1.0, 26) if mse else [1.0]:
+        scale = amax * ratio / qmax
+        err = ((torch.clamp(torch.round(w / scale), -qmax, qmax) * scale - w) ** 2).sum(1, keepdim=True)
+        if best_err is None:
+            best_err, best_scale = err, scale
+        else:
+            better = err < best_err
+            best_err, best_scale = torch.where(better, err, best_err), torch.where(better, scale, best_scale)
+    return torch.clamp(torch.round(w / best_scale), -qmax, qmax) * best_scale
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--branch-gains", default="4", help="comma-separated gains of the residual branches' outputs")
+    ap.add_argument("--mse", action="store_true", help="also w4 with MSE-clipped scales (slow: 26 trial grids)")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/lm_weight_noise"))
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from edgevlm._compat import import_timm
+
+    import_timm()
+    import transformers
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    model = transformers.Lfm2VlForConditionalGeneration.from_pretrained(str(args.checkpoint), dtype=torch.float32).eval()
+    lm, head = model.model.language_model, model.lm_head
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        embeds = lm.embed_tokens(torch.randint(500, 8000, (1, 128), generator=gen))
+        noise = torch.randn(embeds.shape, generator=gen) * embeds.pow(2).mean().sqrt() * 10 ** (-40 / 20)
+    linears = {n: m for n, m in lm.named_modules() if isinstance(m, torch.nn.Linear)}
+    written = {n: m.weight.detach().clone() for n, m in linears.items()}
+    head_w = head.weight.detach().clone()  # tied to the embeddings: restored after each run
+
+    def logits(x):
+        return head(lm(inputs_embeds=x, use_cache=False).last_hidden_state).double()
+
+    def sqnr(ref, test) -> float:
+        return round(10 * math.log10(float(ref.pow(2).sum() / (ref - test).pow(2).sum())), 2)
+
+    rows = []
+    with torch.no_grad():
+        for gain in [float(g) for g in args.branch_gains.split(",")]:
+            base = {n: w * (gain / WRITTEN_BRANCH_GAIN if n.endswith(BRANCH_OUTPUTS) else 1.0) for n, w in written.items()}
+            for n, m in linears.items():
+                m.weight.copy_(base[n])
+            ref = logits(embeds)
+            row = {"branch_gain": gain, "input noise 40 dB": sqnr(ref, logits(embeds + noise))}
+            for label, bits, mse in [("w4 rtn", 4, False), ("w8 rtn", 8, False)] + ([("w4 mse", 4, True)] if args.mse else []):
+                for n, m in linears.items():
+                    m.weight.copy_(_round(base[n], bits, mse))
+                head.weight.copy_(_round(head_w, bits, mse))
+                row[label] = sqnr(ref, logits(embeds))
+                head.weight.copy_(head_w)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    meta = {"checkpoint": str(args.checkpoint), "layers": len(lm.layers), "tokens": 128,
+            "metric": "SQNR of all positions' logits vs float, dB (weights rounded, activations float)",
+            "load_avg": os.getloadavg(), "wall_s": round(time.perf_counter() - t0, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "command": "python benchmarks/lm_weight_noise.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    cols = [k for k in rows[0] if k != "branch_gain"]
+    md = ["| branch gain | " + " | ".join(cols) + " |", "|---:|" + "---:|" * len(cols)]
+    md += [f"| {r['branch_gain']:g} | " + " | ".join(f"{r[c]:.1f}" for c in cols) + " |" for r in rows]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
