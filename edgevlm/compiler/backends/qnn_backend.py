@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
 from edgevlm.compiler.native_output import fds_redirected_to
+from edgevlm.quant import onnx_files
 from edgevlm.errors import BackendUnavailableError, InputError, LoweringError, UnsupportedOpError
 
 INSTALL = "pip install 'edgevlm[qnn]'"
@@ -39,6 +41,11 @@ META = {"htp_arch": "edgevlm.htp_arch", "soc_model": "edgevlm.soc_model", "vtcm_
 # calibration samples that finish within this budget (seconds per stage; a sample still running
 # then is stopped, and a stage with none finished says so in the report).
 VERIFY_BUDGET_S = 120.0
+# Preparing a context binary (libHtpPrepare) costs seconds at nano size and minutes at real size
+# (benchmarks/htp_cost.py: LFM2-VL-450M-shaped llm-decode 61 s, projector 19 s, under load); a stage
+# still preparing after this many seconds stops the compile with one line naming the stage, the
+# budget and the fixes (EDGEVLM_QNN_PREPARE_BUDGET_S=<seconds>, 0 for no limit, or --backends onnx).
+PREPARE_BUDGET_S = 1800.0
 VERIFY_MAX_SAMPLES = 8
 # Calibration samples behind the per-layer HTP view in report.html: one, since the graph with every
 # activation as an output is slow to prepare and run (llm-prefill of autoneural-nano: 113 s for two).
@@ -139,8 +146,10 @@ def refusal_message(log: str, error: str, htp, what: str = "the graph") -> str:
     return f"QNN HTP v{htp.arch} (soc_model {htp.soc_model}) refused {where}: {reason[:400]}"
 
 
-def _in_child(job: str, htp, args: list[str], what: str, timeout_s: float | None = None) -> None:
+def _in_child(job: str, htp, args: list[str], what: str, timeout_s: float | None = None) -> bool:
     """Run ``job`` (a key of ``_CHILD_JOBS``) in a fresh Python process; kill it after ``timeout_s``.
+
+    Returns False when it was killed there, True when it finished.
 
     A refusal in the child (exit 2, "cause<TAB>fix" on stderr) is raised
     here as the same UnsupportedOpError; any other failure as LoweringError.
@@ -159,7 +168,7 @@ def _in_child(job: str, htp, args: list[str], what: str, timeout_s: float | None
     except subprocess.TimeoutExpired:
         child.kill()
         child.communicate()
-        return
+        return False
     last = (err.strip().splitlines() or [""])[-1]
     if child.returncode == 2:
         cause, _, fix = last.partition("\t")
@@ -167,6 +176,7 @@ def _in_child(job: str, htp, args: list[str], what: str, timeout_s: float | None
     if child.returncode != 0:
         raise LoweringError(f"QNN HTP ({job}) of {what} failed (exit {child.returncode}): {last[:300]}",
                             "check that onnxruntime-qnn imports here (pip install 'edgevlm[qnn]')")
+    return True
 
 
 def _prepare_job(htp, what, source, context):
@@ -202,16 +212,36 @@ def _child_main(argv: list[str]) -> int:
     return 0
 
 
-def prepare_context(source: Path, context_path: Path, htp, what: str) -> None:
+def prepare_context(source: Path, context_path: Path, htp, what: str, budget_s: float | None = None) -> bool:
     """Write the QNN context binary model of the QDQ ONNX ``source`` for ``htp`` at ``context_path``.
 
     In a fresh process (see ``_in_child``), from the model's bytes, not its
     path: onnxruntime names the QNN graph by a hash of the model path when it
-    has one.  Both keep a rebuild byte-identical.
+    has one.  Both keep a rebuild byte-identical.  Returns False when the
+    preparation was stopped at ``budget_s`` seconds (nothing is written then).
     """
-    _in_child("prepare", htp, [str(source), str(context_path)], what)
-    if not context_path.is_file():
-        raise LoweringError(f"QNN wrote no context binary for {what}", "check the build's logs/<stage>-qnn.log")
+    if not _in_child("prepare", htp, [str(source), str(context_path)], what, budget_s):
+        for path in (context_path, context_path.with_name(context_path.stem + "_qnn.bin")):
+            path.unlink(missing_ok=True)  # whatever the stopped child had begun to write
+        return False
+    if context_path.is_file():
+        return True
+    raise LoweringError(f"QNN wrote no context binary for {what}", "check the build's logs/<stage>-qnn.log")
+
+
+def prepare_budget_s() -> float | None:
+    """Seconds a stage's preparation may take: EDGEVLM_QNN_PREPARE_BUDGET_S if set (0: no limit), else PREPARE_BUDGET_S."""
+    raw = os.environ.get("EDGEVLM_QNN_PREPARE_BUDGET_S")
+    if raw is None:
+        return PREPARE_BUDGET_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"EDGEVLM_QNN_PREPARE_BUDGET_S={raw!r} is not a number of seconds",
+                         "set it to seconds, e.g. 3600, or 0 for no limit") from None
+    if value < 0:
+        raise InputError(f"EDGEVLM_QNN_PREPARE_BUDGET_S={raw!r} is negative", "set it to seconds, or 0 for no limit")
+    return value or None
 
 
 def run_on_htp(model_path: Path, htp, samples: list, timeout_s: float, what: str = "the graph") -> list:
@@ -371,7 +401,15 @@ class QnnBackend(Backend):
         rel = f"{stage.name}.htp.onnx"
         context = out / rel
         t0 = time.perf_counter()
-        prepare_context(out / source.path, context, htp, what=f"stage '{stage.name}' for {plan.target.name}")
+        budget = prepare_budget_s()
+        if not prepare_context(out / source.path, context, htp, what=f"stage '{stage.name}' for {plan.target.name}",
+                               budget_s=budget):
+            size = sum(f.stat().st_size for f in onnx_files.files(out / source.path)) / 1e6
+            raise LoweringError(
+                f"QNN HTP v{htp.arch} preparation of stage '{stage.name}' ({size:.0f} MB QDQ model) for "
+                f"{plan.target.name} did not finish within its budget of {budget:g} s",
+                "set EDGEVLM_QNN_PREPARE_BUDGET_S to more seconds (0: no limit), or compile with "
+                "--backends onnx to build without the QNN context binaries")
         prepare_s = time.perf_counter() - t0
         model = onnx.load(str(context), load_external_data=False)
         del model.metadata_props[:]
@@ -385,7 +423,7 @@ class QnnBackend(Backend):
             samples = [[x.detach().cpu().numpy() for x in s] for s in list(stage.stage.calibration)[:DEPARTURE_SAMPLES]]
             departure = htp_departure(out / source.path, samples, htp, VERIFY_BUDGET_S)
         info = {"source": source.path, "htp_arch": htp.arch, "soc_model": htp.soc_model, "vtcm_mb": htp.vtcm_mb,
-                "prepare_s": round(prepare_s, 2), "qnn_sdk": describe(context)["qnn_sdk"],
+                "prepare_s": round(prepare_s, 2), "prepare_budget_s": budget, "qnn_sdk": describe(context)["qnn_sdk"],
                 "quant": {"scheme": source.info["quant"]["scheme"], "from": "onnx"},
                 "integer_only": source.info.get("integer_only")}
         if departure is not None:

@@ -179,3 +179,29 @@ def test_a_stage_past_its_budget_says_so(tmp_path, monkeypatch):
     assert qnn["parity"]["value"] is None and qnn["parity"]["samples"] == 0
     assert "budget of 0.05 s" in qnn["parity"]["reason"]
     assert qnn["info"]["htp_departure"]["rows"] == [] and "within 0.05 s" in qnn["info"]["htp_departure"]["reason"]
+
+
+def test_a_preparation_past_its_budget_stops_the_compile_in_one_line(tmp_path, monkeypatch):
+    """QNN preparation has a budget too: past it the compile fails naming stage, budget and fixes; no build left."""
+    from edgevlm.errors import LoweringError
+
+    monkeypatch.setenv("EDGEVLM_QNN_PREPARE_BUDGET_S", "0.01")
+    with pytest.raises(LoweringError) as exc:
+        _compile(tmp_path / "p")
+    assert "preparation of stage 'model'" in exc.value.cause and "budget of 0.01 s" in exc.value.cause
+    assert "EDGEVLM_QNN_PREPARE_BUDGET_S" in exc.value.fix and "--backends onnx" in exc.value.fix
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("raw, budget", [("0", None), ("600", 600.0)])
+def test_preparation_budget_from_the_environment(monkeypatch, raw, budget):
+    monkeypatch.setenv("EDGEVLM_QNN_PREPARE_BUDGET_S", raw)
+    assert qnn_backend.prepare_budget_s() == budget
+
+
+def test_a_bad_preparation_budget_is_an_input_error(monkeypatch):
+    from edgevlm.errors import InputError
+
+    monkeypatch.setenv("EDGEVLM_QNN_PREPARE_BUDGET_S", "soon")
+    with pytest.raises(InputError, match="not a number of seconds"):
+        qnn_backend.prepare_budget_s()
