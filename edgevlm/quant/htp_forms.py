@@ -248,6 +248,26 @@ LO_MARGIN = 1.0
 _QTYPES = {onnx.TensorProto.UINT16: (0, 65535), onnx.TensorProto.INT16: (-32768, 32767)}
 
 
+_BOOLEAN_OPS = {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor"}
+_DATA_MOVEMENT = {"QuantizeLinear", "DequantizeLinear", "Transpose", "Reshape", "Unsqueeze", "Squeeze", "Expand",
+                  "Flatten", "Slice", "Gather", "Tile"}
+
+
+def _from_boolean(name: str, producer: dict) -> bool:
+    """Whether tensor ``name`` is a Cast of a comparison or logical op, through data movement only."""
+    seen = set()
+    while name in producer and name not in seen:
+        seen.add(name)
+        node = producer[name]
+        if node.op_type == "Cast":
+            source = producer.get(node.input[0])
+            return source is not None and source.op_type in _BOOLEAN_OPS
+        if node.op_type not in _DATA_MOVEMENT:
+            return False
+        name = node.input[0]
+    return False
+
+
 def split_wide_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """``model`` (a QDQ model) with every MatMul of two dynamic 16-bit inputs split as above; the count split."""
     inits = {t.name: t for t in model.graph.initializer}
@@ -276,6 +296,8 @@ def split_wide_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         outs = consumers.get(node.output[0], [])
         if a is None or b is None or len(outs) != 1 or outs[0].op_type != "QuantizeLinear":
             continue
+        if _from_boolean(node.input[1], producer):
+            continue  # a 0/1 mask: exact at 8 bits already
         candidates.append((node, a, b))
     if not candidates:
         return model, 0

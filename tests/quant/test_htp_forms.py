@@ -378,11 +378,21 @@ def test_matmul_of_two_16_bit_operands_is_split_into_8_bit_halves_on_htp(tmp_pat
     assert (db >= 52.0) if split else (db < 45.0), db
 
 
+class MaskMatMul(nn.Module):
+    """q @ mask^T with a 0/1 mask from a comparison (exact at 8 bits: not split)."""
+
+    def forward(self, q, k, v):
+        return q @ (k > 0).to(q.dtype).transpose(-1, -2) + v
+
+
 def test_matmul_with_an_8_bit_or_constant_operand_is_not_split(tmp_path):
     # Only a dynamic 16-bit second operand is split: at w8a8 both operands are 8-bit (the HTP's
-    # native kernel), and a Linear's weight is an initializer.
+    # native kernel), a Linear's weight is an initializer, and a 0/1 mask is exact at 8 bits.
     calibration = _qkv(2, 0)
     _, _, info = _on_htp(Attention(), calibration[0], tmp_path / "a8", calibration, calibration[0], scheme="w8a8")
+    assert info["htp_split_matmuls"] == 0
+    calibration = [tuple(x[..., :16] for x in s) for s in calibration]
+    _, _, info = _on_htp(MaskMatMul(), calibration[0], tmp_path / "m", calibration, calibration[0])
     assert info["htp_split_matmuls"] == 0
     _, _, info = _on_htp(LastAxisRmsNorm(), (torch.randn(1, 8, 64),), tmp_path / "w", _gaussian((1, 8, 64), 2),
                          (torch.randn(1, 8, 64),))
