@@ -6,7 +6,7 @@ import pytest
 
 from edgevlm.errors import InputError
 from edgevlm.quant.analysis import stage_sqnr
-from edgevlm.quant.mixed_precision import search_mixed_precision
+from edgevlm.quant.mixed_precision import MAX_REQUANTIZATIONS, search_mixed_precision
 
 logging.getLogger().setLevel(logging.ERROR)
 
@@ -105,3 +105,17 @@ def test_weights_on_their_grid_are_not_raised():
                {"node": "b", "outputs": ["yb"], "weights": ["wc"], "weights_sqnr_db": {"wc": RAISE_WEIGHTS_BELOW_DB}}]
     plan = _candidates(ranking, {}, raise_acts=False, raise_weights=True, max_steps=None)
     assert [new for _, new, _ in plan] == [{"wb": 8}]
+
+
+def test_bisect_on_an_llm_like_stage(tiny_lm_onnx, tmp_path):
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    calib = [(torch.randint(0, 50, (1, 8), generator=gen), torch.randn(1, 1, 16, generator=gen)) for _ in range(4)]
+    base = search_mixed_precision(tiny_lm_onnx, tmp_path / "b.onnx", "w4a16", calib, "sa8295p", min_sqnr_db=0.0)
+    # Metric: worst-output SQNR on the calibration inputs; goal 6 dB over plain w4a16 (int4 -> int8 weights).
+    goal = base.achieved + 6.0
+    r = search_mixed_precision(tiny_lm_onnx, tmp_path / "q.onnx", "w4a16", calib, "sa8295p", min_sqnr_db=goal)
+    assert r.met and r.achieved >= goal and set(r.overrides.values()) == {8}
+    assert len(r.steps) - 1 <= MAX_REQUANTIZATIONS and r.info["integer_only"]
+    assert stage_sqnr(tiny_lm_onnx, tmp_path / "q.onnx", calib)["sqnr_db"] == pytest.approx(r.achieved)
