@@ -26,9 +26,10 @@ def add_arguments(parser):
     parser.add_argument("--quality-target", default=None, metavar="DB|STAGE=DB,...",
                         help="mixed precision: raise sensitive layers (8-bit weights, 16-bit activations) until each "
                         "quantized stage, or each stage named (e.g. llm-prefill=25,llm-decode=25), reaches this SQNR (dB)")
-    parser.add_argument("--weight-algo", default="gptq", choices=["gptq", "rtn"],
-                        help="weight rounding: gptq (error-minimizing on the calibration samples, default) or rtn "
-                        "(round to nearest)")
+    parser.add_argument("--weight-algo", default="gptq", choices=["gptq", "rtn", "mse"],
+                        help="weight rounding: gptq (error-minimizing on the calibration samples, default), rtn "
+                        "(round to nearest) or mse (round to nearest on per-channel scales clipped to minimize the "
+                        "weight error)")
     parser.add_argument("--max-context", type=int, default=None, metavar="TOKENS",
                         help="context length of a Hugging Face VLM checkpoint's build: chat template + image tokens + "
                         "prompt + answer (default: room for a 64-token prompt and a 256-token answer)")

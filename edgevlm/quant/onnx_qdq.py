@@ -58,7 +58,8 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
     bits (e.g. the KV-cache inputs/outputs under kv8), a weight initializer
     to 8 bits; a node name applies 16 to all its float outputs or 8 to its
     weights.
-    ``weight_algo``: ``rtn`` (round to nearest) or ``gptq`` (edgevlm.quant.gptq:
+    ``weight_algo``: ``rtn`` (round to nearest), ``mse`` (edgevlm.quant.weight_scales:
+    each channel's scale clipped to minimize its rounding error) or ``gptq`` (edgevlm.quant.gptq:
     Conv/MatMul weights re-rounded on the same grid to minimize each layer's
     output error on the calibration samples); ``hessians``: a
     ``gptq.HessianStore`` shared by the stages of one build (llm-decode takes
@@ -172,6 +173,14 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
             weight_info = apply_gptq(model_path, quantized, samples, act_order=True, store=hessians)
             weight_info["seconds"] = round(time.perf_counter() - t0, 2)
             if not large:  # the copied file below; a large model is saved from memory
+                onnx.save(quantized, str(staged))
+        elif weight_algo == "mse":
+            from edgevlm.quant.weight_scales import apply_mse_scales
+
+            t0 = time.perf_counter()
+            weight_info = apply_mse_scales(model_path, quantized)
+            weight_info["seconds"] = round(time.perf_counter() - t0, 2)
+            if not large:
                 onnx.save(quantized, str(staged))
         split = 0
         if qnn:  # QDQ-level forms: they need the quantized grids (htp_forms.split_wide_matmuls)
