@@ -397,3 +397,17 @@ def test_matmul_with_an_8_bit_or_constant_operand_is_not_split(tmp_path):
     _, _, info = _on_htp(LastAxisRmsNorm(), (torch.randn(1, 8, 64),), tmp_path / "w", _gaussian((1, 8, 64), 2),
                          (torch.randn(1, 8, 64),))
     assert info["htp_split_matmuls"] == 0
+
+
+def test_the_per_layer_htp_view_leaves_the_split_halves_out(tmp_path):
+    # Each half departs from onnxruntime CPU on its own (lo makes up for the HTP's rounding of hi:
+    # -2 dB alone in enc-mobilenetv5-nano); only their sum, the MatMul's own output, is compared.
+    from edgevlm.compiler.backends.qnn_backend import htp_departure
+
+    calibration = _qkv(2, 0)
+    _, _, info = _on_htp(Attention(), calibration[0], tmp_path, calibration, calibration[0])
+    assert info["htp_split_matmuls"] == 2
+    view = htp_departure(info["path"], [[x.numpy() for x in calibration[0]]], TARGET.htp, 120.0)
+    tensors = [r["tensor"] for r in view["rows"]]
+    assert tensors and not any(htp_forms.SPLIT_TAG in t for t in tensors), tensors
+    assert view["first_departure"] is None, view["first_departure"]  # every kept tensor within 30 dB of the CPU

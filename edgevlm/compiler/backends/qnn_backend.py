@@ -278,6 +278,7 @@ def htp_departure(qdq_path: Path, samples: list, htp, budget_s: float) -> dict:
     import onnxruntime as ort
 
     from edgevlm.core.metrics import sqnr_db
+    from edgevlm.quant.htp_forms import SPLIT_TAG
 
     t0 = time.perf_counter()
     model = onnx.load(str(qdq_path))
@@ -288,7 +289,8 @@ def htp_departure(qdq_path: Path, samples: list, htp, budget_s: float) -> dict:
         for t in node.input:
             consumer.setdefault(t, node.op_type)
     names = [n.output[0] for n in model.graph.node
-             if n.op_type == "DequantizeLinear" and n.input[0] not in inits and n.output[0] not in outputs]
+             if n.op_type == "DequantizeLinear" and n.input[0] not in inits and n.output[0] not in outputs
+             and SPLIT_TAG not in n.output[0]]
     inferred = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
     model.graph.output.extend(inferred[n] for n in names if n in inferred)
     names = [n for n in names if n in inferred]
