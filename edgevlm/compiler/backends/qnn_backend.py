@@ -41,10 +41,11 @@ META = {"htp_arch": "edgevlm.htp_arch", "soc_model": "edgevlm.soc_model", "vtcm_
 # calibration samples that finish within this budget (seconds per stage; a sample still running
 # then is stopped, and a stage with none finished says so in the report).
 VERIFY_BUDGET_S = 120.0
-# Preparing a context binary (libHtpPrepare) costs seconds at nano size and minutes at real size
-# (benchmarks/htp_cost.py: LFM2-VL-450M-shaped llm-decode 61 s, projector 19 s, under load); a stage
-# still preparing after this many seconds stops the compile with one line naming the stage, the
-# budget and the fixes (EDGEVLM_QNN_PREPARE_BUDGET_S=<seconds>, 0 for no limit, or --backends onnx).
+# Preparing a context binary (libHtpPrepare) costs seconds at nano size and up to past a quarter hour
+# at real size (benchmarks/htp_cost.py, LFM2-VL-450M-shaped, load 8-22: projector 19 s, llm-decode
+# 61 s, encoder and llm-prefill still preparing at 15 min); a stage still preparing after this many
+# seconds stops the compile with one line naming the stage, the budget and the fixes
+# (EDGEVLM_QNN_PREPARE_BUDGET_S=<seconds>, 0 for no limit, or --backends onnx).
 PREPARE_BUDGET_S = 1800.0
 VERIFY_MAX_SAMPLES = 8
 # Calibration samples behind the per-layer HTP view in report.html: one, since the graph with every
