@@ -60,9 +60,12 @@ def open_image(path):
                          "build's input size anyway)") from None
     except FileNotFoundError:
         raise InputError(f"image '{path}' does not exist", "pass the path of a PNG or JPEG file") from None
-    # PIL's decoders also report damaged files as SyntaxError ("broken PNG file"), EOFError and
-    # DecompressionBombError (an Exception, not an OSError); found by tests/fuzz/fuzz_image.py.
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+    # PIL's decoders also report damaged files as SyntaxError ("broken PNG file"), EOFError,
+    # DecompressionBombError (an Exception, not an OSError) and TypeError (a TIFF whose strip offset
+    # tag holds a RATIONAL: "'float' object cannot be interpreted as an integer"); found by
+    # tests/fuzz/fuzz_image.py.
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, TypeError,
+            Image.DecompressionBombError) as exc:
         raise InputError(f"cannot read image '{path}': {exc}", "pass an image file PIL can open (PNG, JPEG, ...)") from None
 
 
