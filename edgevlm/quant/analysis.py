@@ -23,7 +23,7 @@ from onnxruntime.quantization import qdq_loss_debug
 
 from edgevlm.core.metrics import compare, sqnr_db
 from edgevlm.progress import track
-from edgevlm.quant.calibration import as_samples
+from edgevlm.quant.calibration import as_samples, chunk_by_bytes
 
 
 def _concat_sqnr(refs, tests) -> float | None:
@@ -117,23 +117,17 @@ def _with_outputs(path, names: list[str], out_path) -> None:
 _QDQ_SUFFIXES = ("", qdq_loss_debug.QUANT_INPUT_SUFFIX, qdq_loss_debug.DEQUANT_OUTPUT_SUFFIX, qdq_loss_debug._POST_QDQ_POSTFIX1)
 
 
-def _chunked_errors(float_path, qdq_path, samples, chunk_bytes: int) -> dict:
+def _chunked_errors(float_path, qdq_path, samples, sizes: dict[str, int], chunk_bytes: int) -> dict:
     """qdq_loss_debug's per-tensor errors, the activations fetched in chunks of about ``chunk_bytes`` per sample.
 
     Holding every activation of a large stage at once (both models, each
     sample) is what made its per-layer SQNR the compile's memory peak; each
-    chunk runs both models again, so the cost is time instead.
+    chunk runs both models again, so the cost is time instead.  ``sizes``:
+    :func:`_float_tensor_sizes` of the float model.
     """
     float_path, qdq_path = Path(float_path), Path(qdq_path)
     qdq_names = set(_float_tensor_sizes(qdq_path))
-    chunks, chunk, used = [], [], 0
-    for name, size in _float_tensor_sizes(float_path).items():
-        if chunk and used + size > chunk_bytes:
-            chunks.append(chunk)
-            chunk, used = [], 0
-        chunk.append(name)
-        used += size
-    chunks += [chunk] if chunk else []
+    chunks = chunk_by_bytes(sizes, chunk_bytes)
     errors = {}
     for names in track(chunks, "per-layer SQNR (activation chunks)", len(chunks)):
         aug_f = float_path.with_name(f".{float_path.stem}.layers.onnx")
@@ -167,8 +161,9 @@ def layer_sqnr(float_path, qdq_path, data, chunk_bytes: int | None = None) -> li
     sample (both models run once per chunk) instead of all at once.
     """
     samples = _model_samples(float_path, data)
-    if chunk_bytes is not None and sum(_float_tensor_sizes(float_path).values()) * len(samples) > chunk_bytes:
-        errors = _chunked_errors(float_path, qdq_path, samples, chunk_bytes)
+    sizes = _float_tensor_sizes(float_path) if chunk_bytes is not None else {}
+    if chunk_bytes is not None and sum(sizes.values()) * len(samples) > chunk_bytes:
+        errors = _chunked_errors(float_path, qdq_path, samples, sizes, chunk_bytes)
     else:
         with tempfile.TemporaryDirectory(prefix="edgevlm-sqnr-") as tmp:
             float_acts = _activations(float_path, samples, Path(tmp))
