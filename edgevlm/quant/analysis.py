@@ -23,6 +23,7 @@ from onnxruntime.quantization import qdq_loss_debug
 
 from edgevlm.core.metrics import compare, sqnr_db
 from edgevlm.progress import track
+from edgevlm.quant import onnx_files
 from edgevlm.quant.calibration import as_samples, chunk_by_bytes
 
 
@@ -83,24 +84,6 @@ def _activations(path, samples, tmp: Path) -> dict[str, list[np.ndarray]]:
     return qdq_loss_debug.collect_activations(str(augmented), samples)
 
 
-def _float_tensor_sizes(path) -> dict[str, int]:
-    """{float tensor of the model at ``path``: bytes (static shape; unknown dims count as 1)}, in graph order."""
-    from edgevlm.quant import onnx_files
-    from edgevlm.quant.onnx_qdq import float_tensor_names
-
-    model = onnx.load(str(path), load_external_data=False)
-    graph = onnx_files.structure(model)
-    inferred = onnx.shape_inference.infer_shapes(graph, strict_mode=False).graph
-    shapes = {vi.name: vi.type.tensor_type.shape for vi in list(inferred.input) + list(inferred.output) + list(inferred.value_info)}
-    sizes = {}
-    for name in float_tensor_names(graph):
-        n = 4
-        for d in getattr(shapes.get(name), "dim", []):
-            n *= d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
-        sizes[name] = n
-    return sizes
-
-
 def _with_outputs(path, names: list[str], out_path) -> None:
     """The model at ``path`` with ``names`` as flattened extra outputs, as qdq_loss_debug names them, at ``out_path``
     (beside ``path``, so that its external data, if any, is the same file)."""
@@ -123,10 +106,10 @@ def _chunked_errors(float_path, qdq_path, samples, sizes: dict[str, int], chunk_
     Holding every activation of a large stage at once (both models, each
     sample) is what made its per-layer SQNR the compile's memory peak; each
     chunk runs both models again, so the cost is time instead.  ``sizes``:
-    :func:`_float_tensor_sizes` of the float model.
+    :func:`onnx_files.float_tensor_sizes` of the float model.
     """
     float_path, qdq_path = Path(float_path), Path(qdq_path)
-    qdq_names = set(_float_tensor_sizes(qdq_path))
+    qdq_names = set(onnx_files.float_tensor_sizes(qdq_path))
     chunks = chunk_by_bytes(sizes, chunk_bytes)
     errors = {}
     for names in track(chunks, "per-layer SQNR (activation chunks)", len(chunks)):
@@ -161,7 +144,7 @@ def layer_sqnr(float_path, qdq_path, data, chunk_bytes: int | None = None) -> li
     sample (both models run once per chunk) instead of all at once.
     """
     samples = _model_samples(float_path, data)
-    sizes = _float_tensor_sizes(float_path) if chunk_bytes is not None else {}
+    sizes = onnx_files.float_tensor_sizes(float_path) if chunk_bytes is not None else {}
     if chunk_bytes is not None and sum(sizes.values()) * len(samples) > chunk_bytes:
         errors = _chunked_errors(float_path, qdq_path, samples, sizes, chunk_bytes)
     else:

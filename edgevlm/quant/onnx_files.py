@@ -101,6 +101,34 @@ def structure(model: onnx.ModelProto, keep_below: int = SIZE_THRESHOLD) -> onnx.
     return out
 
 
+def float_tensor_sizes(model) -> dict[str, int]:
+    """{graph input or node output of float32 type: bytes (static shape; unknown dims count as 1)}, in
+    graph order: the tensors activations are calibrated on.  ``model``: a ModelProto, or a path (read
+    without its weights).  One shape inference, on :func:`structure`."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    g = onnx.shape_inference.infer_shapes(structure(model), strict_mode=False).graph
+    inits = {t.name for t in g.initializer}
+    infos = {vi.name: vi.type.tensor_type for vi in list(g.input) + list(g.output) + list(g.value_info)}
+    names = [i.name for i in g.input if i.name not in inits]
+    names += [o for n in g.node for o in n.output if o and n.op_type != "Constant"]
+    sizes = {}
+    for name in dict.fromkeys(names):
+        info = infos.get(name)
+        if info is None or info.elem_type != onnx.TensorProto.FLOAT:
+            continue
+        n = 4
+        for d in info.shape.dim:
+            n *= d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+        sizes[name] = n
+    return sizes
+
+
+def float_tensor_names(model: onnx.ModelProto) -> list[str]:
+    """The float32 graph inputs and node outputs of ``model``, in graph order (see :func:`float_tensor_sizes`)."""
+    return list(float_tensor_sizes(model))
+
+
 def release_weights(program) -> None:
     """Detach the weights from a ``torch.onnx.export`` result once it is written (or serialized).
 

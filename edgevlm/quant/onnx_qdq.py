@@ -317,17 +317,6 @@ def _samples_for(model: onnx.ModelProto, calibration) -> list[dict[str, np.ndarr
     return as_samples(calibration, [i.name for i in inputs], shapes)
 
 
-def float_tensor_names(model: onnx.ModelProto) -> list[str]:
-    """Graph inputs and node outputs of float32 type (the tensors activations are calibrated on)."""
-    inferred = onnx.shape_inference.infer_shapes(onnx_files.structure(model), strict_mode=False)
-    g = inferred.graph
-    inits = {t.name for t in g.initializer}
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.input) + list(g.output) + list(g.value_info)}
-    names = [i.name for i in g.input if i.name not in inits]
-    names += [o for n in g.node for o in n.output if o and n.op_type != "Constant"]
-    return [n for n in dict.fromkeys(names) if types.get(n) == onnx.TensorProto.FLOAT]
-
-
 def run_with_intermediates(model_path, samples, names, label: str = "pass over the samples"):
     """Yield, per sample, {name: value} for the float tensors ``names`` (progress reported as ``label``).
 
@@ -371,11 +360,9 @@ def calibrate_onnx(model_path, samples, observer: str = "minmax", default_dtype:
     CALIBRATION_CHUNK_BYTES (one pass over the samples per chunk): all at
     once, a 12-layer SigLIP2 tower at 512 px held 5.3 GB of them.
     """
-    from edgevlm.quant.analysis import _float_tensor_sizes
-
     kwargs = {"percentile": percentile} if percentile is not None else {}
     obs = RangeObserver(observer, default_dtype=default_dtype, dtypes=dtypes, **kwargs)
-    chunks = chunk_by_bytes(_float_tensor_sizes(model_path), CALIBRATION_CHUNK_BYTES)
+    chunks = chunk_by_bytes(onnx_files.float_tensor_sizes(model_path), CALIBRATION_CHUNK_BYTES)
     for n, names in enumerate(chunks):
         label = "calibration" + (f" (activation chunk {n + 1}/{len(chunks)})" if len(chunks) > 1 else "")
         for i, tensors in enumerate(run_with_intermediates(model_path, samples, set(names), label)):
@@ -394,7 +381,7 @@ def _split_overrides(model: onnx.ModelProto, overrides: dict[str, int]):
     """({activation: 16}, {weight: 8}) from tensor or node names."""
     inits = {t.name for t in model.graph.initializer}
     nodes = {n.name: n for n in model.graph.node}
-    tensors = set(float_tensor_names(model))
+    tensors = set(onnx_files.float_tensor_names(model))
     acts, weights = {}, {}
     for name, bits in overrides.items():
         if name in inits:

@@ -5,7 +5,6 @@ import onnx.helper as h
 import onnxruntime as ort
 
 from edgevlm.quant import onnx_files
-from edgevlm.quant.onnx_qdq import float_tensor_names
 
 
 def _model():
@@ -43,5 +42,5 @@ def test_structure_keeps_types_without_the_weights():
     model = _model()
     graph_only = onnx_files.structure(model)
     assert graph_only.ByteSize() < model.ByteSize() / 10
-    assert float_tensor_names(graph_only) == float_tensor_names(model) == ["x", "y", "z"]
+    assert onnx_files.float_tensor_names(graph_only) == onnx_files.float_tensor_names(model) == ["x", "y", "z"]
     assert onnx.numpy_helper.to_array(graph_only.graph.initializer[1]).tolist() == [1, -1]  # small ones kept whole
