@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevlm.accuracy import TransformersReference, teacher_forced
+
 PROMPT = "What is in this image?"
 
 
@@ -34,42 +36,8 @@ def test_image(side: int, seed: int = 0):
     return Image.fromarray((np.random.RandomState(seed).rand(side, side, 3) * 255).astype("uint8"))
 
 
-class Reference:
-    """transformers' processor + model of one checkpoint directory."""
-
-    def __init__(self, ckpt):
-        from edgevlm._compat import import_timm
-
-        import_timm()  # transformers' image processors import torchvision
-        import transformers
-
-        self.processor = transformers.AutoProcessor.from_pretrained(ckpt)
-        self.model = transformers.AutoModelForImageTextToText.from_pretrained(ckpt).eval()
-
-    def inputs(self, image, prompt=PROMPT):
-        conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        text = self.processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
-        return self.processor(images=[image], text=text, return_tensors="pt")
-
-    def generate(self, image, n: int, prompt=PROMPT) -> list[int]:
-        import torch
-
-        inp = self.inputs(image, prompt)
-        with torch.no_grad():
-            out = self.model.generate(**inp, max_new_tokens=n, do_sample=False)
-        return out[0, inp["input_ids"].shape[1]:].tolist()
-
-    def image_features(self, image) -> np.ndarray:
-        import torch
-
-        inp = self.inputs(image)
-        extra = {k: inp[k] for k in ("spatial_shapes", "pixel_attention_mask") if k in inp}
-        with torch.no_grad():
-            feats = self.model.get_image_features(pixel_values=inp["pixel_values"], **extra)
-        feats = getattr(feats, "pooler_output", feats)
-        if isinstance(feats, (list, tuple)):
-            feats = torch.cat([f.reshape(-1, f.shape[-1]) for f in feats])
-        return feats.reshape(-1, feats.shape[-1]).float().numpy()
+# transformers' processor + model of the checkpoint: the same reference compile's accuracy step uses
+Reference = TransformersReference
 
 
 def compile_float(ckpt, out) -> Path:
@@ -84,7 +52,7 @@ def without_eos(tokens: list[int], eos: int) -> list[int]:
 
 
 def greedy_match(runner, ref: Reference, image, n: int) -> dict:
-    want = without_eos(ref.generate(image, n), runner.meta["eos_id"])
+    want = without_eos(ref.generate(image, n, PROMPT), runner.meta["eos_id"])
     got = runner.answer(image, PROMPT, max_new_tokens=n).tokens
     first_diff = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
     return {"equal": got == want, "tokens": len(want), "distinct": len(set(want)), "first_difference": first_diff,
@@ -93,7 +61,7 @@ def greedy_match(runner, ref: Reference, image, n: int) -> dict:
 
 def q8_teacher_forced(ckpt, runner, ref: Reference, image, steps: int, work: Path) -> dict:
     """Argmax agreement of a Q8_0 GGUF of the checkpoint's LM with transformers' greedy tokens, fed back."""
-    from edgevlm.compiler.runtime_bundle import _export_gguf, prefill_vlm
+    from edgevlm.compiler.runtime_bundle import _export_gguf
     from edgevlm.models import from_pretrained
     from edgevlm.runtime import Model
 
@@ -101,20 +69,15 @@ def q8_teacher_forced(ckpt, runner, ref: Reference, image, steps: int, work: Pat
     path = work / "q8_0.gguf"
     _export_gguf(path, bundle.modules["lm"], "q8_0", bundle.modules["tokenizer"].tokenizer, "q8_0")
     del bundle
-    ids = runner.prompt_ids(PROMPT)
-    teacher = ref.generate(image, steps)
-    session = Model.load(path, threads=runner.threads).session(n_ctx=len(ids) + len(teacher) + 1)
-    logits = prefill_vlm(session, ids, runner.image_embeds(image), runner.meta["image_token_id"])
-    same = 0
-    for token in teacher:
-        same += int(logits.argmax()) == token
-        logits = session.step(token)
+    teacher = ref.generate(image, steps, PROMPT)
+    same = teacher_forced(Model.load(path, threads=runner.threads), runner.prompt_ids(PROMPT), runner.image_embeds(image),
+                          runner.meta["image_token_id"], teacher)
     path.unlink()
-    return {"agreement": same / len(teacher), "steps": len(teacher)}
+    return {"agreement": sum(same) / len(same), "steps": len(same)}
 
 
 def vision_error(runner, ref: Reference, images) -> float:
-    return max(float(np.abs(runner.image_embeds(im) - ref.image_features(im)).max()) for im in images)
+    return max(float(np.abs(runner.image_embeds(im) - ref.image_features(im, PROMPT)).max()) for im in images)
 
 
 def main(argv=None) -> int:

@@ -97,6 +97,49 @@ def test_float_vision_artifacts_match_transformers_image_features(built):
     assert parity.vision_error(runner, ref, [image, parity.test_image(image.size[0], seed=7)]) <= FEATURE_BOUND
 
 
+# -- the build's accuracy in its report (edgevlm.accuracy.checkpoint_agreement) ------------------------------------
+
+def test_checkpoint_agreement_of_a_float_build_is_one(built):
+    """Teacher-forced greedy agreement with transformers, 2 built-in pairs x 16 steps: the float build
+    (F32 GGUF, float vision artifacts) agrees on >= 99 % of steps, as its 32 free greedy tokens do."""
+    from edgevlm.accuracy import checkpoint_agreement
+
+    ckpt, build, _, _, _ = built
+    acc = checkpoint_agreement(ckpt, build, "f32", pairs=2, steps=16)
+    assert acc["pairs"] == 2 and 2 <= acc["steps"] <= 32 and acc["metric"] == "teacher_forced_greedy_agreement"
+    assert acc["agreement"] >= 0.99, acc["by_pair"]
+    assert acc["first_token_agreement"] == 1.0
+
+
+def test_checkpoint_agreement_starts_no_pair_past_its_budget(built):
+    from edgevlm.accuracy import checkpoint_agreement
+
+    ckpt, build, _, _, _ = built
+    acc = checkpoint_agreement(ckpt, build, "f32", pairs=3, steps=2, budget_s=0.0)
+    assert (acc["pairs"], acc["pairs_offered"]) == (1, 3)
+    assert "over 1 built-in image + prompt pairs (of 3)" in acc["summary"]
+
+
+@pytest.mark.slow
+def test_compile_reports_greedy_agreement_with_transformers(tmp_path):
+    """`edgevlm compile` of a checkpoint (tiny LFM2-VL, the cpu-x86_64 default quantization) states the build's
+    greedy agreement with transformers in its table, report.json and report.html; --eval-n 0 skips it."""
+    ckpt = hf_checkpoints.write_checkpoint("lfm2-vl-450m", tmp_path / "ckpt", tiny=True)
+    out = tmp_path / "build"
+    r = _cli("compile", "--model", ckpt, "--target", "cpu-x86_64", "--backends", "onnx", "--calib-samples", 2,
+             "--eval-n", 2, "--out", out)
+    assert r.returncode == 0, r.stderr
+    acc = json.loads((out / "report.json").read_text())["accuracy"]
+    assert acc["metric"] == "teacher_forced_greedy_agreement" and acc["pairs"] == 2, acc
+    assert 0.0 <= acc["agreement"] <= 1.0 and acc["steps"] >= 2
+    assert "greedy agreement with transformers" in r.stdout
+    assert "greedy agreement with transformers" in (out / "report.html").read_text()
+    r = _cli("compile", "--model", ckpt, "--target", "cpu-x86_64", "--backends", "onnx", "--quant", "float",
+             "--eval-n", 0, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "accuracy" not in json.loads((out / "report.json").read_text())
+
+
 # -- bad input at run time -----------------------------------------------------------------------------------------
 
 def test_prompt_that_does_not_fit_the_context_is_one_line(built):

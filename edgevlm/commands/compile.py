@@ -22,7 +22,9 @@ def add_arguments(parser):
                         help="how --vision-tokens reduces: dct (Fourier-VLM low-pass), pool (average), merge (ToMe), "
                         "prune (text-guided, keeps the tokens closest to the prompt); default dct")
     parser.add_argument("--eval-n", type=int, default=200, metavar="N",
-                        help="measure a VLM build's accuracy on N shapes samples, float vs the build's path (0: skip; default 200)")
+                        help="measure a VLM build's accuracy on N shapes samples, float vs the build's path; a Hugging Face "
+                        "checkpoint: greedy agreement with transformers on up to N of 4 built-in images + prompts "
+                        "(0: skip; default 200)")
     parser.add_argument("--quality-target", default=None, metavar="DB|STAGE=DB,...",
                         help="mixed precision: raise sensitive layers (8-bit weights, 16-bit activations) until each "
                         "quantized stage, or each stage named (e.g. llm-prefill=25,llm-decode=25), reaches this SQNR (dB)")
@@ -75,7 +77,9 @@ def run(args) -> int:
                      f"greedy agreement {p['value']:.3f}, first-token sqnr_db {p['first_token_sqnr_db']:.3g}", "-"))
     acc = rep.get("accuracy")
     caption = None
-    if acc:
+    if acc and "summary" in acc:  # an imported checkpoint: greedy agreement with transformers
+        caption = acc["summary"]
+    elif acc:
         caption = (f"accuracy on {acc['n']} shapes samples: float {acc['float']:.3f}, "
                          f"this build {acc['quantized']:.3f} ({acc['quantized_path']})")
     print_table(f"{rep['model']} -> {rep['target']}", ("stage", "backend", "artifact", "parity", "lower s"), rows,

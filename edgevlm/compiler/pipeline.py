@@ -559,7 +559,9 @@ def compile(  # noqa: A001 - the public verb
     ``vision_tokens`` reduces a VLM's image tokens to that many with
     ``token_reduce`` (dct, pool or merge; see edgevlm.models.token_reduction).
     ``eval_n`` shapes samples measure a VLM build's accuracy, float PyTorch vs
-    the build's own path (its vision artifacts + the C runtime); 0 skips it.
+    the build's own path (its vision artifacts + the C runtime; an imported
+    checkpoint: greedy agreement with transformers on up to ``eval_n`` built-in
+    image + prompt pairs); 0 skips it.
     ``accuracy_check`` is what measures it (``edgevlm.accuracy.build_accuracy``,
     which ``edgevlm.compile`` and the CLI pass; it runs the build, a layer above
     the compiler); None skips it too.
@@ -633,15 +635,15 @@ def compile(  # noqa: A001 - the public verb
 
             run_hub(tmp, report, tgt, Console(stderr=True))
         report_io.write_manifest(tmp, report)
-        # Shapes accuracy measures zoo models trained on that task, in their prompt layout; a checkpoint's own
-        # chat template and tokenizer (bundle.modules["processing"]) are checked by the runtime bundle's parity.
-        if runtime is not None and eval_n and accuracy_check is not None and "processing" not in bundle.modules:
-            progress.step(f"accuracy: {eval_n} shapes samples")
+        # The build against float: shapes samples for a zoo model, greedy agreement with transformers for a
+        # checkpoint with its tokenizer (edgevlm.accuracy.build_accuracy).
+        if runtime is not None and eval_n and accuracy_check is not None:
+            progress.step("accuracy: the build vs float")
             t0 = time.perf_counter()
             # On an HTP target the deployed vision path is the QNN context binaries (run on the HTP simulation).
             deployed = "qnn" if htp_verify and any(b.name == "qnn" for b in chosen) else None
             report["accuracy"] = accuracy_check(bundle, tmp, eval_n, runtime["info"]["gguf_type"], deployed)
-            progress.finished("build", f"accuracy on {eval_n} shapes samples", time.perf_counter() - t0)
+            progress.finished("build", "accuracy: the build vs float", time.perf_counter() - t0)
         report_io.write_report(tmp, report)
         _swap_into_place(tmp, build_dir)
     except BaseException:

@@ -155,7 +155,10 @@ def _summary(report: dict) -> str:
                                   + (f", first-token SQNR {_fmt(p['first_token_sqnr_db'])} dB" if "first_token_sqnr_db" in p else "")))
     cards = ""
     acc = report.get("accuracy")
-    if acc:
+    if acc and "agreement" in acc:  # an imported checkpoint vs transformers (edgevlm.accuracy.checkpoint_agreement)
+        cards = (f'<div class="cards"><div class="card"><div class="big">{_pct(as_number(acc["agreement"]))}</div>'
+                 f'greedy agreement with transformers</div><div class="card note">{e(str(acc.get("summary", "")))}</div></div>')
+    elif acc:
         f, q = as_number(acc.get("float")), as_number(acc.get("quantized"))
         cards = (f'<div class="cards"><div class="card"><div class="big">{_pct(f)}</div>float PyTorch</div>'
                  f'<div class="card"><div class="big">{_pct(q)}</div>this build</div>'

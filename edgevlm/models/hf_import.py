@@ -173,7 +173,8 @@ def _vlm_bundle(ckpt: Path, model_type: str, encoder, projector, lm, image_token
                                   "fix": "copy the model's tokenizer.json, tokenizer_config.json and chat template next "
                                          "to its config.json and recompile"}
     else:
-        modules.update(tokenizer=processing.tokenizer, processing=processing)
+        # checkpoint_dir: edgevlm.accuracy compares the build with transformers' model of this directory
+        modules.update(tokenizer=processing.tokenizer, processing=processing, checkpoint_dir=ckpt)
     return ModelBundle(ckpt.name, vlm_stages(vlm), modules, meta)
 
 
