@@ -8,7 +8,10 @@ model, the image at the build's static size:
 - q8_0: the checkpoint's LM written as a Q8_0 GGUF, argmax agreement with
   transformers' greedy tokens over teacher-forced steps (its tokens fed back);
 - vision: the build's float encoder + projector artifacts vs transformers'
-  ``get_image_features``, max abs error.
+  ``get_image_features``, max abs error;
+
+and, as compile's accuracy step would report it for this build,
+edgevlm.accuracy.checkpoint_agreement (build_accuracy).
 
     flock /tmp/edgevlm-bigmem.lock python benchmarks/hf_vlm_parity.py /work/ckpt/lfm2-vl-450m --out /tmp/b450
 
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevlm.accuracy import TransformersReference, teacher_forced
+from edgevlm.accuracy import TransformersReference, checkpoint_agreement, teacher_forced
 
 PROMPT = "What is in this image?"
 
@@ -105,6 +108,9 @@ def main(argv=None) -> int:
               "greedy": greedy_match(runner, ref, image, args.new_tokens),
               "q8_0": q8_teacher_forced(args.checkpoint, runner, ref, image, args.teacher_steps, args.out),
               "vision_max_abs_err": vision_error(runner, ref, [image, test_image(runner.meta["image_size"], seed=7)])}
+    del ref, runner
+    # what compile's accuracy step reports for this (float) build
+    result["build_accuracy"] = checkpoint_agreement(args.checkpoint, build, "f32", threads=args.threads)
     line = json.dumps(result)
     print(line)
     if args.json:
