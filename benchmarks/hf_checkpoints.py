@@ -319,6 +319,84 @@ def _unit_gain(module, gen: torch.Generator, branch_gain: float = 1.0) -> None:
                     p.copy_(torch.randn(p.shape, generator=gen) * (gain / math.sqrt(p[0].numel())))
 
 
+INITS = ("unit-gain", "trained-like")
+RESIDUAL_GROWTH = 8.0  # trained-like default: final residual RMS / embedding RMS
+
+
+class _Stop(Exception):
+    pass
+
+
+def _branch_outputs(layer) -> list:
+    """The residual branches' output projections of one decoder layer, in forward order (operator, then MLP)."""
+    return [m for n, m in layer.named_modules() if n and n.rsplit(".", 1)[-1] in BRANCH_OUTPUTS]
+
+
+def _trained_like(lm, gen: torch.Generator, growth: float, tokens: int = 128) -> dict:
+    """Condition a unit-gain random LM like a trained pre-norm one: the residual stream grows by the same factor
+    at every branch, ``growth`` over the whole depth, so each branch adds a bounded fraction of the stream.
+
+    Facts this follows (none of them is a trained LFM2's measured figure; no trained weights are reachable here):
+    GPT-2 and Megatron-LM scale the residual output projections' init by 1/sqrt(2L) so the stream does not blow up
+    with depth; trained models' residual norms grow roughly exponentially over depth (about 1.045 per layer in
+    GPT2-XL, ~8x over its 48 layers; a 43-model survey finds last/first-layer ratios from 5x, OLMo-2, to 2747x,
+    Qwen3-1.7B), their "reading" weights keep stable norms while the "writing" (output) weights grow with depth.
+    So: reading weights stay N(0, 1/fan_in) (block activations O(1) after each RMSNorm), embeddings N(0, 1), and
+    each output projection (out_proj/o_proj, w2/down_proj) is rescaled, layer by layer on ``tokens`` random token
+    ids, so that the stream's RMS after its branch is q = growth^(1/(2L)) times the RMS before it (solved
+    exactly for the measured branch output, its correlation with the stream included).  Returns the measured
+    per-branch fractions rms(branch) / rms(stream before it) and the stream's RMS after each layer.
+    """
+    layers = list(lm.layers)
+    n_branches = 2 * len(layers)
+    q = growth ** (1.0 / n_branches)
+    ids = torch.randint(500, min(8000, lm.embed_tokens.num_embeddings), (1, tokens), generator=gen)
+    seen = {}
+
+    def grab(key):
+        def hook(mod, args, out=None):
+            seen[key] = (args[0] if out is None else out).detach().double()
+        return hook
+
+    def run_to(layer_index):
+        try:
+            lm(input_ids=ids, use_cache=False)
+        except _Stop:
+            pass
+
+    def stop(mod, args, out):
+        raise _Stop
+
+    fractions, stream = [], []
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            branches = _branch_outputs(layer)
+            if len(branches) != 2:
+                raise RuntimeError(f"layer {i}: expected 2 residual branches, found {len(branches)}")
+            handles = [layer.register_forward_pre_hook(grab("x")), layer.register_forward_hook(stop)]
+            handles += [b.register_forward_hook(grab(k)) for b, k in zip(branches, ("b0", "b1"))]
+            try:
+                x = None
+                for k, branch in enumerate(branches):
+                    run_to(i)
+                    x = seen["x"] if k == 0 else seen["x"] + seen["b0"]
+                    b = seen[f"b{k}"]
+                    # rms(x + s b)^2 = q^2 rms(x)^2  ->  s^2 <b,b> + 2 s <x,b> + (1 - q^2) <x,x> = 0
+                    bb, xb, xx = float((b * b).sum()), float((x * b).sum()), float((x * x).sum())
+                    s = (-xb + math.sqrt(xb * xb + bb * (q * q - 1.0) * xx)) / bb
+                    branch.weight.mul_(s)
+                    fractions.append(round(s * math.sqrt(bb / xx), 4))
+                run_to(i)
+                stream.append(round(float((seen["x"] + seen["b0"] + seen["b1"]).pow(2).mean().sqrt()), 4))
+            finally:
+                for h in handles:
+                    h.remove()
+    with torch.no_grad():
+        emb = float(lm.embed_tokens(ids).pow(2).mean().sqrt())
+    return {"init": "trained-like", "residual_growth": growth, "per_branch_growth": round(q, 5),
+            "branch_fraction": fractions, "stream_rms": [round(emb, 4)] + stream}
+
+
 def _live_timm_tower(model, side: int, gen: torch.Generator) -> float:
     """Redraw FastVLM's reparameterised tower N(0, 1/fan_in), then scale its final conv so features have std ~1.
 
@@ -369,16 +447,31 @@ def _save(model, out: Path, layout: str, model_type: str) -> None:
             index.write_text(json.dumps(data, indent=2))
 
 
-def _write_lfm2_vl(name: str, out: Path, tiny: bool, layout: str, seed: int) -> dict:
+def _condition_lm(lm, gen: torch.Generator, init: str, growth: float) -> dict:
+    """The LM's weights as ``init`` names: unit-gain (the default, branches x BRANCH_GAIN) or trained-like."""
+    if init == "unit-gain":
+        _unit_gain(lm, gen, BRANCH_GAIN)
+        return {"init": init, "branch_gain": BRANCH_GAIN}
+    _unit_gain(lm, gen)
+    return _trained_like(lm, gen, growth)
+
+
+def _write_lfm2_vl(name: str, out: Path, tiny: bool, layout: str, seed: int, init: str = "unit-gain",
+                   growth: float = RESIDUAL_GROWTH, text_layers: int | None = None) -> dict:
     transformers = _import_transformers()
     from transformers.models.lfm2_vl.image_processing_lfm2_vl import Lfm2VlImageProcessor
 
     torch.manual_seed(seed)
     kw = lfm2_vl_config(name, tiny)
+    if text_layers is not None:  # the published pattern's first text_layers layers (4: attention at layer 2 only)
+        text = kw["text_config"]
+        if not 1 <= text_layers <= text["num_hidden_layers"]:
+            raise ValueError(f"text_layers must be in 1..{text['num_hidden_layers']} (got {text_layers})")
+        text.update(num_hidden_layers=text_layers, layer_types=text["layer_types"][:text_layers])
     cfg = transformers.Lfm2VlConfig(**kw)
     model = transformers.Lfm2VlForConditionalGeneration(cfg).eval()
     gen = torch.Generator().manual_seed(seed)
-    _unit_gain(model.model.language_model, gen, BRANCH_GAIN)
+    conditioning = _condition_lm(model.model.language_model, gen, init, growth)
     _unit_gain(model.model.multi_modal_projector, gen)
     _save(model, out, layout, "lfm2_vl")
     vocab = kw["text_config"]["vocab_size"]
@@ -389,10 +482,11 @@ def _write_lfm2_vl(name: str, out: Path, tiny: bool, layout: str, seed: int) -> 
     processor = transformers.Lfm2VlProcessor(image_processor, fast, chat_template=LFM2_VL_TEMPLATE)
     processor.save_pretrained(out)
     image_processor.save_pretrained(out)  # preprocessor_config.json, as the published repos carry it
-    return {"params": sum(p.numel() for p in model.parameters())}
+    return {"params": sum(p.numel() for p in model.parameters()), "lm_init": conditioning}
 
 
-def _write_fast_vlm(out: Path, tiny: bool, layout: str, seed: int) -> dict:
+def _write_fast_vlm(out: Path, tiny: bool, layout: str, seed: int, init: str = "unit-gain",
+                    growth: float = RESIDUAL_GROWTH) -> dict:
     transformers = _import_transformers()
 
     torch.manual_seed(seed)
@@ -407,7 +501,7 @@ def _write_fast_vlm(out: Path, tiny: bool, layout: str, seed: int) -> dict:
     model = transformers.FastVlmForConditionalGeneration(cfg).eval()
     side = fast_vlm_image_settings(tiny)["crop_size"]["height"]
     feature_std = _live_timm_tower(model, side, gen)
-    _unit_gain(model.model.language_model, gen, BRANCH_GAIN)
+    conditioning = _condition_lm(model.model.language_model, gen, init, growth)
     _unit_gain(model.model.multi_modal_projector, gen)
     _save(model, out, layout, "fast_vlm")
     tok = build_tokenizer(specials, trained_size=first if tiny else 8192, total=first + 4)
@@ -419,11 +513,20 @@ def _write_fast_vlm(out: Path, tiny: bool, layout: str, seed: int) -> dict:
                                             num_additional_image_tokens=0)
     processor.save_pretrained(out)
     image_processor.save_pretrained(out)
-    return {"params": sum(p.numel() for p in model.parameters()), "vision_feature_std": round(feature_std, 3)}
+    return {"params": sum(p.numel() for p in model.parameters()), "vision_feature_std": round(feature_std, 3),
+            "lm_init": conditioning}
 
 
-def write_checkpoint(name: str, out, *, tiny: bool = False, layout: str = "transformers5", seed: int = 0) -> Path:
-    """Write checkpoint ``name`` (one of NAMES) into directory ``out`` (replaced atomically); returns ``out``."""
+def write_checkpoint(name: str, out, *, tiny: bool = False, layout: str = "transformers5", seed: int = 0,
+                     init: str = "unit-gain", residual_growth: float = RESIDUAL_GROWTH,
+                     text_layers: int | None = None) -> Path:
+    """Write checkpoint ``name`` (one of NAMES) into directory ``out`` (replaced atomically); returns ``out``.
+
+    ``init``: "unit-gain" (default; the figures measured before trained-like existed use it) or "trained-like"
+    (see _trained_like).  ``text_layers``: LFM2-VL only, keep the published widths with fewer LM layers
+    (attention where the published pattern has it, scaled to the depth), for reduced-size measurements."""
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     if name not in NAMES:
         raise ValueError(f"unknown checkpoint {name!r}; choose one of {', '.join(NAMES)}")
     if layout not in LAYOUTS:
@@ -433,9 +536,11 @@ def write_checkpoint(name: str, out, *, tiny: bool = False, layout: str = "trans
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         if name.startswith("lfm2-vl"):
-            info = _write_lfm2_vl(name, tmp, tiny, layout, seed)
+            info = _write_lfm2_vl(name, tmp, tiny, layout, seed, init, residual_growth, text_layers)
         else:
-            info = _write_fast_vlm(tmp, tiny, layout, seed)
+            if text_layers is not None:
+                raise ValueError("--text-layers is for the LFM2-VL checkpoints")
+            info = _write_fast_vlm(tmp, tiny, layout, seed, init, residual_growth)
         info.update(name=name, tiny=tiny, layout=layout, seed=seed)
         (tmp / "edgevlm_checkpoint.json").write_text(json.dumps(info, indent=2) + "\n")
         for f in tmp.iterdir():  # mkdtemp's 0700 and save_pretrained's 0600: others read these checkpoints
@@ -459,7 +564,16 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="output directory (default /work/ckpt/<name>[-tiny][-t4]); "
                     "with 'all', the parent directory")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", choices=INITS, default="unit-gain",
+                    help="LM weights: unit-gain (default, branch outputs x%g) or trained-like (residual stream "
+                    "grows by --residual-growth over the depth, each branch a bounded fraction)" % BRANCH_GAIN)
+    ap.add_argument("--residual-growth", type=float, default=RESIDUAL_GROWTH,
+                    help="trained-like: final residual RMS / embedding RMS (default %(default)g)")
+    ap.add_argument("--text-layers", type=int, default=None,
+                    help="LFM2-VL: this many LM layers at the published widths (reduced-depth measurements)")
     args = ap.parse_args(argv)
+    if args.residual_growth <= 1:
+        ap.error(f"--residual-growth must be > 1 (got {args.residual_growth:g})")
     names = NAMES if args.name == "all" else (args.name,)
     for name in names:
         suffix = ("-tiny" if args.tiny else "") + ("-t4" if args.layout == "transformers4" else "")
@@ -467,7 +581,8 @@ def main(argv=None) -> int:
             out = DEFAULT_ROOT / (name + suffix)
         else:
             out = args.out / (name + suffix) if args.name == "all" else args.out
-        path = write_checkpoint(name, out, tiny=args.tiny, layout=args.layout, seed=args.seed)
+        path = write_checkpoint(name, out, tiny=args.tiny, layout=args.layout, seed=args.seed, init=args.init,
+                                residual_growth=args.residual_growth, text_layers=args.text_layers)
         info = json.loads((path / "edgevlm_checkpoint.json").read_text())
         print(f"{name}: {path} ({info['params'] / 1e6:.1f}M params"
               + (f", vision feature std {info['vision_feature_std']}" if "vision_feature_std" in info else "") + ")")
