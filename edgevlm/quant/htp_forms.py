@@ -273,12 +273,47 @@ def _from_boolean(name: str, producer: dict) -> bool:
 
 def split_wide_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """``model`` (a QDQ model) with every MatMul of two dynamic 16-bit inputs split as above; the count split."""
-    inits = {t.name: t for t in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
     consumers: dict[str, list] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
+    candidates = _wide_matmuls(model, producer, consumers)
+    if not candidates:
+        return model, 0
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+              for vi in onnx.shape_inference.infer_shapes(onnx_files.structure(model)).graph.value_info}
+    shapes.update({vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in model.graph.input})
+
+    new_inits, count = [], 0
+    for node, a, b in candidates:
+        k = (shapes.get(node.input[1]) or [0, 0])[-2]
+        if not k:
+            continue
+        prefix = f"{node.name or node.output[0]}{SPLIT_TAG}"
+        consts = _split_constants(k, a, b)
+        new_inits += [onnx.numpy_helper.from_array(np.array(value), prefix + key) for key, value in consts.items()]
+        dq_b = producer[node.input[1]]
+        halves = _split_nodes(node, prefix, producer[node.input[0]], dq_b, consumers[node.output[0]][0])
+        idx = list(model.graph.node).index(node)
+        del model.graph.node[idx]
+        for i, n in enumerate(halves):
+            model.graph.node.insert(idx + i, n)
+        # b's own DequantizeLinear is left to MatMul's other users, or dropped when it has none.
+        if all(x is node for x in consumers.get(node.input[1], [])):
+            model.graph.node.remove(dq_b)
+        count += 1
+    model.graph.initializer.extend(new_inits)
+    return model, count
+
+
+def _wide_matmuls(model: onnx.ModelProto, producer: dict, consumers: dict) -> list:
+    """(MatMul, a's and b's (scale, zero point, type)) for each MatMul of two dynamic 16-bit inputs.
+
+    Each input comes from a per-tensor DequantizeLinear, the output goes to
+    one QuantizeLinear; a 0/1 mask as b is left alone (exact at 8 bits already).
+    """
+    inits = {t.name: t for t in model.graph.initializer}
 
     def qparams(dq):
         if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits or len(dq.input) < 3:
@@ -300,69 +335,57 @@ def split_wide_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         if a is None or b is None or len(outs) != 1 or outs[0].op_type != "QuantizeLinear":
             continue
         if _from_boolean(node.input[1], producer):
-            continue  # a 0/1 mask: exact at 8 bits already
-        candidates.append((node, a, b))
-    if not candidates:
-        return model, 0
-    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
-              for vi in onnx.shape_inference.infer_shapes(onnx_files.structure(model)).graph.value_info}
-    shapes.update({vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in model.graph.input})
-
-    new_inits, count = [], 0
-    for node, (sa, za, ta), (sb, zb, tb) in candidates:
-        k = (shapes.get(node.input[1]) or [0, 0])[-2]
-        if not k:
             continue
-        lo_a, hi_a = _QTYPES[ta]
-        lo_b, hi_b = _QTYPES[tb]
-        p = node.name or node.output[0]
-        s8 = sb * (hi_b - lo_b) / 255.0
-        z8 = int(np.clip(round((zb - lo_b) / (hi_b - lo_b) * 255.0), 0, 255))
-        s_lo = 2.0 * LO_MARGIN * s8 / 255.0
-        # |a @ lo| <= k * max|a| * max|lo|: a bound, not a calibration, for the 16-bit partial product.
-        a_max = sa * max(za - lo_a, hi_a - za)
-        y2_half = max(k * a_max * LO_MARGIN * s8, 1e-6)
-        consts = {
-            "s8": np.float32(s8), "z8": np.uint8(z8), "s_lo": np.float32(s_lo), "z_lo": np.uint8(128),
-            "s_y2": np.float32(2 * y2_half / 65535.0), "z_y2": np.uint16(32768),
-        }
-        for key, value in consts.items():
-            new_inits.append(onnx.numpy_helper.from_array(np.array(value), f"{p}{SPLIT_TAG}{key}"))
-        c = {key: f"{p}{SPLIT_TAG}{key}" for key in consts}
-        dq_a, dq_b = producer[node.input[0]], producer[node.input[1]]
-        q_y = consumers[node.output[0]][0]
-        t = {x: f"{p}{SPLIT_TAG}{x}" for x in ("b_f", "b_f2", "hi_q", "hi_mm", "hi_f", "hi16_q", "hi16_f", "lo",
-                                           "lo_q", "lo_f", "a_f2", "y1", "y1_q", "y1_f", "y2", "y2_q", "y2_f")}
-        h = onnx.helper
-        nodes = [
-            h.make_node("DequantizeLinear", list(dq_b.input), [t["b_f"]]),
-            h.make_node("QuantizeLinear", [t["b_f"], c["s8"], c["z8"]], [t["hi_q"]]),
-            h.make_node("DequantizeLinear", [t["hi_q"], c["s8"], c["z8"]], [t["hi_mm"]]),
-            h.make_node("DequantizeLinear", [t["hi_q"], c["s8"], c["z8"]], [t["hi_f"]]),
-            h.make_node("QuantizeLinear", [t["hi_f"], dq_b.input[1], dq_b.input[2]], [t["hi16_q"]]),
-            h.make_node("DequantizeLinear", [t["hi16_q"], dq_b.input[1], dq_b.input[2]], [t["hi16_f"]]),
-            h.make_node("DequantizeLinear", list(dq_b.input), [t["b_f2"]]),
-            h.make_node("Sub", [t["b_f2"], t["hi16_f"]], [t["lo"]]),
-            h.make_node("QuantizeLinear", [t["lo"], c["s_lo"], c["z_lo"]], [t["lo_q"]]),
-            h.make_node("DequantizeLinear", [t["lo_q"], c["s_lo"], c["z_lo"]], [t["lo_f"]]),
-            h.make_node("MatMul", [node.input[0], t["hi_mm"]], [t["y1"]]),
-            h.make_node("QuantizeLinear", [t["y1"], q_y.input[1], q_y.input[2]], [t["y1_q"]]),
-            h.make_node("DequantizeLinear", [t["y1_q"], q_y.input[1], q_y.input[2]], [t["y1_f"]]),
-            h.make_node("DequantizeLinear", list(dq_a.input), [t["a_f2"]]),
-            h.make_node("MatMul", [t["a_f2"], t["lo_f"]], [t["y2"]]),
-            h.make_node("QuantizeLinear", [t["y2"], c["s_y2"], c["z_y2"]], [t["y2_q"]]),
-            h.make_node("DequantizeLinear", [t["y2_q"], c["s_y2"], c["z_y2"]], [t["y2_f"]]),
-            h.make_node("Add", [t["y1_f"], t["y2_f"]], [node.output[0]]),
-        ]
-        for n in nodes:
-            n.name = f"{n.output[0]}/node" if n.op_type != "Add" else f"{p}{SPLIT_TAG}add"
-        idx = list(model.graph.node).index(node)
-        del model.graph.node[idx]
-        for i, n in enumerate(nodes):
-            model.graph.node.insert(idx + i, n)
-        # b's own DequantizeLinear is left to MatMul's other users, or dropped when it has none.
-        if all(x is node for x in consumers.get(node.input[1], [])):
-            model.graph.node.remove(dq_b)
-        count += 1
-    model.graph.initializer.extend(new_inits)
-    return model, count
+        candidates.append((node, a, b))
+    return candidates
+
+
+def _split_constants(k: int, a: tuple, b: tuple) -> dict[str, np.generic]:
+    """The grids of hi, lo and a @ lo for a MatMul of inner size ``k``; ``a``, ``b``: (scale, zero point, type)."""
+    (sa, za, ta), (sb, zb, tb) = a, b
+    lo_a, hi_a = _QTYPES[ta]
+    lo_b, hi_b = _QTYPES[tb]
+    s8 = sb * (hi_b - lo_b) / 255.0
+    z8 = int(np.clip(round((zb - lo_b) / (hi_b - lo_b) * 255.0), 0, 255))
+    s_lo = 2.0 * LO_MARGIN * s8 / 255.0
+    # |a @ lo| <= k * max|a| * max|lo|: a bound, not a calibration, for the 16-bit partial product.
+    a_max = sa * max(za - lo_a, hi_a - za)
+    y2_half = max(k * a_max * LO_MARGIN * s8, 1e-6)
+    return {
+        "s8": np.float32(s8), "z8": np.uint8(z8), "s_lo": np.float32(s_lo), "z_lo": np.uint8(128),
+        "s_y2": np.float32(2 * y2_half / 65535.0), "z_y2": np.uint16(32768),
+    }
+
+
+def _split_nodes(node, prefix: str, dq_a, dq_b, q_y) -> list:
+    """The nodes computing MatMul ``node``'s output as MatMul(a, hi) + MatMul(a, lo); names start with ``prefix``.
+
+    ``dq_a``, ``dq_b``: the DequantizeLinear of its inputs; ``q_y``: the QuantizeLinear of its output.
+    """
+    t = {x: prefix + x for x in ("b_f", "b_f2", "hi_q", "hi_mm", "hi_f", "hi16_q", "hi16_f", "lo", "lo_q", "lo_f",
+                                 "a_f2", "y1", "y1_q", "y1_f", "y2", "y2_q", "y2_f")}
+    c = {key: prefix + key for key in ("s8", "z8", "s_lo", "z_lo", "s_y2", "z_y2")}
+    h = onnx.helper
+    nodes = [
+        h.make_node("DequantizeLinear", list(dq_b.input), [t["b_f"]]),
+        h.make_node("QuantizeLinear", [t["b_f"], c["s8"], c["z8"]], [t["hi_q"]]),
+        h.make_node("DequantizeLinear", [t["hi_q"], c["s8"], c["z8"]], [t["hi_mm"]]),
+        h.make_node("DequantizeLinear", [t["hi_q"], c["s8"], c["z8"]], [t["hi_f"]]),
+        h.make_node("QuantizeLinear", [t["hi_f"], dq_b.input[1], dq_b.input[2]], [t["hi16_q"]]),
+        h.make_node("DequantizeLinear", [t["hi16_q"], dq_b.input[1], dq_b.input[2]], [t["hi16_f"]]),
+        h.make_node("DequantizeLinear", list(dq_b.input), [t["b_f2"]]),
+        h.make_node("Sub", [t["b_f2"], t["hi16_f"]], [t["lo"]]),
+        h.make_node("QuantizeLinear", [t["lo"], c["s_lo"], c["z_lo"]], [t["lo_q"]]),
+        h.make_node("DequantizeLinear", [t["lo_q"], c["s_lo"], c["z_lo"]], [t["lo_f"]]),
+        h.make_node("MatMul", [node.input[0], t["hi_mm"]], [t["y1"]]),
+        h.make_node("QuantizeLinear", [t["y1"], q_y.input[1], q_y.input[2]], [t["y1_q"]]),
+        h.make_node("DequantizeLinear", [t["y1_q"], q_y.input[1], q_y.input[2]], [t["y1_f"]]),
+        h.make_node("DequantizeLinear", list(dq_a.input), [t["a_f2"]]),
+        h.make_node("MatMul", [t["a_f2"], t["lo_f"]], [t["y2"]]),
+        h.make_node("QuantizeLinear", [t["y2"], c["s_y2"], c["z_y2"]], [t["y2_q"]]),
+        h.make_node("DequantizeLinear", [t["y2_q"], c["s_y2"], c["z_y2"]], [t["y2_f"]]),
+        h.make_node("Add", [t["y1_f"], t["y2_f"]], [node.output[0]]),
+    ]
+    for n in nodes:
+        n.name = f"{n.output[0]}/node" if n.op_type != "Add" else prefix + "add"
+    return nodes

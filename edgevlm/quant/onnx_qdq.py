@@ -33,6 +33,7 @@ from edgevlm.quant.gptq import WEIGHT_ALGOS, apply_gptq
 from edgevlm.quant.observers import RangeObserver, check_finite
 from edgevlm.quant.qdq import qrange
 from edgevlm.quant.schemes import QuantScheme, check_scheme_allowed, get_scheme, uses_qnn_rules
+from edgevlm.quant.weight_scales import apply_mse_scales
 from edgevlm.targets import get_target
 
 _QTYPE = {
@@ -67,52 +68,20 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
     Raises InputError for bad data (naming the tensor), a scheme the target
     does not allow, non-finite weights, or scales that would underflow.
     """
-    scheme = get_scheme(scheme)
-    target = get_target(target)
-    if weight_algo not in WEIGHT_ALGOS:
-        raise InputError(f"unknown weight algorithm '{weight_algo}'", f"use one of {', '.join(WEIGHT_ALGOS)}")
-    if scheme.is_kv_only:
-        raise InputError(f"{scheme.name} is a KV-cache scheme", "quantize a graph with a stage scheme such as w8a16")
-    check_scheme_allowed(scheme, target, "stage")
+    scheme, target = get_scheme(scheme), get_target(target)
     float_onnx_path, out_path = Path(float_onnx_path), Path(out_path)
-    if not float_onnx_path.is_file():
-        raise InputError(f"float ONNX model '{float_onnx_path}' not found")
+    _check_arguments(float_onnx_path, scheme, target, weight_algo)
     qnn = uses_qnn_rules(target)
     # A float model given with external data is a large one: every intermediate model keeps its weights
     # in a side file too, so that graph-only steps never load them (edgevlm.quant.onnx_files).
     large = onnx_files.has_external_data(float_onnx_path)
     with tempfile.TemporaryDirectory(prefix="edgevlm-quant-") as tmp, _quiet_onnxruntime_quantization():
         tmp = Path(tmp)
-        model_path = float_onnx_path
-        preprocessed = False
-        if qnn:
-            pre = tmp / "preprocessed.onnx"
-            external = {"save_as_external_data": True, "all_tensors_to_one_file": True,
-                        "external_data_location": pre.name + ".data"} if large else {}
-            preprocessed = qnn_preprocess_model(str(float_onnx_path), str(pre), **external)
-            if preprocessed:
-                model_path = pre
-        model = onnx.load(str(model_path))
-        forms = {}
-        if qnn:
-            model, forms = htp_forms.apply(model)
-            if forms:
-                model_path = tmp / "htp_forms.onnx"
-                onnx_files.save(model, model_path, external=large)
+        model, model_path, preprocessed, forms = _float_graph(float_onnx_path, tmp, qnn, large)
         check_weights(model, scheme)
         act_overrides, weight_overrides = _split_overrides(model, overrides or {})
-        needs_opset21 = scheme.act_bits == 16 or scheme.weight_bits != 8 or 16 in act_overrides.values()
-        if _opset(model) < 21 and needs_opset21:
-            # 4- and 16-bit QuantizeLinear/DequantizeLinear are standard from opset 21.  If the
-            # converter cannot lift the model, onnxruntime emits com.microsoft Q/DQ ops instead
-            # (visible in the returned "qdq_domains").
-            try:
-                converted = onnx.version_converter.convert_version(model, 21)
-            except Exception:  # noqa: BLE001 - any converter failure leaves the model as exported
-                converted = None
-            if converted is not None:
-                model, model_path = converted, tmp / "opset21.onnx"
-                onnx_files.save(model, model_path, external=large)
+        if scheme.act_bits == 16 or scheme.weight_bits != 8 or 16 in act_overrides.values():
+            model, model_path = _lift_to_opset21(model, model_path, tmp / "opset21.onnx", large)
 
         samples = _samples_for(model, calibration)
         act_dtypes = {n: f"uint{b}" for n, b in act_overrides.items()}
@@ -125,84 +94,162 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         input_widened = {}
         if qnn:
             ranges, input_widened = htp_forms.widen_input_ranges(model, ranges, act_dtypes, scheme.act_dtype)
-        # On HTP, ranges the quantizer widens to QNN's minimum lose their precision:
-        # reported, never silent.  All-zero tensors are exact either way and not listed.
-        widened = {n: [lo, hi] for n, (lo, hi) in ranges.items()
-                   if qnn and 0.0 < max(hi, 0.0) - min(lo, 0.0) < QNN_MIN_REAL_RANGE}
+        widened = _widened_by_qnn(ranges) if qnn else {}
         cache = tmp / "calibration.json"
         save_tensors_data(_tensors_data(ranges), cache)
 
         ort_overrides = _ort_overrides(model, act_overrides, weight_overrides, scheme, qnn)
         if qnn:  # types QNN's HTP requires win: a graph it refuses is no build at all
             ort_overrides |= htp_forms.quant_overrides(model)
-        act_type, weight_type = _QTYPE[scheme.act_dtype], _QTYPE[scheme.weight_dtype]
-        per_channel = scheme.weight_granularity in ("per-channel", "per-group")
-        if qnn:
-            config = get_qnn_qdq_config(
-                str(model_path), None, calibrate_method=CalibrationMethod.MinMax,
-                activation_type=act_type, weight_type=weight_type, per_channel=per_channel,
-                init_overrides=ort_overrides or None, activation_symmetric=scheme.act_symmetric,
-                weight_symmetric=scheme.weight_symmetric,
-            )
-            op_types, extra = config.op_types_to_quantize, dict(config.extra_options)
-        else:
-            # Every op type, as the QNN configuration does, so that the graph is QDQ around every op.
-            op_types = sorted({n.op_type for n in model.graph.node} - {"Cast"})
-            extra = {
-                "ActivationSymmetric": scheme.act_symmetric, "WeightSymmetric": scheme.weight_symmetric,
-                "TensorQuantOverrides": ort_overrides,
-            }
-        if scheme.weight_granularity == "per-group":
-            extra["BlockSize"] = scheme.group_size
-            # Groups run along a MatMul weight's reduction axis (K of a K x N weight), as in
-            # GPTQ/AWQ-style int4; onnxruntime would otherwise block along its channel axis N.
-            extra["QDQOpTypePerChannelSupportToAxis"] = {"MatMul": 0}
         staged = tmp / "quantized.onnx"  # out_path only ever receives a checked model
-        quantize_static(
-            str(model_path), str(staged), None, quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=op_types, per_channel=per_channel,
-            activation_type=act_type, weight_type=weight_type, calibrate_method=CalibrationMethod.MinMax,
-            extra_options=extra, calibration_cache_path=str(cache), use_external_data_format=large,
-        )
+        _quantize_static(model, model_path, staged, cache, scheme, ort_overrides, qnn, large)
         if large:
             del model
         quantized = onnx.load(str(staged))
-        weight_info = {"weight_algo": "rtn"}
-        if weight_algo == "gptq":
-            t0 = time.perf_counter()
-            weight_info = apply_gptq(model_path, quantized, samples, act_order=True, store=hessians)
-            weight_info["seconds"] = round(time.perf_counter() - t0, 2)
-            if not large:  # the copied file below; a large model is saved from memory
-                onnx.save(quantized, str(staged))
-        elif weight_algo == "mse":
-            from edgevlm.quant.weight_scales import apply_mse_scales
-
-            t0 = time.perf_counter()
-            weight_info = apply_mse_scales(model_path, quantized)
-            weight_info["seconds"] = round(time.perf_counter() - t0, 2)
-            if not large:
-                onnx.save(quantized, str(staged))
+        weight_info = _round_weights(weight_algo, model_path, quantized, samples, hessians)
         split = 0
         if qnn:  # QDQ-level forms: they need the quantized grids (htp_forms.split_wide_matmuls)
             quantized, split = htp_forms.split_wide_matmuls(quantized)
-            if split and not large:
-                onnx.save(quantized, str(staged))
-        check_scales(quantized)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        if large:  # one file again unless the quantized model still needs its weights beside it
-            onnx_files.save(quantized, out_path)
-        else:
-            partial = out_path.with_name(out_path.name + ".partial")
-            shutil.copyfile(staged, partial)
-            partial.replace(out_path)
+        if not large and (weight_algo != "rtn" or split):  # the file copied below; a large one is saved from memory
+            onnx.save(quantized, str(staged))
+        _write_checked(quantized, staged, out_path, large)
 
+    return _info(scheme, quantized, out_path, observer=observer, weights=weight_info, samples=len(samples),
+                 qnn=qnn, preprocessed=preprocessed, forms=forms, split=split,
+                 overrides={**act_overrides, **weight_overrides}, widened=widened, input_widened=input_widened)
+
+
+def _check_arguments(float_onnx_path: Path, scheme: QuantScheme, target, weight_algo: str) -> None:
+    if weight_algo not in WEIGHT_ALGOS:
+        raise InputError(f"unknown weight algorithm '{weight_algo}'", f"use one of {', '.join(WEIGHT_ALGOS)}")
+    if scheme.is_kv_only:
+        raise InputError(f"{scheme.name} is a KV-cache scheme", "quantize a graph with a stage scheme such as w8a16")
+    check_scheme_allowed(scheme, target, "stage")
+    if not float_onnx_path.is_file():
+        raise InputError(f"float ONNX model '{float_onnx_path}' not found")
+
+
+def _float_graph(float_onnx_path: Path, tmp: Path, qnn: bool, large: bool):
+    """(model, its path, QNN pre-processed?, HTP form counts): the float graph quantization starts from.
+
+    For HTP targets: onnxruntime's QNN pre-processing, then the graph forms
+    the HTP executes correctly (edgevlm.quant.htp_forms); each rewritten
+    model is saved under ``tmp`` for the steps that read a path.
+    """
+    model_path, preprocessed, forms = float_onnx_path, False, {}
+    if qnn:
+        pre = tmp / "preprocessed.onnx"
+        external = {"save_as_external_data": True, "all_tensors_to_one_file": True,
+                    "external_data_location": pre.name + ".data"} if large else {}
+        preprocessed = qnn_preprocess_model(str(float_onnx_path), str(pre), **external)
+        if preprocessed:
+            model_path = pre
+    model = onnx.load(str(model_path))
+    if qnn:
+        model, forms = htp_forms.apply(model)
+        if forms:
+            model_path = tmp / "htp_forms.onnx"
+            onnx_files.save(model, model_path, external=large)
+    return model, model_path, preprocessed, forms
+
+
+def _lift_to_opset21(model: onnx.ModelProto, model_path: Path, lifted_path: Path, large: bool):
+    """(model, path) at opset 21 when below it and the converter can lift it, else as given.
+
+    4- and 16-bit QuantizeLinear/DequantizeLinear are standard from opset 21.
+    If the converter cannot lift the model, onnxruntime emits com.microsoft
+    Q/DQ ops instead (visible in the returned "qdq_domains").
+    """
+    if _opset(model) >= 21:
+        return model, model_path
+    try:
+        converted = onnx.version_converter.convert_version(model, 21)
+    except Exception:  # noqa: BLE001 - any converter failure leaves the model as exported
+        return model, model_path
+    onnx_files.save(converted, lifted_path, external=large)
+    return converted, lifted_path
+
+
+def _widened_by_qnn(ranges: dict) -> dict[str, list[float]]:
+    """The ranges onnxruntime's QNN configuration widens to QNN_MIN_REAL_RANGE.
+
+    On HTP they lose their precision: reported, never silent.  All-zero
+    tensors are exact either way and not listed.
+    """
+    return {n: [lo, hi] for n, (lo, hi) in ranges.items() if 0.0 < max(hi, 0.0) - min(lo, 0.0) < QNN_MIN_REAL_RANGE}
+
+
+def _quantize_static(model, model_path: Path, staged: Path, cache: Path, scheme: QuantScheme, ort_overrides: dict,
+                     qnn: bool, large: bool) -> None:
+    """onnxruntime's quantize_static of ``model_path`` to ``staged`` in QDQ format, on the ranges in ``cache``.
+
+    HTP targets take the configuration of ``execution_providers.qnn.get_qnn_qdq_config``.
+    """
+    act_type, weight_type = _QTYPE[scheme.act_dtype], _QTYPE[scheme.weight_dtype]
+    per_channel = scheme.weight_granularity in ("per-channel", "per-group")
+    if qnn:
+        config = get_qnn_qdq_config(
+            str(model_path), None, calibrate_method=CalibrationMethod.MinMax,
+            activation_type=act_type, weight_type=weight_type, per_channel=per_channel,
+            init_overrides=ort_overrides or None, activation_symmetric=scheme.act_symmetric,
+            weight_symmetric=scheme.weight_symmetric,
+        )
+        op_types, extra = config.op_types_to_quantize, dict(config.extra_options)
+    else:
+        # Every op type, as the QNN configuration does, so that the graph is QDQ around every op.
+        op_types = sorted({n.op_type for n in model.graph.node} - {"Cast"})
+        extra = {
+            "ActivationSymmetric": scheme.act_symmetric, "WeightSymmetric": scheme.weight_symmetric,
+            "TensorQuantOverrides": ort_overrides,
+        }
+    if scheme.weight_granularity == "per-group":
+        extra["BlockSize"] = scheme.group_size
+        # Groups run along a MatMul weight's reduction axis (K of a K x N weight), as in
+        # GPTQ/AWQ-style int4; onnxruntime would otherwise block along its channel axis N.
+        extra["QDQOpTypePerChannelSupportToAxis"] = {"MatMul": 0}
+    quantize_static(
+        str(model_path), str(staged), None, quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=op_types, per_channel=per_channel,
+        activation_type=act_type, weight_type=weight_type, calibrate_method=CalibrationMethod.MinMax,
+        extra_options=extra, calibration_cache_path=str(cache), use_external_data_format=large,
+    )
+
+
+def _round_weights(weight_algo: str, model_path: Path, quantized: onnx.ModelProto, samples, hessians) -> dict:
+    """Re-round ``quantized``'s weights in place by ``weight_algo`` (rtn: as quantize_static left them); its record."""
+    if weight_algo == "rtn":
+        return {"weight_algo": "rtn"}
+    t0 = time.perf_counter()
+    if weight_algo == "gptq":
+        info = apply_gptq(model_path, quantized, samples, act_order=True, store=hessians)
+    else:
+        info = apply_mse_scales(model_path, quantized)
+    info["seconds"] = round(time.perf_counter() - t0, 2)
+    return info
+
+
+def _write_checked(quantized: onnx.ModelProto, staged: Path, out_path: Path, large: bool) -> None:
+    """Check ``quantized``'s scales, then write it to ``out_path`` atomically (a small model as the ``staged`` file)."""
+    check_scales(quantized)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if large:  # one file again unless the quantized model still needs its weights beside it
+        onnx_files.save(quantized, out_path)
+    else:
+        partial = out_path.with_name(out_path.name + ".partial")
+        shutil.copyfile(staged, partial)
+        partial.replace(out_path)
+
+
+def _info(scheme: QuantScheme, quantized: onnx.ModelProto, out_path: Path, *, observer, weights, samples, qnn,
+          preprocessed, forms, split, overrides, widened, input_widened) -> dict:
+    """The report's record of one quantization."""
     ok, offending, n_quantized = _check(quantized)
     return {
         "scheme": scheme.name,
         "scheme_detail": scheme.to_dict(),
         "observer": observer,
-        "weights": weight_info,
-        "calibration_samples": len(samples),
+        "weights": weights,
+        "calibration_samples": samples,
         "activation_type": scheme.act_dtype,
         "weight_type": scheme.weight_dtype,
         "weight_granularity": scheme.weight_granularity,
@@ -215,7 +262,7 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         "nodes_quantized": n_quantized,
         "quantize_nodes": sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node),
         "dequantize_nodes": sum(n.op_type == "DequantizeLinear" for n in quantized.graph.node),
-        "overrides": {**act_overrides, **weight_overrides},
+        "overrides": overrides,
         "range_widened": widened,
         "htp_input_range_widened": input_widened,
         "integer_only": ok,

@@ -24,7 +24,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgevlm.quant import onnx_files
-from edgevlm.quant.gptq import _layers
+from edgevlm.quant.weight_layers import weight_layers
 
 CLIP_RATIOS = np.linspace(0.5, 1.0, 26)  # 0.02 steps; below half of max|w| the clipped tail costs more than it saves
 
@@ -58,7 +58,7 @@ def apply_mse_scales(float_model_path, qdq_model: onnx.ModelProto) -> dict:
             users[i] = users.get(i, 0) + 1
     qnodes = {n.name: n for n in qdq_model.graph.node}
     changed, kept = 0, 0
-    for layer in _layers(float_model, qdq_model, set(), str(Path(float_model_path).parent) if external else ""):
+    for layer in weight_layers(float_model, qdq_model, set(), str(Path(float_model_path).parent) if external else ""):
         dq = dq_of_q.get(layer.qinit.name)
         qnode = qnodes.get(layer.node.name)
         scale_init = inits.get(dq.input[1]) if dq is not None else None

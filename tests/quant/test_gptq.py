@@ -9,7 +9,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from edgevlm.errors import InputError
-from edgevlm.quant.gptq import HessianStore, _layers, dequantize, gptq_quantize, rtn_quantize
+from edgevlm.quant.gptq import HessianStore, dequantize, gptq_quantize, rtn_quantize
+from edgevlm.quant.weight_layers import weight_layers
 from edgevlm.quant.onnx_qdq import quantize_onnx
 
 logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs advice at WARNING
@@ -128,7 +129,7 @@ def test_qdq_weights_are_the_gptq_output_bit_exact(tmp_path, target, scheme):
     else:
         inputs = {"mm": [s["t"] for s in samples]}
     changed = 0
-    for layer in _layers(float_model, rtn_model, set()):
+    for layer in weight_layers(float_model, rtn_model, set()):
         cols = torch.cat([layer.columns(x) for x in inputs[layer.node.name]], dim=1).double()
         h = (cols.transpose(1, 2) @ cols).numpy()
         q = gptq_quantize(layer.to_grk(layer.float_w), h, layer.to_grk(layer.scale), layer.to_grk(layer.zp),
@@ -182,7 +183,7 @@ def test_conv_columns_reproduce_the_convolution(tmp_path):
         extra.graph.output.append(helper.make_empty_tensor_value_info(t))
     sess = ort.InferenceSession(extra.SerializeToString(), providers=["CPUExecutionProvider"])
     out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, samples[0])))
-    layers = {ly.node.name: ly for ly in _layers(onnx.load(str(float_path)), onnx.load(str(rtn_path)), set())}
+    layers = {ly.node.name: ly for ly in weight_layers(onnx.load(str(float_path)), onnx.load(str(rtn_path)), set())}
     for name, x, y in (("conv", samples[0]["x"], out["c1"]), ("dw", out["r1"], out["c2"])):
         ly = layers[name]
         cols = ly.columns(x).numpy()  # [G, B*L, K]
