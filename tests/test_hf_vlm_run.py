@@ -120,6 +120,20 @@ def test_checkpoint_agreement_starts_no_pair_past_its_budget(built):
     assert "over 1 built-in image + prompt pairs (of 3)" in acc["summary"]
 
 
+def test_checkpoint_agreement_skips_a_prompt_that_does_not_fit_the_context(built, monkeypatch):
+    """A build whose --max-context holds no built-in prompt plus an answer still gets its figure from the rest."""
+    import edgevlm.accuracy as accuracy
+
+    ckpt, build, _, image, _ = built
+    context = json.loads((build / "vlm.json").read_text())["max_len"]
+    monkeypatch.setattr(accuracy, "accuracy_pairs", lambda n: [(image, "why " * context), (image, PROMPT)][:n])
+    acc = accuracy.checkpoint_agreement(ckpt, build, "f32", pairs=2, steps=2)
+    assert (acc["pairs"], acc["pairs_not_fitting_context"]) == (1, [0])
+    assert f"1 prompts do not fit the build's context of {context}" in acc["summary"]
+    acc = accuracy.checkpoint_agreement(ckpt, build, "f32", pairs=1, steps=2)  # none fits: no figure, said so
+    assert acc["agreement"] is None and acc["pairs"] == 0 and "greedy agreement with transformers -:" in acc["summary"]
+
+
 @pytest.mark.slow
 def test_compile_reports_greedy_agreement_with_transformers(tmp_path):
     """`edgevlm compile` of a checkpoint (tiny LFM2-VL, the cpu-x86_64 default quantization) states the build's
