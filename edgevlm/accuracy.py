@@ -43,7 +43,7 @@ def shapes_accuracy(bundle, build_dir: Path, n: int, gguf_type: str, vision_back
     """Exact match on ``n`` shapes samples: the float PyTorch model vs the build's deployed path
     (``vision_backend``'s artifacts, default the runner's choice, + the C runtime)."""
     from edgevlm.data.evaluate import evaluate
-    from edgevlm.models.vlm import make_answerer
+    from edgevlm.models.arch.vlm import make_answerer
     from edgevlm.runner import BuildRunner
 
     vlm, tok = bundle.modules["vlm"], bundle.modules["tokenizer"]

@@ -12,7 +12,7 @@ C runtime from the build's ``llm.gguf`` (prefill of ``<bos>``, then the image
 embeddings, then the prompt; then greedy or sampled decode in C).  Builds of
 Hugging Face checkpoints format the prompt with the checkpoint's chat
 template and preprocess the image as its processor does (vlm.json's
-``processing``; edgevlm.models.hf_processing), and stream text pieces that
+``processing``; edgevlm.models.hf.processing), and stream text pieces that
 carry their own spacing.
 """
 from __future__ import annotations
@@ -215,7 +215,7 @@ class BuildRunner:
         from tokenizers import Tokenizer
 
         from edgevlm.errors import CheckpointError
-        from edgevlm.models.hf_processing import ChatFormat, CheckpointTokenizer, ImageProcessing, Processing
+        from edgevlm.models.hf.processing import ChatFormat, CheckpointTokenizer, ImageProcessing, Processing
 
         p, where = self.meta["processing"], f"build '{self.build_dir}'"
         fix = "recompile the build with `edgevlm compile`"
@@ -280,7 +280,7 @@ class BuildRunner:
         """Text-guided pruning to the build's ``prune_to`` tokens (builds compiled with --token-reduce prune)."""
         if self.text_embeddings is None:
             return embeds
-        from edgevlm.models.token_pruning import keep_for_prompt
+        from edgevlm.models.arch.token_pruning import keep_for_prompt
 
         return embeds[keep_for_prompt(embeds, self.text_embeddings.__getitem__, ids, self.meta["image_token_id"],
                                       self.meta["prune_to"])]
@@ -300,7 +300,7 @@ class BuildRunner:
                                  f"tokens it takes {len(ids)} of this build's context of {m['max_len']}, leaving no room to answer",
                                  f"shorten the prompt, or recompile with --max-context {len(ids) + max(max_new_tokens, 1)}")
             return ids
-        from edgevlm.models.token_pruning import image_prompt_ids
+        from edgevlm.models.arch.token_pruning import image_prompt_ids
 
         ids = image_prompt_ids(m["bos_id"], m["image_token_id"], m["num_image_tokens"], self.tokenizer.encode(prompt))
         if len(ids) >= m["max_len"]:

@@ -31,7 +31,7 @@ def test_listing_through_a_pipe_keeps_full_names(pipeline):
 
 
 def test_every_target_and_model_name_is_in_the_piped_listing():
-    from edgevlm.models.zoo import SPECS
+    from edgevlm.models.zoo.vlms import SPECS
     from edgevlm.targets import list_targets
 
     targets = _sh("edgevlm targets | cat").stdout.splitlines()

@@ -17,6 +17,11 @@ may import it (for ``__version__``), since Python runs it first anyway.
 
 ``ALLOWED`` lists the upward imports not yet removed, each with its reason; it
 may only shrink (an entry no longer needed fails the test too).
+
+Inside ``models`` the same rule orders its parts (``MODEL_PARTS``): the shared
+modules (registry, checkpoint, tokenizer), then the architectures, the zoo,
+checkpoint import, and training; the package's ``__init__`` (``build_model``)
+may use them all.
 """
 import ast
 from pathlib import Path
@@ -41,6 +46,17 @@ ROOT = "edgevlm"
 
 # (importing module, imported module) -> why the upward import is still there.
 ALLOWED: dict[tuple[str, str], str] = {}
+
+# The parts of edgevlm.models, lowest first: the architectures know no model names, the zoo no
+# checkpoint format, checkpoint import builds the architectures (and reads a checkpoint saved from
+# the zoo), training builds zoo models.
+MODEL_PARTS = (
+    ("shared", ("edgevlm.models.registry", "edgevlm.models.checkpoint", "edgevlm.models.tokenizer")),
+    ("arch", ("edgevlm.models.arch",)),
+    ("zoo", ("edgevlm.models.zoo",)),
+    ("hf", ("edgevlm.models.hf",)),
+    ("training", ("edgevlm.models.train",)),
+)
 
 
 def module_name(path: Path) -> str:
@@ -142,12 +158,44 @@ def test_imports_are_found_wherever_they_are(source, expected):
 
 def test_upward_and_sibling_imports_are_flagged():
     assert violation("edgevlm.targets.estimator", "edgevlm.compiler.capture") == "layer descriptions imports layer compiler"
-    assert violation("edgevlm.models.vlm", "edgevlm.targets.base") == "sibling packages of layer descriptions"
+    assert violation("edgevlm.models.arch.vlm", "edgevlm.targets.base") == "sibling packages of layer descriptions"
     assert violation("edgevlm.compiler.pipeline", "edgevlm.runner") == "layer compiler imports layer runner"
-    assert violation("edgevlm.compiler.pipeline", "edgevlm.models.vlm") is None
+    assert violation("edgevlm.compiler.pipeline", "edgevlm.models.arch.vlm") is None
     assert violation("edgevlm.quant.analysis", "edgevlm.core.metrics") is None
     assert violation("edgevlm.ops", "edgevlm.errors") is None
     assert violation("edgevlm.errors", "edgevlm.compiler") == "layer core imports layer compiler"
+
+
+def model_part(module: str) -> int | None:
+    """Index in MODEL_PARTS of an edgevlm.models module; None for the package's __init__ and non-models."""
+    for index, (_, packages) in enumerate(MODEL_PARTS):
+        if any(module == p or module.startswith(p + ".") for p in packages):
+            return index
+    if module.startswith("edgevlm.models."):
+        raise AssertionError(f"{module} is in no part of edgevlm.models: add it to MODEL_PARTS (and models/__init__.py)")
+    return None
+
+
+def test_model_parts_import_downward_only():
+    found = []
+    for importer, imported, line in all_imports():
+        src, dst = model_part(importer), model_part(imported)
+        if src is not None and dst is not None and dst > src:
+            found.append(f"{importer} -> {imported} (part {MODEL_PARTS[src][0]} imports part "
+                         f"{MODEL_PARTS[dst][0]}), line {line}")
+    assert not found, "upward imports inside edgevlm.models:\n  " + "\n  ".join(found)
+
+
+def test_every_zoo_module_registers_models():
+    """Discovery (edgevlm.models._discover) imports every module of models/zoo/ and reads its MODELS, so a zoo
+    module that defines none would be imported for nothing, and a MODELS list elsewhere would never be found."""
+    defines = {module_name(path): any(isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MODELS"
+                                                                            for t in node.targets)
+                                      for node in ast.parse(path.read_text()).body)
+               for path in sorted((PACKAGE / "models").rglob("*.py")) if path.name != "__init__.py"}
+    zoo = {m for m in defines if m.startswith("edgevlm.models.zoo.")}
+    assert zoo and all(defines[m] for m in zoo), [m for m in zoo if not defines[m]]
+    assert not [m for m, d in defines.items() if d and m not in zoo]
 
 
 def test_no_backend_imports_another_backend():

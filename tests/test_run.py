@@ -37,7 +37,7 @@ def test_build_answers_like_the_float_model(runner):
     """The demo VLM gives the same answers through the build (quantized vision + Q4_0 runtime) as in PyTorch
     (agreement rate over 40 samples >= 0.9)."""
     from edgevlm.models import DEFAULT_MODEL, build_model
-    from edgevlm.models.vlm import make_answerer
+    from edgevlm.models.arch.vlm import make_answerer
 
     bundle = build_model(DEFAULT_MODEL)
     float_answer = make_answerer(bundle.modules["vlm"], bundle.modules["tokenizer"])

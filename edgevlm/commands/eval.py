@@ -42,7 +42,7 @@ def answerer_for(model: str, backend: str | None = None):
         raise InputError(f"--backend {backend} applies to a compiled build, and '{model}' is not one",
                          "pass a build directory written by `edgevlm compile`, or leave --backend out")
     from edgevlm.models import build_model
-    from edgevlm.models.vlm import make_answerer
+    from edgevlm.models.arch.vlm import make_answerer
 
     bundle = build_model(model)
     vlm, tok = bundle.modules.get("vlm"), bundle.modules.get("tokenizer")

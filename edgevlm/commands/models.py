@@ -18,8 +18,8 @@ def _m(x: int) -> str:
 
 def run(args) -> int:
     from edgevlm.models import DEFAULT_MODEL, list_models
-    from edgevlm.models.encoders import list_encoders
-    from edgevlm.models.zoo import SPECS, describe
+    from edgevlm.models.arch.encoders import list_encoders
+    from edgevlm.models.zoo.vlms import SPECS, describe
 
     vlms = [describe(name) for name in SPECS]
     others = [{"name": e.name, "family": e.family, "description": e.description}

@@ -148,7 +148,7 @@ def _vlm_calibration(bundle: ModelBundle, calib_dir, limit: int) -> str | None:
     if vlm is None or vlm.encoder is None or bundle.meta.get("source") != "huggingface":
         return None
     from edgevlm.data.calibration_set import calibration_pairs
-    from edgevlm.models.vlm import vlm_stages
+    from edgevlm.models.arch.vlm import vlm_stages
 
     pairs, source = calibration_pairs(calib_dir, limit)
     processing = bundle.modules.get("processing")
@@ -557,7 +557,7 @@ def compile(  # noqa: A001 - the public verb
     of each quantized stage are raised (16-bit activations, 8-bit weights)
     until the stage output's SQNR reaches it, within the target's dtypes.
     ``vision_tokens`` reduces a VLM's image tokens to that many with
-    ``token_reduce`` (dct, pool or merge; see edgevlm.models.token_reduction).
+    ``token_reduce`` (dct, pool or merge; see edgevlm.models.arch.token_reduction).
     ``eval_n`` shapes samples measure a VLM build's accuracy, float PyTorch vs
     the build's own path (its vision artifacts + the C runtime; an imported
     checkpoint: greedy agreement with transformers on up to ``eval_n`` built-in
@@ -577,7 +577,7 @@ def compile(  # noqa: A001 - the public verb
     schemes = parse_quant_spec(quant, tgt)
     bundle = _as_bundle(model, example_inputs, name, calibration, max_context)
     if vision_tokens is not None:
-        from edgevlm.models.zoo import with_token_reduction
+        from edgevlm.models.zoo.vlms import with_token_reduction
 
         bundle = with_token_reduction(bundle, vision_tokens, token_reduce)
     chosen, skipped = _select_backends(tgt, backends)

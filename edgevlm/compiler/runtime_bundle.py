@@ -13,7 +13,7 @@ A build of a zoo VLM also holds
   vlm.json's ``processing`` then says how `edgevlm run` renders a prompt
   (template, special tokens, the image run's wrapping) and preprocesses an
   image (resize mode, filter, rescale, mean, std), as the checkpoint's
-  transformers processor does (edgevlm.models.hf_processing);
+  transformers processor does (edgevlm.models.hf.processing);
 - ``text_embeddings.safetensors``: the LM's word embeddings, only when the
   build prunes image tokens by the prompt (``--token-reduce prune``);
 - ``vlm.json``: how to turn an image and a prompt into runtime inputs (image
@@ -62,8 +62,8 @@ def gguf_type_for(scheme) -> str:
 
 def is_runtime_vlm(bundle) -> bool:
     """True when the bundle is a VLM with a tokenizer whose LM the C runtime can run (LFM2 or Qwen2)."""
-    from edgevlm.models.lfm2 import Lfm2ForCausalLM
-    from edgevlm.models.qwen2 import Qwen2ForCausalLM
+    from edgevlm.models.arch.lfm2 import Lfm2ForCausalLM
+    from edgevlm.models.arch.qwen2 import Qwen2ForCausalLM
 
     vlm, tok = bundle.modules.get("vlm"), bundle.modules.get("tokenizer")
     return vlm is not None and tok is not None and vlm.encoder is not None \
@@ -71,7 +71,7 @@ def is_runtime_vlm(bundle) -> bool:
 
 
 def _export_gguf(path: Path, lm, qtype: str, tokenizer, name: str) -> None:
-    from edgevlm.models.qwen2 import Qwen2ForCausalLM
+    from edgevlm.models.arch.qwen2 import Qwen2ForCausalLM
     from edgevlm.runtime.gguf_export import export_lfm2_gguf, export_qwen2_gguf
 
     if isinstance(lm, Qwen2ForCausalLM):
@@ -151,7 +151,7 @@ def _verify(vlm, tok, gguf_path: Path, samples: int, processing=None) -> dict:
 
     from edgevlm.core.metrics import sqnr_db
     from edgevlm.data.shapes import make_sample
-    from edgevlm.models.zoo import CALIBRATION_SEED
+    from edgevlm.models.zoo.vlms import CALIBRATION_SEED
     from edgevlm.runtime import Model
 
     model = Model.load(gguf_path, threads=1)

@@ -12,7 +12,7 @@ from edgevlm.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 BUILTIN_SAMPLES = 8
-BUILTIN_SEED = 999  # the shapes seed zoo models calibrate on (models/zoo.py CALIBRATION_SEED)
+BUILTIN_SEED = 999  # the shapes seed zoo models calibrate on (models/zoo/vlms.py CALIBRATION_SEED)
 BUILTIN_IMAGE_SIZE = 256
 DEFAULT_PROMPTS = ("Describe this image.", "What objects are in the picture, and where are they?",
                    "What colors do you see?", "Is there any text in the image? Read it.")

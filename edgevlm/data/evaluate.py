@@ -1,7 +1,7 @@
 """Exact-match evaluation with a pluggable generation backend.
 
 A backend is any function ``answer(image: PIL.Image, prompt: str) -> str``:
-the float model in PyTorch (edgevlm.models.vlm.make_answerer), or a compiled
+the float model in PyTorch (edgevlm.models.arch.vlm.make_answerer), or a compiled
 build run through onnxruntime / the C runtime.  The score is the fraction of
 samples whose answer equals the reference after lower-casing and collapsing
 whitespace.

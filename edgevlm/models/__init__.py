@@ -1,9 +1,20 @@
-"""The model zoo: named models (one module each, defining ``MODELS``) and checkpoint loading."""
+"""Models: build a named model or load a checkpoint directory, as a ``ModelBundle`` of stages.
+
+    arch/      the architectures (nn.Modules, the VLM's stages, token reduction); no names, no weights
+    zoo/       the named models: each module defines ``MODELS``; weights/ holds the shipped weights
+    hf/        Hugging Face checkpoint import (LFM2, LFM2-VL, FastVLM) with their processing
+    train.py   trains a zoo VLM on the shapes data set (``python -m edgevlm.models.train``)
+    registry.py, checkpoint.py, tokenizer.py: what they share (bundle and entry, safetensors reading,
+               the zoo's tokenizer)
+
+Discovery imports the modules of zoo/ only: they are the ones that register.
+"""
 import importlib
 import pkgutil
 from pathlib import Path
 
 from edgevlm.errors import CheckpointError, UnknownNameError
+from edgevlm.models import zoo
 from edgevlm.models.registry import ModelBundle, ModelEntry
 
 DEFAULT_MODEL = "autoneural-nano"
@@ -15,11 +26,8 @@ def _discover() -> dict[str, ModelEntry]:
     global _ENTRIES
     if _ENTRIES is None:
         found: dict[str, ModelEntry] = {}
-        for info in pkgutil.iter_modules(__path__):
-            if info.name in ("registry", "checkpoint"):
-                continue
-            module = importlib.import_module(f"{__name__}.{info.name}")
-            for entry in getattr(module, "MODELS", ()):
+        for info in pkgutil.iter_modules(zoo.__path__):
+            for entry in importlib.import_module(f"{zoo.__name__}.{info.name}").MODELS:
                 found[entry.name] = entry
         _ENTRIES = found
     return _ENTRIES
@@ -77,8 +85,8 @@ def _config_if_dir(name: str) -> dict:
 
 
 def from_pretrained(path, max_context: int | None = None) -> ModelBundle:
-    """Load a local checkpoint directory (Hugging Face LFM2 / LFM2-VL / FastVLM, or a saved zoo model); see hf_import."""
-    from edgevlm.models.hf_import import from_pretrained as _load
+    """Load a local checkpoint directory (Hugging Face LFM2 / LFM2-VL / FastVLM, or a saved zoo model); see hf.loaders."""
+    from edgevlm.models.hf.loaders import from_pretrained as _load
 
     return _load(path, max_context)
 

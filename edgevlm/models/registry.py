@@ -1,6 +1,6 @@
 """Named models: a registry that model files join.
 
-Each model module in this package defines ``MODELS``, a list of
+Each module of edgevlm.models.zoo defines ``MODELS``, a list of
 :class:`ModelEntry`.  ``build_model(name)`` returns a :class:`ModelBundle`:
 the model's stages, ready for the compiler.
 """

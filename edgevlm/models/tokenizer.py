@@ -1,4 +1,4 @@
-"""The zoo's word-level tokenizer (Hugging Face ``tokenizers``), shipped as weights/tokenizer.json.
+"""The zoo's word-level tokenizer (Hugging Face ``tokenizers``), shipped as zoo/weights/tokenizer.json.
 
 Ids 0..4 are the special tokens <pad>, <bos>, <eos>, <image>, <unk> (pad, bos
 and eos at LFM2's default ids), followed by the shapes data set's words.
@@ -9,7 +9,7 @@ from pathlib import Path
 from edgevlm.errors import CheckpointError, InputError
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<image>", "<unk>")
-SHIPPED = Path(__file__).parent / "weights" / "tokenizer.json"
+SHIPPED = Path(__file__).parent / "zoo" / "weights" / "tokenizer.json"
 
 
 def build_shapes_tokenizer():

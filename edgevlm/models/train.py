@@ -205,22 +205,22 @@ def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, lo
     the LM only, with int4 fake-quantized weights (needs ``init``); the saved
     LM weights lie on the int4 grid.
     """
-    from edgevlm.models import zoo
+    from edgevlm.models.zoo import vlms
     from edgevlm.models.tokenizer import load_tokenizer
 
-    if name not in zoo.SPECS:
-        raise InputError(f"unknown zoo VLM '{name}'", f"use one of: {', '.join(zoo.SPECS)}")
+    if name not in vlms.SPECS:
+        raise InputError(f"unknown zoo VLM '{name}'", f"use one of: {', '.join(vlms.SPECS)}")
     if steps < 1 or batch < 1 or not lr > 0:
         raise InputError("--steps, --batch and --lr must be positive", "pass e.g. --steps 1000 --batch 12 --lr 1e-3")
     if qat_int4 and init is None:
         raise InputError("--qat-int4 fine-tunes a trained model", "pass --init DIR of a saved model")
     tok = load_tokenizer()
     if init is not None:
-        bundle = zoo.load_saved_model(Path(init))
+        bundle = vlms.load_saved_model(Path(init))
         vlm, cfg = bundle.modules["vlm"], bundle.meta["config"]
     else:
-        cfg = zoo.default_config(name)
-        vlm = zoo.build_vlm(cfg)
+        cfg = vlms.default_config(name)
+        vlm = vlms.build_vlm(cfg)
         _rescale_layer_scales(vlm.encoder)
     vlm.train()
     groups, frozen, head, quantized = _trainable(vlm, lr, encoder_lr_mult, cell_loss, qat_int4)
@@ -249,7 +249,7 @@ def train(name: str, out: Path, steps: int, batch: int, lr: float, seed: int, lo
             torch.nn.utils.parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
             snap_int4_(getattr(module, attr))
         vlm.requires_grad_(True)
-    zoo.save_model(vlm, cfg, out, tok)
+    vlms.save_model(vlm, cfg, out, tok)
     return vlm, tok, cfg
 
 
@@ -259,7 +259,7 @@ def ship(vlm, cfg: dict, name: str) -> None:
 
     from safetensors.torch import save_file
 
-    from edgevlm.models.zoo import WEIGHTS_DIR
+    from edgevlm.models.zoo.vlms import WEIGHTS_DIR
 
     state = {k: v.detach().half().contiguous() for k, v in vlm.state_dict().items()}
     save_file(state, str(WEIGHTS_DIR / f"{name}.safetensors"), metadata={"format": "pt", "dtype": "float16"})
@@ -282,7 +282,7 @@ def main(argv=None) -> int:
                         help="with --init: fine-tune the LM with int4 fake-quantized weights (encoder and projector frozen)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core machine: 2 threads oversubscribe)")
     parser.add_argument("--eval-n", type=int, default=200, help="evaluate on this many samples of seed 12345 after training (0: skip)")
-    parser.add_argument("--ship", action="store_true", help="also write the weights into edgevlm/models/weights/")
+    parser.add_argument("--ship", action="store_true", help="also write the weights into edgevlm/models/zoo/weights/")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -292,7 +292,7 @@ def main(argv=None) -> int:
                               cell_loss=args.cell_loss, qat_int4=args.qat_int4)
         if args.eval_n:
             from edgevlm.data.evaluate import evaluate
-            from edgevlm.models.vlm import make_answerer
+            from edgevlm.models.arch.vlm import make_answerer
 
             result = evaluate(make_answerer(vlm, tok), n=args.eval_n, seed=12345, image_size=vlm.image_size)
             print(f"exact_match {result['exact_match']:.4f} on {args.eval_n} samples of seed 12345")

@@ -40,7 +40,7 @@ def _gguf():
 
 def _config(config, cls=None):
     if cls is None:
-        from edgevlm.models.lfm2 import Lfm2Config as cls
+        from edgevlm.models.arch.lfm2 import Lfm2Config as cls
     if isinstance(config, cls):
         return config
     if hasattr(config, "to_dict"):
@@ -317,7 +317,7 @@ def export_qwen2_gguf(path, config, state_dict, qtype: str = "q8_0", tokenizer=N
     config: a dict (config.json), edgevlm's Qwen2Config or transformers'.
     max_position_embeddings: qwen2.context_length (default: the config's, else 32768).
     """
-    from edgevlm.models.qwen2 import Qwen2Config
+    from edgevlm.models.arch.qwen2 import Qwen2Config
 
     qtype, embed_qtype = _check_qtypes(qtype, embed_qtype)
     raw = config.to_dict() if hasattr(config, "to_dict") else config

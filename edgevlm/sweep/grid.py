@@ -95,7 +95,7 @@ def parse_tokens(spec: str) -> list[int | None]:
 def expand(model: str, targets: str, quants: list[str], vision_tokens: str, token_reduce: str, eval_n: int,
            seed: int, htp_verify: bool) -> list[Point]:
     """Every point of the grid, each validated against its target (an InputError names the bad setting)."""
-    from edgevlm.models.token_reduction import METHODS
+    from edgevlm.models.arch.token_reduction import METHODS
     from edgevlm.quant.schemes import parse_quant_spec
     from edgevlm.targets import get_target
 

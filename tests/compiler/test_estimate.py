@@ -148,7 +148,7 @@ def test_cli_timm_json_is_labelled_estimated(capsys):
     assert out["label"] == "estimated" and out["stages"][0]["label"] == "estimated"
     assert out["total_ms"] > 0
     # MACs agree with torch's own FlopCounterMode (conv + linear) on the same model
-    from edgevlm.models.flops import count_macs
+    from edgevlm.models.arch.flops import count_macs
     from edgevlm.compiler.estimate import timm_model
 
     assert out["stages"][0]["macs"] == count_macs(timm_model("resnet18"), torch.zeros(1, 3, 32, 32))

@@ -13,7 +13,7 @@ pytest.importorskip("executorch")
 
 
 class SoftmaxLastDim(torch.nn.Module):
-    """The attention softmax of models/lfm2.py: a max over the last dim of a 4-D tensor."""
+    """The attention softmax of models/arch/lfm2.py: a max over the last dim of a 4-D tensor."""
 
     def forward(self, s):
         return torch.exp(s - s.max(dim=-1, keepdim=True).values)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from edgevlm.errors import InputError, UnknownNameError
-from edgevlm.models.encoders import ENCODER_NAMES, build_encoder, get_family, list_encoders
+from edgevlm.models.arch.encoders import ENCODER_NAMES, build_encoder, get_family, list_encoders
 
 
 def randomize_norms(module: torch.nn.Module) -> None:
@@ -78,7 +78,7 @@ def test_every_family_has_demo_sizes_and_list_encoders_covers_them():
 
 
 def test_mac_count_of_a_conv_and_a_linear_is_exact():
-    from edgevlm.models.flops import count_macs
+    from edgevlm.models.arch.flops import count_macs
 
     conv = torch.nn.Conv2d(8, 16, 3, padding=1)
     assert count_macs(conv, torch.zeros(1, 8, 10, 10)) == 16 * 8 * 9 * 10 * 10

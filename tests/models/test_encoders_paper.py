@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgevlm.models.encoders import casvit, lsnet
+from edgevlm.models.arch.encoders import casvit, lsnet
 
 
 def _params(module):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from edgevlm._compat import import_timm
-from edgevlm.models.encoders import build_encoder, get_family, list_encoders
+from edgevlm.models.arch.encoders import build_encoder, get_family, list_encoders
 
 TIMM_NAMES = {
     ("mobilenetv5", "300m"): "mobilenetv5_300m_enc",

@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 
 from edgevlm._compat import import_timm
 from edgevlm.errors import CheckpointError
-from edgevlm.models.encoders import build_encoder
-from edgevlm.models.encoders import efficientvit_m, fastvithd, mobilenetv5
+from edgevlm.models.arch.encoders import build_encoder
+from edgevlm.models.arch.encoders import efficientvit_m, fastvithd, mobilenetv5
 
 
 def _timm_mobilenetv5_nano(image_size):
@@ -107,7 +107,7 @@ def test_vit_loads_timm_siglip_checkpoint_and_matches_forward_features(tmp_path)
     import_timm()
     from timm.models.vision_transformer import VisionTransformer
 
-    from edgevlm.models.encoders import vit
+    from edgevlm.models.arch.encoders import vit
 
     torch.manual_seed(0)
     ref = VisionTransformer(img_size=128, class_token=False, global_pool="map", num_classes=10, **vit.SIZES["nano"].config).eval()

@@ -1,4 +1,4 @@
-"""A checkpoint's tokenizer, chat template and image processing (edgevlm.models.hf_processing) vs transformers' processor.
+"""A checkpoint's tokenizer, chat template and image processing (edgevlm.models.hf.processing) vs transformers' processor.
 
 Checkpoints: benchmarks/hf_checkpoints.py's tiny LFM2-VL-450M and FastVLM-0.5B
 (same structure, tokenizer and processors as the published sizes, small dims).

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from edgevlm.errors import CheckpointError
-from edgevlm.models.lfm2 import DecodeStage, Lfm2Config, Lfm2ForCausalLM, PrefillStage
+from edgevlm.models.arch.lfm2 import DecodeStage, Lfm2Config, Lfm2ForCausalLM, PrefillStage
 
 
 def _lm(**kw):

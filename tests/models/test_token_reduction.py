@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from edgevlm.errors import InputError
-from edgevlm.models.token_reduction import dct_lowpass_matrix, make_reducer
+from edgevlm.models.arch.token_reduction import dct_lowpass_matrix, make_reducer
 
 
 def _grid(tokens, side):
@@ -86,7 +86,7 @@ def test_bad_requests_are_input_errors():
 
 def test_reduced_vlm_has_fewer_image_tokens_in_every_stage():
     from edgevlm.models import DEFAULT_MODEL, build_model
-    from edgevlm.models.zoo import with_token_reduction
+    from edgevlm.models.zoo.vlms import with_token_reduction
 
     base = build_model(DEFAULT_MODEL)
     n = base.modules["vlm"].num_image_tokens
@@ -103,7 +103,7 @@ def test_reduced_vlm_has_fewer_image_tokens_in_every_stage():
 def test_text_guided_keep_picks_the_tokens_closest_to_the_prompt_in_order():
     import numpy as np
 
-    from edgevlm.models.token_pruning import text_guided_keep
+    from edgevlm.models.arch.token_pruning import text_guided_keep
 
     image = np.eye(6, 4, dtype=np.float32)  # tokens 0..3 point along the 4 axes, tokens 4 and 5 are zero
     image[5] = [0.0, 0.9, 0.1, 0.0]  # close to axis 1
@@ -115,7 +115,7 @@ def test_text_guided_keep_picks_the_tokens_closest_to_the_prompt_in_order():
 def test_prune_keeps_the_encoder_and_selects_tokens_per_prompt():
     from edgevlm.data.shapes import make_sample
     from edgevlm.models import DEFAULT_MODEL, build_model
-    from edgevlm.models.zoo import with_token_reduction
+    from edgevlm.models.zoo.vlms import with_token_reduction
 
     base = build_model(DEFAULT_MODEL)
     reduced = with_token_reduction(base, 3, "prune")

@@ -6,7 +6,7 @@ import torch
 
 from edgevlm.errors import CheckpointError
 from edgevlm.models import DEFAULT_MODEL, build_model
-from edgevlm.models.zoo import save_model
+from edgevlm.models.zoo.vlms import save_model
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_shipped_default_model_is_trained():
     # metric: exact-match accuracy of greedy answers on 100 samples of a seed not used in training (4242).
     # Bound: the 0.90 (the shipped fp16 weights measured 1.000 on seed 12345 and on seed 4242, n=500).
     from edgevlm.data.evaluate import evaluate
-    from edgevlm.models.vlm import make_answerer
+    from edgevlm.models.arch.vlm import make_answerer
 
     assert DEFAULT_MODEL == "autoneural-nano"
     default = build_model()

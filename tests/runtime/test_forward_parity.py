@@ -148,7 +148,7 @@ def test_bad_inputs_raise_input_errors(f32_model):
 
 def test_edgevlm_lfm2_exports_and_matches(tmp_path):
     # edgevlm's own LFM2 (fixed-size state, used by the compiler) through the same writer
-    from edgevlm.models.lfm2 import Lfm2Config, Lfm2ForCausalLM
+    from edgevlm.models.arch.lfm2 import Lfm2Config, Lfm2ForCausalLM
 
     torch.manual_seed(3)
     cfg = Lfm2Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,

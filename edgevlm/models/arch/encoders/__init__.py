@@ -1,4 +1,4 @@
-"""Vision encoders of the model zoo, one module per family, buildable by name and size.
+"""Vision encoder families, one module per family, buildable by name and size.
 
 ``build_encoder(name, size)`` returns an nn.Module mapping normalized
 ``pixel_values`` [B, 3, H, W] to a token grid [B, N, C], with attributes
@@ -13,7 +13,7 @@ import importlib
 import torch
 
 from edgevlm.errors import UnknownNameError
-from edgevlm.models.encoders.base import EncoderFamily, VisionEncoder, check_image_size
+from edgevlm.models.arch.encoders.base import EncoderFamily, VisionEncoder, check_image_size
 
 # Family name -> module in this package defining FAMILY.
 _MODULES = {
@@ -80,7 +80,7 @@ def _load_reference_weights(encoder: VisionEncoder, family: EncoderFamily, pretr
 
 @functools.lru_cache(maxsize=None)
 def _describe(name: str, size: str) -> dict:
-    from edgevlm.models.flops import count_macs, count_params
+    from edgevlm.models.arch.flops import count_macs, count_params
 
     # Built on the meta device: shapes only, so even the reference sizes cost no compute or memory.
     with torch.device("meta"):

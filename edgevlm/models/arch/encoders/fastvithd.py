@@ -10,7 +10,7 @@ convolutions) instead of mci3's LayerNorm2d; ``nano`` has four stages (32x).
 """
 from functools import partial
 
-from edgevlm.models.encoders.base import EncoderFamily, EncoderSize, VisionEncoder
+from edgevlm.models.arch.encoders.base import EncoderFamily, EncoderSize, VisionEncoder
 
 _CPE = "cpe"  # marks a stage that gets timm's RepConditionalPosEnc (7x7 depthwise conv)
 

@@ -14,7 +14,7 @@ our own arch defs with a narrower MSFA.  Sizes:
 """
 from functools import partial
 
-from edgevlm.models.encoders.base import EncoderFamily, EncoderSize, VisionEncoder
+from edgevlm.models.arch.encoders.base import EncoderFamily, EncoderSize, VisionEncoder
 
 _NANO_ARCH = [
     ["er_r1_k3_s2_e4_c24"],

@@ -8,7 +8,7 @@ why it is here.  ``base`` and ``so400m`` are timm's SigLIP towers
 (``vit_base_patch16_siglip_224``, ``vit_so400m_patch14_siglip_224``); their
 attention-pooling head is not part of the token encoder.
 """
-from edgevlm.models.encoders.base import EncoderFamily, EncoderSize, VisionEncoder
+from edgevlm.models.arch.encoders.base import EncoderFamily, EncoderSize, VisionEncoder
 
 SIZES = {
     "nano": EncoderSize(128, dict(patch_size=16, embed_dim=128, depth=4, num_heads=4)),

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from edgevlm.errors import CheckpointError
-from edgevlm.models.lfm2 import Lfm2Config, Lfm2ForCausalLM
-from edgevlm.models.projector import MLPProjector
+from edgevlm.models.arch.lfm2 import Lfm2Config, Lfm2ForCausalLM
+from edgevlm.models.arch.projector import MLPProjector
 from edgevlm.models.registry import ModelBundle, ModelEntry
-from edgevlm.models.vlm import VisionLanguageModel, vlm_stages
+from edgevlm.models.arch.vlm import VisionLanguageModel, vlm_stages
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MODEL_TYPE = "edgevlm_vlm"
@@ -71,7 +71,7 @@ def default_config(name: str) -> dict:
 
 def build_vlm(cfg: dict) -> VisionLanguageModel:
     """Build the VLM of a config with seeded random weights (seed 0, global RNG untouched)."""
-    from edgevlm.models.encoders import build_encoder
+    from edgevlm.models.arch.encoders import build_encoder
 
     try:
         enc_cfg, proj_cfg = cfg["encoder"], cfg["projector"]
@@ -162,7 +162,7 @@ def _calibration(vlm: VisionLanguageModel, tok) -> list:
 
 
 def _bundle(cfg: dict, vlm: VisionLanguageModel, tok, trained: bool) -> ModelBundle:
-    from edgevlm.models.flops import count_macs, count_params
+    from edgevlm.models.arch.flops import count_macs, count_params
 
     stages = vlm_stages(vlm, _calibration(vlm, tok))
     macs = {s.name: count_macs(s.module, *s.example_inputs) for s in stages}
@@ -187,14 +187,14 @@ def with_token_reduction(bundle: ModelBundle, tokens: int, method: str) -> Model
     shrink with the image.  The weights are shared, not retrained.
     """
     from edgevlm.errors import InputError
-    from edgevlm.models.token_reduction import ReducedEncoder, make_reducer
+    from edgevlm.models.arch.token_reduction import ReducedEncoder, make_reducer
 
     vlm, tok = bundle.modules.get("vlm"), bundle.modules.get("tokenizer")
     if vlm is None or vlm.encoder is None or tok is None:
         raise InputError(f"model '{bundle.name}' has no vision tokens to reduce", "use --vision-tokens with a zoo VLM")
     if tokens == vlm.num_image_tokens:
         return bundle
-    if method == "prune":  # prompt-dependent: runs between projector and LM (models/token_pruning.py)
+    if method == "prune":  # prompt-dependent: runs between projector and LM (models/arch/token_pruning.py)
         if not isinstance(tokens, int) or not 1 <= tokens <= vlm.num_image_tokens:
             raise InputError(f"--vision-tokens {tokens} is outside 1..{vlm.num_image_tokens} (the encoder's tokens)",
                              f"pass a count from 1 to {vlm.num_image_tokens}")
@@ -214,7 +214,7 @@ def with_token_reduction(bundle: ModelBundle, tokens: int, method: str) -> Model
 
 def describe(name: str) -> dict:
     """Params and MACs per stage of a named model, computed on the meta device (no weights, no compute)."""
-    from edgevlm.models.flops import count_macs, count_params
+    from edgevlm.models.arch.flops import count_macs, count_params
 
     shipped = shipped_weights(name)
     cfg = shipped[0] if shipped else default_config(name)

@@ -11,8 +11,8 @@ from functools import partial
 import torch
 
 from edgevlm.core.stage import Stage, StageKind, StageName
-from edgevlm.models.encoders import ENCODER_NAMES, build_encoder, get_family
-from edgevlm.models.flops import count_macs, count_params
+from edgevlm.models.arch.encoders import ENCODER_NAMES, build_encoder, get_family
+from edgevlm.models.arch.flops import count_macs, count_params
 from edgevlm.models.registry import ModelBundle, ModelEntry
 
 SIZE = "nano"

@@ -2,10 +2,10 @@
 
 Supported ``model_type`` values:
 
-- ``lfm2``: Lfm2ForCausalLM -> :class:`~edgevlm.models.lfm2.Lfm2ForCausalLM`
+- ``lfm2``: Lfm2ForCausalLM -> :class:`~edgevlm.models.arch.lfm2.Lfm2ForCausalLM`
   (parameter names are identical; a tied ``lm_head.weight`` is dropped).
 - ``lfm2_vl``: Lfm2VlForConditionalGeneration -> a VisionLanguageModel with
-  its SigLIP2 vision tower (:mod:`edgevlm.models.siglip2`), projector (pixel
+  its SigLIP2 vision tower (:mod:`edgevlm.models.arch.siglip2`), projector (pixel
   unshuffle + LayerNorm + MLP) and LFM2 language model.  transformers' tower
   is "NaFlex" (any patch grid, padded, position embeddings resized per
   image); here it runs at one static square size, the processor's
@@ -15,7 +15,7 @@ Supported ``model_type`` values:
   its timm vision tower (FastViTHD ``fastvit_mci3`` in the released
   checkpoints, held under transformers' TimmWrapper; built by timm from the
   config's ``architecture`` and ``model_args``), projector (linear -> GELU ->
-  linear) and Qwen2 language model (edgevlm.models.qwen2, same explicit-state
+  linear) and Qwen2 language model (edgevlm.models.arch.qwen2, same explicit-state
   API).  The image side is the processor's crop size when
   preprocessor_config.json is present, else timm's default input size.
 
@@ -25,7 +25,7 @@ Both VLMs give the four static-shape stages of zoo VLMs (encoder, projector,
 llm-prefill, llm-decode; see vlm.vlm_stages), with ``image_size`` and
 ``image_tokens`` in the bundle's meta.  When the directory holds a
 tokenizer.json, its tokenizer, chat template and image processing
-(:mod:`edgevlm.models.hf_processing`) join the bundle, so the compiler writes
+(:mod:`edgevlm.models.hf.processing`) join the bundle, so the compiler writes
 the C-runtime package (llm.gguf, tokenizer.json, chat_template.jinja,
 vlm.json; compiler/runtime_bundle.py) and `edgevlm run` formats prompts as
 the model's processor does.  The prompt is the rendered chat (template +
@@ -44,12 +44,12 @@ import torch
 from edgevlm.core.stage import Stage
 from edgevlm.errors import CheckpointError, InputError
 from edgevlm.models import checkpoint
-from edgevlm.models.encoders.base import VisionEncoder
-from edgevlm.models.lfm2 import Lfm2Config, Lfm2ForCausalLM
-from edgevlm.models.projector import MLPProjector
+from edgevlm.models.arch.encoders.base import VisionEncoder
+from edgevlm.models.arch.lfm2 import Lfm2Config, Lfm2ForCausalLM
+from edgevlm.models.arch.projector import MLPProjector
 from edgevlm.models.registry import ModelBundle
-from edgevlm.models.siglip2 import Siglip2VisionTower
-from edgevlm.models.vlm import VisionLanguageModel, llm_stages, vlm_stages
+from edgevlm.models.arch.siglip2 import Siglip2VisionTower
+from edgevlm.models.arch.vlm import VisionLanguageModel, llm_stages, vlm_stages
 
 PREFILL_LEN = 16  # LM-only checkpoints and VLMs without a tokenizer: prompt room of the prefill stage
 MAX_LEN = 64
@@ -144,7 +144,7 @@ def _vlm_bundle(ckpt: Path, model_type: str, encoder, projector, lm, image_token
     ``image`` is the ImageProcessing read from the checkpoint's processor settings; the tokenizer and
     chat template join the bundle when the checkpoint has a tokenizer.json.
     """
-    from edgevlm.models.hf_processing import read_processing
+    from edgevlm.models.hf.processing import read_processing
 
     processing = read_processing(ckpt, model_type, image)
     if processing is not None and processing.tokenizer.image_id != image_token:
@@ -202,7 +202,7 @@ def load_lfm2_vl(ckpt: Path, cfg: dict, max_context: int | None = None) -> Model
         act=cfg.get("projector_hidden_act", "gelu"), bias=cfg.get("projector_bias", True),
         downsample_factor=factor, layer_norm=cfg.get("projector_use_layernorm", True),
     )
-    from edgevlm.models.hf_processing import image_processing
+    from edgevlm.models.hf.processing import image_processing
 
     pre = _preprocessor(ckpt)
     patch = int(vision_cfg.get("patch_size", 16))
@@ -280,7 +280,7 @@ def load_fast_vlm(ckpt: Path, cfg: dict, max_context: int | None = None) -> Mode
     The image side is the processor's crop size (preprocessor_config.json)
     when the directory has one, else timm's default input size.
     """
-    from edgevlm.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
+    from edgevlm.models.arch.qwen2 import Qwen2Config, Qwen2ForCausalLM
 
     text_cfg, vision_cfg = cfg.get("text_config"), cfg.get("vision_config")
     if not isinstance(text_cfg, dict) or not isinstance(vision_cfg, dict) or "hidden_size" not in vision_cfg:
@@ -293,7 +293,7 @@ def load_fast_vlm(ckpt: Path, cfg: dict, max_context: int | None = None) -> Mode
     bias = cfg.get("multimodal_projector_bias", True)
     projector = MLPProjector(vision_cfg["hidden_size"], text.hidden_size, text.hidden_size,
                              act=cfg.get("projector_hidden_act", "gelu"), bias=bias)
-    from edgevlm.models.hf_processing import image_processing
+    from edgevlm.models.hf.processing import image_processing
 
     pre = _preprocessor(ckpt)
     encoder = _timm_tower(ckpt, vision_cfg, pre)
@@ -312,7 +312,7 @@ def load_fast_vlm(ckpt: Path, cfg: dict, max_context: int | None = None) -> Mode
 
 
 def load_edgevlm(ckpt: Path, cfg: dict, max_context: int | None = None) -> ModelBundle:
-    from edgevlm.models.zoo import load_saved_model
+    from edgevlm.models.zoo.vlms import load_saved_model
 
     return load_saved_model(ckpt)
 

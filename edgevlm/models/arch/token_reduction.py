@@ -17,7 +17,7 @@ Each reducer maps encoder tokens [B, N, C] (a square row-major grid) to
 
 ``n`` must be a perfect square for dct and pool (the output is a grid).
 The fourth method, text-guided ``prune``, depends on the prompt and so runs
-after the projector (edgevlm/models/token_pruning.py).
+after the projector (edgevlm/models/arch/token_pruning.py).
 """
 from __future__ import annotations
 

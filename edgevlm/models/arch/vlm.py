@@ -13,7 +13,7 @@ from torch import nn
 
 from edgevlm.core.stage import Stage, StageKind, StageName
 from edgevlm.errors import InputError
-from edgevlm.models.lfm2 import DecodeStage, Lfm2ForCausalLM, LMState, PrefillStage, STATE_NAMES
+from edgevlm.models.arch.lfm2 import DecodeStage, Lfm2ForCausalLM, LMState, PrefillStage, STATE_NAMES
 from edgevlm.progress import track
 
 
@@ -45,7 +45,7 @@ class VisionLanguageModel(nn.Module):
 
     def prompt_ids(self, prompt_ids: list[int], bos_id: int) -> list[int]:
         """``<bos> <image> x N prompt`` as token ids."""
-        from edgevlm.models.token_pruning import image_prompt_ids
+        from edgevlm.models.arch.token_pruning import image_prompt_ids
 
         return image_prompt_ids(bos_id, self.image_token_id, self.num_image_tokens, prompt_ids)
 
@@ -73,7 +73,7 @@ class VisionLanguageModel(nn.Module):
         """Text-guided pruning of [1, N, H] image embeddings to ``prune_to`` tokens, guided by the prompt in ``ids``."""
         if self.prune_to is None or image_embeds.shape[1] <= self.prune_to:
             return image_embeds
-        from edgevlm.models.token_pruning import keep_for_prompt
+        from edgevlm.models.arch.token_pruning import keep_for_prompt
 
         def embed_words(words):
             return self.lm.embed(torch.tensor(words, dtype=torch.long)).float().numpy()

@@ -19,7 +19,7 @@ the last stage after the final BatchNorm (``norm``).
 import torch
 from torch import nn
 
-from edgevlm.models.encoders.base import EncoderFamily, EncoderSize, VisionEncoder
+from edgevlm.models.arch.encoders.base import EncoderFamily, EncoderSize, VisionEncoder
 
 SIZES = {
     "nano": EncoderSize(128, dict(layers=(1, 1, 2, 1), embed_dims=(16, 24, 48, 96))),

@@ -2,7 +2,7 @@
 
 Every layer is GQA attention (q/k/v with bias, no QK norm) plus a SwiGLU MLP;
 parameter names are transformers' ``Qwen2ForCausalLM`` names.  The state is
-:class:`~edgevlm.models.lfm2.LMState` with an empty conv cache, and the KV
+:class:`~edgevlm.models.arch.lfm2.LMState` with an empty conv cache, and the KV
 cache is written and masked exactly as in lfm2.py (one-hot products, static
 shapes), so the same prefill/decode stage modules serve it.
 """
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgevlm.errors import CheckpointError
-from edgevlm.models.lfm2 import LMState, Lfm2RMSNorm, _one_hot, cache_step, cached_attention
+from edgevlm.models.arch.lfm2 import LMState, Lfm2RMSNorm, _one_hot, cache_step, cached_attention
 
 
 @dataclass

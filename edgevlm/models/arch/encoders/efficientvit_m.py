@@ -12,7 +12,7 @@ cache survives ``load_state_dict`` and would capture a fake tensor under
 ``torch.export``, so every attention here recomputes it (a gather on a tiny
 table) instead.
 """
-from edgevlm.models.encoders.base import EncoderFamily, EncoderSize, VisionEncoder
+from edgevlm.models.arch.encoders.base import EncoderFamily, EncoderSize, VisionEncoder
 
 _TIMM_SIZES = {f"m{i}": f"efficientvit_m{i}" for i in range(6)}
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgevlm.models.encoders.base import EncoderFamily, EncoderSize, VisionEncoder
+from edgevlm.models.arch.encoders.base import EncoderFamily, EncoderSize, VisionEncoder
 
 SIZES = {
     "nano": EncoderSize(128, dict(embed_dim=(32, 64, 96), depth=(1, 2, 2), num_heads=(2, 2, 3), key_dim=(16, 16, 16))),
