@@ -106,7 +106,7 @@ def fold_scales(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int, list
             params = [p for p in src.input if p in inits]
             if len(params) != 1:
                 params = []
-        if not params or any(p not in inits or init_uses.get(p, 0) != 1 for p in params):
+        if not params or any(p not in inits for p in params):
             if _revert(mul, act, scale, consumers, inits, init_uses):
                 drop.append(mul)
                 reverted += 1
@@ -133,7 +133,13 @@ def fold_scales(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int, list
                 left.append(mul.name)
             continue
         for p, value in updated.items():
-            inits[p].CopyFrom(numpy_helper.from_array(value, p))
+            if init_uses.get(p, 0) == 1:
+                inits[p].CopyFrom(numpy_helper.from_array(value, p))
+            else:  # shared (the exporter merges equal constants, e.g. every norm's initial ones): a copy of its own
+                name = f"{p}{_NNCF_SUFFIX}_folded_{folded}"
+                graph.initializer.append(numpy_helper.from_array(value, name))
+                src.input[list(src.input).index(p)] = name
+                init_uses[p] -= 1
         # the producer now writes the Mul's output tensor; the Mul goes
         out = mul.output[0]
         src.output[list(src.output).index(act)] = out
@@ -142,7 +148,7 @@ def fold_scales(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int, list
     for n in drop:
         graph.node.remove(n)
     used = {i for n in graph.node for i in n.input}
-    for t in [t for t in graph.initializer if t.name not in used and _NNCF_SUFFIX in t.name]:
+    for t in [t for t in graph.initializer if t.name not in used and t.name.endswith("/nncf_smooth_quant_scale")]:
         graph.initializer.remove(t)
     return model, folded, reverted, left
 
