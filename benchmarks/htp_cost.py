@@ -5,14 +5,15 @@
 Takes ``BUILD_DIR/<stage>.onnx`` (the onnx backend's QDQ model, as
 ``edgevlm compile --target sa8295p --backends onnx`` writes it) and does
 what the qnn backend does with it, through the backend's own functions:
-prepares the QNN context binary for the target's HTP in a fresh process
-(``prepare_context``), then runs one sample on the HTP simulation
+prepares the QNN context binary for the target's HTP (``prepare_stage``:
+one graph in a fresh process, or, past PART_MAX_ACTIVATIONS, one graph a
+part, PREPARE_WORKERS at a time; ``--whole`` keeps it one graph), then runs one sample on the HTP simulation
 (``run_on_htp``), each stopped at its budget.  The sample is seeded: float
 inputs normal(0, 1), KV caches and conv states zero, ``pos`` 0, ``n_valid``
 the prompt length, token ids 1; the HTP's outputs are compared with
 onnxruntime CPU's on the same QDQ model (a check that the run was real, not
 the artifact's parity, which is against float on calibration data).
-Peak RSS is each child's (getrusage of the finished children). Appends one
+Peak RSS is the largest child's (getrusage of the finished children). Appends one
 JSON line per stage to ``--out`` (benchmarks/results/htp_cost.jsonl).
 Run it under ``flock /tmp/edgevlm-bigmem.lock`` at published sizes.
 """
@@ -63,13 +64,16 @@ def main(argv=None) -> int:
     ap.add_argument("--prepare-budget", type=float, default=1500.0, help="seconds (default 25 min)")
     ap.add_argument("--run-budget", type=float, default=1500.0, help="seconds for the one HTP sample")
     ap.add_argument("--label", default="", help="what the build is (e.g. lfm2-vl-450m)")
+    ap.add_argument("--whole", action="store_true",
+                    help="prepare the stage as one QNN graph even past PART_MAX_ACTIVATIONS (the qnn backend splits it)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/htp_cost.jsonl"))
     args = ap.parse_args(argv)
 
     import numpy as np
     import onnxruntime as ort
 
-    from edgevlm.compiler.backends.qnn_backend import context_files, prepare_context, run_on_htp
+    from edgevlm.compiler.backends import qnn_backend
+    from edgevlm.compiler.backends.qnn_backend import context_files, prepare_stage, run_on_htp
     from edgevlm.core.metrics import sqnr_db
     from edgevlm.targets import get_target
 
@@ -82,8 +86,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgevlm-htp-cost-") as tmp:
         context = Path(tmp) / f"{args.stage}.htp.onnx"
         t0 = time.perf_counter()
-        done = prepare_context(source, context, htp, f"stage '{args.stage}'", budget_s=args.prepare_budget)
-        row.update(prepare_s=round(time.perf_counter() - t0, 1), prepared=done,
+        if args.whole:
+            qnn_backend.PART_MAX_ACTIVATIONS = float("inf")
+        graphs = prepare_stage(source, context, htp, f"stage '{args.stage}'", budget_s=args.prepare_budget)
+        done = graphs is not None
+        row.update(prepare_s=round(time.perf_counter() - t0, 1), prepared=done, qnn_graphs=graphs,
+                   part_max_activations=qnn_backend.PART_MAX_ACTIVATIONS if not args.whole else None,
+                   prepare_workers=qnn_backend.PREPARE_WORKERS,
                    prepare_peak_rss_gb=round(_children_peak_gb(), 2))
         print(json.dumps(row), flush=True)
         if done:

@@ -15,6 +15,7 @@ artifact's parity (see ``verify_samples``).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import os
@@ -47,6 +48,14 @@ VERIFY_BUDGET_S = 120.0
 # seconds stops the compile with one line naming the stage, the budget and the fixes
 # (EDGEVLM_QNN_PREPARE_BUDGET_S=<seconds>, 0 for no limit, or --backends onnx).
 PREPARE_BUDGET_S = 1800.0
+# QNN's preparation cost grows with the activations it tiles, slightly faster than linearly
+# (benchmarks/results/htp_cost.md, one LFM2-VL-450M-shaped SigLIP2 layer = 56 M activation elements:
+# 107 CPU s and 1.0 GB; two layers 235 CPU s and 2.0 GB; the whole 12-layer encoder, 676 M, still
+# preparing at 29 min and 7 GB).  A stage computing more activation elements than this is prepared
+# in parts cut between its blocks (edgevlm.compiler.qdq_parts), each its own QNN graph and context
+# binary, PREPARE_WORKERS at a time, and chained in one EPContext model that runs them in sequence.
+PART_MAX_ACTIVATIONS = 64_000_000
+PREPARE_WORKERS = 2
 VERIFY_MAX_SAMPLES = 8
 # Calibration samples behind the per-layer HTP view in report.html: one, since the graph with every
 # activation as an output is slow to prepare and run (llm-prefill of autoneural-nano: 113 s for two).
@@ -230,6 +239,65 @@ def prepare_context(source: Path, context_path: Path, htp, what: str, budget_s: 
     raise LoweringError(f"QNN wrote no context binary for {what}", "check the build's logs/<stage>-qnn.log")
 
 
+def prepare_stage(source: Path, context_path: Path, htp, what: str, budget_s: float | None = None) -> int | None:
+    """The QNN context binary model of stage QDQ model ``source`` at ``context_path``: one graph, or for a
+    stage past PART_MAX_ACTIVATIONS one graph a part, chained (see chain_contexts).
+
+    Returns the number of QNN graphs, or None when preparation was stopped at ``budget_s`` seconds
+    (for the whole stage; nothing is left written then).
+    """
+    from edgevlm.compiler.qdq_parts import write_parts
+
+    stem = context_path.name.removesuffix(".htp.onnx")
+    with tempfile.TemporaryDirectory(prefix="edgevlm-qnn-parts-") as tmp:
+        parts = [path for path, _ in write_parts(source, Path(tmp), stem, PART_MAX_ACTIVATIONS)]
+        if not parts:
+            return 1 if prepare_context(source, context_path, htp, what, budget_s) else None
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        contexts = [context_path.with_name(f"{path.stem}.htp.onnx") for path in parts]
+
+        def prepare(i: int) -> bool:
+            left = None if deadline is None else max(1.0, deadline - time.monotonic())
+            return prepare_context(parts[i], contexts[i], htp, f"part {i + 1}/{len(parts)} of {what}", left)
+
+        pool = concurrent.futures.ThreadPoolExecutor(PREPARE_WORKERS)
+        try:
+            done = list(pool.map(prepare, range(len(parts))))
+            if all(done):
+                chain_contexts(contexts, source, context_path)
+        finally:
+            pool.shutdown(cancel_futures=True)  # a part QNN refused: the parts not started are not prepared
+            for path in contexts:
+                path.unlink(missing_ok=True)
+        if not all(done):
+            for path in contexts:
+                path.with_name(path.stem + "_qnn.bin").unlink(missing_ok=True)
+            return None
+    return len(parts)
+
+
+def chain_contexts(contexts: list[Path], source: Path, out_path: Path) -> None:
+    """One EPContext model at ``out_path`` running the parts' QNN graphs in sequence.
+
+    Its nodes are the parts' EPContext nodes in order, each naming its own
+    context binary; a tensor one part outputs and a later one reads has the
+    same name in both (edgevlm.compiler.qdq_parts), so onnxruntime passes it
+    on.  Inputs and outputs are the stage's.
+    """
+    import onnx
+
+    stage = onnx.load(str(source), load_external_data=False).graph
+    models = [onnx.load(str(c), load_external_data=False) for c in contexts]
+    finals = {o.name for o in stage.output}
+    nodes = [node for m in models for node in m.graph.node]
+    between = [v for m in models for v in m.graph.output if v.name not in finals]
+    graph = onnx.helper.make_graph(nodes, models[0].graph.name, list(stage.input), list(stage.output),
+                                   value_info=between)
+    chained = onnx.helper.make_model(graph, opset_imports=list(models[0].opset_import), ir_version=models[0].ir_version,
+                                     producer_name=models[0].producer_name)
+    onnx.save(chained, str(out_path))
+
+
 def prepare_budget_s() -> float | None:
     """Seconds a stage's preparation may take: EDGEVLM_QNN_PREPARE_BUDGET_S if set (0: no limit), else PREPARE_BUDGET_S."""
     raw = os.environ.get("EDGEVLM_QNN_PREPARE_BUDGET_S")
@@ -405,8 +473,9 @@ class QnnBackend(Backend):
         context = out / rel
         t0 = time.perf_counter()
         budget = prepare_budget_s()
-        if not prepare_context(out / source.path, context, htp, what=f"stage '{stage.name}' for {plan.target.name}",
-                               budget_s=budget):
+        graphs = prepare_stage(out / source.path, context, htp, what=f"stage '{stage.name}' for {plan.target.name}",
+                               budget_s=budget)
+        if graphs is None:
             size = sum(f.stat().st_size for f in onnx_files.files(out / source.path)) / 1e6
             raise LoweringError(
                 f"QNN HTP v{htp.arch} preparation of stage '{stage.name}' ({size:.0f} MB QDQ model) for "
