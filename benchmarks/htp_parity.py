@@ -60,12 +60,13 @@ def _stage_rows(model: str, n: int, work: Path) -> list[dict]:
         gm, _ = run_pipeline(capture(stage), target)
         captured = CapturedStage(stage, gm, export_static(gm, stage.example_inputs, stage.name), [])
         art = ONNX.lower(captured, Plan(target, out, quant=schemes))
-        quant = art.info["quant"]
+        # report.json's record of the artifact (Artifact.report_info where the backends keep typed records)
+        quant = (art.report_info() if hasattr(art, "report_info") else art.info)["quant"]
         path = out / art.path
         cpu = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         names = [i.name for i in cpu.get_inputs()]
         row = {"model": bundle.name, "stage": stage.name, "scheme": quant["scheme"],
-               "kv_cache_bits": art.info["quant"].get("kv_cache", {}).get("bits"),
+               "kv_cache_bits": quant.get("kv_cache", {}).get("bits"),
                "integer_only": quant["integer_only"], "htp_forms": quant["htp_forms"],
                "htp_split_matmuls": quant.get("htp_split_matmuls", 0), "samples": 0,
                "cpu_sqnr_db": None, "htp_sqnr_db": None, "htp_refused": None, "htp_s_per_sample": None}

@@ -91,6 +91,29 @@ def gptq_quantize(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zero_po
     return q.to(torch.int64).numpy()
 
 
+def shrink_hessian(h: np.ndarray, fourth: np.ndarray, rows: int) -> np.ndarray:
+    """Ledoit-Wolf shrinkage of the Hessians ``h`` ([G, K, K] = sum of x x^T over ``rows`` rows) towards
+    ``mu I`` (mu: the mean of the diagonal), with the intensity estimated from the same rows
+    (``fourth``: [G], the sum of |x|^4): the estimate of E[x x^T] with the least expected squared error.
+
+    Ledoit & Wolf (2004), "A well-conditioned estimator for large-dimensional covariance matrices",
+    applied to second moments.  Written here rather than taken from scikit-learn's ledoit_wolf, which
+    needs the rows themselves; GPTQ only accumulates their Hessian (and here their fourth moment).
+    Measured (random 64 x K layers, 2000 held-out rows, 5 seeds): K=128, 5 isotropic rows, int4:
+    RTN 18.6 dB, GPTQ 17.4, GPTQ on the shrunk Hessian 18.4; 5 low-rank rows: 18.6 / 19.0 / 19.5;
+    K=384, 128 isotropic rows, int8: 42.8 / 38.7 / 42.8.
+    """
+    h = np.asarray(h, np.float64)
+    k = h.shape[-1]
+    s = h / rows
+    mu = np.trace(s, axis1=1, axis2=2) / k
+    eye = np.eye(k)
+    d2 = ((s - mu[:, None, None] * eye) ** 2).sum(axis=(1, 2))
+    b2 = (np.asarray(fourth, np.float64) - rows * (s ** 2).sum(axis=(1, 2))) / rows ** 2
+    alpha = np.clip(np.minimum(b2, d2) / np.maximum(d2, np.finfo(np.float64).tiny), 0.0, 1.0)
+    return (1 - alpha)[:, None, None] * h + (alpha * mu * rows)[:, None, None] * eye
+
+
 def rtn_quantize(w, scale, zero_point, qmin: int, qmax: int) -> np.ndarray:
     """Round-to-nearest on the same grid (the baseline GPTQ is measured against)."""
     return np.clip(np.round(w / scale) + zero_point, qmin, qmax).astype(np.int64)
@@ -152,7 +175,7 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
     layers = weight_layers(float_model, qdq_model, set(skip), str(Path(float_model_path).parent) if external else "")
     if not layers:
         return {"weight_algo": "gptq", "layers": 0, "passes": 0, "act_order": act_order, "calibration_rows": 0,
-                "hessians_from_earlier_stages": 0, "round_to_nearest": None}
+                "hessians_from_earlier_stages": 0, "shrunk_hessians": None}
     # Layers with the same input columns share a Hessian; chunks keep the Hessians held at once
     # within budget (one more pass over the samples per chunk).
     by_key: dict[tuple, list[WeightLayer]] = {}
@@ -168,14 +191,16 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
         used += size
     chunks.append(chunk)
     rows: dict[tuple, int] = {}
-    few_rows, borrowed = [], 0
+    few_rows, borrowed = [], 0  # few_rows: layers rounded on a shrunk Hessian
     for chunk in chunks:
         hessians: dict[tuple, torch.Tensor] = {}
+        fourth: dict[tuple, torch.Tensor] = {}
         for values in run_with_intermediates(float_model_path, samples, {key[0] for key in chunk}):
             for key in chunk:
                 cols = by_key[key][0].columns(values[key[0]]).to(torch.float64)
                 hessians[key] = hessians.get(key, 0) + cols.transpose(1, 2) @ cols
                 rows[key] = rows.get(key, 0) + cols.shape[1]
+                fourth[key] = fourth.get(key, 0) + ((cols ** 2).sum(-1) ** 2).sum(1)  # sum of |x|^4, for shrink_hessian
         for key in chunk:
             own = hessians.pop(key).numpy()
             if rows[key] >= by_key[key][0].k and store is not None:
@@ -186,11 +211,13 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
                     h, n_rows = own + earlier[0], n_rows + earlier[1]
                     borrowed += 1
                 if n_rows < layer.k:
-                    # Fewer calibration rows than inputs (a decode stage sees one token a sample): the
-                    # Hessian is rank-deficient and GPTQ fits the samples, not the layer (vit-nano
-                    # llm-decode, 5 one-token samples, 3 held out: 12.1 dB RTN -> 8.9 dB GPTQ).
+                    # Fewer calibration rows than inputs (a decode stage sees one token a sample, the
+                    # late layers of a CNN encoder a few positions): the Hessian is rank-deficient and
+                    # plain GPTQ fits the samples, not the layer (vit-nano llm-decode, 5 one-token
+                    # samples, 3 held out: 12.1 dB RTN -> 8.9 dB GPTQ).  Its Ledoit-Wolf shrinkage
+                    # towards a multiple of I is full-rank and tends to RTN as the rows say less.
+                    h = shrink_hessian(own, fourth[key].numpy(), rows[key])
                     few_rows.append(layer.node.name)
-                    continue
                 if not np.all(np.isfinite(h)):
                     raise InputError(f"GPTQ: the calibration inputs of layer '{layer.node.name}' are not finite",
                                      "check the calibration data, or use --weight-algo rtn")
@@ -198,7 +225,7 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
                                   layer.to_grk(layer.zp), layer.qmin, layer.qmax, act_order=act_order)
                 layer.qinit.CopyFrom(numpy_helper.from_array(layer.from_grk(q).astype(layer.q_dtype),
                                                              layer.qinit.name))
-    return {"weight_algo": "gptq", "layers": len(layers) - len(few_rows), "passes": len(chunks), "act_order": act_order,
+    return {"weight_algo": "gptq", "layers": len(layers), "passes": len(chunks), "act_order": act_order,
             "calibration_rows": max(rows.values()), "hessians_from_earlier_stages": borrowed,
-            "round_to_nearest": {"layers": len(few_rows), "why": "fewer calibration rows than layer inputs"}
+            "shrunk_hessians": {"layers": len(few_rows), "why": "fewer calibration rows than layer inputs"}
             if few_rows else None}

@@ -293,16 +293,14 @@ def test_bert_with_attention_mask_compiles_and_matches_on_htp(tmp_path):
 ENCODERS = ["mobilenetv5", "fastvithd", "efficientvit-m", "casvit", "lsnet", "vit"]
 
 
-# Random-init MobileNetV5 nano at w8 weights (GPTQ): the QDQ model loses ~0.5 dB per layer on onnxruntime
-# CPU too (first conv 45 dB, 35.0 dB after 20+ layers); the HTP adds 46 dB of its own departure (from the
-# first RmsNorm on), 34.5 dB.  The trained autoneural-nano encoder of the same family is at 43.7 dB.
-_WEIGHT_LIMITED = pytest.mark.xfail(strict=True, reason="enc-mobilenetv5-nano (random init) is 35.0 dB at w8a16 "
-                                    "on onnxruntime CPU and 34.5 on the HTP: 8-bit weight noise, not an HTP form")
+# Random-init MobileNetV5 nano (enc-mobilenetv5-nano) is the tightest: each of its 20+ w8 layers adds
+# rounding noise (first conv 45 dB); GPTQ keeps it at 36.0 dB on onnxruntime CPU and 35.4 on the HTP now that
+# its late layers, which see fewer calibration rows than they have inputs, are rounded on a Ledoit-Wolf-shrunk
+# Hessian instead of left at round-to-nearest (edgevlm.quant.gptq.shrink_hessian; 35.0 / 34.5 before).
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", [pytest.param(f"enc-{e}-nano", marks=_WEIGHT_LIMITED if e == "mobilenetv5" else ())
-                                   for e in ENCODERS] + ["autoneural-nano", "fastvlm-nano", "vit-nano"])
+@pytest.mark.parametrize("model", [f"enc-{e}-nano" for e in ENCODERS] + ["autoneural-nano", "fastvlm-nano", "vit-nano"])
 def test_zoo_on_htp(tmp_path, model):
     """Every stage of the zoo model accepted whole by QNN and, on the HTP, at its bar vs float.
 
