@@ -188,19 +188,40 @@ static int parse_count(const char *s) {
     return (end != s && *end == '\0' && v > 0 && v <= 1 << 20) ? (int)v : 0;
 }
 
+/* The command line's GGUF, inputs file, -n and -t; 0 when it is not a valid one (the caller prints the usage). */
+static int parse_args(int argc, char **argv, const char **gguf, const char **inputs_path, int *max_new, int *threads) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-n") && i + 1 < argc) {
+            if (!(*max_new = parse_count(argv[++i]))) return 0;
+        } else if (!strcmp(argv[i], "-t") && i + 1 < argc) {
+            if (!(*threads = parse_count(argv[++i]))) return 0;
+        } else if (argv[i][0] != '-' && !*gguf) *gguf = argv[i];
+        else if (argv[i][0] != '-' && !*inputs_path) *inputs_path = argv[i];
+        else return 0;
+    }
+    return *gguf && *inputs_path;
+}
+
+/* Greedy tokens after the prefill into answer[0 .. *n_new), at most max_new; 0 after printing a decode error. */
+static int decode(ev_model *m, ev_session *s, ev_sampler *smp, int max_new, int32_t *answer, int *n_new) {
+    ev_error err;
+    while (*n_new < max_new) {
+        int32_t tok;
+        int done;
+        if (ev_generate_next(s, smp, ev_model_eos_token(m), &tok, &done, &err) != EV_OK) {
+            fprintf(stderr, "vlm_answer: decode: %s\n", err.message);
+            return 0;
+        }
+        if (done) break;
+        answer[(*n_new)++] = tok;
+    }
+    return 1;
+}
+
 int main(int argc, char **argv) {
     const char *gguf = NULL, *inputs_path = NULL;
     int max_new = 24, threads = 1;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-n") && i + 1 < argc) {
-            if (!(max_new = parse_count(argv[++i]))) { usage(); return 2; }
-        } else if (!strcmp(argv[i], "-t") && i + 1 < argc) {
-            if (!(threads = parse_count(argv[++i]))) { usage(); return 2; }
-        } else if (argv[i][0] != '-' && !gguf) gguf = argv[i];
-        else if (argv[i][0] != '-' && !inputs_path) inputs_path = argv[i];
-        else { usage(); return 2; }
-    }
-    if (!gguf || !inputs_path) { usage(); return 2; }
+    if (!parse_args(argc, argv, &gguf, &inputs_path, &max_new, &threads)) { usage(); return 2; }
 
     ev_error err;
     ev_model *m = NULL;
@@ -244,16 +265,7 @@ int main(int argc, char **argv) {
     double prefill_ms = now_ms() - t0;
 
     t0 = now_ms();
-    while (n_new < max_new) {
-        int32_t tok;
-        int done;
-        if (ev_generate_next(s, smp, ev_model_eos_token(m), &tok, &done, &err) != EV_OK) {
-            fprintf(stderr, "vlm_answer: decode: %s\n", err.message);
-            goto out;
-        }
-        if (done) break;
-        answer[n_new++] = tok;
-    }
+    if (!decode(m, s, smp, max_new, answer, &n_new)) goto out;
     double decode_ms = now_ms() - t0;
 
     printf("tokens:");

@@ -166,48 +166,78 @@ static int parse_ids(const char *arg, int32_t **ids_out, int *n_out) {
     return 1;
 }
 
-int main(int argc, char **argv) {
-    const char *path = NULL, *text = NULL, *id_arg = NULL;
-    int n_gen = 32, threads = 2, n_ctx = 0;
-    ev_sampler_opts so = ev_sampler_default_opts();
+typedef struct {
+    const char *path, *text, *id_arg;
+    int n_gen, threads, n_ctx;
+    ev_sampler_opts so;
+} run_args;
+
+/* The command line in *a; 0 when it is not a valid one (the caller prints the usage). */
+static int parse_args(int argc, char **argv, run_args *a) {
+    *a = (run_args){.n_gen = 32, .threads = 2, .so = ev_sampler_default_opts()};
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         int takes = 1;
-        if (!strcmp(a, "-p") && val) text = val;
-        else if (!strcmp(a, "-i") && val) id_arg = val;
-        else if (!strcmp(a, "-n") && val) n_gen = atoi(val);
-        else if (!strcmp(a, "-t") && val) threads = atoi(val);
-        else if (!strcmp(a, "-c") && val) n_ctx = atoi(val);
-        else if (!strcmp(a, "--temp") && val) so.temperature = (float)atof(val);
-        else if (!strcmp(a, "--top-k") && val) so.top_k = atoi(val);
-        else if (!strcmp(a, "--top-p") && val) so.top_p = (float)atof(val);
-        else if (!strcmp(a, "--seed") && val) so.seed = strtoull(val, NULL, 10);
-        else if (a[0] != '-' && !path) { path = a; takes = 0; }
-        else { usage(); return 2; }
+        if (!strcmp(arg, "-p") && val) a->text = val;
+        else if (!strcmp(arg, "-i") && val) a->id_arg = val;
+        else if (!strcmp(arg, "-n") && val) a->n_gen = atoi(val);
+        else if (!strcmp(arg, "-t") && val) a->threads = atoi(val);
+        else if (!strcmp(arg, "-c") && val) a->n_ctx = atoi(val);
+        else if (!strcmp(arg, "--temp") && val) a->so.temperature = (float)atof(val);
+        else if (!strcmp(arg, "--top-k") && val) a->so.top_k = atoi(val);
+        else if (!strcmp(arg, "--top-p") && val) a->so.top_p = (float)atof(val);
+        else if (!strcmp(arg, "--seed") && val) a->so.seed = strtoull(val, NULL, 10);
+        else if (arg[0] != '-' && !a->path) { a->path = arg; takes = 0; }
+        else return 0;
         i += takes;
     }
-    if (!path || (!text && !id_arg) || n_gen < 0) { usage(); return 2; }
+    return a->path && (a->text || a->id_arg) && a->n_gen >= 0;
+}
+
+/* Generate up to n_gen tokens after the prefill, printing each as it comes; *n_done: tokens generated.
+ * Returns 0, or 1 after printing the error that stopped generation. */
+static int generate(ev_model *m, ev_session *s, ev_sampler *smp, int n_gen, int *n_done) {
+    ev_error err;
+    for (*n_done = 0; *n_done < n_gen; (*n_done)++) {
+        int32_t tok;
+        int done;
+        if (ev_generate_next(s, smp, ev_model_eos_token(m), &tok, &done, &err)) {
+            fprintf(stderr, "\nedgevlm-run: %s\n", err.message);
+            return 1;
+        }
+        if (done) break;
+        if (ev_model_token_type(m, tok) == 3) continue;   /* control token (e.g. <|im_end|>): not text */
+        if (ev_model_token_text(m, tok, NULL)) print_token(m, tok);
+        else printf("%d ", tok);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    run_args a;
+    if (!parse_args(argc, argv, &a)) { usage(); return 2; }
 
     ev_error err;
     ev_model *m = NULL;
     double t0 = now_s();
-    if (ev_model_load(path, &m, &err)) {
+    if (ev_model_load(a.path, &m, &err)) {
         fprintf(stderr, "edgevlm-run: %s\n", err.message);
         return 2;
     }
     double t_load = now_s() - t0;
     int32_t *ids = NULL;
     int n_prompt = 0;
-    if (!(id_arg ? parse_ids(id_arg, &ids, &n_prompt) : tokenize(m, text, &ids, &n_prompt))) {
-        if (id_arg) fprintf(stderr, "edgevlm-run: -i wants comma-separated token ids, e.g. -i 1,4093,504\n");
+    if (!(a.id_arg ? parse_ids(a.id_arg, &ids, &n_prompt) : tokenize(m, a.text, &ids, &n_prompt))) {
+        if (a.id_arg) fprintf(stderr, "edgevlm-run: -i wants comma-separated token ids, e.g. -i 1,4093,504\n");
         ev_model_free(m);
         return 2;
     }
     ev_session_opts o = ev_session_default_opts();
-    o.n_ctx = n_ctx > 0 ? n_ctx : n_prompt + n_gen + 1;
-    o.n_threads = threads;
+    o.n_ctx = a.n_ctx > 0 ? a.n_ctx : n_prompt + a.n_gen + 1;
+    o.n_threads = a.threads;
     ev_session *s = NULL;
-    ev_sampler *smp = ev_sampler_new(&so);
+    ev_sampler *smp = ev_sampler_new(&a.so);
     int rc = 0, n_done = 0;
     double t_pp = 0, t_tg = 0;
     if (!smp || ev_session_new(m, &o, &s, &err)) {
@@ -223,25 +253,12 @@ int main(int argc, char **argv) {
     }
     t_pp = now_s() - t0;
     t0 = now_s();
-    for (; n_done < n_gen; n_done++) {
-        int32_t tok;
-        int done;
-        if (ev_generate_next(s, smp, ev_model_eos_token(m), &tok, &done, &err)) {
-            fprintf(stderr, "\nedgevlm-run: %s\n", err.message);
-            rc = 1;
-            break;
-        }
-        if (done) break;
-        if (ev_model_token_type(m, tok) == 3) continue;   /* control token (e.g. <|im_end|>): not text */
-        if (ev_model_token_text(m, tok, NULL)) print_token(m, tok);
-        else printf("%d ", tok);
-        fflush(stdout);
-    }
+    rc = generate(m, s, smp, a.n_gen, &n_done);
     t_tg = now_s() - t0;
     printf("\n");
     fprintf(stderr, "load %.1f ms | prompt %d tokens %.1f ms (%.1f t/s) | generated %d tokens %.1f ms (%.1f t/s) | %d threads\n",
             t_load * 1e3, n_prompt, t_pp * 1e3, t_pp > 0 ? n_prompt / t_pp : 0.0, n_done, t_tg * 1e3,
-            t_tg > 0 ? n_done / t_tg : 0.0, threads);
+            t_tg > 0 ? n_done / t_tg : 0.0, a.threads);
 out:
     free(ids);
     ev_sampler_free(smp);
