@@ -47,7 +47,9 @@ class CapturedStage:
         """
         import torch
 
+        from edgevlm.compiler.capture import export_static
+
         example = tuple(x.contiguous() if isinstance(x, torch.Tensor) else x for x in self.stage.example_inputs)
         if all(a is b for a, b in zip(example, self.stage.example_inputs)):
             return self.program, example
-        return torch.export.export(self.graph_module, example, strict=False), example
+        return export_static(self.graph_module, example, f"stage {self.name} at contiguous inputs"), example
