@@ -8,15 +8,19 @@ __version__ = "0.1.0"
 
 
 def compile(*args, **kwargs):  # noqa: A001 - the public verb is `compile`
-    """Compile a model for a target; see :func:`edgevlm.compiler.pipeline.compile`.
+    """Compile a model for a target; see :func:`edgevlm.compiler.pipeline.compile` and
+    :class:`edgevlm.core.config.CompileConfig` (every option).
 
-    A VLM build's shapes accuracy is measured by :func:`edgevlm.accuracy.build_accuracy`
-    unless ``accuracy_check`` (or ``eval_n=0``) says otherwise.
+    A VLM build's accuracy is measured by :func:`edgevlm.accuracy.build_accuracy`
+    unless ``accuracy_check`` (a keyword, or the ``config``'s when set) or
+    ``eval_n=0`` says otherwise.
     """
     from edgevlm.accuracy import build_accuracy
     from edgevlm.compiler.pipeline import compile as _compile
 
-    kwargs.setdefault("accuracy_check", build_accuracy)
+    config = kwargs.get("config", args[3] if len(args) > 3 else None)
+    if "accuracy_check" not in kwargs and getattr(config, "accuracy_check", None) is None:
+        kwargs["accuracy_check"] = build_accuracy
     return _compile(*args, **kwargs)
 
 

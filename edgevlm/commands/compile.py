@@ -1,7 +1,10 @@
 """`edgevlm compile`: build, verify and report artifacts for a target."""
+from edgevlm.core.config import CompileConfig
+
 NAME = "compile"
 HELP = "compile a model for a target into verified artifacts (build/<model>-<target>/)"
 ORDER = 0
+DEFAULTS = CompileConfig()  # every option's default, defined once there
 
 
 def add_arguments(parser):
@@ -13,22 +16,23 @@ def add_arguments(parser):
                         "e.g. encoder=w8a16,llm=w4a16,kv=kv8 (default: the target's)")
     parser.add_argument("--calib", default=None, metavar="DIR", help="directory of calibration images (a Hugging Face VLM: each with its prompt in a same-name .txt; "
                         "default: a built-in set of images and prompts)")
-    parser.add_argument("--calib-samples", type=int, default=32, help="calibration samples to use at most (default 32)")
+    parser.add_argument("--calib-samples", type=int, default=DEFAULTS.calib_samples,
+                        help=f"calibration samples to use at most (default {DEFAULTS.calib_samples})")
     parser.add_argument("--hub", action="store_true", help="also compile and profile each stage on a device through Qualcomm AI Hub (needs qai-hub credentials)")
-    parser.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse", "entropy"], help="activation range observer")
+    parser.add_argument("--observer", default=DEFAULTS.observer, choices=["minmax", "percentile", "mse", "entropy"], help="activation range observer")
     parser.add_argument("--vision-tokens", type=int, default=None, metavar="N",
                         help="reduce the VLM's image tokens to N inside the encoder stage (default: keep all)")
-    parser.add_argument("--token-reduce", default="dct", choices=["dct", "pool", "merge", "prune"],
+    parser.add_argument("--token-reduce", default=DEFAULTS.token_reduce, choices=["dct", "pool", "merge", "prune"],
                         help="how --vision-tokens reduces: dct (Fourier-VLM low-pass), pool (average), merge (ToMe), "
-                        "prune (text-guided, keeps the tokens closest to the prompt); default dct")
-    parser.add_argument("--eval-n", type=int, default=200, metavar="N",
+                        f"prune (text-guided, keeps the tokens closest to the prompt); default {DEFAULTS.token_reduce}")
+    parser.add_argument("--eval-n", type=int, default=DEFAULTS.eval_n, metavar="N",
                         help="measure a VLM build's accuracy on N shapes samples, float vs the build's path; a Hugging Face "
                         "checkpoint: greedy agreement with transformers on up to N of 4 built-in images + prompts "
-                        "(0: skip; default 200)")
+                        f"(0: skip; default {DEFAULTS.eval_n})")
     parser.add_argument("--quality-target", default=None, metavar="DB|STAGE=DB,...",
                         help="mixed precision: raise sensitive layers (8-bit weights, 16-bit activations) until each "
                         "quantized stage, or each stage named (e.g. llm-prefill=25,llm-decode=25), reaches this SQNR (dB)")
-    parser.add_argument("--weight-algo", default="gptq", choices=["gptq", "rtn", "mse"],
+    parser.add_argument("--weight-algo", default=DEFAULTS.weight_algo, choices=["gptq", "rtn", "mse"],
                         help="weight rounding: gptq (error-minimizing on the calibration samples, default), rtn "
                         "(round to nearest) or mse (round to nearest on per-channel scales clipped to minimize the "
                         "weight error)")
@@ -46,11 +50,12 @@ def run(args) -> int:
     from edgevlm.quant.mixed_precision import parse_quality_target
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
-    result = compile_model(args.model, target=args.target, out=args.out, backends=backends, verbose=True,
-                           quant=args.quant, calib_dir=args.calib, calib_samples=args.calib_samples, observer=args.observer, hub=args.hub,
+    config = CompileConfig(out=args.out, backends=backends, verbose=True, quant=args.quant, calib_dir=args.calib,
+                           calib_samples=args.calib_samples, observer=args.observer, hub=args.hub,
                            quality_target_db=parse_quality_target(args.quality_target), vision_tokens=args.vision_tokens,
                            token_reduce=args.token_reduce, eval_n=args.eval_n, htp_verify=not args.no_htp_verify,
                            weight_algo=args.weight_algo, max_context=args.max_context, accuracy_check=build_accuracy)
+    result = compile_model(args.model, target=args.target, config=config)
     rep = result.report
     rows = []
     for st in rep["stages"]:

@@ -30,6 +30,7 @@ from edgevlm.compiler.capture import capture, export_static
 from edgevlm.compiler.native_output import fds_redirected_to
 from edgevlm.compiler.passes import run_pipeline
 from edgevlm.compiler.stage import CapturedStage
+from edgevlm.core.config import CompileConfig
 from edgevlm.core.metrics import compare
 from edgevlm.core.stage import Stage, StageKind
 from edgevlm.errors import BackendUnavailableError, EdgeVLMError, InputError
@@ -520,131 +521,46 @@ def compile(  # noqa: A001 - the public verb
     model=None,
     example_inputs=None,
     target: str = "sa8295p",
-    out=None,
-    backends: list[str] | None = None,
-    calibration=None,
-    name: str | None = None,
-    verbose: bool = False,
-    quant: str | None = None,
-    calib_dir=None,
-    calib_samples: int = 32,
-    observer: str = "minmax",
-    hub: bool = False,
-    quality_target_db: float | None = None,
-    vision_tokens: int | None = None,
-    token_reduce: str = "dct",
-    eval_n: int = 200,
-    htp_verify: bool = True,
-    weight_algo: str = "gptq",
-    max_context: int | None = None,
-    accuracy_check=None,
+    config: CompileConfig | None = None,
+    **fields,
 ) -> CompileResult:
     """Compile a model for a target and verify every artifact against PyTorch.
 
     ``model`` is a zoo name, a checkpoint directory, a ModelBundle, or any
     ``torch.nn.Module`` (then ``example_inputs``, a tensor or tuple of tensors
     at the static shapes to compile for, is required).  Artifacts, manifest.json,
-    report.json and report.html go to ``out`` (default build/<model>-<target>).
+    report.json and report.html go to ``config.out`` (default build/<model>-<target>).
 
-    ``quant`` is a scheme (``"w8a16"``), per-stage schemes
-    (``"encoder=w8a16,llm=w4a16"``) or ``"float"``; None takes the target's
-    defaults.  Quantization calibrates on ``calibration`` (an iterable of
-    input tuples, for a module), the stage's own samples, images in
-    ``calib_dir``, or, failing all, seeded synthetic samples (said so in the
-    report).  ``hub=True`` also compiles and profiles the stages on a real
-    device through Qualcomm AI Hub when credentials exist (one line otherwise).
-    ``quality_target_db`` turns on mixed precision: the most sensitive layers
-    of each quantized stage are raised (16-bit activations, 8-bit weights)
-    until the stage output's SQNR reaches it, within the target's dtypes.
-    ``vision_tokens`` reduces a VLM's image tokens to that many with
-    ``token_reduce`` (dct, pool or merge; see edgevlm.models.arch.token_reduction).
-    ``eval_n`` shapes samples measure a VLM build's accuracy, float PyTorch vs
-    the build's own path (its vision artifacts + the C runtime; an imported
-    checkpoint: greedy agreement with transformers on up to ``eval_n`` built-in
-    image + prompt pairs); 0 skips it.
-    ``accuracy_check`` is what measures it (``edgevlm.accuracy.build_accuracy``,
-    which ``edgevlm.compile`` and the CLI pass; it runs the build, a layer above
-    the compiler); None skips it too.
-    ``htp_verify=False`` skips running the QNN context binaries on the HTP
-    simulation (the report says so).  ``weight_algo`` rounds the quantized
-    weights: ``gptq`` (default; edgevlm.quant.gptq, on the calibration
-    samples) or ``rtn`` (round to nearest).
+    ``config`` is a :class:`edgevlm.core.config.CompileConfig`, which lists
+    and documents every option with its default; keyword ``fields`` override
+    its fields (``compile("tinyconv", target="sa8295p", quant="w8a16")``), and
+    a name that is not a field is a TypeError.  Quantization calibrates on
+    ``calibration`` (an iterable of input tuples, for a module), the stage's
+    own samples, images in ``calib_dir``, or, failing all, seeded synthetic
+    samples (said so in the report).
     """
-    from edgevlm.quant.gptq import HessianStore
+    if config is not None and not isinstance(config, CompileConfig):
+        raise TypeError(f"config must be an edgevlm.core.config.CompileConfig, not {type(config).__name__}")
     from edgevlm.quant.schemes import parse_quant_spec
 
+    cfg = (config or CompileConfig()).with_fields(**fields)
     tgt = get_target(target)
-    schemes = parse_quant_spec(quant, tgt)
-    bundle = _as_bundle(model, example_inputs, name, calibration, max_context)
-    if vision_tokens is not None:
+    schemes = parse_quant_spec(cfg.quant, tgt)
+    bundle = _as_bundle(model, example_inputs, cfg.name, cfg.calibration, cfg.max_context)
+    if cfg.vision_tokens is not None:
         from edgevlm.models.zoo.vlms import with_token_reduction
 
-        bundle = with_token_reduction(bundle, vision_tokens, token_reduce)
-    chosen, skipped = _select_backends(tgt, backends)
-    build_dir = Path(out) if out is not None else Path("build") / f"{bundle.name}-{tgt.name}"
+        bundle = with_token_reduction(bundle, cfg.vision_tokens, cfg.token_reduce)
+    chosen, skipped = _select_backends(tgt, None if cfg.backends is None else list(cfg.backends))
+    build_dir = Path(cfg.out) if cfg.out is not None else Path("build") / f"{bundle.name}-{tgt.name}"
     tmp = _prepare_dir(build_dir)
-    progress = _Progress(verbose, total=len(bundle.stages) * len(chosen))
+    progress = _Progress(cfg.verbose, total=len(bundle.stages) * len(chosen))
     t_start = time.perf_counter()
     restore_sigterm = _exit_on_sigterm()
     try:
-        plan = Plan(target=tgt, out_dir=tmp, quant=schemes, options={"observer": observer, "quality_target_db": quality_target_db,
-                                                              "htp_verify": htp_verify, "weight_algo": weight_algo,
-                                                              "gptq_hessians": HessianStore() if weight_algo == "gptq" else None})
-        stages = []
-        vlm_source = None
-        if any(schemes.values()):
-            progress.step("calibration inputs")
-            t0 = time.perf_counter()
-            vlm_source = _vlm_calibration(bundle, calib_dir, calib_samples)
-            if vlm_source:
-                progress.finished("vlm", "calibration inputs (float model on images + prompts)", time.perf_counter() - t0)
-        for stage in bundle.stages:
-            scheme = schemes.get(stage.kind)
-            calib_source = None if scheme is None else (
-                f"{vlm_source} ({len(stage.calibration)} samples)" if vlm_source else _stage_calibration(stage, calib_dir, calib_samples))
-            entry = _compile_stage(stage, tgt, chosen, plan, progress, scheme)
-            _release_memory()
-            entry["skipped"] = [{"backend": n, "reason": why} for n, why in skipped]
-            entry["quant"] = scheme.name if scheme is not None else None
-            entry["calibration"] = calib_source
-            quantized = [a["parity"]["value"] for a in entry["artifacts"] if a["parity"]["metric"] == "sqnr_db"]
-            if quantized:
-                entry["sqnr_db"] = min(quantized)
-            stages.append(entry)
-        runtime = None
-        if runtime_bundle.is_runtime_vlm(bundle):
-            progress.step("runtime bundle: GGUF + verify")
-            t0 = time.perf_counter()
-            paths = {st["name"]: {a["backend"]: a["path"] for a in st["artifacts"]} for st in stages}
-            runtime = runtime_bundle.write(bundle, schemes.get(StageKind.LLM), tmp, paths)
-            progress.finished("llm", "runtime bundle (GGUF) written + verified", time.perf_counter() - t0)
-        report = {
-            "model": bundle.name,
-            "target": tgt.name,
-            "edgevlm_version": __version__,
-            "model_meta": bundle.meta,
-            "quant": {kind: (sch.name if sch is not None else None) for kind, sch in schemes.items()},
-            "stages": stages,
-            "runtime": runtime,
-            "compile_s": round(time.perf_counter() - t_start, 3),
-        }
-        if hub:
-            from rich.console import Console
-
-            from edgevlm.compiler.hub import run_hub
-
-            run_hub(tmp, report, tgt, Console(stderr=True))
-        report_io.write_manifest(tmp, report)
-        # The build against float: shapes samples for a zoo model, greedy agreement with transformers for a
-        # checkpoint with its tokenizer (edgevlm.accuracy.build_accuracy).
-        if runtime is not None and eval_n and accuracy_check is not None:
-            progress.step("accuracy: the build vs float")
-            t0 = time.perf_counter()
-            # On an HTP target the deployed vision path is the QNN context binaries (run on the HTP simulation).
-            deployed = "qnn" if htp_verify and any(b.name == "qnn" for b in chosen) else None
-            report["accuracy"] = accuracy_check(bundle, tmp, eval_n, runtime["info"]["gguf_type"], deployed)
-            progress.finished("build", "accuracy: the build vs float", time.perf_counter() - t0)
-        report_io.write_report(tmp, report)
+        report = _build(bundle, tgt, cfg, schemes, chosen, skipped, tmp, progress)
+        report["compile_s"] = round(time.perf_counter() - t_start, 3)
+        _finish_report(bundle, tgt, cfg, chosen, tmp, progress, report)
         _swap_into_place(tmp, build_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -653,3 +569,73 @@ def compile(  # noqa: A001 - the public verb
         restore_sigterm()
         progress.close()
     return CompileResult(build_dir, report)
+
+
+def _build(bundle: ModelBundle, tgt, cfg: CompileConfig, schemes: dict, chosen: list, skipped: list, tmp: Path,
+           progress: _Progress) -> dict:
+    """Every stage captured, lowered and verified, and the runtime bundle written, into ``tmp``: the report so far."""
+    from edgevlm.quant.gptq import HessianStore
+
+    plan = Plan(target=tgt, out_dir=tmp, quant=schemes, options={"observer": cfg.observer, "quality_target_db": cfg.quality_target_db,
+                                                          "htp_verify": cfg.htp_verify, "weight_algo": cfg.weight_algo,
+                                                          "gptq_hessians": HessianStore() if cfg.weight_algo == "gptq" else None})
+    stages = []
+    vlm_source = None
+    if any(schemes.values()):
+        progress.step("calibration inputs")
+        t0 = time.perf_counter()
+        vlm_source = _vlm_calibration(bundle, cfg.calib_dir, cfg.calib_samples)
+        if vlm_source:
+            progress.finished("vlm", "calibration inputs (float model on images + prompts)", time.perf_counter() - t0)
+    for stage in bundle.stages:
+        scheme = schemes.get(stage.kind)
+        calib_source = None if scheme is None else (
+            f"{vlm_source} ({len(stage.calibration)} samples)" if vlm_source else _stage_calibration(stage, cfg.calib_dir, cfg.calib_samples))
+        entry = _compile_stage(stage, tgt, chosen, plan, progress, scheme)
+        _release_memory()
+        entry["skipped"] = [{"backend": n, "reason": why} for n, why in skipped]
+        entry["quant"] = scheme.name if scheme is not None else None
+        entry["calibration"] = calib_source
+        quantized = [a["parity"]["value"] for a in entry["artifacts"] if a["parity"]["metric"] == "sqnr_db"]
+        if quantized:
+            entry["sqnr_db"] = min(quantized)
+        stages.append(entry)
+    runtime = None
+    if runtime_bundle.is_runtime_vlm(bundle):
+        progress.step("runtime bundle: GGUF + verify")
+        t0 = time.perf_counter()
+        paths = {st["name"]: {a["backend"]: a["path"] for a in st["artifacts"]} for st in stages}
+        runtime = runtime_bundle.write(bundle, schemes.get(StageKind.LLM), tmp, paths)
+        progress.finished("llm", "runtime bundle (GGUF) written + verified", time.perf_counter() - t0)
+    return {
+        "model": bundle.name,
+        "target": tgt.name,
+        "edgevlm_version": __version__,
+        "model_meta": bundle.meta,
+        "quant": {kind: (sch.name if sch is not None else None) for kind, sch in schemes.items()},
+        "stages": stages,
+        "runtime": runtime,
+    }
+
+
+def _finish_report(bundle: ModelBundle, tgt, cfg: CompileConfig, chosen: list, tmp: Path, progress: _Progress,
+                   report: dict) -> None:
+    """AI Hub (when asked), manifest.json, the build's shapes accuracy, then report.json and report.html."""
+    if cfg.hub:
+        from rich.console import Console
+
+        from edgevlm.compiler.hub import run_hub
+
+        run_hub(tmp, report, tgt, Console(stderr=True))
+    report_io.write_manifest(tmp, report)
+    # The build against float: shapes samples for a zoo model, greedy agreement with transformers for a
+    # checkpoint with its tokenizer (edgevlm.accuracy.build_accuracy).
+    runtime = report["runtime"]
+    if runtime is not None and cfg.eval_n and cfg.accuracy_check is not None:
+        progress.step("accuracy: the build vs float")
+        t0 = time.perf_counter()
+        # On an HTP target the deployed vision path is the QNN context binaries (run on the HTP simulation).
+        deployed = "qnn" if cfg.htp_verify and any(b.name == "qnn" for b in chosen) else None
+        report["accuracy"] = cfg.accuracy_check(bundle, tmp, cfg.eval_n, runtime["info"]["gguf_type"], deployed)
+        progress.finished("build", "accuracy: the build vs float", time.perf_counter() - t0)
+    report_io.write_report(tmp, report)

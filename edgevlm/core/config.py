@@ -1,0 +1,78 @@
+"""What one compile is asked to do: :class:`CompileConfig`, every option of
+``edgevlm.compiler.pipeline.compile`` with its default, defined once.
+
+``edgevlm compile`` (commands/compile.py) builds one from its arguments and
+takes its defaults from here; ``compile(model, target=..., **fields)`` builds
+one from keyword arguments through :meth:`CompileConfig.with_fields`, which
+names an unknown field.  Resolving the options against a target (schemes per
+stage kind and the like) happens in the compiler, a layer above.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class CompileConfig:
+    """Every compile option.  Field docs are the API's; ``compile()``'s docstring refers here.
+
+    - ``out``: build directory (None: build/<model>-<target>).
+    - ``backends``: backend names (None: the target's preference order).
+    - ``calibration``: input tuples an ``nn.Module``'s stage calibrates on.
+    - ``name``: the build's model name for an ``nn.Module`` (default: its class name).
+    - ``verbose``: progress on the console.
+    - ``quant``: a scheme (``"w8a16"``), per stage kind (``"encoder=w8a16,llm=w4a16,kv=kv8"``),
+      ``"float"``, or None for the target's defaults.
+    - ``calib_dir``: a directory of calibration images (with same-name .txt prompts for a Hugging
+      Face VLM); ``calib_samples``: at most this many of them.
+    - ``observer``: the activation range observer (minmax, percentile, mse, entropy).
+    - ``hub``: also compile and profile each stage through Qualcomm AI Hub.
+    - ``quality_target_db``: mixed precision, an SQNR (dB) for every quantized stage or per stage name.
+    - ``vision_tokens`` / ``token_reduce``: reduce a VLM's image tokens to N with dct, pool, merge or prune.
+    - ``eval_n``: shapes samples behind a VLM build's accuracy (0: skip).
+    - ``htp_verify``: run the QNN context binaries on the HTP simulation.
+    - ``weight_algo``: weight rounding, gptq (on the calibration samples), rtn or mse.
+    - ``max_context``: context length of a Hugging Face VLM checkpoint's build.
+    - ``accuracy_check``: what measures a VLM build's accuracy (``edgevlm.accuracy.build_accuracy``;
+      it runs the build, a layer above the compiler); None skips it.
+    """
+
+    out: Any = None
+    backends: tuple[str, ...] | None = None
+    calibration: tuple | None = None
+    name: str | None = None
+    verbose: bool = False
+    quant: str | None = None
+    calib_dir: Any = None
+    calib_samples: int = 32
+    observer: str = "minmax"
+    hub: bool = False
+    quality_target_db: float | dict[str, float] | None = None
+    vision_tokens: int | None = None
+    token_reduce: str = "dct"
+    eval_n: int = 200
+    htp_verify: bool = True
+    weight_algo: str = "gptq"
+    max_context: int | None = None
+    accuracy_check: Callable | None = None
+
+    def __post_init__(self):
+        # Sequences are held as tuples, so a config is a value (a caller's list changing later changes nothing).
+        if self.backends is not None:
+            object.__setattr__(self, "backends", tuple(self.backends))
+        if self.calibration is not None:
+            object.__setattr__(self, "calibration", tuple(self.calibration))
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def with_fields(self, **fields) -> CompileConfig:
+        """This config with ``fields`` replaced; a name that is not a field is a TypeError naming it."""
+        unknown = sorted(set(fields) - set(self.field_names()))
+        if unknown:
+            raise TypeError(f"unknown compile option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                            f"the options are the fields of edgevlm.core.config.CompileConfig: {', '.join(self.field_names())}")
+        return dataclasses.replace(self, **fields) if fields else self
