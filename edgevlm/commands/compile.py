@@ -60,18 +60,19 @@ def run(args) -> int:
     rows = []
     for st in rep["stages"]:
         for a in st["artifacts"]:
+            art = result.artifacts[st["name"], a["backend"]]
             p = a["parity"]
             value = p["value"]
             shown = f"{p['metric']} {value:.3g}" if isinstance(value, float) else p["metric"]
-            if "htp_arch" in a.get("info", {}) and "samples" in p:
-                shown += f" on QNN HTP v{a['info']['htp_arch']} sim ({p['samples']} samples)"
+            if art.htp is not None and "samples" in p:
+                shown += f" on QNN HTP v{art.htp.htp_arch} sim ({p['samples']} samples)"
             elif a["backend"] == "executorch" and "budget_s" in p:  # portable (reference) kernels, within a budget
                 shown += f" on portable kernels ({p['samples']} of {p['of']} samples within {p['budget_s']:g} s)"
-            if "integer_only" in a:
-                shown += ", integer-only" if a["integer_only"] else ", NOT integer-only"
-            mp = a.get("info", {}).get("quant", {}).get("mixed_precision")
-            if mp and not mp["met"]:
-                shown += f", quality target NOT met ({mp['achieved']:.1f} < {mp['target']:g} dB)"
+            if art.integer_only is not None:
+                shown += ", integer-only" if art.integer_only else ", NOT integer-only"
+            mp = art.quant.mixed_precision if art.quant is not None else None
+            if mp is not None and not mp.met:
+                shown += f", quality target NOT met ({mp.achieved:.1f} < {mp.target:g} dB)"
             rows.append((st["name"], a["backend"], a["path"], shown, f"{a['lower_s']:.2f}"))
         for s in st["skipped"]:
             rows.append((st["name"], s["backend"], "-", f"skipped: {s['reason']}", "-"))
@@ -89,7 +90,7 @@ def run(args) -> int:
                          f"this build {acc['quantized']:.3f} ({acc['quantized_path']})")
     print_table(f"{rep['model']} -> {rep['target']}", ("stage", "backend", "artifact", "parity", "lower s"), rows,
                 caption=caption, right=("lower s",))
-    notes = {a["info"]["qnn"] for st in rep["stages"] for a in st["artifacts"] if a.get("info", {}).get("qnn")}
+    notes = {art.notes["qnn"] for art in result.artifacts.values() if art.notes.get("qnn")}
     for note in sorted(notes):
         print(f"executorch: {note}")
     why = rep.get("model_meta", {}).get("runtime_bundle")

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from edgevlm import progress as progress_eta
 from edgevlm.compiler import report as report_io
 from edgevlm.compiler import runtime_bundle
 from edgevlm.compiler.backends import get_backend, list_backends
-from edgevlm.compiler.backends.base import Plan, lowering_error
+from edgevlm.compiler.backends.base import Artifact, Plan, lowering_error
 from edgevlm.compiler.capture import capture, export_static
 from edgevlm.compiler.native_output import fds_redirected_to
 from edgevlm.compiler.passes import run_pipeline
@@ -40,8 +40,12 @@ from edgevlm.targets import get_target
 
 @dataclass
 class CompileResult:
+    """The build's directory, its report (report.json's content) and each artifact as its backend returned it,
+    keyed by (stage name, backend name)."""
+
     build_dir: Path
     report: dict
+    artifacts: dict[tuple[str, str], Artifact] = field(default_factory=dict)
 
 
 def _as_bundle(model, example_inputs, name, calibration, max_context=None) -> ModelBundle:
@@ -447,7 +451,7 @@ def _verify(backend, artifact, stage: Stage, plan: Plan, checks, reference, inpu
     without one, on the stage's example inputs.
     """
     # Float artifacts must match closely; quantized ones are judged by their noise level.
-    metric = "sqnr_db" if artifact.info.get("quant") else "max_abs_err"
+    metric = "sqnr_db" if artifact.quant is not None else "max_abs_err"
     samples, budget_s = checks
     if budget_s is not None:
         t0 = time.perf_counter()
@@ -468,7 +472,10 @@ def _verify(backend, artifact, stage: Stage, plan: Plan, checks, reference, inpu
     return out
 
 
-def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progress, scheme=None) -> dict:
+def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progress, scheme=None,
+                   lowered: dict | None = None) -> dict:
+    """The stage's report entry: captured, passes run, lowered on each backend and verified.  Each
+    Artifact also goes into ``lowered`` under (stage name, backend name)."""
     progress.step(f"{stage.name}: capture")
     t0 = time.perf_counter()
     gm = capture(stage)
@@ -494,10 +501,12 @@ def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progre
                 raise
             except Exception as exc:  # a toolchain's own error: one line naming backend, stage and op
                 raise lowering_error(backend.name, stage.name, exc) from exc
-        art = {"backend": backend.name, "path": artifact.path, "files": artifact.files, "info": artifact.info,
+        if lowered is not None:
+            lowered[stage.name, backend.name] = artifact
+        art = {"backend": backend.name, "path": artifact.path, "files": artifact.files, "info": artifact.report_info(),
                "lower_s": round(time.perf_counter() - t0, 3)}
-        if "integer_only" in artifact.info:
-            art["integer_only"] = artifact.info["integer_only"]
+        if artifact.integer_only is not None:
+            art["integer_only"] = artifact.integer_only
         checks = backend.verify_samples(stage, plan) if backend.can_execute else None
         if checks is not None:
             progress.step(f"{stage.name}: verify {backend.name}")
@@ -558,7 +567,8 @@ def compile(  # noqa: A001 - the public verb
     t_start = time.perf_counter()
     restore_sigterm = _exit_on_sigterm()
     try:
-        report = _build(bundle, tgt, cfg, schemes, chosen, skipped, tmp, progress)
+        lowered: dict[tuple[str, str], Artifact] = {}
+        report = _build(bundle, tgt, cfg, schemes, chosen, skipped, tmp, progress, lowered)
         report["compile_s"] = round(time.perf_counter() - t_start, 3)
         _finish_report(bundle, tgt, cfg, chosen, tmp, progress, report)
         _swap_into_place(tmp, build_dir)
@@ -568,11 +578,11 @@ def compile(  # noqa: A001 - the public verb
     finally:
         restore_sigterm()
         progress.close()
-    return CompileResult(build_dir, report)
+    return CompileResult(build_dir, report, lowered)
 
 
 def _build(bundle: ModelBundle, tgt, cfg: CompileConfig, schemes: dict, chosen: list, skipped: list, tmp: Path,
-           progress: _Progress) -> dict:
+           progress: _Progress, lowered: dict) -> dict:
     """Every stage captured, lowered and verified, and the runtime bundle written, into ``tmp``: the report so far."""
     from edgevlm.quant.gptq import HessianStore
 
@@ -591,7 +601,7 @@ def _build(bundle: ModelBundle, tgt, cfg: CompileConfig, schemes: dict, chosen: 
         scheme = schemes.get(stage.kind)
         calib_source = None if scheme is None else (
             f"{vlm_source} ({len(stage.calibration)} samples)" if vlm_source else _stage_calibration(stage, cfg.calib_dir, cfg.calib_samples))
-        entry = _compile_stage(stage, tgt, chosen, plan, progress, scheme)
+        entry = _compile_stage(stage, tgt, chosen, plan, progress, scheme, lowered)
         _release_memory()
         entry["skipped"] = [{"backend": n, "reason": why} for n, why in skipped]
         entry["quant"] = scheme.name if scheme is not None else None

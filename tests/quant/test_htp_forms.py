@@ -46,7 +46,7 @@ def _on_htp(module, example, tmp_path, calibration, fresh, scheme="w8a16", stage
     gm, _ = run_pipeline(capture(stage), TARGET)
     captured = CapturedStage(stage, gm, export_static(gm, stage.example_inputs, stage.name), [])
     art = ONNX.lower(captured, Plan(TARGET, tmp_path, quant=parse_quant_spec(scheme, TARGET)))
-    info = dict(art.info["quant"], path=str(tmp_path / art.path))
+    info = dict(art.quant.to_dict(), path=str(tmp_path / art.path))
     sess = htp_session(tmp_path / art.path, TARGET.htp)
     names = [i.name for i in sess.get_inputs()]
     got = sess.run(None, {n: x.numpy() for n, x in zip(names, fresh)})

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevlm.core.records import HtpContext, QuantRecord
 from edgevlm.errors import LoweringError
 from edgevlm.progress import track
 from edgevlm.targets.base import Target
@@ -35,13 +36,37 @@ class Plan:
 
 @dataclass
 class Artifact:
-    """Files a backend wrote for one stage (paths relative to the build dir)."""
+    """Files a backend wrote for one stage (paths relative to the build dir), and what it knows of them.
+
+    The typed fields are what the pipeline and the CLI read: ``quant`` (None:
+    a float artifact, verified by max abs error; else by SQNR), the
+    integer-only check, the HTP context facts, ``notes`` (one line each on how
+    the artifact departs from the target's own path, e.g. ``notes["qnn"]``).
+    ``info`` holds the backend's other facts (opset, ops, dtypes...), for the
+    report only.  :meth:`report_info` is report.json's ``info`` of the artifact.
+    """
 
     backend: str
     stage: str
     path: str  # the main file or directory
     files: list[str] = field(default_factory=list)  # every file written, incl. path
     info: dict = field(default_factory=dict)  # backend facts for the report (opset, dtypes, ...)
+    quant: QuantRecord | None = None
+    integer_only: bool | None = None  # the quantized graph runs integer ops only (edgevlm.quant.checker)
+    htp: HtpContext | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def report_info(self) -> dict:
+        """The artifact's facts as report.json holds them: ``info`` with the typed records serialized into it."""
+        out = dict(self.htp.to_dict()) if self.htp is not None else {}
+        out |= self.info
+        if self.quant is not None:
+            out["quant"] = self.quant.to_dict()
+        if self.integer_only is not None:
+            out["integer_only"] = self.integer_only
+            if self.quant is not None and self.quant.offending_ops is not None:
+                out["offending_ops"] = list(self.quant.offending_ops)
+        return out | self.notes
 
 
 class Backend:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
+from edgevlm.core.records import QuantRecord
 from edgevlm.errors import BackendUnavailableError, InputError
 
 EXTRA = "coreml"
@@ -188,8 +189,9 @@ class CoreMLBackend(Backend):
         # Core ML converts only contiguous (default dim order) inputs.
         program, example = stage.contiguous_program()
         compression, weight_kind = (None, None)
+        quant, notes = None, {}
         if scheme is not None:
-            quant = info["quant"] = {"scheme": scheme.name}
+            quant = {"scheme": scheme.name}
             if scheme.act_bits == 8:
                 if scheme.weight_bits != 8:
                     raise InputError(
@@ -206,7 +208,7 @@ class CoreMLBackend(Backend):
             quant["weights"] = weight_kind or "float16"
             if scheme.weight_bits == 4 and scheme.weight_granularity == "per-group":
                 deployment = ct.target.iOS18
-                info["deployment_note"] = "int4 per-block weights need iOS 18: deployment target raised from iOS 17"
+                notes["deployment_note"] = "int4 per-block weights need iOS 18: deployment target raised from iOS 17"
         names = list(stage.stage.input_names)
         inputs = [ct.TensorType(name=n, shape=tuple(x.shape), dtype=x.detach().cpu().numpy().dtype)
                   for n, x in zip(names, example, strict=True)]
@@ -239,7 +241,8 @@ class CoreMLBackend(Backend):
         info.update(inspect_package(path))
         info["verified"] = ("reloaded and inspected (ops, dtypes); Core ML predictions need macOS"
                             if not self.can_execute else "reloaded and inspected; run on macOS")
-        return Artifact(self.name, stage.name, rel, [rel], info)
+        return Artifact(self.name, stage.name, rel, [rel], info, notes=notes,
+                        quant=None if quant is None else QuantRecord.from_dict(quant))
 
     def execute(self, artifact: Artifact, build_dir, inputs):
         if not self.can_execute:

@@ -7,7 +7,7 @@
   SDK (``QNN_SDK_ROOT``) the program is lowered with the QNN partitioner for
   the target's SoC; without one, the QnnQuantizer-quantized program is lowered
   to ExecuTorch's portable kernels so it still runs here with the HTP's
-  quantization numerics, and ``info["qnn"]`` says so.  That is not an error.
+  quantization numerics, and ``notes["qnn"]`` says so.  That is not an error.
 """
 import os
 import subprocess
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
+from edgevlm.core.records import QuantRecord
 from edgevlm.errors import BackendUnavailableError
 from edgevlm.ops import target_name
 
@@ -274,19 +275,21 @@ class ExecuTorchBackend(Backend):
         soc = plan.target.htp.soc_name if plan.target.htp is not None else None
         observer = plan.options.get("observer", "minmax")
         info: dict = {}
+        notes: dict = {}
+        record = None
         program, example = stage.contiguous_program()
         channel_norm = soc is not None and has_channel_rms_norm(program)
         if scheme is not None:
             quantizer = quantizer_for(plan.target, scheme, observer=observer)
             if channel_norm:
                 _keep_rms_norm_decomposed(quantizer)
-                info["qnn_rms_norm"] = "channel RMS norm kept decomposed (QNN's RecomposeRmsNorm handles last-dim norms only)"
+                notes["qnn_rms_norm"] = "channel RMS norm kept decomposed (QNN's RecomposeRmsNorm handles last-dim norms only)"
             program = quantize_pt2e_program(program, example, quantizer, stage.calibration_inputs())
             label = (f"QnnQuantizer({QNN_QUANT_DTYPES[(scheme.act_bits, scheme.weight_bits)]}, {soc})" if soc
                      else "XNNPACKQuantizer (symmetric int8 activations)")
-            # The pipeline judges an artifact with info["quant"] by SQNR against the float model.
-            info["quant"] = {"scheme": scheme.name, "quantizer": label, "activation_observer": observer,
-                             "calibration_batches": len(stage.calibration_inputs())}
+            # The pipeline judges an artifact with a quant record by SQNR against the float model.
+            record = QuantRecord(scheme.name, {"quantizer": label, "activation_observer": observer,
+                                               "calibration_batches": len(stage.calibration_inputs())})
         if soc and scheme is not None and qnn_sdk_root():
             try:
                 edge = _lower_qnn(program, soc, example, keep_rms_norm_decomposed=channel_norm)
@@ -296,27 +299,27 @@ class ExecuTorchBackend(Backend):
                     f"QNN lowering for {soc} failed with the SDK at {qnn_sdk_root()}: {reason}",
                     "point QNN_SDK_ROOT at a QNN SDK whose host libraries load here, or unset it to lower without QNN",
                 ) from None
-            info["qnn"] = f"lowered with the QNN HTP partitioner for {soc} (SDK at {qnn_sdk_root()})"
+            notes["qnn"] = f"lowered with the QNN HTP partitioner for {soc} (SDK at {qnn_sdk_root()})"
         elif soc and scheme is not None:
             # XNNPACK takes neither QNN's 16-bit activations nor (measured) its
             # int32 per-channel bias correctly, so the portable kernels run the
             # Q/DQ graph: the HTP's quantization numerics, executed on the CPU.
             edge = _lower_portable(program)
-            info["qnn"] = (
+            notes["qnn"] = (
                 f"QNN SDK not found (set QNN_SDK_ROOT to an SDK holding {QNN_HOST_LIB.as_posix()}): "
                 f"QnnQuantizer-quantized program for {soc} lowered to ExecuTorch portable kernels, not the HTP"
             )
         else:
             edge = _lower_xnnpack(program)
             if soc:
-                info["qnn"] = f"float stage: lowered to XNNPACK, not the HTP ({plan.target.name} runs integer graphs only)"
+                notes["qnn"] = f"float stage: lowered to XNNPACK, not the HTP ({plan.target.name} runs integer graphs only)"
         info.update(describe_program(edge))
         info["delegate"] = ", ".join(info["delegates"]) or "portable"
         rel = f"{stage.name}.pte"
         data = edge.to_executorch().buffer
         (Path(plan.out_dir) / rel).write_bytes(data)
         info["bytes"] = len(data)
-        return Artifact(self.name, stage.name, rel, [rel], info)
+        return Artifact(self.name, stage.name, rel, [rel], info, quant=record, notes=notes)
 
     def load(self, artifact: Artifact, build_dir, threads: int = 0):
         import torch

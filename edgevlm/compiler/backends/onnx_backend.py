@@ -1,7 +1,8 @@
 """ONNX backend: torch.onnx (dynamo exporter) from the captured program; runs with onnxruntime.
 
 Quantized stages become QDQ models through edgevlm.quant (onnxruntime's
-quantizer), which the pipeline applies to the float ONNX this backend writes.
+quantizer), applied here to the float ONNX the exporter writes; the qnn
+backend prepares its HTP context binaries from that QDQ model.
 """
 import contextlib
 import io
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
+from edgevlm.core.records import QuantRecord
 from edgevlm.core.stage import KV_CACHE, StageKind
 
 OPSET = 21  # first opset with int4/uint16 QuantizeLinear, which the quantized stages use
@@ -99,6 +101,66 @@ def _kv_overrides(model, stage, scheme, kv_scheme) -> dict[str, int]:
     return {t: kv_scheme.kv_bits for t in sorted(tensors)}
 
 
+def _export(stage):
+    """The captured program as an ONNX program (torch.onnx's dynamo exporter, at OPSET)."""
+    import torch
+
+    # The exporter prints progress lines and warnings of its own: keep the console ours.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        return torch.onnx.export(
+            stage.program,
+            (),
+            dynamo=True,
+            input_names=list(stage.stage.input_names),
+            output_names=_output_names(stage.stage),
+            opset_version=OPSET,
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+
+
+def _save_float(program, path: Path, large: bool, external: bool):
+    """Write the float model to ``path`` and return its graph (a large one without its weights)."""
+    import onnx
+
+    from edgevlm.quant import onnx_files
+
+    if large:
+        program.save(str(path), external_data=external)
+        onnx_files.release_weights(program)
+        return onnx.load(str(path), load_external_data=False)
+    model = program.model_proto
+    onnx_files.release_weights(program)
+    onnx.save_model(model, str(path))
+    return model
+
+
+def _quantize(float_path: Path, path: Path, model, stage, scheme, plan: Plan) -> QuantRecord:
+    """The QDQ model of ``float_path`` at ``path`` (onnxruntime's quantizer through edgevlm.quant), with
+    mixed precision when the stage has a quality target and the KV cache at the kv scheme's bits."""
+    from edgevlm.quant.gptq import DEFAULT_WEIGHT_ALGO
+    from edgevlm.quant.mixed_precision import quality_target_for, search_mixed_precision
+    from edgevlm.quant.onnx_qdq import quantize_onnx
+
+    observer = plan.options.get("observer", "minmax")
+    weight_algo = plan.options.get("weight_algo", DEFAULT_WEIGHT_ALGO)
+    min_sqnr = quality_target_for(plan.options.get("quality_target_db"), stage.name)
+    kv = _kv_overrides(model, stage.stage, scheme, (plan.quant or {}).get(KV_CACHE))
+    if min_sqnr is None:
+        quant = quantize_onnx(float_path, path, scheme, stage.stage.calibration, plan.target, observer=observer,
+                              overrides=kv, weight_algo=weight_algo, hessians=plan.options.get("gptq_hessians"))
+    else:
+        quant = search_mixed_precision(float_path, path, scheme, stage.stage.calibration, plan.target,
+                                       min_sqnr_db=min_sqnr, observer=observer, base_overrides=kv,
+                                       weight_algo=weight_algo).info
+    if kv:
+        quant["kv_cache"] = {"bits": next(iter(kv.values())), "tensors": len(kv)}
+    quant.pop("path", None)  # a temporary path: not part of the (deterministic) record
+    return QuantRecord.from_dict(quant)
+
+
 class OnnxBackend(Backend):
     name = "onnx"
     extra = None  # core dependency
@@ -114,85 +176,36 @@ class OnnxBackend(Backend):
 
     def lower(self, stage, plan: Plan) -> Artifact:
         import onnx
-        import torch
+
+        from edgevlm.quant import onnx_files
 
         rel = f"{stage.name}.onnx"
         path = Path(plan.out_dir) / rel
-        # The exporter prints progress lines and warnings of its own: keep the console ours.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                stage.program,
-                (),
-                dynamo=True,
-                input_names=list(stage.stage.input_names),
-                output_names=_output_names(stage.stage),
-                opset_version=OPSET,
-                external_data=False,
-                optimize=True,
-                verbose=False,
-            )
-        from edgevlm.quant import onnx_files
-
+        program = _export(stage)
         # A large stage goes file to file: written from the exporter's graph with its weights in a side
         # file (no protobuf copy of them in memory), then read back as a graph only.
         weight_bytes = sum(v.const_value.nbytes for v in program.model.graph.initializers.values() if v.const_value is not None)
         large = weight_bytes > onnx_files.STREAM_ABOVE
         scheme = (plan.quant or {}).get(stage.stage.kind)
-        info = {"opset": OPSET}
-        if scheme is None and large:
-            program.save(str(path), external_data=weight_bytes > onnx_files.EXTERNAL_DATA_ABOVE)
-            onnx_files.release_weights(program)
+        info, record = {"opset": OPSET}, None
+        if scheme is None:
+            model = _save_float(program, path, large, external=weight_bytes > onnx_files.EXTERNAL_DATA_ABOVE)
             del program
-            model = onnx.load(str(path), load_external_data=False)
-        elif scheme is None:
-            model = program.model_proto
-            onnx_files.release_weights(program)
-            onnx.save_model(model, str(path))
         else:
-            from edgevlm.quant.onnx_qdq import quantize_onnx
-
             with tempfile.TemporaryDirectory(prefix="edgevlm-onnx-") as tmp:
                 float_path = Path(tmp) / rel
-                if large:
-                    program.save(str(float_path), external_data=True)
-                    onnx_files.release_weights(program)
-                    del program
-                    model = onnx.load(str(float_path), load_external_data=False)
-                else:
-                    model = program.model_proto
-                    onnx_files.release_weights(program)
-                    onnx.save_model(model, str(float_path))
-                observer = plan.options.get("observer", "minmax")
-                from edgevlm.quant.gptq import DEFAULT_WEIGHT_ALGO
-
-                weight_algo = plan.options.get("weight_algo", DEFAULT_WEIGHT_ALGO)
-                from edgevlm.quant.mixed_precision import quality_target_for
-
-                min_sqnr = quality_target_for(plan.options.get("quality_target_db"), stage.name)
-                kv = _kv_overrides(model, stage.stage, scheme, (plan.quant or {}).get(KV_CACHE))
-                if min_sqnr is None:
-                    quant = quantize_onnx(float_path, path, scheme, stage.stage.calibration, plan.target, observer=observer,
-                                          overrides=kv, weight_algo=weight_algo,
-                                          hessians=plan.options.get("gptq_hessians"))
-                else:
-                    from edgevlm.quant.mixed_precision import search_mixed_precision
-
-                    quant = search_mixed_precision(float_path, path, scheme, stage.stage.calibration, plan.target,
-                                                   min_sqnr_db=min_sqnr, observer=observer, base_overrides=kv,
-                                                   weight_algo=weight_algo).info
-                if kv:
-                    quant["kv_cache"] = {"bits": next(iter(kv.values())), "tensors": len(kv)}
+                model = _save_float(program, float_path, large, external=True)
+                del program
+                record = _quantize(float_path, path, model, stage, scheme, plan)
                 info |= _layer_sqnr(float_path, path, stage.stage.calibration,
                                     LAYER_SQNR_SAMPLES_LARGE if large else LAYER_SQNR_SAMPLES, LAYER_SQNR_CHUNK_BYTES)
-            quant.pop("path", None)  # a temporary path: not part of the (deterministic) record
-            info |= {"quant": quant, "integer_only": quant["integer_only"], "offending_ops": quant["offending_ops"]}
             model = onnx.load(str(path), load_external_data=False)
         info |= {"ops": sorted({n.op_type for n in model.graph.node}), "nodes": len(model.graph.node)}
         files = [p.relative_to(Path(plan.out_dir)).as_posix() for p in onnx_files.files(path)]  # + its external data, if any
         if len(files) > 1:
             info["external_data"] = files[1:]
-        return Artifact("onnx", stage.name, rel, files, info)
+        return Artifact("onnx", stage.name, rel, files, info, quant=record,
+                        integer_only=None if record is None else record.integer_only)
 
     def load(self, artifact: Artifact, build_dir, threads: int = 0):
         import onnxruntime as ort

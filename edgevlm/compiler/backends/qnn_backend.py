@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
+from edgevlm.core.records import HtpContext, QuantRecord
 from edgevlm.compiler.native_output import fds_redirected_to
 from edgevlm.quant import onnx_files
 from edgevlm.errors import BackendUnavailableError, InputError, LoweringError, UnsupportedOpError
@@ -465,7 +466,7 @@ class QnnBackend(Backend):
         if htp is None:
             raise InputError(f"target {plan.target.name} has no Hexagon HTP: the qnn backend cannot build for it",
                              "use --backends onnx (or another backend the target lists)")
-        if source is None or not source.info.get("quant"):
+        if source is None or source.quant is None:
             raise InputError(f"the qnn backend needs the quantized ONNX model of stage '{stage.name}'",
                              "compile with a quantization scheme (the HTP runs integer graphs)")
         out = Path(plan.out_dir)
@@ -494,13 +495,10 @@ class QnnBackend(Backend):
         if plan.options.get("htp_verify", True) and stage.stage.calibration:
             samples = [[x.detach().cpu().numpy() for x in s] for s in list(stage.stage.calibration)[:DEPARTURE_SAMPLES]]
             departure = htp_departure(out / source.path, samples, htp, VERIFY_BUDGET_S)
-        info = {"source": source.path, "htp_arch": htp.arch, "soc_model": htp.soc_model, "vtcm_mb": htp.vtcm_mb,
-                "prepare_s": round(prepare_s, 2), "prepare_budget_s": budget, "qnn_sdk": describe(context)["qnn_sdk"],
-                "quant": {"scheme": source.info["quant"]["scheme"], "from": "onnx"},
-                "integer_only": source.info.get("integer_only")}
-        if departure is not None:
-            info["htp_departure"] = departure
-        return Artifact("qnn", stage.name, rel, files, info)
+        facts = HtpContext(source.path, htp.arch, htp.soc_model, htp.vtcm_mb, round(prepare_s, 2), budget,
+                           describe(context)["qnn_sdk"], departure)
+        return Artifact("qnn", stage.name, rel, files, htp=facts, quant=QuantRecord(source.quant.scheme, {"from": "onnx"}),
+                        integer_only=source.integer_only)
 
     def verify_samples(self, stage, plan: Plan):
         """Inputs the HTP verification runs: the stage's calibration samples, within VERIFY_BUDGET_S.

@@ -99,8 +99,9 @@ class TvmBackend(Backend):
         info = {"ops": relax_ops(mod), "host_target": HOST_TARGET, "aarch64_target": AARCH64_TARGET,
                 "dtypes": sorted({str(x.dtype).removeprefix("torch.") for x in stage.stage.example_inputs})}
         scheme = (plan.quant or {}).get(stage.stage.kind)
+        notes = {}
         if scheme is not None:
-            info["note"] = f"compiled in float: the TVM backend does not quantize (scheme {scheme.name} not applied)"
+            notes["note"] = f"compiled in float: the TVM backend does not quantize (scheme {scheme.name} not applied)"
 
         host = f"{stage.name}.tvm.so"
         relax.build(mod, target=tvm.target.Target(HOST_TARGET)).export_library(str(out / host))
@@ -115,7 +116,7 @@ class TvmBackend(Backend):
             arm.export_library(str(out / arm_rel), fcompile=deterministic_tar)
             info["aarch64"] = (f"{AARCH64_CC} not found (apt install gcc-aarch64-linux-gnu): saved the aarch64 "
                                "object files as a tar; link them into a shared library on the device")
-        return Artifact(self.name, stage.name, host, [host, arm_rel], info)
+        return Artifact(self.name, stage.name, host, [host, arm_rel], info, notes=notes)
 
     def execute(self, artifact: Artifact, build_dir, inputs):
         import tvm

@@ -17,7 +17,7 @@ pytest.importorskip("coremltools")
 def lower(stage, plan):
     artifact = get_backend("coreml").lower(stage, plan)
     assert artifact.path == "tiny.mlpackage" and (plan.out_dir / artifact.path / "Manifest.json").is_file()
-    return artifact.info
+    return artifact.report_info()  # report.json's facts of the artifact
 
 
 def test_float_package(tiny_stage, make_plan):

@@ -54,7 +54,7 @@ def test_int8_xnnpack_sqnr(tiny_stage, make_plan):
     artifact, sqnr = run_and_compare(tiny_stage, make_plan("cpu-x86_64", {"encoder": get_scheme("w8a8")}), "sqnr_db")
     assert sqnr >= 30.0
     assert artifact.info["delegate"] == "XnnpackBackend"
-    assert artifact.info["quant"]["calibration_batches"] == 16
+    assert artifact.quant.calibration_samples == 16
 
 
 @pytest.mark.parametrize("scheme", ["w8a8", "w8a16"])
@@ -62,8 +62,8 @@ def test_htp_without_sdk_quantizes_with_qnn_and_runs_portable(tiny_stage, make_p
     monkeypatch.delenv("QNN_SDK_ROOT", raising=False)
     artifact, sqnr = run_and_compare(tiny_stage, make_plan("sa8295p", {"encoder": get_scheme(scheme)}), "sqnr_db")
     assert sqnr >= 30.0
-    assert artifact.info["qnn"].startswith("QNN SDK not found (set QNN_SDK_ROOT")
-    assert "SA8295" in artifact.info["quant"]["quantizer"]
+    assert artifact.notes["qnn"].startswith("QNN SDK not found (set QNN_SDK_ROOT")
+    assert "SA8295" in artifact.quant.facts["quantizer"]
     assert artifact.info["delegate"] == "portable"
     assert "quantize_per_tensor" in artifact.info["ops"]
     assert "QNN_SDK_ROOT" not in os.environ  # the SDK-free path leaves no empty QNN_SDK_ROOT behind
@@ -83,14 +83,14 @@ def test_htp_with_sdk_routes_to_qnn_for_the_targets_soc(tiny_stage, make_plan, m
     monkeypatch.setattr(etb, "_lower_qnn", fake_lower)
     for target, soc in (("sa8295p", "SA8295"), ("snapdragon-8-gen3", "SM8650")):
         artifact = get_backend("executorch").lower(tiny_stage, make_plan(target, {"encoder": get_scheme("w8a16")}))
-        assert seen["soc"] == soc and soc in artifact.info["qnn"]
+        assert seen["soc"] == soc and soc in artifact.notes["qnn"]
 
 
 def test_sdk_root_without_host_libraries_is_ignored(tiny_stage, make_plan, monkeypatch, tmp_path):
     # ExecuTorch's annotation passes abort the process on such an SDK; we must not get there.
     monkeypatch.setenv("QNN_SDK_ROOT", str(tmp_path))
     artifact = get_backend("executorch").lower(tiny_stage, make_plan("sa8295p", {"encoder": get_scheme("w8a8")}))
-    assert artifact.info["qnn"].startswith("QNN SDK not found")
+    assert artifact.notes["qnn"].startswith("QNN SDK not found")
     assert os.environ["QNN_SDK_ROOT"] == str(tmp_path)
 
 
@@ -157,7 +157,7 @@ def test_htp_channel_rms_norm_quantizes(capture, make_plan, monkeypatch):
     stage = capture(ChannelRMSNorm(), (torch.randn(1, 3, 8, 8),), [(torch.randn(1, 3, 8, 8),) for _ in range(8)])
     assert etb.has_channel_rms_norm(stage.program)
     artifact, sqnr = run_and_compare(stage, make_plan("sa8295p", {"encoder": get_scheme("w8a16")}), "sqnr_db")
-    assert sqnr >= 30.0 and "decomposed" in artifact.info["qnn_rms_norm"]
+    assert sqnr >= 30.0 and "decomposed" in artifact.notes["qnn_rms_norm"]
 
 
 def test_tanh_gelu_parity(capture, make_plan):

@@ -107,4 +107,4 @@ def test_scheme_is_reported_as_not_applied(tiny_stage, make_plan):
     from edgevlm.quant.schemes import get_scheme
 
     artifact = get_backend("tvm").lower(tiny_stage, make_plan("cpu-arm64", {"encoder": get_scheme("w8a8")}))
-    assert "quant" not in artifact.info and "w8a8 not applied" in artifact.info["note"]
+    assert artifact.quant is None and "w8a8 not applied" in artifact.notes["note"]
