@@ -30,7 +30,7 @@ from edgevlm.compiler.capture import capture, export_static
 from edgevlm.compiler.native_output import fds_redirected_to
 from edgevlm.compiler.passes import run_pipeline
 from edgevlm.compiler.stage import CapturedStage
-from edgevlm.core.config import CompileConfig
+from edgevlm.core.config import CompileConfig, QuantConfig
 from edgevlm.core.metrics import compare
 from edgevlm.core.stage import Stage, StageKind
 from edgevlm.errors import BackendUnavailableError, EdgeVLMError, InputError
@@ -554,7 +554,7 @@ def compile(  # noqa: A001 - the public verb
 
     cfg = (config or CompileConfig()).with_fields(**fields)
     tgt = get_target(target)
-    schemes = parse_quant_spec(cfg.quant, tgt)
+    quant = QuantConfig.resolve(parse_quant_spec(cfg.quant, tgt), cfg)  # once, for every stage and backend
     bundle = _as_bundle(model, example_inputs, cfg.name, cfg.calibration, cfg.max_context)
     if cfg.vision_tokens is not None:
         from edgevlm.models.zoo.vlms import with_token_reduction
@@ -568,7 +568,7 @@ def compile(  # noqa: A001 - the public verb
     restore_sigterm = _exit_on_sigterm()
     try:
         lowered: dict[tuple[str, str], Artifact] = {}
-        report = _build(bundle, tgt, cfg, schemes, chosen, skipped, tmp, progress, lowered)
+        report = _build(bundle, tgt, cfg, quant, chosen, skipped, tmp, progress, lowered)
         report["compile_s"] = round(time.perf_counter() - t_start, 3)
         _finish_report(bundle, tgt, cfg, chosen, tmp, progress, report)
         _swap_into_place(tmp, build_dir)
@@ -581,24 +581,23 @@ def compile(  # noqa: A001 - the public verb
     return CompileResult(build_dir, report, lowered)
 
 
-def _build(bundle: ModelBundle, tgt, cfg: CompileConfig, schemes: dict, chosen: list, skipped: list, tmp: Path,
+def _build(bundle: ModelBundle, tgt, cfg: CompileConfig, quant: QuantConfig, chosen: list, skipped: list, tmp: Path,
            progress: _Progress, lowered: dict) -> dict:
     """Every stage captured, lowered and verified, and the runtime bundle written, into ``tmp``: the report so far."""
     from edgevlm.quant.gptq import HessianStore
 
-    plan = Plan(target=tgt, out_dir=tmp, quant=schemes, options={"observer": cfg.observer, "quality_target_db": cfg.quality_target_db,
-                                                          "htp_verify": cfg.htp_verify, "weight_algo": cfg.weight_algo,
-                                                          "gptq_hessians": HessianStore() if cfg.weight_algo == "gptq" else None})
+    plan = Plan(target=tgt, out_dir=tmp, quant=quant, options={
+        "htp_verify": cfg.htp_verify, "gptq_hessians": HessianStore() if quant.weight_algo == "gptq" else None})
     stages = []
     vlm_source = None
-    if any(schemes.values()):
+    if quant.quantized:
         progress.step("calibration inputs")
         t0 = time.perf_counter()
         vlm_source = _vlm_calibration(bundle, cfg.calib_dir, cfg.calib_samples)
         if vlm_source:
             progress.finished("vlm", "calibration inputs (float model on images + prompts)", time.perf_counter() - t0)
     for stage in bundle.stages:
-        scheme = schemes.get(stage.kind)
+        scheme = quant.scheme_for(stage.kind)
         calib_source = None if scheme is None else (
             f"{vlm_source} ({len(stage.calibration)} samples)" if vlm_source else _stage_calibration(stage, cfg.calib_dir, cfg.calib_samples))
         entry = _compile_stage(stage, tgt, chosen, plan, progress, scheme, lowered)
@@ -615,14 +614,14 @@ def _build(bundle: ModelBundle, tgt, cfg: CompileConfig, schemes: dict, chosen: 
         progress.step("runtime bundle: GGUF + verify")
         t0 = time.perf_counter()
         paths = {st["name"]: {a["backend"]: a["path"] for a in st["artifacts"]} for st in stages}
-        runtime = runtime_bundle.write(bundle, schemes.get(StageKind.LLM), tmp, paths)
+        runtime = runtime_bundle.write(bundle, quant.scheme_for(StageKind.LLM), tmp, paths)
         progress.finished("llm", "runtime bundle (GGUF) written + verified", time.perf_counter() - t0)
     return {
         "model": bundle.name,
         "target": tgt.name,
         "edgevlm_version": __version__,
         "model_meta": bundle.meta,
-        "quant": {kind: (sch.name if sch is not None else None) for kind, sch in schemes.items()},
+        "quant": {kind: (sch.name if sch is not None else None) for kind, sch in quant.schemes.items()},
         "stages": stages,
         "runtime": runtime,
     }

@@ -1,5 +1,6 @@
 """What one compile is asked to do: :class:`CompileConfig`, every option of
-``edgevlm.compiler.pipeline.compile`` with its default, defined once.
+``edgevlm.compiler.pipeline.compile`` with its default, defined once; and
+:class:`QuantConfig`, its quantization options resolved for a target.
 
 ``edgevlm compile`` (commands/compile.py) builds one from its arguments and
 takes its defaults from here; ``compile(model, target=..., **fields)`` builds
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 
 @dataclass(frozen=True)
@@ -76,3 +78,38 @@ class CompileConfig:
             raise TypeError(f"unknown compile option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                             f"the options are the fields of edgevlm.core.config.CompileConfig: {', '.join(self.field_names())}")
         return dataclasses.replace(self, **fields) if fields else self
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How a compile quantizes, resolved once against the target and read by every backend.
+
+    ``schemes`` maps each stage kind (``encoder``, ``projector``, ``llm``)
+    and the KV cache (``kv``) to its scheme, an ``edgevlm.quant.schemes``
+    scheme or None for float, as ``parse_quant_spec`` resolved them from the
+    config's ``quant`` and the target's defaults.  ``observer``,
+    ``quality_target_db`` and ``weight_algo`` are the config's.
+    """
+
+    schemes: Mapping[str, Any]
+    observer: str
+    quality_target_db: float | dict[str, float] | None
+    weight_algo: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "schemes", MappingProxyType(dict(self.schemes)))
+
+    @classmethod
+    def resolve(cls, schemes: Mapping[str, Any] | None, config: CompileConfig | None = None) -> QuantConfig:
+        """The schemes per kind with the config's quantization options (None: CompileConfig's defaults)."""
+        config = config or CompileConfig()
+        return cls(schemes or {}, config.observer, config.quality_target_db, config.weight_algo)
+
+    def scheme_for(self, kind: str):
+        """The scheme of stage kind ``kind`` (or of the KV cache, ``"kv"``); None: float."""
+        return self.schemes.get(kind)
+
+    @property
+    def quantized(self) -> bool:
+        """Whether any stage kind (or the KV cache) is quantized."""
+        return any(s is not None for s in self.schemes.values())

@@ -48,3 +48,25 @@ def test_fields_override_the_config(tmp_path):
     result = edgevlm.compile("tinyconv", target="cpu-x86_64", config=cfg, quant="float")
     assert result.build_dir == tmp_path / "b" and set(result.report["quant"].values()) == {None}
     assert [a["backend"] for st in result.report["stages"] for a in st["artifacts"]] == ["onnx"]
+
+
+def test_quant_config_is_resolved_once_with_the_configs_options():
+    """QuantConfig: the schemes per kind plus the config's observer/quality target/weight rounding; a Plan given a
+    mapping (or None) resolves one with CompileConfig's defaults, so no backend holds a default of its own."""
+    from edgevlm.compiler.backends.base import Plan
+    from edgevlm.core.config import QuantConfig
+    from edgevlm.quant.schemes import get_scheme, parse_quant_spec
+    from edgevlm.targets import get_target
+
+    tgt = get_target("sa8295p")
+    cfg = CompileConfig(quant="encoder=w8a8", observer="mse", weight_algo="rtn", quality_target_db=30.0)
+    q = QuantConfig.resolve(parse_quant_spec(cfg.quant, tgt), cfg)
+    assert q.scheme_for("encoder") == get_scheme("w8a8") and q.scheme_for("kv") == get_scheme("kv8") and q.quantized
+    assert (q.observer, q.weight_algo, q.quality_target_db) == ("mse", "rtn", 30.0)
+    with pytest.raises(TypeError):
+        q.schemes["encoder"] = None  # read-only
+    plan = Plan(tgt, "/tmp", quant={"encoder": get_scheme("w8a16")})
+    default = CompileConfig()
+    assert isinstance(plan.quant, QuantConfig) and plan.quant.scheme_for("llm") is None
+    assert (plan.quant.observer, plan.quant.weight_algo) == (default.observer, default.weight_algo)
+    assert not Plan(tgt, "/tmp").quant.quantized

@@ -13,11 +13,13 @@ A backend module defines ``BACKEND``, an object with:
   once for many runs (`edgevlm run`, profiling).
 """
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edgevlm.core.config import QuantConfig
 from edgevlm.core.records import HtpContext, QuantRecord
 from edgevlm.errors import LoweringError
 from edgevlm.progress import track
@@ -26,12 +28,24 @@ from edgevlm.targets.base import Target
 
 @dataclass(frozen=True)
 class Plan:
-    """How to lower: the target, where to write, and the quantization plan."""
+    """How to lower: the target, where to write, how to quantize, and the verification options.
+
+    ``quant`` is the compile's :class:`QuantConfig` (``plan.quant.scheme_for(kind)``:
+    the stage kind's scheme, None for float); a mapping of stage kind to
+    scheme, or None (all float), becomes one with CompileConfig's defaults.
+    ``options`` holds what is not quantization: ``htp_verify`` (run the QNN
+    context binaries on the HTP simulation) and ``gptq_hessians`` (the
+    compile's GPTQ Hessian store, shared by the stages).
+    """
 
     target: Target
     out_dir: Path
-    quant: object = None  # an edgevlm.quant scheme (or per-stage mapping), None = float
+    quant: QuantConfig | Mapping | None = None
     options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.quant, QuantConfig):
+            object.__setattr__(self, "quant", QuantConfig.resolve(self.quant))
 
 
 @dataclass

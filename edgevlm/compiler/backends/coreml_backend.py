@@ -183,7 +183,7 @@ class CoreMLBackend(Backend):
         if not ok:
             raise BackendUnavailableError("coremltools not installed", INSTALL)
         ct, cto = _import_ct()
-        scheme = (plan.quant or {}).get(stage.stage.kind)
+        scheme = plan.quant.scheme_for(stage.stage.kind)
         info: dict = {"compute_precision": "float16"}
         deployment = ct.target.iOS17
         # Core ML converts only contiguous (default dim order) inputs.

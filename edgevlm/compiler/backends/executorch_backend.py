@@ -175,7 +175,7 @@ def describe_program(edge_manager) -> dict:
 
 def runs_on_reference_kernels(plan: Plan, kind: str) -> bool:
     """True when a stage of ``kind`` lowers to the portable kernels (quantized, HTP target, no QNN SDK)."""
-    return plan.target.htp is not None and (plan.quant or {}).get(kind) is not None and qnn_sdk_root() is None
+    return plan.target.htp is not None and plan.quant.scheme_for(kind) is not None and qnn_sdk_root() is None
 
 
 def _run_child(pte: str, tmp: str, n: str) -> None:
@@ -271,9 +271,9 @@ class ExecuTorchBackend(Backend):
             raise BackendUnavailableError("executorch not installed", INSTALL)
         from edgevlm.quant.pt2e import QNN_QUANT_DTYPES, quantize_pt2e_program, quantizer_for
 
-        scheme = (plan.quant or {}).get(stage.stage.kind)
+        scheme = plan.quant.scheme_for(stage.stage.kind)
         soc = plan.target.htp.soc_name if plan.target.htp is not None else None
-        observer = plan.options.get("observer", "minmax")
+        observer = plan.quant.observer
         info: dict = {}
         notes: dict = {}
         record = None

@@ -140,14 +140,13 @@ def _save_float(program, path: Path, large: bool, external: bool):
 def _quantize(float_path: Path, path: Path, model, stage, scheme, plan: Plan) -> QuantRecord:
     """The QDQ model of ``float_path`` at ``path`` (onnxruntime's quantizer through edgevlm.quant), with
     mixed precision when the stage has a quality target and the KV cache at the kv scheme's bits."""
-    from edgevlm.quant.gptq import DEFAULT_WEIGHT_ALGO
     from edgevlm.quant.mixed_precision import quality_target_for, search_mixed_precision
     from edgevlm.quant.onnx_qdq import quantize_onnx
 
-    observer = plan.options.get("observer", "minmax")
-    weight_algo = plan.options.get("weight_algo", DEFAULT_WEIGHT_ALGO)
-    min_sqnr = quality_target_for(plan.options.get("quality_target_db"), stage.name)
-    kv = _kv_overrides(model, stage.stage, scheme, (plan.quant or {}).get(KV_CACHE))
+    q = plan.quant
+    observer, weight_algo = q.observer, q.weight_algo
+    min_sqnr = quality_target_for(q.quality_target_db, stage.name)
+    kv = _kv_overrides(model, stage.stage, scheme, q.scheme_for(KV_CACHE))
     if min_sqnr is None:
         quant = quantize_onnx(float_path, path, scheme, stage.stage.calibration, plan.target, observer=observer,
                               overrides=kv, weight_algo=weight_algo, hessians=plan.options.get("gptq_hessians"))
@@ -186,7 +185,7 @@ class OnnxBackend(Backend):
         # file (no protobuf copy of them in memory), then read back as a graph only.
         weight_bytes = sum(v.const_value.nbytes for v in program.model.graph.initializers.values() if v.const_value is not None)
         large = weight_bytes > onnx_files.STREAM_ABOVE
-        scheme = (plan.quant or {}).get(stage.stage.kind)
+        scheme = plan.quant.scheme_for(stage.stage.kind)
         info, record = {"opset": OPSET}, None
         if scheme is None:
             model = _save_float(program, path, large, external=weight_bytes > onnx_files.EXTERNAL_DATA_ABOVE)

@@ -98,7 +98,7 @@ class TvmBackend(Backend):
         mod = _relax_module(stage.program)
         info = {"ops": relax_ops(mod), "host_target": HOST_TARGET, "aarch64_target": AARCH64_TARGET,
                 "dtypes": sorted({str(x.dtype).removeprefix("torch.") for x in stage.stage.example_inputs})}
-        scheme = (plan.quant or {}).get(stage.stage.kind)
+        scheme = plan.quant.scheme_for(stage.stage.kind)
         notes = {}
         if scheme is not None:
             notes["note"] = f"compiled in float: the TVM backend does not quantize (scheme {scheme.name} not applied)"
