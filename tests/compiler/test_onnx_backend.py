@@ -138,3 +138,23 @@ def test_passes_share_the_float_weights():
     assert {t.untyped_storage().data_ptr() for t in kernels} == {model[0].weight.untyped_storage().data_ptr(),
                                                                  model[2].weight.untyped_storage().data_ptr()}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_artifacts_carry_no_source_paths(tmp_path):
+    """A build's ONNX holds no absolute source path (torch.onnx's per-node stack traces are dropped), so the
+    same model compiled from two checkouts is the same bytes; float and quantized artifacts alike."""
+    import onnx
+
+    from edgevlm.compiler.backends.onnx_backend import STACK_TRACE_KEY
+
+    x = torch.randn(1, 3, 32, 32)
+    for target, quant in (("cpu-x86_64", "float"), ("sa8295p", "w8a16")):
+        result = edgevlm.compile(Small().eval(), (x,), target=target, out=tmp_path / quant, backends=["onnx"],
+                                 quant=quant)
+        path = result.build_dir / result.report["stages"][0]["artifacts"][0]["path"]
+        model = onnx.load(str(path), load_external_data=False)
+        keys = {p.key for n in model.graph.node for p in n.metadata_props}
+        values = [p.value for n in model.graph.node for p in n.metadata_props]
+        assert STACK_TRACE_KEY not in keys, (quant, keys)
+        assert quant != "float" or "pkg.torch.onnx.class_hierarchy" in keys  # the other metadata stays
+        assert not [v for v in values if __file__ in v or "/edgevlm/" in v], quant

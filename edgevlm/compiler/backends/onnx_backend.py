@@ -24,6 +24,7 @@ LAYER_SQNR_SAMPLES = 2  # calibration samples behind the per-layer SQNR in repor
 # at 1 GiB a 2-layer SigLIP2 tower at 512 px (450 MiB a sample) went +4.2 GB.
 LAYER_SQNR_CHUNK_BYTES = 2**29
 LAYER_SQNR_SAMPLES_LARGE = 1
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"  # torch.onnx's per-node metadata key
 
 
 def _output_names(stage) -> list[str] | None:
@@ -108,7 +109,7 @@ def _export(stage):
     # The exporter prints progress lines and warnings of its own: keep the console ours.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        return torch.onnx.export(
+        program = torch.onnx.export(
             stage.program,
             (),
             dynamo=True,
@@ -119,6 +120,15 @@ def _export(stage):
             optimize=True,
             verbose=False,
         )
+    # The exporter writes each node's Python stack trace, absolute source paths included, into its
+    # metadata: the same model built from two checkouts would differ in bytes.  The node's module scope
+    # and class (the other metadata keys) stay for reading the graph.
+    for node in program.model.graph.all_nodes():
+        node.metadata_props.pop(STACK_TRACE_KEY, None)
+    for function in program.model.functions.values():
+        for node in function.all_nodes():
+            node.metadata_props.pop(STACK_TRACE_KEY, None)
+    return program
 
 
 def _save_float(program, path: Path, large: bool, external: bool):
