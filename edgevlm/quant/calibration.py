@@ -117,6 +117,15 @@ def as_samples(calibration, input_names, input_shapes=None) -> list[dict[str, np
     return samples
 
 
+def graph_samples(model, calibration) -> list[dict[str, np.ndarray]]:
+    """``as_samples`` for an ONNX model's graph inputs (initializers excluded), shapes from the graph."""
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    shapes = [[d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+              for i in inputs]
+    return as_samples(calibration, [i.name for i in inputs], shapes)
+
+
 def chunk_by_bytes(sizes: dict[str, int], budget: int) -> list[list[str]]:
     """The names of ``sizes`` ({tensor: bytes}, in order) in consecutive chunks of at most ``budget`` bytes
     (a single tensor larger than that is a chunk of its own)."""

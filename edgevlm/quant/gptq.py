@@ -43,7 +43,6 @@ DAMP = 0.01  # added to H's diagonal, as a fraction of its mean: keeps the Chole
 BLOCK = 128  # columns per lazy-update block (the result does not depend on it, only the speed)
 HESSIAN_BUDGET_BYTES = 512 * 1024**2  # Hessians held at once; more layers take another pass over the samples
 WEIGHT_ALGOS = ("rtn", "gptq", "mse")  # mse: edgevlm.quant.weight_scales
-DEFAULT_WEIGHT_ALGO = "gptq"  # edgevlm.compile's and the ONNX backend's
 
 
 def gptq_quantize(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,

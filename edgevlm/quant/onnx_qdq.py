@@ -27,7 +27,7 @@ from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config,
 from edgevlm.errors import InputError
 from edgevlm.progress import track
 from edgevlm.quant import htp_forms, onnx_files
-from edgevlm.quant.calibration import CALIBRATION_CHUNK_BYTES, as_samples, chunk_by_bytes
+from edgevlm.quant.calibration import CALIBRATION_CHUNK_BYTES, chunk_by_bytes, graph_samples
 from edgevlm.quant.checker import _check
 from edgevlm.quant.gptq import WEIGHT_ALGOS, apply_gptq
 from edgevlm.quant.observers import RangeObserver, check_finite
@@ -83,7 +83,7 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         if scheme.act_bits == 16 or scheme.weight_bits != 8 or 16 in act_overrides.values():
             model, model_path = _lift_to_opset21(model, model_path, tmp / "opset21.onnx", large)
 
-        samples = _samples_for(model, calibration)
+        samples = graph_samples(model, calibration)
         act_dtypes = {n: f"uint{b}" for n, b in act_overrides.items()}
         if large:  # the weights stay on disk while onnxruntime calibrates (its session holds them once)
             model = onnx_files.structure(model)
@@ -354,14 +354,6 @@ def check_scales(model: onnx.ModelProto) -> None:
 
 def _opset(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def _samples_for(model: onnx.ModelProto, calibration) -> list[dict[str, np.ndarray]]:
-    inits = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    shapes = [[d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
-              for i in inputs]
-    return as_samples(calibration, [i.name for i in inputs], shapes)
 
 
 def run_with_intermediates(model_path, samples, names, label: str = "pass over the samples"):

@@ -34,18 +34,10 @@ from onnx import numpy_helper
 
 from edgevlm.errors import InputError
 from edgevlm.quant import onnx_files
-from edgevlm.quant.calibration import as_samples
+from edgevlm.quant.calibration import graph_samples
 
 DEFAULT_ALPHA = 0.5  # the SmoothQuant paper's default migration strength
 _NNCF_SUFFIX = "/nncf_smooth_quant"
-
-
-def _samples(model: onnx.ModelProto, calibration) -> list[dict[str, np.ndarray]]:
-    inits = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    shapes = [[d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
-              for i in inputs]
-    return as_samples(calibration, [i.name for i in inputs], shapes)
 
 
 def smooth_model(model: onnx.ModelProto, calibration, alpha: float = DEFAULT_ALPHA) -> tuple[onnx.ModelProto, dict]:
@@ -57,7 +49,7 @@ def smooth_model(model: onnx.ModelProto, calibration, alpha: float = DEFAULT_ALP
     from nncf.common.factory import StatisticsAggregatorFactory, build_graph
     from nncf.quantization.algorithms.smooth_quant.algorithm import SmoothQuant
 
-    samples = _samples(model, calibration)
+    samples = graph_samples(model, calibration)
     if not samples:
         raise InputError("SmoothQuant needs calibration samples", "give the stage calibration inputs")
     graph = build_graph(model)
@@ -70,6 +62,30 @@ def smooth_model(model: onnx.ModelProto, calibration, alpha: float = DEFAULT_ALP
     smoothed, folded, reverted, left = fold_scales(smoothed)
     return smoothed, {"alpha": alpha, "groups": folded + reverted + len(left), "folded": folded,
                       "reverted": reverted, "unfolded": left}
+
+
+def _scaled_params(src, scale: np.ndarray, inits: dict) -> dict | None:
+    """{initializer of ``src``: its value times ``scale`` along the last axis}, or None where ``src`` cannot take
+    the scale: a LayerNormalization's scale and bias, or the one constant of a Mul (an RMSNorm's weight)."""
+    if src.op_type == "LayerNormalization":
+        params = [p for p in src.input[1:3] if p]
+    elif src.op_type == "Mul":
+        params = [p for p in src.input if p in inits]
+        params = params if len(params) == 1 else []
+    else:
+        params = []
+    if not params or any(p not in inits for p in params):
+        return None
+    updated = {}
+    for p in params:
+        value = numpy_helper.to_array(inits[p])
+        if value.ndim == 0 or value.shape[-1] not in (1, scale.size):
+            return None
+        per_axis = scale if value.shape[-1] == scale.size else scale.reshape((1,) * (value.ndim - 1) + (-1,))
+        updated[p] = (value.astype(np.float64) * per_axis).astype(value.dtype)
+        if updated[p].shape != value.shape:  # a per-tensor constant would grow to per-channel: keep it apart
+            return None
+    return updated
 
 
 def fold_scales(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int, list[str]]:
@@ -92,40 +108,9 @@ def fold_scales(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int, list
         act, scale_name = (mul.input[0], mul.input[1]) if mul.input[1] in inits else (mul.input[1], mul.input[0])
         scale = numpy_helper.to_array(inits[scale_name]).astype(np.float64).reshape(-1)
         src = producer.get(act)
-        if src is None or len(consumers.get(act, [])) != 1 or act in {o.name for o in graph.output}:
-            if _revert(mul, act, scale, consumers, inits, init_uses):
-                drop.append(mul)
-                reverted += 1
-            else:
-                left.append(mul.name)
-            continue
-        params = []  # (initializer name) of src to multiply by the scale along its last axis
-        if src.op_type == "LayerNormalization":
-            params = [p for p in src.input[1:3] if p]
-        elif src.op_type == "Mul":
-            params = [p for p in src.input if p in inits]
-            if len(params) != 1:
-                params = []
-        if not params or any(p not in inits for p in params):
-            if _revert(mul, act, scale, consumers, inits, init_uses):
-                drop.append(mul)
-                reverted += 1
-            else:
-                left.append(mul.name)
-            continue
-        ok = True
-        updated = {}
-        for p in params:
-            value = numpy_helper.to_array(inits[p])
-            if value.ndim == 0 or value.shape[-1] not in (1, scale.size):
-                ok = False
-                break
-            updated[p] = (value.astype(np.float64) * (scale if value.shape[-1] == scale.size
-                                                      else scale.reshape((1,) * (value.ndim - 1) + (-1,)))).astype(value.dtype)
-            if updated[p].shape != value.shape:  # a per-tensor constant would grow to per-channel: keep it apart
-                ok = False
-                break
-        if not ok:
+        alone = src is not None and len(consumers.get(act, [])) == 1 and act not in {o.name for o in graph.output}
+        updated = _scaled_params(src, scale, inits) if alone else None
+        if not updated:
             if _revert(mul, act, scale, consumers, inits, init_uses):
                 drop.append(mul)
                 reverted += 1
