@@ -39,7 +39,9 @@ def test_quantize_types_integer_only_and_sqnr(conv_attention_onnx, calib, heldou
     # On HTP targets a MatMul of two 16-bit activations is split into two 8-bit halves of its
     # second operand (htp_forms.split_wide_matmuls): those halves are the only uint8 activations.
     split = {TensorProto.UINT8} if info["htp_split_matmuls"] else set()
-    assert acts == {act} | split and weight in weights
+    # Under w8a8 on a CPU target the attention's Softmax output is 16-bit (onnx_qdq.softmax_outputs_at_16).
+    softmax16 = {TensorProto.UINT16} if (target, act) == ("cpu-x86_64", TensorProto.UINT8) else set()
+    assert acts == {act} | split | softmax16 and weight in weights
     assert info["htp_split_matmuls"] == 0 or target == "sa8295p"
     assert info["integer_only"] and info["offending_ops"] == []
     assert info["calibration_samples"] == 8 and info["nodes_quantized"] >= 8
@@ -241,3 +243,31 @@ def test_final_scale_check_names_the_tensor(bad_scale):
         [numpy_helper.from_array(np.array(bad_scale, np.float32), "s"), numpy_helper.from_array(np.array(0, np.uint8), "z")])
     with pytest.raises(InputError, match="scale of tensor 'x'"):
         check_scales(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
+
+
+class _SpreadAttention(torch.nn.Module):
+    """Attention over 1024 keys with small logits: every probability near 1/1024, below uint8's 1/255."""
+
+    def forward(self, q, k, v):
+        return torch.softmax(q @ k.transpose(-1, -2) * 0.05, dim=-1) @ v
+
+
+def test_softmax_outputs_are_16_bit_under_w8a8_on_cpu(tmp_path):
+    """cpu-x86_64 w8a8: the Softmax output's Q is uint16 (everything else uint8); metric: SQNR of the attention
+    output vs float on held-out inputs, >= 10 dB above the same model with that output forced back to 8 bits."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = ((1, 16, 32), (1, 1024, 32), (1, 1024, 32))
+    sample = lambda: [torch.randn(s, generator=gen) for s in shapes]  # noqa: E731
+    path = str(tmp_path / "attn.onnx")
+    torch.onnx.export(_SpreadAttention(), tuple(sample()), path, dynamo=True, input_names=["q", "k", "v"],
+                      output_names=["out"], external_data=False, verbose=False)
+    calib = [{n: x.numpy() for n, x in zip("qkv", sample())} for _ in range(4)]
+    heldout = [{n: x.numpy() for n, x in zip("qkv", sample())} for _ in range(2)]
+    softmax = next(n.output[0] for n in onnx.load(str(path)).graph.node if n.op_type == "Softmax")
+    quantize_onnx(path, tmp_path / "q16.onnx", "w8a8", calib, "cpu-x86_64")
+    quantize_onnx(path, tmp_path / "q8.onnx", "w8a8", calib, "cpu-x86_64", overrides={softmax: 8})
+    assert _qtypes(tmp_path / "q16.onnx")[0] == {TensorProto.UINT8, TensorProto.UINT16}
+    assert _qtypes(tmp_path / "q8.onnx")[0] == {TensorProto.UINT8}
+    db16 = stage_sqnr(path, tmp_path / "q16.onnx", heldout)["sqnr_db"]
+    db8 = stage_sqnr(path, tmp_path / "q8.onnx", heldout)["sqnr_db"]
+    assert db16 >= db8 + 10.0, (db16, db8)
