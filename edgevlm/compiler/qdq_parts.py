@@ -62,10 +62,7 @@ def cut_points(model: onnx.ModelProto) -> list[tuple[int, list[str]]]:
     """
     graph = model.graph
     const = _constant_tensors(graph)
-    last_use: dict[str, int] = {}
-    for k, node in enumerate(graph.node):
-        for t in node.input:
-            last_use[t] = k
+    last_use = _last_use(graph)
     producer = {o: node for node in graph.node for o in node.output}
     live: set[str] = set()
     cuts = []
@@ -79,6 +76,11 @@ def cut_points(model: onnx.ModelProto) -> list[tuple[int, list[str]]]:
                 and all(_requantizable(t, producer, const) for t in carried)):
             cuts.append((k, carried))
     return cuts
+
+
+def _last_use(graph) -> dict[str, int]:
+    """{tensor name: index of the last node reading it}."""
+    return {t: k for k, node in enumerate(graph.node) for t in node.input}
 
 
 def _requantizable(tensor: str, producer: dict, const: set[str]) -> bool:
@@ -145,10 +147,7 @@ def plan_parts(model: onnx.ModelProto, max_elements: int) -> list[Part]:
     bounds = [0] + [k + 1 for k, _ in chosen] + [n]
     made = {o: k for k, node in enumerate(graph.node) for o in node.output}
     const = _constant_tensors(graph)
-    last_use: dict[str, int] = {}
-    for k, node in enumerate(graph.node):
-        for t in node.input:
-            last_use[t] = k
+    last_use = _last_use(graph)
     model_inputs = [i.name for i in graph.input]
     parts = []
     for start, end in zip(bounds, bounds[1:]):

@@ -274,10 +274,7 @@ def _from_boolean(name: str, producer: dict) -> bool:
 def split_wide_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """``model`` (a QDQ model) with every MatMul of two dynamic 16-bit inputs split as above; the count split."""
     producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = onnx_files.consumers(model.graph)
     candidates = _wide_matmuls(model, producer, consumers)
     if not candidates:
         return model, 0

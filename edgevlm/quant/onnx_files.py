@@ -101,6 +101,15 @@ def structure(model: onnx.ModelProto, keep_below: int = SIZE_THRESHOLD) -> onnx.
     return out
 
 
+def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """{tensor name: the nodes reading it, in graph order, once per input slot}."""
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
 def float_tensor_sizes(model) -> dict[str, int]:
     """{graph input or node output of float32 type: bytes (static shape; unknown dims count as 1)}, in
     graph order: the tensors activations are calibrated on.  ``model``: a ModelProto, or a path (read

@@ -94,15 +94,8 @@ def fold_scales(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int, list
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    init_uses = {}
-    for n in graph.node:
-        for i in n.input:
-            if i in inits:
-                init_uses[i] = init_uses.get(i, 0) + 1
+    consumers = onnx_files.consumers(graph)
+    init_uses = {name: len(readers) for name, readers in consumers.items() if name in inits}
     folded, reverted, left, drop = 0, 0, [], []
     for mul in [n for n in graph.node if n.op_type == "Mul" and n.name.endswith(_NNCF_SUFFIX)]:
         act, scale_name = (mul.input[0], mul.input[1]) if mul.input[1] in inits else (mul.input[1], mul.input[0])

@@ -12,6 +12,8 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from edgevlm.quant import onnx_files
+
 
 class WeightLayer:
     """One quantized weight of the QDQ model and how it maps to GPTQ's [G, R, K] view."""
@@ -118,10 +120,7 @@ def weight_layers(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, skip
     f_inits = {t.name: t for t in float_model.graph.initializer}
     q_inits = {t.name: t for t in qdq_model.graph.initializer}
     f_nodes = {n.name: n for n in float_model.graph.node if n.name}
-    consumers: dict[str, list] = {}
-    for n in float_model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = onnx_files.consumers(float_model.graph)
     dq_of = {n.output[0]: n for n in qdq_model.graph.node if n.op_type == "DequantizeLinear"}
     layers = []
     for qn in qdq_model.graph.node:

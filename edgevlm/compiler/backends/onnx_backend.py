@@ -76,13 +76,11 @@ def _kv_overrides(model, stage, scheme, kv_scheme) -> dict[str, int]:
     """
     if kv_scheme is None or stage.kind != StageKind.LLM or kv_scheme.kv_bits >= scheme.act_bits:
         return {}
+    from edgevlm.quant import onnx_files
+
     outputs = _output_names(stage) or ()
-    consumers, producer = {}, {}
-    for node in model.graph.node:
-        for t in node.input:
-            consumers.setdefault(t, []).append(node)
-        for t in node.output:
-            producer[t] = node
+    consumers = onnx_files.consumers(model.graph)
+    producer = {t: node for node in model.graph.node for t in node.output}
     constants = {i.name for i in model.graph.initializer}
     tensors = set()
     todo = [n for n in stage.input_names if n in KV_STATE]
