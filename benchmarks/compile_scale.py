@@ -15,7 +15,7 @@ with two instruments:
   the process total comes from getrusage and is exact), and the RSS when it
   returned.
 
-The steps nest (quantization inside an ONNX lowering); the table lists them
+The steps nest (onnxruntime's quantizer inside the quantize step); the table lists them
 in call order, indented.  Results go to ``--out`` .md and .json.
 
 Usage (a real-size checkpoint: take the big-memory lock)::
@@ -48,7 +48,8 @@ STEPS = [
     ("edgevlm.compiler.pipeline", "run_pipeline", "passes"),
     ("edgevlm.compiler.pipeline", "_estimate", "latency estimate"),
     ("edgevlm.compiler.pipeline", "export_static", "re-export after passes"),
-    ("edgevlm.compiler.backends.onnx_backend", "OnnxBackend.lower", "lower onnx"),
+    ("edgevlm.compiler.backends.onnx_backend", "OnnxBackend.export", "export onnx"),
+    ("edgevlm.compiler.backends.base", "quantize", "quantize (the backend family's quantizer)"),
     ("torch.onnx", "export", "torch.onnx.export"),
     ("edgevlm.quant.onnx_qdq", "quantize_onnx", "quantize (QDQ)"),
     ("edgevlm.quant.onnx_qdq", "qnn_preprocess_model", "qnn_preprocess_model"),
@@ -58,11 +59,12 @@ STEPS = [
     ("edgevlm.quant.onnx_qdq", "get_qnn_qdq_config", "get_qnn_qdq_config"),
     ("edgevlm.quant.onnx_qdq", "quantize_static", "onnxruntime quantize_static"),
     ("edgevlm.quant.onnx_qdq", "apply_gptq", "GPTQ"),
-    ("edgevlm.compiler.backends.onnx_backend", "_layer_sqnr", "per-layer SQNR"),
+    ("edgevlm.compiler.quantizers.onnx_qdq_quantizer", "_layer_sqnr", "per-layer SQNR"),
+    ("edgevlm.compiler.backends.onnx_backend", "OnnxBackend.finish", "finish onnx"),
     ("edgevlm.compiler.backends.qnn_backend", "QnnBackend.lower", "lower qnn"),
     ("edgevlm.compiler.backends.qnn_backend", "prepare_context", "QNN context binary"),
     ("edgevlm.compiler.backends.qnn_backend", "htp_departure", "HTP departure"),
-    ("edgevlm.compiler.backends.executorch_backend", "ExecuTorchBackend.lower", "lower executorch"),
+    ("edgevlm.compiler.backends.executorch_backend", "ExecuTorchBackend.finish", "lower executorch"),
     ("edgevlm.quant.pt2e", "quantize_pt2e_program", "pt2e quantize"),
     ("edgevlm.compiler.backends.executorch_backend", "_lower_portable", "to_edge (portable)"),
     ("edgevlm.compiler.backends.executorch_backend", "_lower_xnnpack", "to_edge (xnnpack)"),

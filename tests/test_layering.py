@@ -205,3 +205,16 @@ def test_no_backend_imports_another_backend():
     found = [(a, b, line) for a, b, line in all_imports()
              if a.startswith(backends) and b.startswith(backends) and a != b and b != backends + "base"]
     assert not found, f"backends importing each other: {found}"
+
+
+# The quant modules that quantize (calibrate, round, search precision, measure quantization error).
+QUANTIZING = ("edgevlm.quant.onnx_qdq", "edgevlm.quant.mixed_precision", "edgevlm.quant.analysis", "edgevlm.quant.pt2e",
+              "edgevlm.quant.gptq", "edgevlm.quant.smooth_quant", "edgevlm.quant.calibration", "edgevlm.quant.observers")
+
+
+def test_backends_lower_what_they_are_given():
+    """No backend imports a quantizing module: quantization is the pipeline's step, through the quantizer of the
+    backend's family (edgevlm.compiler.quantizers), between the backend's export and its finish."""
+    backends = "edgevlm.compiler.backends."
+    found = [(a, b, line) for a, b, line in all_imports() if a.startswith(backends) and b.startswith(QUANTIZING)]
+    assert not found, f"backends quantizing themselves: {found}"

@@ -1,4 +1,4 @@
-"""The compile pipeline: model -> capture -> passes -> backends -> verify -> report.
+"""The compile pipeline: model -> capture -> passes -> export -> quantize -> lower (backends) -> verify -> report.
 
 ``compile()`` is the Python API behind ``edgevlm compile``.  The build is
 written to a temporary directory beside the destination and renamed into
@@ -25,7 +25,7 @@ from edgevlm import progress as progress_eta
 from edgevlm.compiler import report as report_io
 from edgevlm.compiler import runtime_bundle
 from edgevlm.compiler.backends import get_backend, list_backends
-from edgevlm.compiler.backends.base import Artifact, Plan, lowering_error
+from edgevlm.compiler.backends.base import Artifact, Plan, lower_stage, lowering_error
 from edgevlm.compiler.capture import capture, export_static
 from edgevlm.compiler.native_output import fds_redirected_to
 from edgevlm.compiler.passes import run_pipeline
@@ -496,7 +496,7 @@ def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progre
         source = (produced[backend.consumes],) if backend.consumes else ()
         with _backend_log(plan.out_dir, f"{stage.name}-{backend.name}"):
             try:
-                artifact = produced[backend.name] = backend.lower(captured, plan, *source)
+                artifact = produced[backend.name] = lower_stage(backend, captured, plan, *source)
             except EdgeVLMError:
                 raise
             except Exception as exc:  # a toolchain's own error: one line naming backend, stage and op

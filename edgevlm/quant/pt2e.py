@@ -149,6 +149,28 @@ def _qnn_quantizer(target, scheme, kv_cache_8bit, act_observer):
     return quantizer
 
 
+def keep_rms_norm_decomposed(quantizer) -> None:
+    """Make ``quantizer`` (a QnnQuantizer) prepare graphs without the RecomposeRmsNorm pass.
+
+    ExecuTorch's QNN ``RecomposeRmsNorm`` rewrites every
+    ``x * rsqrt(mean(x^2) + eps) * gamma`` into a last-dim ``rms_norm``, wrong
+    for a channel norm (MobileNetV5's RMSNorm2d; the executorch backend's
+    ``has_channel_rms_norm`` finds one).  The norm then stays as
+    pow/mean/add/rsqrt/mul, all of which the HTP runs.
+    """
+    from executorch.backends.qualcomm._passes import RecomposeRmsNorm
+    from executorch.backends.qualcomm._passes.qnn_pass_manager import get_qnn_pass_manager_cls
+
+    base = get_qnn_pass_manager_cls(quantizer.backend)
+
+    class WithoutRmsNormRecompose(base):
+        @classmethod
+        def get_annotation_passes(cls):
+            return [p for p in super().get_annotation_passes() if p is not RecomposeRmsNorm]
+
+    quantizer.transform_for_annotation = lambda model: WithoutRmsNormRecompose().transform_for_annotation_pipeline(model)
+
+
 def quantize_pt2e(program_or_module, example_inputs, quantizer, calibration):
     """prepare_pt2e -> run ``calibration`` (input tuples) -> convert_pt2e; returns the quantized GraphModule.
 

@@ -48,11 +48,11 @@ def test_toolchain_error_is_one_line_naming_backend_stage_and_op(tmp_path, monke
 def test_cli_prints_the_lowering_error_as_one_line(tmp_path, monkeypatch, capsys):
     from edgevlm.compiler import pipeline
 
-    def broken(stage, plan):
+    def broken(stage, plan, workdir):
         node = next(n for n in stage.program.graph.nodes if n.op == "call_function")  # what a frontend walks
         raise RuntimeError(f"no kernel for this op\nsecond line {node.name}")
 
-    monkeypatch.setattr(pipeline.get_backend("onnx"), "lower", broken)
+    monkeypatch.setattr(pipeline.get_backend("onnx"), "export", broken)
     code = cli.main(["compile", "--model", "tinyconv", "--target", "cpu-x86_64", "--backends", "onnx",
                      "--quant", "float", "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err

@@ -4,14 +4,23 @@ A backend module defines ``BACKEND``, an object with:
 
 - ``name``: e.g. ``"onnx"``; ``extra``: the pip extra that installs it;
 - ``available() -> (ok, reason)``: never raises; a missing SDK is a reason;
-- ``lower(stage: CapturedStage, plan: Plan) -> Artifact``: writes files under
-  ``plan.out_dir`` and returns what it wrote; a backend that lowers another
-  backend's artifact names it in ``consumes`` and gets it as a third argument;
+- ``export(stage: CapturedStage, plan, workdir) -> form`` and
+  ``finish(stage, plan, form, quantized) -> Artifact``: the stage in the form
+  the backend lowers (an ONNX file, a torch.export program), then the files
+  written under ``plan.out_dir`` from that form, or from ``quantized.form``
+  when the stage's scheme quantizes it.  Between the two the pipeline runs
+  the quantizer of the backend's family (``quantizer``, e.g. ``"onnx-qdq"``;
+  see ``edgevlm.compiler.quantizers``): :func:`lower_stage`.  A backend
+  without a family takes float stages only;
+- ``lower(stage, plan) -> Artifact``: the three steps for one stage.  A
+  backend that lowers another backend's artifact names it in ``consumes``
+  and overrides ``lower(stage, plan, source)`` instead (qnn: onnx's QDQ model);
 - ``execute(artifact, inputs) -> list[np.ndarray]`` where this machine can run
   the artifact; ``can_execute`` says whether it can;
 - ``load(artifact, build_dir) -> fn(inputs) -> outputs``: the artifact loaded
   once for many runs (`edgevlm run`, profiling).
 """
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevlm.compiler.quantizers import Quantized, quantize
 from edgevlm.core.config import QuantConfig
 from edgevlm.core.records import HtpContext, QuantRecord
 from edgevlm.errors import LoweringError
@@ -92,6 +102,9 @@ class Backend:
     # The backend whose artifact of the same stage this one lowers (qnn: "onnx"'s QDQ model).
     # The pipeline lowers that backend first and passes its Artifact as ``lower(stage, plan, source)``.
     consumes: str | None = None
+    # The quantizer family (edgevlm.compiler.quantizers) that quantizes this backend's exported form; None:
+    # the backend lowers float stages only.
+    quantizer: str | None = None
     measures_latency: bool = True  # False where running here says nothing of speed (a simulator)
 
     def verify_samples(self, stage, plan: Plan):
@@ -114,8 +127,18 @@ class Backend:
     def available(self) -> tuple[bool, str]:
         return True, ""
 
-    def lower(self, stage, plan: Plan) -> Artifact:
+    def export(self, stage, plan: Plan, workdir: Path):
+        """The stage in the form this backend lowers and its quantizer family takes; ``workdir`` is scratch
+        space that lives until ``finish`` returns."""
         raise NotImplementedError
+
+    def finish(self, stage, plan: Plan, form, quantized: Quantized | None) -> Artifact:
+        """The artifact of ``form`` (a float stage), or of ``quantized.form`` with ``quantized.record``."""
+        raise NotImplementedError
+
+    def lower(self, stage, plan: Plan) -> Artifact:
+        """``stage`` exported, quantized when its scheme says so, and lowered: :func:`lower_stage`."""
+        return lower_stage(self, stage, plan)
 
     def load(self, artifact: Artifact, build_dir: Path, threads: int = 0):
         """A function inputs -> outputs running ``artifact`` (loaded once, run many times).
@@ -130,6 +153,20 @@ class Backend:
         if type(self).load is Backend.load:  # neither defined: this backend cannot run artifacts
             raise NotImplementedError(f"backend {self.name} cannot run artifacts on this machine")
         return self.load(artifact, build_dir)(inputs)
+
+
+def lower_stage(backend: Backend, stage, plan: Plan, source: Artifact | None = None) -> Artifact:
+    """One stage on one backend: export -> quantize (the backend's family, when the stage's scheme is not
+    float) -> finish.  A backend that ``consumes`` another's artifact lowers ``source`` itself."""
+    if backend.consumes is not None:
+        return backend.lower(stage, plan, source)
+    with tempfile.TemporaryDirectory(prefix=f"edgevlm-{backend.name}-") as workdir:
+        form = backend.export(stage, plan, Path(workdir))
+        quantized = None
+        if backend.quantizer is not None and plan.quant.scheme_for(stage.stage.kind) is not None:
+            quantized = quantize(backend.quantizer, form, stage, plan.quant, plan.target,
+                                 hessians=plan.options.get("gptq_hessians"))
+        return backend.finish(stage, plan, form, quantized)
 
 
 def failing_op(exc: BaseException) -> str | None:

@@ -1,94 +1,33 @@
 """Core ML backend: an ML Program .mlpackage (iOS 17+) for the Apple Neural Engine.
 
-Quantization by the stage's scheme:
-
-- int8 activations: pt2e on the captured program (calibrated Q/DQ, int8
-  per-channel weights), converted to Core ML ``quantize``/``dequantize`` ops.
-  Core ML's own activation quantizer
-  (``coremltools.optimize.coreml.linear_quantize_activations``) calibrates by
-  running predictions, which only macOS can do, and coremltools' torch-side
-  quantizer needs ``torch.ao.quantization.quantizer``, gone from torch 2.13;
-  pt2e (torchao) does the same job everywhere.
-- 8-bit weights with float activations: ``linear_quantize_weights`` (int8, per channel).
-- 4-bit weights: per-group -> ``linear_quantize_weights`` int4 per block
-  (needs iOS 18, so the deployment target is raised and ``info`` says so);
-  otherwise 4-bit k-means palettization (iOS 16+).
+Quantization by the stage's scheme (int8 activations through pt2e, weight-only
+compression, palettization) is the ``coreml`` quantizer's
+(compiler/quantizers/coreml_quantizer.py), which the pipeline runs between
+``export`` and ``finish``; ``finish`` converts and applies the weight
+compression that quantizer chose.
 
 Linux cannot run Core ML predictions: there the package is verified by
 reloading it (without compiling) and reading its ops and dtypes into
 ``info``; on macOS ``execute`` runs it.
 """
-import contextlib
-import io
 import json
 import sys
 import uuid
-import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
-from edgevlm.core.records import QuantRecord
-from edgevlm.errors import BackendUnavailableError, InputError
+from edgevlm.compiler.quantizers import Quantized
+from edgevlm.compiler.quantizers.coreml_quantizer import CoreMLProgram, import_coremltools, quiet
+from edgevlm.errors import BackendUnavailableError
 
 EXTRA = "coreml"
 INSTALL = f"pip install 'edgevlm[{EXTRA}]'"
 # coremltools stamps the conversion date into the spec; dropped so that two
 # builds of the same model are byte-identical.
 DATE_KEY = "com.github.apple.coremltools.conversion_date"
-
-
-@contextlib.contextmanager
-def _quiet():
-    """coremltools prints progress bars and version warnings: keep the console ours."""
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
-
-
-def _import_ct():
-    with _quiet():
-        import coremltools as ct
-        import coremltools.optimize as cto
-    return ct, cto
-
-
-def _int8_activation_program(stage, program, example):
-    """pt2e Q/DQ program with int8 activations and int8 per-channel weights."""
-    from edgevlm.quant.pt2e import quantize_pt2e_program
-
-    try:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
-    except ImportError:
-        raise BackendUnavailableError(
-            "int8 activations for Core ML are calibrated with the pt2e int8 quantizer, which is not installed",
-            "pip install 'edgevlm[executorch]'",
-        ) from None
-    # Symmetric int8 per-channel weights and int8 activations: the form Core ML's
-    # quantize/dequantize ops (iOS 17) take.
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    return quantize_pt2e_program(program, example, quantizer, stage.calibration_inputs())
-
-
-def _weight_compression(cto, scheme):
-    """(OptimizationConfig, kind) for weight-only compression, or (None, None)."""
-    if scheme.weight_bits == 8:
-        op = cto.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
-        return cto.coreml.OptimizationConfig(global_config=op), "int8 linear, per channel"
-    if scheme.weight_bits == 4 and scheme.weight_granularity == "per-group":
-        op = cto.coreml.OpLinearQuantizerConfig(
-            mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=scheme.group_size
-        )
-        return cto.coreml.OptimizationConfig(global_config=op), f"int4 linear, per block of {scheme.group_size}"
-    if scheme.weight_bits == 4:
-        op = cto.coreml.OpPalettizerConfig(nbits=4, mode="kmeans")
-        return cto.coreml.OptimizationConfig(global_config=op), "4-bit palettized (k-means LUT)"
-    return None, None
 
 
 def _array_dtype(ct, feature) -> str:
@@ -110,8 +49,8 @@ def inspect_package(path: Path) -> dict:
     uint8-packed index array plus a 2**bits entry LUT for palettization);
     ``activation_dtypes`` are the outputs of ``quantize`` ops.
     """
-    ct, _ = _import_ct()
-    with _quiet():
+    ct, _ = import_coremltools()
+    with quiet():
         model = ct.models.MLModel(str(path), skip_model_load=True)
     spec = model.get_spec()
     ops: Counter = Counter()
@@ -169,49 +108,33 @@ def make_deterministic(package: Path) -> None:
 class CoreMLBackend(Backend):
     name = "coreml"
     extra = EXTRA
+    quantizer = "coreml"
     can_execute = sys.platform == "darwin"  # Core ML predictions need macOS
 
     def available(self):
         try:
-            _import_ct()
+            import_coremltools()
         except ImportError as exc:
             return False, f"coremltools not installed ({exc.name or exc}): {INSTALL}"
         return True, ""
 
-    def lower(self, stage, plan: Plan) -> Artifact:
+    def export(self, stage, plan: Plan, workdir: Path) -> CoreMLProgram:
+        """The captured program at contiguous inputs (Core ML converts only the default dim order)."""
         ok, _ = self.available()
         if not ok:
             raise BackendUnavailableError("coremltools not installed", INSTALL)
-        ct, cto = _import_ct()
-        scheme = plan.quant.scheme_for(stage.stage.kind)
+        return CoreMLProgram(*stage.contiguous_program())
+
+    def finish(self, stage, plan: Plan, form: CoreMLProgram, quantized: Quantized | None) -> Artifact:
+        """The ML program of ``form`` (or ``quantized.form``), weight-compressed as the quantizer chose, saved and inspected."""
+        ct, cto = import_coremltools()
+        form = form if quantized is None else quantized.form
+        notes = {} if quantized is None else dict(quantized.notes)
+        deployment = ct.target.iOS18 if form.ios18 else ct.target.iOS17
         info: dict = {"compute_precision": "float16"}
-        deployment = ct.target.iOS17
-        # Core ML converts only contiguous (default dim order) inputs.
-        program, example = stage.contiguous_program()
-        compression, weight_kind = (None, None)
-        quant, notes = None, {}
-        if scheme is not None:
-            quant = {"scheme": scheme.name}
-            if scheme.act_bits == 8:
-                if scheme.weight_bits != 8:
-                    raise InputError(
-                        f"Core ML backend: scheme {scheme.name} has no Core ML form (int8 activations take int8 weights)",
-                        "use w8a8, or w4a16 for 4-bit weights with float16 activations",
-                    )
-                program = _int8_activation_program(stage, program, example)
-                quant["activations"] = "int8 (pt2e Q/DQ, calibrated)"
-                quant["calibration_batches"] = len(stage.calibration_inputs())
-                weight_kind = "int8 linear, per channel (pt2e)"
-            else:
-                quant["activations"] = f"float16 (Core ML has no int{scheme.act_bits} activations)"
-                compression, weight_kind = _weight_compression(cto, scheme)
-            quant["weights"] = weight_kind or "float16"
-            if scheme.weight_bits == 4 and scheme.weight_granularity == "per-group":
-                deployment = ct.target.iOS18
-                notes["deployment_note"] = "int4 per-block weights need iOS 18: deployment target raised from iOS 17"
         names = list(stage.stage.input_names)
         inputs = [ct.TensorType(name=n, shape=tuple(x.shape), dtype=x.detach().cpu().numpy().dtype)
-                  for n, x in zip(names, example, strict=True)]
+                  for n, x in zip(names, form.example, strict=True)]
         outputs = None
         if stage.stage.output_names:
             # A Core ML function cannot use one name for an input and an output
@@ -220,21 +143,22 @@ class CoreMLBackend(Backend):
             outputs = [ct.TensorType(name=n) for n in out_names]
             if out_names != list(stage.stage.output_names):
                 info["output_names"] = dict(zip(stage.stage.output_names, out_names))
-        with _quiet():
+        with quiet():
             model = ct.convert(
-                program.run_decompositions({}),
+                form.program.run_decompositions({}),
                 inputs=inputs,
                 outputs=outputs,
                 convert_to="mlprogram",
                 minimum_deployment_target=deployment,
                 compute_precision=ct.precision.FLOAT16,
             )
-            if compression is not None:
-                model = (cto.coreml.linear_quantize_weights if "linear" in weight_kind else cto.coreml.palettize_weights)(model, compression)
+            if form.compression is not None:
+                compress = cto.coreml.linear_quantize_weights if "linear" in form.weight_kind else cto.coreml.palettize_weights
+                model = compress(model, form.compression)
         del model.user_defined_metadata[DATE_KEY]
         rel = f"{stage.name}.mlpackage"
         path = Path(plan.out_dir) / rel
-        with _quiet():
+        with quiet():
             model.save(str(path))
         make_deterministic(path)
         info["deployment_target"] = "iOS18" if deployment == ct.target.iOS18 else "iOS17"
@@ -242,12 +166,12 @@ class CoreMLBackend(Backend):
         info["verified"] = ("reloaded and inspected (ops, dtypes); Core ML predictions need macOS"
                             if not self.can_execute else "reloaded and inspected; run on macOS")
         return Artifact(self.name, stage.name, rel, [rel], info, notes=notes,
-                        quant=None if quant is None else QuantRecord.from_dict(quant))
+                        quant=None if quantized is None else quantized.record)
 
     def execute(self, artifact: Artifact, build_dir, inputs):
         if not self.can_execute:
             return super().execute(artifact, build_dir, inputs)
-        ct, _ = _import_ct()
+        ct, _ = import_coremltools()
         model = ct.models.MLModel(str(Path(build_dir) / artifact.path))
         spec = model.get_spec()
         feeds = {f.name: np.asarray(x) for f, x in zip(spec.description.input, inputs, strict=True)}

@@ -8,6 +8,10 @@
   the target's SoC; without one, the QnnQuantizer-quantized program is lowered
   to ExecuTorch's portable kernels so it still runs here with the HTP's
   quantization numerics, and ``notes["qnn"]`` says so.  That is not an error.
+
+The pt2e quantization is the ``pt2e`` quantizer's
+(compiler/quantizers/pt2e_quantizer.py), which the pipeline runs between this
+backend's ``export`` and ``finish``.
 """
 import os
 import subprocess
@@ -19,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from edgevlm.compiler.backends.base import Artifact, Backend, Plan
-from edgevlm.core.records import QuantRecord
+from edgevlm.compiler.quantizers import Quantized
+from edgevlm.compiler.quantizers.pt2e_quantizer import Program
 from edgevlm.errors import BackendUnavailableError
 from edgevlm.ops import target_name
 
@@ -63,24 +68,6 @@ def has_channel_rms_norm(program) -> bool:
         if "rsqrt" in followers:
             return True
     return False
-
-
-def _keep_rms_norm_decomposed(quantizer) -> None:
-    """Make ``quantizer`` (a QnnQuantizer) prepare graphs without the RecomposeRmsNorm pass.
-
-    The norm then stays as pow/mean/add/rsqrt/mul, all of which the HTP runs.
-    """
-    from executorch.backends.qualcomm._passes import RecomposeRmsNorm
-    from executorch.backends.qualcomm._passes.qnn_pass_manager import get_qnn_pass_manager_cls
-
-    base = get_qnn_pass_manager_cls(quantizer.backend)
-
-    class WithoutRmsNormRecompose(base):
-        @classmethod
-        def get_annotation_passes(cls):
-            return [p for p in super().get_annotation_passes() if p is not RecomposeRmsNorm]
-
-    quantizer.transform_for_annotation = lambda model: WithoutRmsNormRecompose().transform_for_annotation_pipeline(model)
 
 
 def decompose_tanh_gelu(program):
@@ -236,6 +223,7 @@ class ExecuTorchBackend(Backend):
     name = "executorch"
     extra = EXTRA
     can_execute = True
+    quantizer = "pt2e"
 
     def verify_samples(self, stage, plan: Plan):
         """On the portable kernels: calibration samples within REFERENCE_KERNELS_BUDGET_S; else the example inputs."""
@@ -266,33 +254,21 @@ class ExecuTorchBackend(Backend):
             return False, f"executorch not installed ({exc.name or exc}): {INSTALL}"
         return True, ""
 
-    def lower(self, stage, plan: Plan) -> Artifact:
+    def export(self, stage, plan: Plan, workdir: Path) -> Program:
+        """The captured program at contiguous inputs (what ExecuTorch lowers), for the pt2e quantizer."""
         if not self.available()[0]:
             raise BackendUnavailableError("executorch not installed", INSTALL)
-        from edgevlm.quant.pt2e import QNN_QUANT_DTYPES, quantize_pt2e_program, quantizer_for
-
-        scheme = plan.quant.scheme_for(stage.stage.kind)
-        soc = plan.target.htp.soc_name if plan.target.htp is not None else None
-        observer = plan.quant.observer
-        info: dict = {}
-        notes: dict = {}
-        record = None
         program, example = stage.contiguous_program()
-        channel_norm = soc is not None and has_channel_rms_norm(program)
-        if scheme is not None:
-            quantizer = quantizer_for(plan.target, scheme, observer=observer)
-            if channel_norm:
-                _keep_rms_norm_decomposed(quantizer)
-                notes["qnn_rms_norm"] = "channel RMS norm kept decomposed (QNN's RecomposeRmsNorm handles last-dim norms only)"
-            program = quantize_pt2e_program(program, example, quantizer, stage.calibration_inputs())
-            label = (f"QnnQuantizer({QNN_QUANT_DTYPES[(scheme.act_bits, scheme.weight_bits)]}, {soc})" if soc
-                     else "XNNPACKQuantizer (symmetric int8 activations)")
-            # The pipeline judges an artifact with a quant record by SQNR against the float model.
-            record = QuantRecord(scheme.name, {"quantizer": label, "activation_observer": observer,
-                                               "calibration_batches": len(stage.calibration_inputs())})
-        if soc and scheme is not None and qnn_sdk_root():
+        return Program(program, example, plan.target.htp is not None and has_channel_rms_norm(program))
+
+    def finish(self, stage, plan: Plan, form: Program, quantized: Quantized | None) -> Artifact:
+        """QNN HTP delegate (quantized, HTP target, QNN SDK), portable kernels (no SDK) or XNNPACK."""
+        soc = plan.target.htp.soc_name if plan.target.htp is not None else None
+        program, record = (form.program, None) if quantized is None else (quantized.form.program, quantized.record)
+        notes = {} if quantized is None else dict(quantized.notes)
+        if soc and quantized is not None and qnn_sdk_root():
             try:
-                edge = _lower_qnn(program, soc, example, keep_rms_norm_decomposed=channel_norm)
+                edge = _lower_qnn(program, soc, form.example, keep_rms_norm_decomposed=form.keep_rms_norm_decomposed)
             except Exception as exc:  # the SDK raises many types; the user needs the first line
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise BackendUnavailableError(
@@ -300,7 +276,7 @@ class ExecuTorchBackend(Backend):
                     "point QNN_SDK_ROOT at a QNN SDK whose host libraries load here, or unset it to lower without QNN",
                 ) from None
             notes["qnn"] = f"lowered with the QNN HTP partitioner for {soc} (SDK at {qnn_sdk_root()})"
-        elif soc and scheme is not None:
+        elif soc and quantized is not None:
             # XNNPACK takes neither QNN's 16-bit activations nor (measured) its
             # int32 per-channel bias correctly, so the portable kernels run the
             # Q/DQ graph: the HTP's quantization numerics, executed on the CPU.
@@ -313,7 +289,7 @@ class ExecuTorchBackend(Backend):
             edge = _lower_xnnpack(program)
             if soc:
                 notes["qnn"] = f"float stage: lowered to XNNPACK, not the HTP ({plan.target.name} runs integer graphs only)"
-        info.update(describe_program(edge))
+        info = describe_program(edge)
         info["delegate"] = ", ".join(info["delegates"]) or "portable"
         rel = f"{stage.name}.pte"
         data = edge.to_executorch().buffer

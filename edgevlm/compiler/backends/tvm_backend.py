@@ -86,16 +86,19 @@ class TvmBackend(Backend):
             return False, f"apache-tvm not installed ({exc.name or exc}): {INSTALL}"
         return True, ""
 
-    def lower(self, stage, plan: Plan) -> Artifact:
+    def export(self, stage, plan: Plan, workdir: Path):
+        """The captured program as a Relax module (no quantizer family: TVM lowers float stages)."""
         ok, _ = self.available()
         if not ok:
             raise BackendUnavailableError("apache-tvm not installed", INSTALL)
+        return _relax_module(stage.program)
+
+    def finish(self, stage, plan: Plan, mod, quantized=None) -> Artifact:
         import tvm
         from tvm import relax
         from tvm.support import cc
 
         out = Path(plan.out_dir)
-        mod = _relax_module(stage.program)
         info = {"ops": relax_ops(mod), "host_target": HOST_TARGET, "aarch64_target": AARCH64_TARGET,
                 "dtypes": sorted({str(x.dtype).removeprefix("torch.") for x in stage.stage.example_inputs})}
         scheme = plan.quant.scheme_for(stage.stage.kind)
