@@ -456,6 +456,11 @@ def _condition_lm(lm, gen: torch.Generator, init: str, growth: float) -> dict:
     return _trained_like(lm, gen, growth)
 
 
+def _check_text_layers(text_layers: int, published: int) -> None:
+    if not 1 <= text_layers <= published:
+        raise ValueError(f"text_layers must be in 1..{published} (got {text_layers})")
+
+
 def _write_lfm2_vl(name: str, out: Path, tiny: bool, layout: str, seed: int, init: str = "unit-gain",
                    growth: float = RESIDUAL_GROWTH, text_layers: int | None = None) -> dict:
     transformers = _import_transformers()
@@ -465,8 +470,7 @@ def _write_lfm2_vl(name: str, out: Path, tiny: bool, layout: str, seed: int, ini
     kw = lfm2_vl_config(name, tiny)
     if text_layers is not None:  # the published pattern's first text_layers layers (4: attention at layer 2 only)
         text = kw["text_config"]
-        if not 1 <= text_layers <= text["num_hidden_layers"]:
-            raise ValueError(f"text_layers must be in 1..{text['num_hidden_layers']} (got {text_layers})")
+        _check_text_layers(text_layers, text["num_hidden_layers"])
         text.update(num_hidden_layers=text_layers, layer_types=text["layer_types"][:text_layers])
     cfg = transformers.Lfm2VlConfig(**kw)
     model = transformers.Lfm2VlForConditionalGeneration(cfg).eval()
@@ -486,7 +490,7 @@ def _write_lfm2_vl(name: str, out: Path, tiny: bool, layout: str, seed: int, ini
 
 
 def _write_fast_vlm(out: Path, tiny: bool, layout: str, seed: int, init: str = "unit-gain",
-                    growth: float = RESIDUAL_GROWTH) -> dict:
+                    growth: float = RESIDUAL_GROWTH, text_layers: int | None = None) -> dict:
     transformers = _import_transformers()
 
     torch.manual_seed(seed)
@@ -497,6 +501,9 @@ def _write_fast_vlm(out: Path, tiny: bool, layout: str, seed: int, init: str = "
     kw = fast_vlm_config(tiny, vocab, first + 3)
     if tiny:
         kw["text_config"].update(bos_token_id=first, eos_token_id=first + 2)
+    if text_layers is not None:  # Qwen2's layers are all alike: the first text_layers of them
+        _check_text_layers(text_layers, kw["text_config"]["num_hidden_layers"])
+        kw["text_config"]["num_hidden_layers"] = text_layers
     cfg = transformers.FastVlmConfig(**kw)
     model = transformers.FastVlmForConditionalGeneration(cfg).eval()
     side = fast_vlm_image_settings(tiny)["crop_size"]["height"]
@@ -523,8 +530,8 @@ def write_checkpoint(name: str, out, *, tiny: bool = False, layout: str = "trans
     """Write checkpoint ``name`` (one of NAMES) into directory ``out`` (replaced atomically); returns ``out``.
 
     ``init``: "unit-gain" (default; the figures measured before trained-like existed use it) or "trained-like"
-    (see _trained_like).  ``text_layers``: LFM2-VL only, keep the published widths with fewer LM layers
-    (attention where the published pattern has it, scaled to the depth), for reduced-size measurements."""
+    (see _trained_like).  ``text_layers``: keep the published widths with fewer LM layers (LFM2-VL: the
+    published layer-type pattern's first ones), for reduced-size measurements."""
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     if name not in NAMES:
@@ -538,9 +545,7 @@ def write_checkpoint(name: str, out, *, tiny: bool = False, layout: str = "trans
         if name.startswith("lfm2-vl"):
             info = _write_lfm2_vl(name, tmp, tiny, layout, seed, init, residual_growth, text_layers)
         else:
-            if text_layers is not None:
-                raise ValueError("--text-layers is for the LFM2-VL checkpoints")
-            info = _write_fast_vlm(tmp, tiny, layout, seed, init, residual_growth)
+            info = _write_fast_vlm(tmp, tiny, layout, seed, init, residual_growth, text_layers)
         info.update(name=name, tiny=tiny, layout=layout, seed=seed)
         (tmp / "edgevlm_checkpoint.json").write_text(json.dumps(info, indent=2) + "\n")
         for f in tmp.iterdir():  # mkdtemp's 0700 and save_pretrained's 0600: others read these checkpoints
@@ -570,7 +575,7 @@ def main(argv=None) -> int:
     ap.add_argument("--residual-growth", type=float, default=RESIDUAL_GROWTH,
                     help="trained-like: final residual RMS / embedding RMS (default %(default)g)")
     ap.add_argument("--text-layers", type=int, default=None,
-                    help="LFM2-VL: this many LM layers at the published widths (reduced-depth measurements)")
+                    help="this many LM layers at the published widths (reduced-depth measurements)")
     args = ap.parse_args(argv)
     if args.residual_growth <= 1:
         ap.error(f"--residual-growth must be > 1 (got {args.residual_growth:g})")

@@ -40,3 +40,17 @@ def test_trained_like_lm_grows_by_the_residual_growth(tmp_path):
 def test_unknown_init_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown init"):
         hf_checkpoints.write_checkpoint("lfm2-vl-450m", tmp_path / "c", tiny=True, init="trained")
+
+
+def test_fastvlm_text_layers_keeps_the_widths_with_fewer_lm_layers(tmp_path):
+    """--text-layers on FastVLM: the Qwen2 LM has that many layers, the rest of the config is the full one's."""
+    full = hf_checkpoints.write_checkpoint("fastvlm-0.5b", tmp_path / "full", tiny=True)
+    path = hf_checkpoints.write_checkpoint("fastvlm-0.5b", tmp_path / "c", tiny=True, text_layers=1)
+    text, want = (json.loads((p / "config.json").read_text())["text_config"] for p in (path, full))
+    assert text["num_hidden_layers"] == 1 and want["num_hidden_layers"] == 2
+    assert {k: v for k, v in text.items() if k not in ("num_hidden_layers", "layer_types")} == \
+        {k: v for k, v in want.items() if k not in ("num_hidden_layers", "layer_types")}
+    model = transformers.FastVlmForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32)
+    assert len(model.model.language_model.layers) == 1
+    with pytest.raises(ValueError, match="text_layers must be in 1..2"):
+        hf_checkpoints.write_checkpoint("fastvlm-0.5b", tmp_path / "bad", tiny=True, text_layers=3)
