@@ -10,8 +10,11 @@ model, the image at the build's static size:
 - vision: the build's float encoder + projector artifacts vs transformers'
   ``get_image_features``, max abs error;
 
-and, as compile's accuracy step would report it for this build,
-edgevlm.accuracy.checkpoint_agreement (build_accuracy).
+a control for q8_0 (q8_0_weights_control): transformers' model with its LM's
+matrices rounded through gguf's Q8_0, float activations, teacher-forced on
+the same tokens (the weight rounding's share of the loss; ``float`` is that
+forward unrounded); and, as compile's accuracy step would report it for this build,
+edgevlm.accuracy.checkpoint_agreement (build_accuracy; --agreement-pairs 0 skips it).
 
     flock /tmp/edgevlm-bigmem.lock python benchmarks/hf_vlm_parity.py /work/ckpt/lfm2-vl-450m --out /tmp/b450
 
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevlm.accuracy import TransformersReference, checkpoint_agreement, teacher_forced
+from edgevlm.accuracy import CHECKPOINT_PAIRS, TransformersReference, checkpoint_agreement, teacher_forced
 
 PROMPT = "What is in this image?"
 
@@ -62,21 +65,63 @@ def greedy_match(runner, ref: Reference, image, n: int) -> dict:
             "want": want, "got": got}
 
 
-def q8_teacher_forced(ckpt, runner, ref: Reference, image, steps: int, work: Path) -> dict:
-    """Argmax agreement of a Q8_0 GGUF of the checkpoint's LM with transformers' greedy tokens, fed back."""
+def write_q8_gguf(ckpt, path: Path) -> Path:
+    """The checkpoint's LM as a Q8_0 GGUF at ``path`` (edgevlm's import of the whole checkpoint, freed after)."""
     from edgevlm.compiler.runtime_bundle import _export_gguf
     from edgevlm.models import from_pretrained
-    from edgevlm.runtime import Model
 
     bundle = from_pretrained(ckpt)
-    path = work / "q8_0.gguf"
     _export_gguf(path, bundle.modules["lm"], "q8_0", bundle.modules["tokenizer"].tokenizer, "q8_0")
-    del bundle
+    return path
+
+
+def q8_teacher_forced(ckpt, runner, ref: Reference, image, steps: int, work: Path, gguf: Path | None = None) -> dict:
+    """Argmax agreement of a Q8_0 GGUF of the checkpoint's LM (``gguf``, written into ``work`` when not given)
+    with transformers' greedy tokens, fed back."""
+    from edgevlm.runtime import Model
+
+    path = gguf or write_q8_gguf(ckpt, work / "q8_0.gguf")
     teacher = ref.generate(image, steps, PROMPT)
     same = teacher_forced(Model.load(path, threads=runner.threads), runner.prompt_ids(PROMPT), runner.image_embeds(image),
                           runner.meta["image_token_id"], teacher)
     path.unlink()
-    return {"agreement": sum(same) / len(same), "steps": len(same)}
+    return {"agreement": sum(same) / len(same), "steps": len(same), "teacher": teacher}
+
+
+def _forced_agreement(ref: Reference, image, teacher: list[int]) -> float:
+    """transformers' model teacher-forced in one forward over prompt + teacher: argmax == teacher, per step."""
+    import torch
+
+    inp = ref.inputs(image, PROMPT)
+    n = inp["input_ids"].shape[1]
+    ids = torch.cat([inp["input_ids"], torch.tensor([teacher[:-1]], dtype=inp["input_ids"].dtype)], 1)
+    extra = {k: v for k, v in inp.items() if k not in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        logits = ref.model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra).logits
+    return float((logits[0, n - 1:n - 1 + len(teacher)].argmax(-1) == torch.tensor(teacher)).float().mean())
+
+
+def q8_weights_control(ref: Reference, image, teacher: list[int]) -> dict:
+    """How much of the Q8_0 loss is the weight rounding alone: transformers' model with every LM matrix (the
+    embeddings / head included, as the GGUF has them) rounded through gguf's own Q8_0 quantize + dequantize,
+    activations float, teacher-forced on ``teacher``.  ``float`` is the same forward unrounded (the method's
+    floor: 1.0 unless generate()'s cached decode and one full forward round differently).  Rounds ``ref``'s
+    weights in place: call it last."""
+    import torch
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize, quantize
+
+    float_agreement = _forced_agreement(ref, image, teacher)
+    lm = ref.model.model.language_model
+    seen = set()
+    with torch.no_grad():
+        for p in [*lm.parameters(), *ref.model.get_output_embeddings().parameters()]:
+            if p.dim() == 2 and id(p) not in seen:
+                seen.add(id(p))
+                q = quantize(p.numpy(), GGMLQuantizationType.Q8_0)
+                p.copy_(torch.from_numpy(dequantize(q, GGMLQuantizationType.Q8_0)).reshape(p.shape))
+    return {"float": float_agreement, "q8_0_weights": _forced_agreement(ref, image, teacher), "matrices": len(seen),
+            "steps": len(teacher)}
 
 
 def vision_error(runner, ref: Reference, images) -> float:
@@ -91,6 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--teacher-steps", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--agreement-pairs", type=int, default=CHECKPOINT_PAIRS,
+                    help="image + prompt pairs for build_accuracy (0: skip it; default %(default)s)")
     ap.add_argument("--json", type=Path, help="also append the result line here")
     args = ap.parse_args(argv)
     from edgevlm.runner import BuildRunner
@@ -99,6 +146,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     build = args.build or compile_float(args.checkpoint, args.out / "build")
     compile_s = time.perf_counter() - t0
+    # before transformers' model and the build are loaded: edgevlm's import of the checkpoint is a third copy of
+    # its weights (at FastVLM-0.5B, 2.5 GB)
+    q8_path = write_q8_gguf(args.checkpoint, args.out / "q8_0.gguf")
     ref = Reference(args.checkpoint)
     runner = BuildRunner(build, threads=args.threads)
     image = test_image(runner.meta["image_size"])
@@ -106,11 +156,13 @@ def main(argv=None) -> int:
               "image_size": runner.meta["image_size"], "image_tokens": runner.meta["num_image_tokens"],
               "max_context": runner.meta["max_len"],
               "greedy": greedy_match(runner, ref, image, args.new_tokens),
-              "q8_0": q8_teacher_forced(args.checkpoint, runner, ref, image, args.teacher_steps, args.out),
+              "q8_0": q8_teacher_forced(args.checkpoint, runner, ref, image, args.teacher_steps, args.out, q8_path),
               "vision_max_abs_err": vision_error(runner, ref, [image, test_image(runner.meta["image_size"], seed=7)])}
+    result["q8_0_weights_control"] = q8_weights_control(ref, image, result["q8_0"]["teacher"])
     del ref, runner
-    # what compile's accuracy step reports for this (float) build
-    result["build_accuracy"] = checkpoint_agreement(args.checkpoint, build, "f32", threads=args.threads)
+    if args.agreement_pairs > 0:  # what compile's accuracy step reports for this (float) build
+        result["build_accuracy"] = checkpoint_agreement(args.checkpoint, build, "f32", pairs=args.agreement_pairs,
+                                                        threads=args.threads)
     line = json.dumps(result)
     print(line)
     if args.json:
