@@ -170,12 +170,15 @@ def part_model(model: onnx.ModelProto, part: Part) -> onnx.ModelProto:
     values = {v.name: v for v in (*graph.input, *graph.output, *graph.value_info)}
     model_inputs = {i.name for i in graph.input}
     carried = [n for n in part.inputs if n not in model_inputs]
-    requantize = []
+    requantize, quantized = [], set()
     for name in carried:
         dq = graph.node[producer[name]]
         q = graph.node[producer[dq.input[0]]]
-        for node, inputs, output in ((q, [name, *q.input[1:]], dq.input[0]),
-                                     (dq, list(dq.input), name + REQUANTIZED)):
+        pair = [(dq, list(dq.input), name + REQUANTIZED)]
+        if dq.input[0] not in quantized:  # one QuantizeLinear feeding several carried DQs is copied once
+            quantized.add(dq.input[0])
+            pair.insert(0, (q, [name, *q.input[1:]], dq.input[0]))
+        for node, inputs, output in pair:
             copy = onnx.NodeProto()
             copy.CopyFrom(node)
             del copy.input[:], copy.output[:]
