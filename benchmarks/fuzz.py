@@ -197,8 +197,14 @@ def run_target(target: Target, seconds: float, exe: list[str], env: dict, nice: 
             f"-timeout={target.timeout_s}", "-rss_limit_mb=2048", "-print_final_stats=1",
             f"-artifact_prefix={crashes}/"]
         t0, cpu0 = time.monotonic(), _children_cpu_s()
+        # libFuzzer ends the process with C exit(): Python's atexit never runs, so the harness's
+        # scratch files go in a TMPDIR of this run's own, removed here.
+        scratch = tdir / "tmp"
+        scratch.mkdir(exist_ok=True)
         with open(log, "w") as f:
-            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=tdir).returncode
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=dict(env, TMPDIR=str(scratch)),
+                                cwd=tdir).returncode
+        shutil.rmtree(scratch, ignore_errors=True)
         text = log.read_text(errors="replace")
         r = parse_log(text)
         r.update(rc=rc, seconds=round(time.monotonic() - t0, 1), cpu_seconds=round(_children_cpu_s() - cpu0, 1),

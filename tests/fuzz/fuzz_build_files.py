@@ -19,10 +19,10 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fuzz_support import scratch_dir  # noqa: E402
 from seeds import BUILD_FILES  # noqa: E402
 
 _STATE: dict = {}
@@ -34,7 +34,7 @@ def _setup() -> dict:
     build = Path(os.environ.get("EDGEVLM_FUZZ_BUILD", ""))
     if not (build / "vlm.json").is_file():
         raise SystemExit("set EDGEVLM_FUZZ_BUILD to a build directory of `edgevlm compile` (a VLM build with vlm.json)")
-    scratch = Path(tempfile.mkdtemp(prefix="ev-fuzz-build-"))
+    scratch = Path(scratch_dir("ev-fuzz-build-"))
     for f in build.iterdir():
         if f.is_file() and f.name not in BUILD_FILES:
             (scratch / f.name).symlink_to(f.resolve())

@@ -9,10 +9,11 @@ plugins guide the fuzzer.
 """
 import os
 import sys
-import tempfile
+
+from fuzz_support import scratch_dir
 
 IMAGE_SIZE, MEAN, STD = 96, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)   # the default build's vlm.json
-_PATH = os.path.join(tempfile.mkdtemp(prefix="ev-fuzz-image-"), "image")
+_PATH = os.path.join(scratch_dir("ev-fuzz-image-"), "image")
 
 
 def run(data: bytes):

@@ -10,10 +10,11 @@ coverage); this target's feedback is the Python wrapper's.
 """
 import os
 import sys
-import tempfile
+
+from fuzz_support import scratch_dir
 
 N_CTX = 8
-_PATH = os.path.join(tempfile.mkdtemp(prefix="ev-fuzz-binding-"), "model.gguf")
+_PATH = os.path.join(scratch_dir("ev-fuzz-binding-"), "model.gguf")
 
 
 def run(data: bytes):

@@ -1,5 +1,8 @@
-"""What the atheris targets share: coverage instrumentation of the code under test."""
+"""What the atheris targets share: coverage instrumentation of the code under test, scratch files."""
+import atexit
 import gc
+import shutil
+import tempfile
 import types
 
 
@@ -21,3 +24,12 @@ def instrument(*packages: str) -> int:
     if n == 0:
         raise RuntimeError(f"no function of {packages} to instrument: import the code under test first")
     return n
+
+
+def scratch_dir(prefix: str) -> str:
+    """A fresh temporary directory, removed when the process exits normally (pytest's in-process runs).
+    libFuzzer ends a process with C exit(), which skips this; benchmarks/fuzz.py gives each fuzzing run
+    a TMPDIR of its own and removes that instead."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return path
