@@ -100,10 +100,12 @@ class HtpContext:
     prepare_budget_s: float
     qnn_sdk: str | None
     htp_departure: dict | None = None  # per-layer HTP vs onnxruntime CPU, when verified
+    graphs: int = 1  # QNN graphs, one context binary each (a stage prepared in parts has several)
 
     def to_dict(self) -> dict:
         out = {"source": self.source, "htp_arch": self.htp_arch, "soc_model": self.soc_model, "vtcm_mb": self.vtcm_mb,
-               "prepare_s": self.prepare_s, "prepare_budget_s": self.prepare_budget_s, "qnn_sdk": self.qnn_sdk}
+               "prepare_s": self.prepare_s, "prepare_budget_s": self.prepare_budget_s, "qnn_sdk": self.qnn_sdk,
+               "qnn_graphs": self.graphs}
         if self.htp_departure is not None:
             out["htp_departure"] = self.htp_departure
         return out

@@ -18,7 +18,7 @@ def test_quant_record_round_trips_a_quantizer_dict_in_order():
     pt2e = {"scheme": "w8a8", "quantizer": "XNNPACKQuantizer", "calibration_batches": 16}
     assert QuantRecord.from_dict(pt2e).to_dict() == pt2e and QuantRecord.from_dict(pt2e).calibration_samples == 16
     htp = HtpContext("enc.onnx", 68, 39, 8, 1.5, 1800.0, "v2.40")
-    assert "htp_departure" not in htp.to_dict() and htp.to_dict()["htp_arch"] == 68
+    assert "htp_departure" not in htp.to_dict() and htp.to_dict()["htp_arch"] == 68 and htp.to_dict()["qnn_graphs"] == 1
 
 
 def test_compile_result_holds_the_typed_artifacts_behind_the_report(tmp_path):

@@ -496,7 +496,7 @@ class QnnBackend(Backend):
             samples = [[x.detach().cpu().numpy() for x in s] for s in list(stage.stage.calibration)[:DEPARTURE_SAMPLES]]
             departure = htp_departure(out / source.path, samples, htp, VERIFY_BUDGET_S)
         facts = HtpContext(source.path, htp.arch, htp.soc_model, htp.vtcm_mb, round(prepare_s, 2), budget,
-                           describe(context)["qnn_sdk"], departure)
+                           describe(context)["qnn_sdk"], departure, graphs)
         return Artifact("qnn", stage.name, rel, files, htp=facts, quant=QuantRecord(source.quant.scheme, {"from": "onnx"}),
                         integer_only=source.integer_only)
 

@@ -51,7 +51,7 @@ def test_stage_prepared_in_parts_runs_as_one_chain_on_the_htp(tmp_path, monkeypa
     bins = [f for f in qnn["files"] if f.endswith("_qnn.bin")]
     assert len(bins) >= 3, qnn["files"]  # one context binary a part
     info = qnn_backend.describe(tmp_path / "a" / "model.htp.onnx")
-    assert len(info["graphs"]) == len(bins) and info["htp_arch"] == "68"
+    assert len(info["graphs"]) == len(bins) == qnn["info"]["qnn_graphs"] and info["htp_arch"] == "68"
     parity = qnn["parity"]
     assert "QNN HTP simulation" in parity["reference"] and parity["metric"] == "sqnr_db"
     assert parity["value"] >= 50.0, parity  # measured 57.1 dB (6 parts)
