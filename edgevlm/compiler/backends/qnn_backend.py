@@ -33,6 +33,7 @@ from edgevlm.core.records import HtpContext, QuantRecord
 from edgevlm.compiler.native_output import fds_redirected_to
 from edgevlm.quant import onnx_files
 from edgevlm.errors import BackendUnavailableError, InputError, LoweringError, UnsupportedOpError
+from edgevlm.progress import track
 
 INSTALL = "pip install 'edgevlm[qnn]'"
 EP_NAME = "QNNExecutionProvider"
@@ -263,7 +264,8 @@ def prepare_stage(source: Path, context_path: Path, htp, what: str, budget_s: fl
 
         pool = concurrent.futures.ThreadPoolExecutor(PREPARE_WORKERS)
         try:
-            done = list(pool.map(prepare, range(len(parts))))
+            done = list(track(pool.map(prepare, range(len(parts))), f"QNN preparation, {PREPARE_WORKERS} parts at a time",
+                              len(parts)))
             if all(done):
                 chain_contexts(contexts, source, context_path)
         finally:

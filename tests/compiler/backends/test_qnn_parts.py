@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import edgevlm
+from edgevlm import progress
 from edgevlm.core.metrics import sqnr_db
 from edgevlm.targets import get_target
 
@@ -45,13 +46,17 @@ def _compile(out):
 @pytest.mark.slow  # 2 x 6 part preparations and the HTP runs: 70 s at load 18
 def test_stage_prepared_in_parts_runs_as_one_chain_on_the_htp(tmp_path, monkeypatch):
     monkeypatch.setattr(qnn_backend, "PART_MAX_ACTIVATIONS", 6000)  # ~one block of this model per part
-    result = _compile(tmp_path / "a")
+    seen = []
+    with progress.reporting(lambda label, done, total, _s: seen.append((label, done, total))):
+        result = _compile(tmp_path / "a")
     qnn = result.report["stages"][0]["artifacts"][0]
     assert qnn["backend"] == "qnn" and qnn["path"] == "model.htp.onnx"
     bins = [f for f in qnn["files"] if f.endswith("_qnn.bin")]
     assert len(bins) >= 3, qnn["files"]  # one context binary a part
     info = qnn_backend.describe(tmp_path / "a" / "model.htp.onnx")
     assert len(info["graphs"]) == len(bins) == qnn["info"]["qnn_graphs"] and info["htp_arch"] == "68"
+    steps = [(done, total) for label, done, total in seen if label.startswith("QNN preparation")]
+    assert steps[0] == (0, len(bins)) and steps[-1] == (len(bins), len(bins))  # progress a part, in a log too
     parity = qnn["parity"]
     assert "QNN HTP simulation" in parity["reference"] and parity["metric"] == "sqnr_db"
     assert parity["value"] >= 50.0, parity  # measured 57.1 dB (6 parts)
