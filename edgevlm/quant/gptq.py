@@ -41,13 +41,14 @@ from edgevlm.quant.weight_layers import WeightLayer, weight_layers
 
 DAMP = 0.01  # added to H's diagonal, as a fraction of its mean: keeps the Cholesky factorization defined
 BLOCK = 128  # columns per lazy-update block (the result does not depend on it, only the speed)
+ROW_PART_BYTES = 2**27  # float64 weight bytes of the rows GPTQ rounds at once (see gptq_quantize)
 HESSIAN_BUDGET_BYTES = 512 * 1024**2  # Hessians held at once; more layers take another pass over the samples
 WEIGHT_ALGOS = ("rtn", "gptq", "mse")  # mse: edgevlm.quant.weight_scales
 
 
 def gptq_quantize(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
-                  qmin: int, qmax: int, act_order: bool = False, damp: float = DAMP) -> np.ndarray:
-    """Integer weights ``q`` ([G, R, K], int64) minimizing ``||(W - (q - zp) s) X||`` column by column.
+                  qmin: int, qmax: int, act_order: bool = False, damp: float = DAMP, dtype=np.int64) -> np.ndarray:
+    """Integer weights ``q`` ([G, R, K], ``dtype``) minimizing ``||(W - (q - zp) s) X||`` column by column.
 
     ``w``: [G, R, K] float (G independent groups sharing one Hessian each,
     e.g. the groups of a grouped convolution; R output rows; K inputs).
@@ -55,23 +56,47 @@ def gptq_quantize(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zero_po
     ``scale``/``zero_point``: the fixed grid, broadcastable to ``w``.
     ``act_order``: round the inputs with the largest ``H_ii`` first.
     """
-    w = torch.as_tensor(w, dtype=torch.float64).clone()
     h = torch.as_tensor(hessian, dtype=torch.float64).clone()
     g, r, k = w.shape
-    s = torch.as_tensor(np.array(np.broadcast_to(scale, w.shape)), dtype=torch.float64)
-    z = torch.as_tensor(np.array(np.broadcast_to(zero_point, w.shape)), dtype=torch.float64)
     diag = torch.diagonal(h, dim1=1, dim2=2)
     dead = diag <= 0  # inputs never seen non-zero: nothing to correct, their error moves nowhere
     diag[dead] = 1.0
+    perm = None
     if act_order:
         perm = torch.argsort(diag, dim=1, descending=True)
-        w, s, z = (torch.take_along_dim(t, perm[:, None, :], dim=2) for t in (w, s, z))
         h = torch.take_along_dim(torch.take_along_dim(h, perm[:, :, None], dim=1), perm[:, None, :], dim=2)
         diag = torch.diagonal(h, dim1=1, dim2=2)
     diag += damp * diag.mean(dim=1, keepdim=True)
     # Upper Cholesky factor of H^-1: row i holds the update that rounding column i makes to columns > i.
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    q = torch.empty_like(w)
+    # Rows are rounded independently of each other (the error moves along a row only), so a layer with
+    # many rows is taken in parts of about ROW_PART_BYTES of float64 weights: a 65536-row LM head all at
+    # once, with its grid in float64, took +3.6 GB (16384 of its rows: +0.89 GiB; in parts +0.36 GiB).
+    # Parts cost time (each runs the column loop: 2 parts of 8192 x 512, +50% CPU on 2 busy cores).
+    q = np.empty((g, r, k), dtype)
+    parts = -(-g * r * k * 8 // ROW_PART_BYTES)
+    bounds = np.linspace(0, r, min(parts, r) + 1).astype(int)  # equal parts: none of only a few rows
+    for r0, r1 in zip(bounds[:-1], bounds[1:]):
+        q[:, r0:r1] = _gptq_rows(*(np.broadcast_to(a, w.shape)[:, r0:r1] for a in (w, scale, zero_point)),
+                                 hinv, perm, qmin, qmax)
+    return q
+
+
+def _gptq_rows(w, s, z, hinv, perm, qmin: int, qmax: int) -> np.ndarray:
+    """GPTQ's rounding of the rows ``w`` ([G, r, K]) on the grid ``s``, ``z`` (``hinv``, ``perm``: gptq_quantize's).
+
+    The grid stays in its own float32 / small-integer types (the arithmetic promotes it to float64
+    exactly) and ``q`` is int32: half the memory of float64 copies, the same integers.
+    """
+    w = torch.as_tensor(np.array(w), dtype=torch.float64)
+    s = torch.as_tensor(np.array(s, np.result_type(s.dtype, np.float32)))
+    z = torch.as_tensor(np.array(z, np.int32 if np.issubdtype(z.dtype, np.integer) else np.float64))
+    g, r, k = w.shape
+    if perm is not None:
+        w = torch.take_along_dim(w, perm[:, None, :], dim=2)
+        s = torch.take_along_dim(s, perm[:, None, :], dim=2)
+        z = torch.take_along_dim(z, perm[:, None, :], dim=2)
+    q = torch.empty(w.shape, dtype=torch.int32)
     for i1 in range(0, k, BLOCK):
         i2 = min(i1 + BLOCK, k)
         w1 = w[:, :, i1:i2].clone()
@@ -85,9 +110,9 @@ def gptq_quantize(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zero_po
             w1[:, :, i:] -= e[:, :, None] * hb[:, None, i, i:]
             err[:, :, i] = e
         w[:, :, i2:] -= torch.einsum("grb,gbk->grk", err, hinv[:, i1:i2, i2:])
-    if act_order:
+    if perm is not None:
         q = torch.empty_like(q).scatter_(2, perm[:, None, :].expand(g, r, k), q)
-    return q.to(torch.int64).numpy()
+    return q.numpy()
 
 
 def shrink_hessian(h: np.ndarray, fourth: np.ndarray, rows: int) -> np.ndarray:
@@ -221,9 +246,9 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
                     raise InputError(f"GPTQ: the calibration inputs of layer '{layer.node.name}' are not finite",
                                      "check the calibration data, or use --weight-algo rtn")
                 q = gptq_quantize(layer.to_grk(layer.float_w), h, layer.to_grk(layer.scale),
-                                  layer.to_grk(layer.zp), layer.qmin, layer.qmax, act_order=act_order)
-                layer.qinit.CopyFrom(numpy_helper.from_array(layer.from_grk(q).astype(layer.q_dtype),
-                                                             layer.qinit.name))
+                                  layer.to_grk(layer.zp), layer.qmin, layer.qmax, act_order=act_order,
+                                  dtype=layer.q_dtype)
+                layer.qinit.CopyFrom(numpy_helper.from_array(layer.from_grk(q), layer.qinit.name))
     return {"weight_algo": "gptq", "layers": len(layers), "passes": len(chunks), "act_order": act_order,
             "calibration_rows": max(rows.values()), "hessians_from_earlier_stages": borrowed,
             "shrunk_hessians": {"layers": len(few_rows), "why": "fewer calibration rows than layer inputs"}

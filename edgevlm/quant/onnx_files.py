@@ -8,6 +8,7 @@ the builds of small models do not change.  :func:`files` lists what a saved
 model consists of, for the build's manifest (every file is hashed there, the
 data file too).
 """
+import sys
 from pathlib import Path
 
 import onnx
@@ -60,6 +61,35 @@ def save(model: onnx.ModelProto, path, external: bool | None = None) -> list[Pat
     return [path, data]
 
 
+def save_from(model: onnx.ModelProto, weights_dir, path) -> list[Path]:
+    """:func:`save` with external data of a model whose initializers may still refer to data files in
+    ``weights_dir``: each is read, written to ``path``'s data file and dropped in turn, so the weights are
+    never all in memory.  The files are those ``save`` writes once the weights are loaded, tensor for
+    tensor (onnx's rule: a tensor of raw data goes to the side file from SIZE_THRESHOLD bytes of
+    ``sys.getsizeof``).  Initializers of subgraphs are not handled (none in the stages here)."""
+    from onnx.external_data_helper import (
+        load_external_data_for_tensor,
+        save_external_data,
+        set_external_data,
+        uses_external_data,
+    )
+
+    path = Path(path)
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)
+    for t in model.graph.initializer:
+        if uses_external_data(t):  # as onnx.load_external_data_for_model leaves it
+            load_external_data_for_tensor(t, str(weights_dir))
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.external_data[:]
+        if t.HasField("raw_data") and sys.getsizeof(t.raw_data) >= SIZE_THRESHOLD:  # as onnx.save_model does
+            set_external_data(t, data.name)
+            save_external_data(t, str(path.parent))
+            t.ClearField("raw_data")
+    onnx.save_model(model, str(path))
+    return [path, data]
+
+
 def files(path) -> list[Path]:
     """The model file at ``path`` and the external data files it refers to (reads the graph, not the weights)."""
     path = Path(path)
@@ -75,6 +105,27 @@ def files(path) -> list[Path]:
 
 def has_external_data(path) -> bool:
     return len(files(path)) > 1
+
+
+def load_graph(path) -> onnx.ModelProto:
+    """The model at ``path`` without the data of its large initializers when it keeps them in a side file:
+    those stay references to it (``numpy_helper.to_array(t, base_dir=path's folder)`` reads one), the small
+    ones are read (a Reshape's shape, a scalar scale).  A model given in one file is read whole.
+
+    Holding a large model's weights for the steps that need one at a time cost a copy of them (a 1.4 GB
+    LFM2-350M llm-prefill, for the weight checks and the int4 grids beside onnxruntime's quantizer).
+    """
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    for t in model.graph.initializer:
+        nbytes = _numel(t) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        if uses_external_data(t) and nbytes < SIZE_THRESHOLD:
+            load_external_data_for_tensor(t, str(path.parent))
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.external_data[:]
+    return model
 
 
 def structure(model: onnx.ModelProto, keep_below: int = SIZE_THRESHOLD) -> onnx.ModelProto:

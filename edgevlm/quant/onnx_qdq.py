@@ -78,19 +78,18 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
     with tempfile.TemporaryDirectory(prefix="edgevlm-quant-") as tmp, _quiet_onnxruntime_quantization():
         tmp = Path(tmp)
         model, model_path, preprocessed, forms = _float_graph(float_onnx_path, tmp, qnn, large)
-        check_weights(model, scheme)
+        # A large model is its graph alone here: the steps that read weights read them one at a time from disk.
+        weights_dir = str(model_path.parent) if large else ""
+        check_weights(model, scheme, weights_dir)
         act_overrides, weight_overrides = _split_overrides(model, overrides or {})
         act_overrides = softmax_outputs_at_16(model, scheme, target, qnn) | act_overrides  # the caller's win
         if scheme.act_bits == 16 or scheme.weight_bits != 8 or 16 in act_overrides.values():
             model, model_path = _lift_to_opset21(model, model_path, tmp / "opset21.onnx", large)
+            weights_dir = str(model_path.parent) if large else ""
 
         samples = graph_samples(model, calibration)
         act_dtypes = {n: f"uint{b}" for n, b in act_overrides.items()}
-        if large:  # the weights stay on disk while onnxruntime calibrates (its session holds them once)
-            model = onnx_files.structure(model)
         ranges = calibrate_onnx(model_path, samples, observer, scheme.act_dtype, act_dtypes, percentile)
-        if large:
-            model = onnx.load(str(model_path))
         check_activation_scales(ranges, scheme, act_dtypes)
         input_widened = {}
         if qnn:
@@ -99,7 +98,7 @@ def quantize_onnx(float_onnx_path, out_path, scheme, calibration, target, observ
         cache = tmp / "calibration.json"
         save_tensors_data(_tensors_data(ranges), cache)
 
-        ort_overrides = _ort_overrides(model, act_overrides, weight_overrides, scheme, qnn)
+        ort_overrides = _ort_overrides(model, act_overrides, weight_overrides, scheme, qnn, weights_dir)
         if qnn:  # types QNN's HTP requires win: a graph it refuses is no build at all
             ort_overrides |= htp_forms.quant_overrides(model)
         staged = tmp / "quantized.onnx"  # out_path only ever receives a checked model
@@ -150,22 +149,27 @@ def _float_graph(float_onnx_path: Path, tmp: Path, qnn: bool, large: bool):
 
     For HTP targets: onnxruntime's QNN pre-processing, then the graph forms
     the HTP executes correctly (edgevlm.quant.htp_forms); each rewritten
-    model is saved under ``tmp`` for the steps that read a path.
+    model is saved under ``tmp`` for the steps that read a path.  A
+    ``large`` model is returned as its graph (onnx_files.load_graph).
     """
-    model_path, preprocessed, forms = float_onnx_path, False, {}
-    if qnn:
-        pre = tmp / "preprocessed.onnx"
-        external = {"save_as_external_data": True, "all_tensors_to_one_file": True,
-                    "external_data_location": pre.name + ".data"} if large else {}
-        preprocessed = qnn_preprocess_model(str(float_onnx_path), str(pre), **external)
-        if preprocessed:
-            model_path = pre
-    model = onnx.load(str(model_path))
-    if qnn:
-        model, forms = htp_forms.apply(model)
-        if forms:
-            model_path = tmp / "htp_forms.onnx"
-            onnx_files.save(model, model_path, external=large)
+    if not qnn:
+        model = onnx_files.load_graph(float_onnx_path) if large else onnx.load(str(float_onnx_path))
+        return model, float_onnx_path, False, {}
+    model_path = pre = tmp / "preprocessed.onnx"
+    external = {"save_as_external_data": True, "all_tensors_to_one_file": True,
+                "external_data_location": pre.name + ".data"} if large else {}
+    preprocessed = qnn_preprocess_model(str(float_onnx_path), str(pre), **external)
+    if not preprocessed:
+        model_path = float_onnx_path
+    formed = tmp / "htp_forms.onnx"
+    if large:
+        forms = htp_forms.apply_file(model_path, formed)
+        model_path = formed if forms else model_path
+        return onnx_files.load_graph(model_path), model_path, preprocessed, forms
+    model, forms = htp_forms.apply(onnx.load(str(model_path)))
+    if forms:
+        model_path = formed
+        onnx_files.save(model, model_path, external=False)
     return model, model_path, preprocessed, forms
 
 
@@ -174,16 +178,18 @@ def _lift_to_opset21(model: onnx.ModelProto, model_path: Path, lifted_path: Path
 
     4- and 16-bit QuantizeLinear/DequantizeLinear are standard from opset 21.
     If the converter cannot lift the model, onnxruntime emits com.microsoft
-    Q/DQ ops instead (visible in the returned "qdq_domains").
+    Q/DQ ops instead (visible in the returned "qdq_domains").  A ``large``
+    model is given and returned as its graph (onnx_files.load_graph); the
+    converter reads it whole.
     """
     if _opset(model) >= 21:
         return model, model_path
     try:
-        converted = onnx.version_converter.convert_version(model, 21)
+        converted = onnx.version_converter.convert_version(onnx.load(str(model_path)) if large else model, 21)
     except Exception:  # noqa: BLE001 - any converter failure leaves the model as exported
         return model, model_path
     onnx_files.save(converted, lifted_path, external=large)
-    return converted, lifted_path
+    return (onnx_files.load_graph(lifted_path) if large else converted), lifted_path
 
 
 def _widened_by_qnn(ranges: dict) -> dict[str, list[float]]:
@@ -302,20 +308,21 @@ def _quiet_onnxruntime_quantization():
         logging.disable(previous)
 
 
-def check_weights(model: onnx.ModelProto, scheme: QuantScheme) -> None:
+def check_weights(model: onnx.ModelProto, scheme: QuantScheme, weights_dir: str = "") -> None:
     """Raise InputError for a float initializer with NaN/Inf or whose quantization scale would underflow.
 
     onnxruntime silently replaces a scale below float32's smallest normal
     with 1.0 (so a tiny, non-zero weight channel quantizes to all zeros);
     that is reported here instead.  All-zero tensors or channels are fine:
-    they quantize exactly.
+    they quantize exactly.  ``weights_dir``: where the external data of a
+    model read as its graph (onnx_files.load_graph) is.
     """
     qmax = qrange(scheme.weight_dtype)[1]
     tiny = np.finfo(np.float32).tiny
     for init in model.graph.initializer:
         if init.data_type != onnx.TensorProto.FLOAT:
             continue
-        w = onnx.numpy_helper.to_array(init)
+        w = onnx.numpy_helper.to_array(init, weights_dir)
         check_finite(init.name, w, "(a weight initializer of the float model)")
         if w.size < 2:
             continue
@@ -461,7 +468,7 @@ def _split_overrides(model: onnx.ModelProto, overrides: dict[str, int]):
     return acts, weights
 
 
-def _restricted_int4_weights(model, consumers, raised: set[str], qnn: bool) -> dict:
+def _restricted_int4_weights(model, consumers, raised: set[str], qnn: bool, weights_dir: str = "") -> dict:
     """Overrides putting each int4 weight (or weight channel) on scale max|w| / 7.
 
     onnxruntime's symmetric int4 scale is 2 max|w| / 15 (the whole [-8, 7]
@@ -479,7 +486,7 @@ def _restricted_int4_weights(model, consumers, raised: set[str], qnn: bool) -> d
         if (init.name in raised or node is None or idx != 1 or node.op_type not in ("Conv", "MatMul")
                 or init.data_type != onnx.TensorProto.FLOAT):
             continue
-        w = onnx.numpy_helper.to_array(init)
+        w = onnx.numpy_helper.to_array(init, weights_dir)
         if w.ndim < 2:
             continue
         axis = None if qnn and node.op_type == "MatMul" else _WEIGHT_AXIS[node.op_type]
@@ -494,15 +501,15 @@ def _restricted_int4_weights(model, consumers, raised: set[str], qnn: bool) -> d
     return out
 
 
-def _ort_overrides(model, acts, weights, scheme: QuantScheme, qnn: bool) -> dict:
-    """onnxruntime TensorQuantOverrides for the raised tensors."""
+def _ort_overrides(model, acts, weights, scheme: QuantScheme, qnn: bool, weights_dir: str = "") -> dict:
+    """onnxruntime TensorQuantOverrides for the raised tensors (``weights_dir``: as for check_weights)."""
     consumers = {}
     for n in model.graph.node:
         for k, i in enumerate(n.input):
             consumers.setdefault(i, (n, k))
     out = {name: [{"quant_type": _QTYPE[f"uint{bits}"]}] for name, bits in acts.items() if bits != scheme.act_bits}
     if scheme.weight_dtype == "int4" and scheme.weight_symmetric and scheme.weight_granularity == "per-channel":
-        out |= _restricted_int4_weights(model, consumers, set(weights), qnn)
+        out |= _restricted_int4_weights(model, consumers, set(weights), qnn, weights_dir)
     for name in weights:
         if scheme.weight_bits >= 8:
             continue

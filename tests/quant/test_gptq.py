@@ -42,6 +42,23 @@ def test_gptq_layer_output_beats_rtn(qmax, min_gain_db, act_order):
     assert gptq >= rtn + min_gain_db, (rtn, gptq)
 
 
+@pytest.mark.parametrize("act_order", [False, True])
+def test_rows_in_parts_round_as_all_at_once(monkeypatch, act_order):
+    """The rows of a large layer are rounded in parts (an LM head's 65536 rows in float64 held +3.6 GB): the
+    integers are those of one pass over all rows, exactly (300 rows in 3 parts of 100 vs 1 part), in the
+    dtype asked for."""
+    import edgevlm.quant.gptq as gptq
+
+    w, x = _random_layer(n=300)
+    s = (np.abs(w).max(1, keepdims=True) / 7).astype(np.float32)
+    z = np.zeros(s.shape, np.int64)
+    whole = gptq_quantize(w[None], (x.T @ x)[None], s[None], z[None], -7, 7, act_order=act_order)
+    monkeypatch.setattr(gptq, "ROW_PART_BYTES", 100 * 128 * 8)  # 100 rows of 128 float64 inputs
+    parts = gptq_quantize(w[None], (x.T @ x)[None], s[None], z[None], -7, 7, act_order=act_order, dtype=np.int8)
+    assert whole.dtype == np.int64 and parts.dtype == np.int8
+    assert np.array_equal(whole, parts)
+
+
 @pytest.mark.parametrize("kind", ["isotropic", "low-rank"])
 def test_gptq_on_a_shrunk_hessian_of_few_rows_is_no_worse_than_rtn(kind):
     # Measured (K=128, 5 rows, int4, 2000 held-out rows, mean of 5 seeds): isotropic RTN 18.6 dB,

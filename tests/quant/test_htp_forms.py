@@ -409,3 +409,34 @@ def test_the_per_layer_htp_view_leaves_the_split_halves_out(tmp_path):
     tensors = [r["tensor"] for r in view["rows"]]
     assert tensors and not any(htp_forms.SPLIT_TAG in t for t in tensors), tensors
     assert view["first_departure"] is None, view["first_departure"]  # every kept tensor within 30 dB of the CPU
+
+
+def test_apply_file_is_apply_without_the_weights_in_memory(tmp_path):
+    """apply_file on a model with external data writes what apply + onnx_files.save write (the two read back
+    equal, field for field: what the quantizer reads next), the weights in the output's own data file; a
+    model no rule matches is not written."""
+    from edgevlm.quant import onnx_files
+
+    h = onnx.helper
+    rng = np.random.default_rng(0)
+    w = onnx.numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "W")
+    bias = onnx.numpy_helper.from_array(rng.standard_normal(64).astype(np.float32), "B")  # 256 bytes: kept inline
+    nodes = [h.make_node("MatMul", ["x", "W"], ["y"]), h.make_node("Abs", ["x"], ["a"]),
+             h.make_node("Reciprocal", ["a"], ["r"]), h.make_node("Mul", ["y", "r"], ["m"]),
+             h.make_node("Add", ["m", "B"], ["z"])]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 64])],
+                         [h.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [2, 64])], [w, bias])
+    src = tmp_path / "m.onnx"
+    onnx.save_model(h.make_model(graph, opset_imports=[h.make_opsetid("", 21)]), str(src), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="m.onnx.data", size_threshold=0)
+    want, want_forms = htp_forms.apply(onnx.load(str(src)))
+    forms = htp_forms.apply_file(src, tmp_path / "f.onnx")
+    assert forms == want_forms == {"Div": 1, "Mul": -1, "Reciprocal": -1}
+    got = onnx.load(str(tmp_path / "f.onnx"), load_external_data=False)
+    assert [t.data_location == onnx.TensorProto.EXTERNAL for t in got.graph.initializer] == [True, False]
+    onnx_files.save(want, tmp_path / "w.onnx", external=True)
+    assert onnx.load(str(tmp_path / "f.onnx")) == onnx.load(str(tmp_path / "w.onnx"))
+    plain = h.make_graph(nodes[:1], "g", graph.input, [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 64])], [w])
+    onnx.save_model(h.make_model(plain, opset_imports=[h.make_opsetid("", 21)]), str(src), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="m.onnx.data", size_threshold=0)
+    assert htp_forms.apply_file(src, tmp_path / "p.onnx") == {} and not (tmp_path / "p.onnx").exists()

@@ -44,3 +44,23 @@ def test_structure_keeps_types_without_the_weights():
     assert graph_only.ByteSize() < model.ByteSize() / 10
     assert onnx_files.float_tensor_names(graph_only) == onnx_files.float_tensor_names(model) == ["x", "y", "z"]
     assert onnx.numpy_helper.to_array(graph_only.graph.initializer[1]).tolist() == [1, -1]  # small ones kept whole
+
+
+def test_load_graph_reads_small_initializers_and_refers_to_large_ones(tmp_path):
+    """A model saved with external data, read back as its graph: the 16 KiB weight stays a reference to the data
+    file (the message is < 1/10 of the model's) and reads back equal through to_array(t, base_dir); the shape
+    constant, written to the data file too (size_threshold=0), is read into the message."""
+    model = _model()
+    path = tmp_path / "m.onnx"
+    onnx.save_model(_model(), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="m.onnx.data", size_threshold=0)
+    graph = onnx_files.load_graph(path)
+    w, shape = graph.graph.initializer
+    assert w.data_location == onnx.TensorProto.EXTERNAL and graph.ByteSize() < model.ByteSize() / 10
+    assert shape.data_location != onnx.TensorProto.EXTERNAL and not shape.external_data
+    assert onnx.numpy_helper.to_array(shape).tolist() == [1, -1]
+    assert np.array_equal(onnx.numpy_helper.to_array(w, str(tmp_path)),
+                          onnx.numpy_helper.to_array(_model().graph.initializer[0]))
+    single = tmp_path / "one.onnx"
+    onnx.save_model(model, str(single))
+    assert onnx_files.load_graph(single) == model  # one file: read whole
