@@ -158,6 +158,7 @@ def layer_sqnr(float_path, qdq_path, data, chunk_bytes: int | None = None) -> li
     producers = _producers(float_path)
     qdq_producers = _producers(qdq_path)
     order = {name: i for i, name in enumerate(producers)}
+    qdq_order = {name: i for i, name in enumerate(qdq_producers)}  # tensors the float graph lacks (htp_forms')
     rows = []
     for name, err in errors.items():
         node = producers.get(name)
@@ -171,7 +172,8 @@ def layer_sqnr(float_path, qdq_path, data, chunk_bytes: int | None = None) -> li
             "sqnr_db": err.get("xmodel_err"),
             "local_sqnr_db": None if folded else err["qdq_err"],
         })
-    return sorted(rows, key=lambda r: order.get(r["tensor"], -1))
+    # errors' order is onnxruntime's calibration tensor *set* (per-process hash seed), so sort fully
+    return sorted(rows, key=lambda r: (order.get(r["tensor"], -1), qdq_order.get(r["tensor"], -1), r["tensor"]))
 
 
 def _producers(path) -> dict:
