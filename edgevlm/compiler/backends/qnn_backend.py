@@ -105,7 +105,11 @@ def htp_session(model, htp, context_path: Path | None = None, threads: int = 0, 
     opts.add_provider_for_devices(list(_qnn_devices()), htp_options(htp))
     with _native_output_captured() as log:
         try:
-            return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts)
+            session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts)
+            # onnxruntime's Python run() answers a failed EP run by re-creating the session on the CPU EP,
+            # which the disabled fallback refuses ("Conflicting session configuration ..."), hiding QNN's error.
+            session.disable_fallback()
+            return session
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/RuntimeException types
             error = str(exc)
         captured = log()
