@@ -170,15 +170,12 @@ def part_model(model: onnx.ModelProto, part: Part) -> onnx.ModelProto:
     values = {v.name: v for v in (*graph.input, *graph.output, *graph.value_info)}
     model_inputs = {i.name for i in graph.input}
     carried = [n for n in part.inputs if n not in model_inputs]
-    requantize, quantized = [], set()
-    for name in carried:
+    requantize = []
+    for name in carried:  # merge_duplicate_dequantize left one DQ per Q, so each Q is copied once
         dq = graph.node[producer[name]]
         q = graph.node[producer[dq.input[0]]]
-        pair = [(dq, list(dq.input), name + REQUANTIZED)]
-        if dq.input[0] not in quantized:  # one QuantizeLinear feeding several carried DQs is copied once
-            quantized.add(dq.input[0])
-            pair.insert(0, (q, [name, *q.input[1:]], dq.input[0]))
-        for node, inputs, output in pair:
+        for node, inputs, output in ((q, [name, *q.input[1:]], dq.input[0]),
+                                     (dq, list(dq.input), name + REQUANTIZED)):
             copy = onnx.NodeProto()
             copy.CopyFrom(node)
             del copy.input[:], copy.output[:]
@@ -248,10 +245,38 @@ def dequantize_after_quantize(model: onnx.ModelProto) -> None:
     model.graph.node.extend(order)
 
 
+def merge_duplicate_dequantize(model: onnx.ModelProto) -> int:
+    """Make the consumers of each activation DequantizeLinear that repeats an earlier one (same input, scale,
+    zero point and axis; htp_forms' MatMul split makes such twins) read the earlier one's output; the twin
+    then goes.  The values are the same, so nothing changes but this: a cut never carries two copies of one
+    tensor.  Carried twins made QNN's part graph and its EPContext node disagree on their outputs
+    ("Inconsistent output sizes" when the LFM2-VL-450M-width encoder ran as a chain).  Returns how many went."""
+    graph = model.graph
+    keep = {o.name for o in graph.output}
+    first, alias = {}, {}
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.output[0] not in keep:
+            key = (tuple(node.input), _axis(node))
+            if key in first:
+                alias[node.output[0]] = first[key]
+            else:
+                first[key] = node.output[0]
+    if not alias:
+        return 0
+    nodes = [node for node in graph.node if not (node.op_type == "DequantizeLinear" and node.output[0] in alias)]
+    for node in nodes:
+        for k, i in enumerate(node.input):
+            node.input[k] = alias.get(i, i)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(alias)
+
+
 def write_parts(model_path: Path, out_dir: Path, stem: str, max_elements: int) -> list[tuple[Path, Part]]:
     """Cut the model at ``model_path`` (see plan_parts) and write ``<stem>.part<i>.onnx`` per part, when
     there is more than one; returns [(path, part)] ([] when the graph stays whole)."""
     model = onnx.load(str(model_path))
+    merge_duplicate_dequantize(model)
     dequantize_after_quantize(model)
     inferred = onnx.shape_inference.infer_shapes(model)
     model.graph.value_info.extend(v for v in inferred.graph.value_info)
