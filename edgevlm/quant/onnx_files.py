@@ -67,21 +67,14 @@ def save_from(model: onnx.ModelProto, weights_dir, path) -> list[Path]:
     never all in memory.  The files are those ``save`` writes once the weights are loaded, tensor for
     tensor (onnx's rule: a tensor of raw data goes to the side file from SIZE_THRESHOLD bytes of
     ``sys.getsizeof``).  Initializers of subgraphs are not handled (none in the stages here)."""
-    from onnx.external_data_helper import (
-        load_external_data_for_tensor,
-        save_external_data,
-        set_external_data,
-        uses_external_data,
-    )
+    from onnx.external_data_helper import save_external_data, set_external_data, uses_external_data
 
     path = Path(path)
     data = path.with_name(path.name + ".data")
     data.unlink(missing_ok=True)
     for t in model.graph.initializer:
-        if uses_external_data(t):  # as onnx.load_external_data_for_model leaves it
-            load_external_data_for_tensor(t, str(weights_dir))
-            t.data_location = onnx.TensorProto.DEFAULT
-            del t.external_data[:]
+        if uses_external_data(t):
+            _inline(t, weights_dir)
         if t.HasField("raw_data") and sys.getsizeof(t.raw_data) >= SIZE_THRESHOLD:  # as onnx.save_model does
             set_external_data(t, data.name)
             save_external_data(t, str(path.parent))
@@ -115,17 +108,24 @@ def load_graph(path) -> onnx.ModelProto:
     Holding a large model's weights for the steps that need one at a time cost a copy of them (a 1.4 GB
     LFM2-350M llm-prefill, for the weight checks and the int4 grids beside onnxruntime's quantizer).
     """
-    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+    from onnx.external_data_helper import uses_external_data
 
     path = Path(path)
     model = onnx.load(str(path), load_external_data=False)
     for t in model.graph.initializer:
         nbytes = _numel(t) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
         if uses_external_data(t) and nbytes < SIZE_THRESHOLD:
-            load_external_data_for_tensor(t, str(path.parent))
-            t.data_location = onnx.TensorProto.DEFAULT
-            del t.external_data[:]
+            _inline(t, path.parent)
     return model
+
+
+def _inline(tensor: onnx.TensorProto, base_dir) -> None:
+    """Read ``tensor``'s external data from ``base_dir`` into it, as onnx.load_external_data_for_model leaves it."""
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    load_external_data_for_tensor(tensor, str(base_dir))
+    tensor.data_location = onnx.TensorProto.DEFAULT
+    del tensor.external_data[:]
 
 
 def structure(model: onnx.ModelProto, keep_below: int = SIZE_THRESHOLD) -> onnx.ModelProto:

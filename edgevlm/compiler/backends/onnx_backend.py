@@ -53,10 +53,8 @@ def _export(stage):
     # The exporter writes each node's Python stack trace, absolute source paths included, into its
     # metadata: the same model built from two checkouts would differ in bytes.  The node's module scope
     # and class (the other metadata keys) stay for reading the graph.
-    for node in program.model.graph.all_nodes():
-        node.metadata_props.pop(STACK_TRACE_KEY, None)
-    for function in program.model.functions.values():
-        for node in function.all_nodes():
+    for graph in (program.model.graph, *program.model.functions.values()):
+        for node in graph.all_nodes():
             node.metadata_props.pop(STACK_TRACE_KEY, None)
     return program
 
