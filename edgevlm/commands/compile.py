@@ -41,6 +41,9 @@ def add_arguments(parser):
                         "prompt + answer (default: room for a 64-token prompt and a 256-token answer)")
     parser.add_argument("--no-htp-verify", action="store_true",
                         help="do not run the QNN context binaries on the HTP simulation (the report says they were not verified)")
+    parser.add_argument("--keep-failed", action="store_true",
+                        help="if the compile fails, keep its partial build as OUT.failed-<pid> for debugging "
+                        "(default: removed)")
 
 
 def run(args) -> int:
@@ -54,7 +57,7 @@ def run(args) -> int:
                            calib_samples=args.calib_samples, observer=args.observer, hub=args.hub,
                            quality_target_db=parse_quality_target(args.quality_target), vision_tokens=args.vision_tokens,
                            token_reduce=args.token_reduce, eval_n=args.eval_n, htp_verify=not args.no_htp_verify,
-                           weight_algo=args.weight_algo, max_context=args.max_context, accuracy_check=build_accuracy)
+                           keep_failed=args.keep_failed, weight_algo=args.weight_algo, max_context=args.max_context, accuracy_check=build_accuracy)
     result = compile_model(args.model, target=args.target, config=config)
     rep = result.report
     rows = []

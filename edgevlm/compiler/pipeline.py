@@ -257,6 +257,19 @@ def _swap_into_place(tmp: Path, build_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _discard_failed(tmp: Path, build_dir: Path, keep: bool) -> None:
+    """A failed compile's temporary dir: removed, or with ``keep`` renamed to ``<out>.failed-<pid>``
+    (not a ``.tmp-``/``.old-`` name, so no later compile clears it) and its path printed."""
+    if not keep or not tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    kept = build_dir.with_name(f"{build_dir.name}.failed-{os.getpid()}")
+    shutil.rmtree(kept, ignore_errors=True)  # a pid reused by an earlier failed compile
+    tmp.rename(kept)
+    print(f"edgevlm: the failed build is kept in {kept}/ (logs/, and every artifact written before the failure)",
+          file=sys.stderr, flush=True)
+
+
 def _release_memory() -> None:
     """Collect the finished stage's graphs and models and hand freed heap back to the OS.
 
@@ -573,7 +586,7 @@ def compile(  # noqa: A001 - the public verb
         _finish_report(bundle, tgt, cfg, chosen, tmp, progress, report)
         _swap_into_place(tmp, build_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard_failed(tmp, build_dir, cfg.keep_failed)
         raise
     finally:
         restore_sigterm()

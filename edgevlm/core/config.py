@@ -35,6 +35,8 @@ class CompileConfig:
     - ``vision_tokens`` / ``token_reduce``: reduce a VLM's image tokens to N with dct, pool, merge or prune.
     - ``eval_n``: shapes samples behind a VLM build's accuracy (0: skip).
     - ``htp_verify``: run the QNN context binaries on the HTP simulation.
+    - ``keep_failed``: a compile that fails keeps its partial build as ``<out>.failed-<pid>`` (next
+      to ``out``) for debugging, instead of removing it.
     - ``weight_algo``: weight rounding, gptq (on the calibration samples), rtn or mse.
     - ``max_context``: context length of a Hugging Face VLM checkpoint's build.
     - ``accuracy_check``: what measures a VLM build's accuracy (``edgevlm.accuracy.build_accuracy``;
@@ -56,6 +58,7 @@ class CompileConfig:
     token_reduce: str = "dct"
     eval_n: int = 200
     htp_verify: bool = True
+    keep_failed: bool = False
     weight_algo: str = "gptq"
     max_context: int | None = None
     accuracy_check: Callable | None = None

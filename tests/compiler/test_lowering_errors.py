@@ -77,3 +77,25 @@ def test_positive_reduction_dims_keeps_values():
     dims = [n.args[1] for n in program.graph.nodes if n.target is torch.ops.aten.max.dim]
     assert dims == [3]
     np.testing.assert_array_equal(program.module()(x).numpy(), before.numpy())
+
+
+def test_keep_failed_keeps_the_partial_build(tmp_path, monkeypatch, capsys):
+    """--keep-failed: the failed compile's temporary dir becomes OUT.failed-<pid>, named on stderr; the
+    next compile into the same OUT leaves it alone (it is not a stale .tmp- dir)."""
+    import os
+
+    from edgevlm.compiler import pipeline
+
+    def broken(stage, plan, workdir):
+        raise RuntimeError("no kernel for this op")
+
+    monkeypatch.setattr(pipeline.get_backend("onnx"), "export", broken)
+    args = ["compile", "--model", "tinyconv", "--target", "cpu-x86_64", "--backends", "onnx", "--quant", "float",
+            "--out", str(tmp_path / "b")]
+    assert cli.main(args + ["--keep-failed"]) == 2
+    kept = tmp_path / f"b.failed-{os.getpid()}"
+    err = capsys.readouterr().err
+    assert f"the failed build is kept in {kept}/" in err and (kept / "logs").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [kept.name]  # no .tmp- dir, no build
+    assert cli.main(args) == 2  # without the flag: removed as before, and the kept one stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == [kept.name]
