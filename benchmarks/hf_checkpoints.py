@@ -456,13 +456,14 @@ def _condition_lm(lm, gen: torch.Generator, init: str, growth: float) -> dict:
     return _trained_like(lm, gen, growth)
 
 
-def _check_text_layers(text_layers: int, published: int) -> None:
+def _check_text_layers(text_layers: int, published: int, what: str = "text_layers") -> None:
     if not 1 <= text_layers <= published:
-        raise ValueError(f"text_layers must be in 1..{published} (got {text_layers})")
+        raise ValueError(f"{what} must be in 1..{published} (got {text_layers})")
 
 
 def _write_lfm2_vl(name: str, out: Path, tiny: bool, layout: str, seed: int, init: str = "unit-gain",
-                   growth: float = RESIDUAL_GROWTH, text_layers: int | None = None) -> dict:
+                   growth: float = RESIDUAL_GROWTH, text_layers: int | None = None,
+                   vision_layers: int | None = None) -> dict:
     transformers = _import_transformers()
     from transformers.models.lfm2_vl.image_processing_lfm2_vl import Lfm2VlImageProcessor
 
@@ -472,6 +473,10 @@ def _write_lfm2_vl(name: str, out: Path, tiny: bool, layout: str, seed: int, ini
         text = kw["text_config"]
         _check_text_layers(text_layers, text["num_hidden_layers"])
         text.update(num_hidden_layers=text_layers, layer_types=text["layer_types"][:text_layers])
+    if vision_layers is not None:  # SigLIP2's encoder layers are all alike: the first vision_layers of them
+        vision = kw["vision_config"]
+        _check_text_layers(vision_layers, vision["num_hidden_layers"], "vision_layers")
+        vision["num_hidden_layers"] = vision_layers
     cfg = transformers.Lfm2VlConfig(**kw)
     model = transformers.Lfm2VlForConditionalGeneration(cfg).eval()
     gen = torch.Generator().manual_seed(seed)
@@ -526,24 +531,27 @@ def _write_fast_vlm(out: Path, tiny: bool, layout: str, seed: int, init: str = "
 
 def write_checkpoint(name: str, out, *, tiny: bool = False, layout: str = "transformers5", seed: int = 0,
                      init: str = "unit-gain", residual_growth: float = RESIDUAL_GROWTH,
-                     text_layers: int | None = None) -> Path:
+                     text_layers: int | None = None, vision_layers: int | None = None) -> Path:
     """Write checkpoint ``name`` (one of NAMES) into directory ``out`` (replaced atomically); returns ``out``.
 
     ``init``: "unit-gain" (default; the figures measured before trained-like existed use it) or "trained-like"
     (see _trained_like).  ``text_layers``: keep the published widths with fewer LM layers (LFM2-VL: the
-    published layer-type pattern's first ones), for reduced-size measurements."""
+    published layer-type pattern's first ones), for reduced-size measurements.  ``vision_layers``: the same for
+    the vision tower (LFM2-VL's SigLIP2 only; FastVLM's FastViTHD stages are not a stack of like layers)."""
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     if name not in NAMES:
         raise ValueError(f"unknown checkpoint {name!r}; choose one of {', '.join(NAMES)}")
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if vision_layers is not None and not name.startswith("lfm2-vl"):
+        raise ValueError(f"vision_layers applies to LFM2-VL's SigLIP2 tower only, not {name}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         if name.startswith("lfm2-vl"):
-            info = _write_lfm2_vl(name, tmp, tiny, layout, seed, init, residual_growth, text_layers)
+            info = _write_lfm2_vl(name, tmp, tiny, layout, seed, init, residual_growth, text_layers, vision_layers)
         else:
             info = _write_fast_vlm(tmp, tiny, layout, seed, init, residual_growth, text_layers)
         info.update(name=name, tiny=tiny, layout=layout, seed=seed)
@@ -576,9 +584,13 @@ def main(argv=None) -> int:
                     help="trained-like: final residual RMS / embedding RMS (default %(default)g)")
     ap.add_argument("--text-layers", type=int, default=None,
                     help="this many LM layers at the published widths (reduced-depth measurements)")
+    ap.add_argument("--vision-layers", type=int, default=None,
+                    help="LFM2-VL: this many SigLIP2 encoder layers at the published widths")
     args = ap.parse_args(argv)
     if args.residual_growth <= 1:
         ap.error(f"--residual-growth must be > 1 (got {args.residual_growth:g})")
+    if args.vision_layers is not None and not args.name.startswith("lfm2-vl"):
+        ap.error(f"--vision-layers applies to LFM2-VL's SigLIP2 tower only, not {args.name}")
     names = NAMES if args.name == "all" else (args.name,)
     for name in names:
         suffix = ("-tiny" if args.tiny else "") + ("-t4" if args.layout == "transformers4" else "")
@@ -587,7 +599,8 @@ def main(argv=None) -> int:
         else:
             out = args.out / (name + suffix) if args.name == "all" else args.out
         path = write_checkpoint(name, out, tiny=args.tiny, layout=args.layout, seed=args.seed, init=args.init,
-                                residual_growth=args.residual_growth, text_layers=args.text_layers)
+                                residual_growth=args.residual_growth, text_layers=args.text_layers,
+                                vision_layers=args.vision_layers)
         info = json.loads((path / "edgevlm_checkpoint.json").read_text())
         print(f"{name}: {path} ({info['params'] / 1e6:.1f}M params"
               + (f", vision feature std {info['vision_feature_std']}" if "vision_feature_std" in info else "") + ")")

@@ -54,3 +54,24 @@ def test_fastvlm_text_layers_keeps_the_widths_with_fewer_lm_layers(tmp_path):
     assert len(model.model.language_model.layers) == 1
     with pytest.raises(ValueError, match="text_layers must be in 1..2"):
         hf_checkpoints.write_checkpoint("fastvlm-0.5b", tmp_path / "bad", tiny=True, text_layers=3)
+
+
+def test_lfm2_vl_vision_layers_keeps_the_widths_with_fewer_siglip2_layers(tmp_path):
+    """--vision-layers on LFM2-VL: the SigLIP2 tower has that many encoder layers, the rest of the config is the
+    full one's; out of range, or on FastVLM's tower, it is refused."""
+    path = hf_checkpoints.write_checkpoint("lfm2-vl-450m", tmp_path / "c", tiny=True, vision_layers=1, text_layers=3)
+    cfg = json.loads((path / "config.json").read_text())
+    want = hf_checkpoints.lfm2_vl_config("lfm2-vl-450m", tiny=True)["vision_config"]
+    assert want["num_hidden_layers"] == 2 and cfg["vision_config"]["num_hidden_layers"] == 1
+    assert {k: cfg["vision_config"][k] for k in want if k != "num_hidden_layers"} == \
+        {k: v for k, v in want.items() if k != "num_hidden_layers"}
+    assert cfg["text_config"]["layer_types"] == ["conv", "conv", "full_attention"]
+    model = transformers.Lfm2VlForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32)
+    assert len(model.model.vision_tower.encoder.layers) == 1
+    with pytest.raises(ValueError, match="vision_layers must be in 1..2"):
+        hf_checkpoints.write_checkpoint("lfm2-vl-450m", tmp_path / "bad", tiny=True, vision_layers=3)
+    with pytest.raises(ValueError, match="SigLIP2 tower only"):
+        hf_checkpoints.write_checkpoint("fastvlm-0.5b", tmp_path / "bad", tiny=True, vision_layers=1)
+    with pytest.raises(SystemExit) as exc:
+        hf_checkpoints.main(["fastvlm-0.5b", "--tiny", "--vision-layers", "1", "--out", str(tmp_path / "bad")])
+    assert exc.value.code == 2
