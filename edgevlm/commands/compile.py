@@ -32,10 +32,11 @@ def add_arguments(parser):
     parser.add_argument("--quality-target", default=None, metavar="DB|STAGE=DB,...",
                         help="mixed precision: raise sensitive layers (8-bit weights, 16-bit activations) until each "
                         "quantized stage, or each stage named (e.g. llm-prefill=25,llm-decode=25), reaches this SQNR (dB)")
-    parser.add_argument("--weight-algo", default=DEFAULTS.weight_algo, choices=["gptq", "rtn", "mse"],
+    parser.add_argument("--weight-algo", default=DEFAULTS.weight_algo, choices=["gptq", "rtn", "mse", "awq"],
                         help="weight rounding: gptq (error-minimizing on the calibration samples, default), rtn "
-                        "(round to nearest) or mse (round to nearest on per-channel scales clipped to minimize the "
-                        "weight error)")
+                        "(round to nearest), mse (round to nearest on per-channel scales clipped to minimize the "
+                        "weight error) or awq (activation-aware per-input-channel scales, searched on the calibration "
+                        "samples and folded into the producing norm or layer, then round to nearest)")
     parser.add_argument("--max-context", type=int, default=None, metavar="TOKENS",
                         help="context length of a Hugging Face VLM checkpoint's build: chat template + image tokens + "
                         "prompt + answer (default: room for a 64-token prompt and a 256-token answer)")

@@ -37,7 +37,8 @@ class CompileConfig:
     - ``htp_verify``: run the QNN context binaries on the HTP simulation.
     - ``keep_failed``: a compile that fails keeps its partial build as ``<out>.failed-<pid>`` (next
       to ``out``) for debugging, instead of removing it.
-    - ``weight_algo``: weight rounding, gptq (on the calibration samples), rtn or mse.
+    - ``weight_algo``: weight rounding, gptq (on the calibration samples), rtn, mse or awq (edgevlm.quant.awq:
+      per-input-channel scales from the calibration samples, folded into the float model, then rtn).
     - ``max_context``: context length of a Hugging Face VLM checkpoint's build.
     - ``accuracy_check``: what measures a VLM build's accuracy (``edgevlm.accuracy.build_accuracy``;
       it runs the build, a layer above the compiler); None skips it.

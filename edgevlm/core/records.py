@@ -57,7 +57,7 @@ class QuantRecord:
 
     @property
     def weight_algo(self) -> str | None:
-        """The weight rounding (gptq, rtn, mse) where the quantizer chose one."""
+        """The weight rounding (gptq, rtn, mse, awq) where the quantizer chose one."""
         return (self.facts.get("weights") or {}).get("weight_algo")
 
     @property

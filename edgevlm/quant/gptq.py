@@ -43,7 +43,7 @@ DAMP = 0.01  # added to H's diagonal, as a fraction of its mean: keeps the Chole
 BLOCK = 128  # columns per lazy-update block (the result does not depend on it, only the speed)
 ROW_PART_BYTES = 2**27  # float64 weight bytes of the rows GPTQ rounds at once (see gptq_quantize)
 HESSIAN_BUDGET_BYTES = 512 * 1024**2  # Hessians held at once; more layers take another pass over the samples
-WEIGHT_ALGOS = ("rtn", "gptq", "mse")  # mse: edgevlm.quant.weight_scales
+WEIGHT_ALGOS = ("rtn", "gptq", "mse", "awq")  # mse: edgevlm.quant.weight_scales; awq: edgevlm.quant.awq
 
 
 def gptq_quantize(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,

@@ -137,6 +137,10 @@ def softmax_outputs_at_16(model: onnx.ModelProto, scheme: QuantScheme, target, q
 def _check_arguments(float_onnx_path: Path, scheme: QuantScheme, target, weight_algo: str) -> None:
     if weight_algo not in WEIGHT_ALGOS:
         raise InputError(f"unknown weight algorithm '{weight_algo}'", f"use one of {', '.join(WEIGHT_ALGOS)}")
+    if weight_algo == "awq":
+        raise InputError("weight algorithm 'awq' rescales the float model before it is quantized, which "
+                         "quantize_onnx does not do", "call edgevlm.quant.awq.awq_onnx_file on the float model, then "
+                         "quantize_onnx with weight_algo='rtn' (edgevlm.compile does both)")
     if scheme.is_kv_only:
         raise InputError(f"{scheme.name} is a KV-cache scheme", "quantize a graph with a stage scheme such as w8a16")
     check_scheme_allowed(scheme, target, "stage")

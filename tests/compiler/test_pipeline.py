@@ -59,7 +59,15 @@ def test_weight_algo_reaches_the_quantizer_and_the_report(tmp_path):
     assert r_art["info"]["quant"]["weights"] == {"weight_algo": "rtn"}
     assert (gptq.build_dir / g_art["path"]).read_bytes() != (rtn.build_dir / r_art["path"]).read_bytes()
     with pytest.raises(InputError, match="unknown weight algorithm"):
-        edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "x", backends=["onnx"], weight_algo="awq")
+        edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "x", backends=["onnx"], weight_algo="awq2")
+
+
+def test_awq_reaches_the_quantizer_and_the_report(tmp_path):
+    """``weight_algo="awq"`` rescales the float model (edgevlm.quant.awq), then rounds to nearest; the report says so."""
+    build = edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "a", backends=["onnx"], weight_algo="awq")
+    (art,) = build.report["stages"][0]["artifacts"]
+    weights = art["info"]["quant"]["weights"]
+    assert weights["weight_algo"] == "awq" and weights["rounding"] == "rtn" and "groups" in weights
 
 
 def test_failed_compile_leaves_previous_build_intact(tmp_path):
