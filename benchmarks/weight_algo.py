@@ -1,6 +1,6 @@
-"""Weight rounding, round-to-nearest vs GPTQ: SQNR per stage and greedy agreement, on the target's defaults.
+"""Weight rounding (rtn, gptq, mse, awq): SQNR per stage and greedy agreement, on the target's defaults.
 
-    python benchmarks/weight_algo.py [--models autoneural-nano,...] [--checkpoint DIR ...] [--algos rtn,gptq]
+    python benchmarks/weight_algo.py [--models autoneural-nano,...] [--checkpoint DIR ...] [--algos rtn,gptq,mse,awq]
                                      [--n 2] [--steps 64] [--no-htp] [--out benchmarks/results/weight_algo]
 
 Each stage is lowered as ``edgevlm compile --target sa8295p`` lowers it
@@ -42,6 +42,7 @@ def _lowered(model: str, algos: list[str], n: int, htp: bool, held_out: bool, wo
     from edgevlm.compiler.capture import capture, export_static
     from edgevlm.compiler.passes import run_pipeline
     from edgevlm.compiler.stage import CapturedStage
+    from edgevlm.core.config import CompileConfig, QuantConfig
     from edgevlm.core.metrics import sqnr_db
     from edgevlm.errors import UnsupportedOpError
     from edgevlm.models import build_model
@@ -81,19 +82,22 @@ def _lowered(model: str, algos: list[str], n: int, htp: bool, held_out: bool, wo
             out = work / bundle.name.replace("/", "_") / algo / stage.name
             out.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
-            options = {"weight_algo": algo, "gptq_hessians": stores[algo]}
-            if quality_target is not None and stage.name.startswith("llm"):
-                options["quality_target_db"] = quality_target  # the mixed-precision search, as --quality-target
-            art = ONNX.lower(captured, Plan(target, out, quant=schemes, options=options))
+            # The weight algorithm and quality target reach the quantizer through the Plan's QuantConfig, as
+            # edgevlm.compile passes them (Plan options carry neither: set there, every algo ran the default).
+            config = CompileConfig(weight_algo=algo, quality_target_db=quality_target
+                                   if quality_target is not None and stage.name.startswith("llm") else None)
+            art = ONNX.lower(captured, Plan(target, out, quant=QuantConfig.resolve(schemes, config),
+                                            options={"gptq_hessians": stores[algo]}))
             lower_s = time.perf_counter() - t0
             path = out / art.path
             paths[(algo, stage.name)] = path
-            quant = art.info["quant"]
+            quant = art.report_info()["quant"]  # the typed QuantRecord, as report.json holds it
             cpu = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             names = [i.name for i in cpu.get_inputs()]
             row = {"model": bundle.name, "stage": stage.name, "weight_algo": algo, "scheme": quant["scheme"],
                    "kv_cache_bits": quant.get("kv_cache", {}).get("bits"), "lower_s": round(lower_s, 1),
                    "gptq_s": quant["weights"].get("seconds"), "gptq_layers": quant["weights"].get("layers"),
+                   "weights": {k: v for k, v in quant["weights"].items() if k != "why"},
                    "samples": len(refs), "cpu_sqnr_db": None, "htp_sqnr_db": None, "htp_refused": None}
             mp = quant.get("mixed_precision")
             if mp:
@@ -151,13 +155,16 @@ def _greedy_agreement(bundle, paths, algo: str, steps: int) -> dict:
 
 
 def _markdown(rows: list[dict], greedy: list[dict]) -> str:
-    lines = ["| model | stage | scheme | weights | SQNR QNN HTP v68 (dB) | SQNR onnxruntime CPU (dB) | lower s (GPTQ s) |",
+    lines = ["| model | stage | scheme | weights | SQNR QNN HTP v68 (dB) | SQNR onnxruntime CPU (dB) | lower s (weight algo s) |",
              "|---|---|---|---|---:|---:|---:|"]
     for r in rows:
         scheme = r["scheme"] + (f", kv{r['kv_cache_bits']}" if r["kv_cache_bits"] else "")
         htp = f"{r['htp_sqnr_db']:.1f}" if r["htp_sqnr_db"] is not None else ("refused" if r["htp_refused"] else "-")
         gptq = f" ({r['gptq_s']:.1f})" if r["gptq_s"] is not None else ""
         weights, mp = r["weight_algo"], r.get("mixed_precision")
+        w = r.get("weights") or {}
+        if r["weight_algo"] == "awq":
+            weights += f" ({w.get('layers', 0)} layers scaled, {(w.get('unscaled') or {}).get('layers', 0)} unscaled)"
         if mp:
             weights += (f", target {mp['target_db']:g} dB {'met' if mp['met'] else 'NOT met'}: {mp['tensors_raised']} "
                         f"weights at 8 bits, {mp['candidates_measured']} candidates measured")
@@ -177,7 +184,7 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", type=Path, action="append", default=[], help="also a checkpoint directory")
     ap.add_argument("--lfm2-vl", action="store_true",
                     help="also htp_parity.py's small random LFM2-VL checkpoint (SigLIP2 tower, transformers' classes)")
-    ap.add_argument("--algos", default="rtn,gptq")
+    ap.add_argument("--algos", default="rtn,gptq", help="comma-separated --weight-algo values (rtn, gptq, mse, awq)")
     ap.add_argument("--n", type=int, default=3, help="calibration samples per stage measured for the SQNR and "
                     "greedy agreement (the HTP simulation is slow)")
     ap.add_argument("--steps", type=int, default=64, help="teacher-forced decode steps per prompt at most")
