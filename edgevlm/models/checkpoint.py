@@ -80,8 +80,52 @@ def load_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Copy ``state`` into ``module``, naming the first missing, unexpected or mis-shaped tensor."""
+class LazyTensor:
+    """One tensor of a safetensors file, read only when :meth:`load` is called (its shape from the header).
+
+    A published-size checkpoint read whole (load_state_dict) sits in memory beside the module it is
+    copied into: LFM2-VL-1.6B's 6.3 GB of float32 weights twice.  load_into copies lazy tensors one at a
+    time, so the load holds the module plus one tensor.
+    """
+
+    __slots__ = ("path", "name", "shape")
+
+    def __init__(self, path: Path, name: str, shape):
+        self.path, self.name, self.shape = path, name, tuple(shape)
+
+    def load(self) -> torch.Tensor:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                return f.get_tensor(self.name)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"cannot read tensor '{self.name}' of '{self.path}': {exc}",
+                                  "the file is truncated or not safetensors; re-export it") from None
+
+
+def lazy_state_dict(ckpt: Path) -> dict[str, "LazyTensor"]:
+    """Every tensor of a checkpoint's safetensors files, by name, as a LazyTensor (headers read and validated
+    now by safetensors, data when load_into copies it)."""
+    from safetensors import SafetensorError, safe_open
+
+    state: dict[str, LazyTensor] = {}
+    for f in weight_files(ckpt):
+        try:
+            with safe_open(str(f), framework="pt") as handle:
+                part = {name: LazyTensor(f, name, handle.get_slice(name).get_shape()) for name in handle.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read weights '{f}': {exc}", "the file is truncated or not safetensors; re-export it") from None
+        dup = state.keys() & part.keys()
+        if dup:
+            raise CheckpointError(f"tensor '{sorted(dup)[0]}' appears in more than one file of '{ckpt}'", "remove the duplicate shard")
+        state.update(part)
+    return state
+
+
+def load_into(module: torch.nn.Module, state: dict, where: str) -> None:
+    """Copy ``state`` (tensors, or LazyTensors read and copied one at a time) into ``module``, naming the
+    first missing, unexpected or mis-shaped tensor."""
     own = module.state_dict()
     for name, tensor in state.items():
         if name not in own:
@@ -94,4 +138,11 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], where: st
     missing = [n for n in own if n not in state]
     if missing:
         raise CheckpointError(f"tensor '{missing[0]}' missing from {where} ({len(missing)} missing)", "the checkpoint is incomplete")
-    module.load_state_dict(state, strict=True)
+    if not any(isinstance(t, LazyTensor) for t in state.values()):
+        module.load_state_dict(state, strict=True)
+        return
+    # own's tensors share storage with the module's parameters and buffers: copy_ writes them (as
+    # load_state_dict does, converting the dtype), and each checkpoint tensor is freed before the next is read.
+    with torch.no_grad():
+        for name, value in state.items():
+            own[name].copy_(value.load() if isinstance(value, LazyTensor) else value)

@@ -93,7 +93,7 @@ def _load_lm(lm: Lfm2ForCausalLM, state: dict, where: str) -> None:
 def load_lfm2(ckpt: Path, cfg: dict, max_context: int | None = None) -> ModelBundle:
     """An LFM2 causal LM checkpoint."""
     lm = Lfm2ForCausalLM(Lfm2Config.from_dict(cfg))
-    _load_lm(lm, checkpoint.load_state_dict(ckpt), str(ckpt))
+    _load_lm(lm, checkpoint.lazy_state_dict(ckpt), str(ckpt))
     lm.eval()
     meta = {"family": "llm", "source": "huggingface", "model_type": "lfm2", "params": sum(p.numel() for p in lm.parameters()),
             "config": lm.config.to_dict()}
@@ -227,7 +227,7 @@ def load_lfm2_vl(ckpt: Path, cfg: dict, max_context: int | None = None) -> Model
 def _split_vlm_state(ckpt: Path, name: str):
     """(vision tower, projector, language model) tensors of a HF VLM checkpoint, LM keys renamed to
     the causal-LM layout; any tensor outside the three parts is a CheckpointError."""
-    state = checkpoint.load_state_dict(ckpt)
+    state = checkpoint.lazy_state_dict(ckpt)  # tensors read one at a time by load_into
     vision = _take(state, ("model.vision_tower.", "vision_tower."), "")
     if not vision:
         raise CheckpointError(f"no vision tower tensors in '{ckpt}'", f"the checkpoint is not a complete {name} model")
