@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -46,9 +47,11 @@ META = {"htp_arch": "edgevlm.htp_arch", "soc_model": "edgevlm.soc_model", "vtcm_
 VERIFY_BUDGET_S = 120.0
 # Preparing a context binary (libHtpPrepare) costs seconds at nano size and up to past a quarter hour
 # at real size (benchmarks/htp_cost.py, LFM2-VL-450M-shaped, load 8-22: projector 19 s, llm-decode
-# 61 s, encoder and llm-prefill still preparing at 15 min); a stage still preparing after this many
-# seconds stops the compile with one line naming the stage, the budget and the fixes
-# (EDGEVLM_QNN_PREPARE_BUDGET_S=<seconds>, 0 for no limit, or --backends onnx).
+# 61 s, encoder and llm-prefill still preparing at 15 min); a QNN graph still preparing after this
+# many seconds stops the compile with one line naming the stage, the budget and the fixes
+# (EDGEVLM_QNN_PREPARE_BUDGET_S=<seconds>, 0 for no limit, or --backends onnx).  The budget is per
+# graph, so per part for a stage prepared in parts: a part is bounded in size (PART_MAX_ACTIVATIONS),
+# and a deeper stage has more of them (the 450M encoder 19, the 1.6B one more), not larger ones.
 PREPARE_BUDGET_S = 1800.0
 # QNN's preparation cost grows with the activations it tiles, slightly faster than linearly
 # (benchmarks/results/htp_cost.md, one LFM2-VL-450M-shaped SigLIP2 layer = 56 M activation elements:
@@ -249,8 +252,8 @@ def prepare_stage(source: Path, context_path: Path, htp, what: str, budget_s: fl
     """The QNN context binary model of stage QDQ model ``source`` at ``context_path``: one graph, or for a
     stage past PART_MAX_ACTIVATIONS one graph a part, chained (see chain_contexts).
 
-    Returns the number of QNN graphs, or None when preparation was stopped at ``budget_s`` seconds
-    (for the whole stage; nothing is left written then).
+    Returns the number of QNN graphs, or None when a graph's preparation was stopped at ``budget_s``
+    seconds (each graph has its own; nothing is left written then).
     """
     from edgevlm.compiler.qdq_parts import write_parts
 
@@ -259,24 +262,33 @@ def prepare_stage(source: Path, context_path: Path, htp, what: str, budget_s: fl
         parts = [path for path, _ in write_parts(source, Path(tmp), stem, PART_MAX_ACTIVATIONS)]
         if not parts:
             return 1 if prepare_context(source, context_path, htp, what, budget_s) else None
-        deadline = None if budget_s is None else time.monotonic() + budget_s
         contexts = [context_path.with_name(f"{path.stem}.htp.onnx") for path in parts]
 
+        stopped = threading.Event()  # a part refused or past its budget: no later part starts
+
         def prepare(i: int) -> bool:
-            left = None if deadline is None else max(1.0, deadline - time.monotonic())
-            return prepare_context(parts[i], contexts[i], htp, f"part {i + 1}/{len(parts)} of {what}", left)
+            if stopped.is_set():
+                return False
+            try:
+                ok = prepare_context(parts[i], contexts[i], htp, f"part {i + 1}/{len(parts)} of {what}", budget_s)
+            except BaseException:
+                stopped.set()
+                raise
+            if not ok:
+                stopped.set()
+            return ok
 
         pool = concurrent.futures.ThreadPoolExecutor(PREPARE_WORKERS)
         try:
-            done = list(track(pool.map(prepare, range(len(parts))), f"QNN preparation, {PREPARE_WORKERS} parts at a time",
-                              len(parts)))
-            if all(done):
+            done = all(track(pool.map(prepare, range(len(parts))), f"QNN preparation, {PREPARE_WORKERS} parts at a time",
+                             len(parts)))
+            if done:
                 chain_contexts(contexts, source, context_path)
         finally:
-            pool.shutdown(cancel_futures=True)  # a part QNN refused: the parts not started are not prepared
+            pool.shutdown(cancel_futures=True)  # a part refused or past its budget: the parts not started are not prepared
             for path in contexts:
                 path.unlink(missing_ok=True)
-        if not all(done):
+        if not done:
             for path in contexts:
                 path.with_name(path.stem + "_qnn.bin").unlink(missing_ok=True)
             return None
@@ -486,7 +498,7 @@ class QnnBackend(Backend):
             size = sum(f.stat().st_size for f in onnx_files.files(out / source.path)) / 1e6
             raise LoweringError(
                 f"QNN HTP v{htp.arch} preparation of stage '{stage.name}' ({size:.0f} MB QDQ model) for "
-                f"{plan.target.name} did not finish within its budget of {budget:g} s",
+                f"{plan.target.name} did not finish within its budget of {budget:g} s per QNN graph",
                 "set EDGEVLM_QNN_PREPARE_BUDGET_S to more seconds (0: no limit), or compile with "
                 "--backends onnx to build without the QNN context binaries")
         prepare_s = time.perf_counter() - t0

@@ -75,3 +75,37 @@ def test_stage_prepared_in_parts_runs_as_one_chain_on_the_htp(tmp_path, monkeypa
         data = (tmp_path / "a" / name).read_bytes()
         assert data == (tmp_path / "b" / name).read_bytes(), name
         assert manifest[name] == hashlib.sha256(data).hexdigest()
+
+
+def test_each_part_has_the_whole_preparation_budget_and_the_first_past_it_stops_the_stage(tmp_path, monkeypatch):
+    """The budget is per QNN graph: a deep stage has more parts, not larger ones, so each part gets all of it.
+    A part past it (its prepare_context returns False) ends the stage: parts not started are not prepared, the
+    stage gives None and leaves no context file.  QNN itself is replaced by a recorder here."""
+    from edgevlm.quant.onnx_qdq import quantize_onnx
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 32)
+    float_path, qdq_path = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    torch.onnx.export(Blocks(n=6).eval(), (x,), str(float_path), input_names=["x"], output_names=["y"], dynamo=False,
+                      opset_version=17)
+    quantize_onnx(float_path, qdq_path, "w8a16", [(torch.randn(1, 16, 32),) for _ in range(2)], "sa8295p",
+                  weight_algo="rtn")
+    monkeypatch.setattr(qnn_backend, "PART_MAX_ACTIVATIONS", 6000)
+    monkeypatch.setattr(qnn_backend, "PREPARE_WORKERS", 1)  # in order, so which parts start is certain
+    started = []
+
+    def recorder(source, context_path, htp, what, budget_s):
+        started.append((what, budget_s))
+        context_path.write_bytes(b"")
+        return len(started) < 2  # part 2 runs past its budget
+
+    monkeypatch.setattr(qnn_backend, "prepare_context", recorder)
+    out = tmp_path / "out"
+    out.mkdir()
+    graphs = qnn_backend.prepare_stage(qdq_path, out / "model.htp.onnx", get_target("sa8295p").htp, "stage 'model'",
+                                       budget_s=600.0)
+    assert graphs is None
+    assert [b for _, b in started] == [600.0, 600.0]  # the full budget each; nothing after the failed part
+    total = int(started[0][0].split("/")[1].split()[0])
+    assert total >= 4 and started[1][0].startswith(f"part 2/{total} of stage 'model'")
+    assert list(out.iterdir()) == []
