@@ -202,14 +202,83 @@ def _prepare_job(htp, what, source, context):
     htp_session(Path(source).read_bytes(), htp, context_path=Path(context), what=what)
 
 
+class HtpRunner:
+    """Runs the context binary model at ``path`` on the HTP: ``runner.inputs`` (names), ``runner(feed)`` ->
+    outputs in the model's order.  Use it as a context manager (a chain's scratch dir goes at exit).
+
+    Any other model (one EPContext node, or a QDQ model) is one session, held.  A chain of parts (chain_contexts) runs one
+    part's session at a time, each released before the next is loaded: the HTP simulation holds only
+    about 115 MB of context binaries a process (measured on the full-depth LFM2-VL-450M encoder's
+    parts: 7 parts of 109 MB load together, 8 of 119 MB fail with QNN_COMMON_ERROR_MEM_ALLOC, in one
+    session or two, and a released session frees its share), while that encoder's 19 parts are
+    225 MB.  Loading a part takes about 0.05 s, against minutes of HTP simulation a part.  Each part's
+    model is written to a scratch dir beside symbolic links to its binary, because onnxruntime resolves
+    ``ep_cache_context`` relative to the model's own path and refuses '..' and absolute paths.
+    """
+
+    def __init__(self, path: Path, htp, what: str = "the graph", threads: int = 0):
+        import onnx
+
+        self.path, self.htp, self.what, self.threads = Path(path), htp, what, threads
+        model = onnx.load(str(path), load_external_data=False)
+        self.inputs = [i.name for i in model.graph.input]
+        self.outputs = [o.name for o in model.graph.output]
+        self._scratch = None
+        if len(model.graph.node) <= 1 or any(n.op_type != "EPContext" for n in model.graph.node):  # not a chain
+            self._session = htp_session(self.path, htp, threads=threads, what=what)
+            self.inputs = [i.name for i in self._session.get_inputs()]
+            return
+        self._session = None
+        self._scratch = tempfile.TemporaryDirectory(prefix="edgevlm-htp-chain-")
+        self._parts = [self._part_model(model, node, i) for i, node in enumerate(model.graph.node)]
+
+    def _part_model(self, model, node, i: int) -> tuple[Path, list[str], list[str]]:
+        """One EPContext node of the chain as its own model file in the scratch dir: (path, inputs, outputs)."""
+        import onnx
+
+        values = {v.name: v for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]}
+        ins, outs = [n for n in node.input if n], list(node.output)
+        graph = onnx.helper.make_graph([node], f"{model.graph.name}_part{i}", [values[n] for n in ins],
+                                       [values[n] for n in outs])
+        part = onnx.helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+        scratch = Path(self._scratch.name)
+        for attr in node.attribute:
+            if attr.name == "ep_cache_context":
+                binary = attr.s.decode()
+                (scratch / binary).symlink_to(self.path.parent.resolve() / binary)
+        path = scratch / f"part{i}.onnx"
+        onnx.save(part, str(path))
+        return path, ins, outs
+
+    def __call__(self, feed: dict) -> list:
+        if self._session is not None:
+            return self._session.run(None, {n: feed[n] for n in self.inputs})
+        values = dict(feed)
+        for i, (path, ins, outs) in enumerate(self._parts):
+            session = htp_session(path, self.htp, threads=self.threads,
+                                  what=f"part {i + 1}/{len(self._parts)} of {self.what}")
+            values.update(zip(outs, session.run(None, {n: values[n] for n in ins})))
+            del session  # its context's HTP memory is freed before the next part loads
+        return [values[n] for n in self.outputs]
+
+    def close(self) -> None:
+        self._session = None
+        if self._scratch is not None:
+            self._scratch.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def _run_job(htp, what, model, tmp, n):
     """Each sample's outputs to out<i>.npz as soon as it is done (a killed child leaves the finished ones)."""
-    sess = htp_session(Path(model), htp, what=what)
-    names = [i.name for i in sess.get_inputs()]
     tmp = Path(tmp)
-    with np.load(tmp / "in.npz", allow_pickle=False) as data:
+    with HtpRunner(Path(model), htp, what) as run, np.load(tmp / "in.npz", allow_pickle=False) as data:
         for i in range(int(n)):
-            outs = sess.run(None, {name: data[f"s{i}_{j}"] for j, name in enumerate(names)})
+            outs = run({name: data[f"s{i}_{j}"] for j, name in enumerate(run.inputs)})
             partial = tmp / f"out{i}.partial.npz"
             np.savez(partial, **{f"o{k}": o for k, o in enumerate(outs)})
             partial.replace(tmp / f"out{i}.npz")
@@ -539,11 +608,10 @@ class QnnBackend(Backend):
 
     def load(self, artifact: Artifact, build_dir, threads: int = 0):
         path = Path(build_dir) / artifact.path
-        sess = htp_session(path, _htp_of(path), threads=threads)
-        names = [i.name for i in sess.get_inputs()]
+        runner = HtpRunner(path, _htp_of(path), f"context binary '{artifact.path}'", threads=threads)
 
         def run(inputs):
-            return sess.run(None, {n: np.asarray(x) for n, x in zip(names, inputs, strict=True)})
+            return runner({n: np.asarray(x) for n, x in zip(runner.inputs, inputs, strict=True)})
 
         return run
 

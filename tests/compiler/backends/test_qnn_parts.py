@@ -6,6 +6,7 @@ report.json), and vs the same QDQ model prepared whole on the HTP.
 """
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,3 +110,48 @@ def test_each_part_has_the_whole_preparation_budget_and_the_first_past_it_stops_
     total = int(started[0][0].split("/")[1].split()[0])
     assert total >= 4 and started[1][0].startswith(f"part 2/{total} of stage 'model'")
     assert list(out.iterdir()) == []
+
+
+def test_a_chain_runs_one_part_session_at_a_time(tmp_path, monkeypatch):
+    """HtpRunner on a chain: each part's session is released before the next loads (the HTP simulation holds
+    about 115 MB of context binaries a process; the 450M encoder's 19 parts are 225 MB), the tensors pass from
+    part to part, and the scratch dir with the parts' models goes at exit.  QNN is replaced by a fake session
+    that adds its part number to its input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    names = ["x", "h1", "h2", "y"]
+    nodes = [helper.make_node("EPContext", [names[i]], [names[i + 1]], name=f"ctx{i}", domain="com.microsoft",
+                              ep_cache_context=f"m.part{i}.htp_qnn.bin", embed_mode=0, main_context=1)
+             for i in range(3)]
+    info = {n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in names}
+    graph = helper.make_graph(nodes, "chain", [info["x"]], [info["y"]], value_info=[info["h1"], info["h2"]])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("com.microsoft", 1)]), tmp_path / "m.htp.onnx")
+    for i in range(3):
+        (tmp_path / f"m.part{i}.htp_qnn.bin").write_bytes(bytes([i]))
+    live, most, scratch = [0], [], []  # live[0]: sessions not yet released
+
+    class FakeSession:
+        def __init__(self, path):
+            part = onnx.load(str(path))
+            live[0] += 1
+            attr = {a.name: a for a in part.graph.node[0].attribute}
+            binary = Path(path).parent / attr["ep_cache_context"].s.decode()
+            self.add = binary.read_bytes()[0] + 1  # read through the scratch dir's link
+            most.append(live[0])
+            scratch.append(Path(path).parent)
+
+        def run(self, _outputs, feed):
+            return [next(iter(feed.values())) + self.add]
+
+        def __del__(self):
+            live[0] -= 1
+
+    monkeypatch.setattr(qnn_backend, "htp_session", lambda path, htp, threads=0, what="": FakeSession(path))
+    with qnn_backend.HtpRunner(tmp_path / "m.htp.onnx", get_target("sa8295p").htp) as run:
+        assert run.inputs == ["x"]
+        (y,) = run({"x": np.zeros(2, np.float32)})
+    np.testing.assert_array_equal(y, [6.0, 6.0])  # 1 + 2 + 3: every part ran, in order
+    assert max(most) == 1 and live[0] == 0
+    assert not scratch[0].exists()
