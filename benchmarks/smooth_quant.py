@@ -86,11 +86,10 @@ def main(argv=None) -> int:
             if stage.name.startswith("llm") and schemes.get(KV_CACHE) is not None:
                 import onnx
 
-                from edgevlm.compiler.backends.onnx_backend import _output_names
                 from edgevlm.compiler.quantizers.onnx_qdq_quantizer import kv_overrides
 
                 kv = kv_overrides(onnx.load(str(float_path), load_external_data=False), stage, scheme,
-                                  schemes.get(KV_CACHE), _output_names(stage))
+                                  schemes.get(KV_CACHE), stage.graph_output_names())
             for alpha in [None] + alphas:
                 work = tmp / f"a{alpha}"
                 work.mkdir(exist_ok=True)

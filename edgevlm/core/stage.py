@@ -55,6 +55,9 @@ class StageName(_StrEnum):
 # The stages whose artifacts run outside the C runtime (the runtime bundle holds the LLM).
 VISION_STAGES = (StageName.ENCODER, StageName.PROJECTOR)
 
+# Added to a stage output's name where it repeats an input's (see Stage.graph_output_names).
+STATE_OUTPUT_SUFFIX = "_out"
+
 
 @dataclass
 class Stage:
@@ -78,3 +81,16 @@ class Stage:
             self.example_inputs = (self.example_inputs,)
         if self.input_names is None:
             self.input_names = tuple(f"input_{i}" for i in range(len(self.example_inputs)))
+
+    def graph_output_names(self) -> list[str] | None:
+        """``output_names`` as a compiled graph names them: ``STATE_OUTPUT_SUFFIX`` added where one repeats an input name.
+
+        A state-passing stage (llm-decode: conv_state in, conv_state out) names
+        both sides alike, but an ONNX graph may define each name only once and a
+        Core ML function may not give an input's name to an output.  None when
+        the stage names no outputs.
+        """
+        if not self.output_names:
+            return None
+        inputs = set(self.input_names)
+        return [f"{n}{STATE_OUTPUT_SUFFIX}" if n in inputs else n for n in self.output_names]

@@ -136,10 +136,8 @@ class CoreMLBackend(Backend):
         inputs = [ct.TensorType(name=n, shape=tuple(x.shape), dtype=x.detach().cpu().numpy().dtype)
                   for n, x in zip(names, form.example, strict=True)]
         outputs = None
-        if stage.stage.output_names:
-            # A Core ML function cannot use one name for an input and an output
-            # (the LLM stages pass their state through): such outputs get "_out".
-            out_names = [f"{n}_out" if n in names else n for n in stage.stage.output_names]
+        out_names = stage.stage.graph_output_names()  # an LLM stage's state outputs are named apart from its inputs
+        if out_names:
             outputs = [ct.TensorType(name=n) for n in out_names]
             if out_names != list(stage.stage.output_names):
                 info["output_names"] = dict(zip(stage.stage.output_names, out_names))

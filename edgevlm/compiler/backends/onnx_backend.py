@@ -20,18 +20,6 @@ OPSET = 21  # first opset with int4/uint16 QuantizeLinear, which the quantized s
 STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"  # torch.onnx's per-node metadata key
 
 
-def _output_names(stage) -> list[str] | None:
-    """Stage output names, with "_out" added where one repeats an input name.
-
-    A state-passing stage (llm-decode: conv_state in, conv_state out) names
-    both sides alike, but an ONNX graph may define each name only once.
-    """
-    if not stage.output_names:
-        return None
-    inputs = set(stage.input_names)
-    return [f"{n}_out" if n in inputs else n for n in stage.output_names]
-
-
 def _export(stage):
     """The captured program as an ONNX program (torch.onnx's dynamo exporter, at OPSET)."""
     import torch
@@ -44,7 +32,7 @@ def _export(stage):
             (),
             dynamo=True,
             input_names=list(stage.stage.input_names),
-            output_names=_output_names(stage.stage),
+            output_names=stage.stage.graph_output_names(),
             opset_version=OPSET,
             external_data=False,
             optimize=True,
@@ -106,7 +94,7 @@ class OnnxBackend(Backend):
         else:
             path, external = Path(workdir) / rel, True
         graph = _save_float(program, path, large, external)
-        return FloatOnnx(path, graph, _output_names(stage.stage), dest, large)
+        return FloatOnnx(path, graph, stage.stage.graph_output_names(), dest, large)
 
     def finish(self, stage, plan: Plan, form: FloatOnnx, quantized: Quantized | None) -> Artifact:
         import onnx

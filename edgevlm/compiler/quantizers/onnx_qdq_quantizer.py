@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgevlm.compiler.quantizers import Quantized, register
 from edgevlm.core.records import QuantRecord
-from edgevlm.core.stage import KV_CACHE, StageKind
+from edgevlm.core.stage import KV_CACHE, STATE_OUTPUT_SUFFIX, StageKind
 
 LAYER_SQNR_SAMPLES = 2  # calibration samples behind the per-layer SQNR in report.html (kept few: it runs both models)
 # The per-layer SQNR's activations, fetched in chunks of this many float bytes when they are more (all at
@@ -21,7 +21,7 @@ LAYER_SQNR_SAMPLES = 2  # calibration samples behind the per-layer SQNR in repor
 LAYER_SQNR_CHUNK_BYTES = 2**29
 LAYER_SQNR_SAMPLES_LARGE = 1
 
-KV_STATE = ("key_cache", "value_cache")  # the LM stages' KV-cache inputs (outputs add "_out")
+KV_STATE = ("key_cache", "value_cache")  # the LM stages' KV-cache inputs (outputs add STATE_OUTPUT_SUFFIX)
 # Ops that only move data: the KV cache keeps its 8 bits through them.
 _MOVES = {"Slice", "Squeeze", "Unsqueeze", "Reshape", "Gather", "Split", "Transpose", "Identity"}
 
@@ -63,8 +63,8 @@ def _layer_sqnr(float_path, qdq_path, calibration, samples: int = LAYER_SQNR_SAM
 def kv_overrides(model, stage, scheme, kv_scheme, output_names=None) -> dict[str, int]:
     """Activation overrides putting an LM stage's KV cache at the kv scheme's bits (kv8).
 
-    Covers the cache inputs and outputs (``output_names``: the graph's, where
-    a state output repeating an input name has "_out") and every tensor that
+    Covers the cache inputs and outputs (``output_names``: the graph's,
+    ``Stage.graph_output_names``) and every tensor that
     only moves cache data between them and the compute ops: forward from the
     inputs (the per-layer slices of the stacked cache), backward from the
     outputs (the stacking of the updated per-layer caches).
@@ -84,7 +84,7 @@ def kv_overrides(model, stage, scheme, kv_scheme, output_names=None) -> dict[str
         if t not in tensors:
             tensors.add(t)
             todo += [o for n in consumers.get(t, []) if n.op_type in _MOVES and n.input[0] == t for o in n.output]
-    todo = [n for n in outputs if n.removesuffix("_out") in KV_STATE]
+    todo = [n for n in outputs if n.removesuffix(STATE_OUTPUT_SUFFIX) in KV_STATE]
     while todo:  # backward from the cache outputs
         t = todo.pop()
         if t not in tensors:
