@@ -44,6 +44,17 @@ class TinyLM(nn.Module):
         return self.head(h), h[:, -1:]
 
 
+class TwoInputs(nn.Module):
+    """Two float graph inputs multiplied, then a Linear: two tensors no node of the graph produces."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, a, b):
+        return self.fc(a * b)
+
+
 def export_onnx(module: nn.Module, example: tuple, path, input_names, output_names) -> str:
     """Export like the ONNX backend does (dynamo exporter), quietly."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -69,6 +80,13 @@ def tiny_lm_onnx(tmp_path_factory) -> str:
     torch.manual_seed(0)
     return export_onnx(TinyLM(), (torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 1, 16)),
                        tmp_path_factory.mktemp("onnx") / "tiny_lm.onnx", ["ids", "state"], ["logits", "new_state"])
+
+
+@pytest.fixture(scope="session")
+def two_inputs_onnx(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    return export_onnx(TwoInputs(), (torch.randn(1, 8), torch.randn(1, 8)),
+                       tmp_path_factory.mktemp("onnx") / "two_inputs.onnx", ["a", "b"], ["y"])
 
 
 def image_samples(n: int, seed: int = 0) -> list[dict]:

@@ -2,8 +2,10 @@
 import logging
 import math
 
+import numpy as np
 import pytest
 
+from edgevlm.quant import analysis
 from edgevlm.quant.analysis import compare_schemes, layer_sqnr, sensitivity, stage_sqnr
 from edgevlm.quant.onnx_qdq import quantize_onnx
 
@@ -65,3 +67,21 @@ def test_compare_schemes_is_one_call(conv_attention_onnx, calib, heldout, tmp_pa
     assert r["w8a16"]["sqnr_db"] >= 40.0
     assert r["w8a16"]["sqnr_db"] >= r["w8a8"]["sqnr_db"] + 3.0
     assert r["w8a16"]["quant"]["activation_type"] == "uint16"
+
+
+def test_layer_sqnr_rows_do_not_follow_onnxruntimes_tensor_order(two_inputs_onnx, tmp_path, monkeypatch):
+    """onnxruntime's per-tensor errors come in the order of its calibration tensor set, which follows the
+    per-process hash seed (PYTHONHASHSEED): the rows, a build record, must not.  Here the errors are taken
+    in onnxruntime's order and reversed; the rows must be the same list, tensor for tensor."""
+    rng = np.random.default_rng(0)
+    calib = [{"a": rng.normal(size=(1, 8)).astype(np.float32), "b": rng.normal(size=(1, 8)).astype(np.float32)}
+             for _ in range(4)]
+    qdq = tmp_path / "two_inputs.qdq.onnx"
+    quantize_onnx(two_inputs_onnx, qdq, "w8a16", calib, "sa8295p")
+    as_given = layer_sqnr(two_inputs_onnx, qdq, calib[:2])
+    errors = analysis.qdq_loss_debug.compute_activation_error
+    monkeypatch.setattr(analysis.qdq_loss_debug, "compute_activation_error",
+                        lambda *a, **k: dict(reversed(list(errors(*a, **k).items()))))
+    reversed_in = layer_sqnr(two_inputs_onnx, qdq, calib[:2])
+    assert [r["op"] for r in as_given][:2] == ["input", "input"]  # the two rows graph order leaves tied
+    assert [r["tensor"] for r in reversed_in] == [r["tensor"] for r in as_given]
