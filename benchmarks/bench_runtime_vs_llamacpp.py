@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _results import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "_work"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -295,9 +297,7 @@ def main() -> int:
         "tensor_types": {t: tensor_types(models[t]) for t in types},
         "memory_read": membw, "load_average_start": load_start, "load_average_end": loadavg(),
     }
-    (RESULTS / f"{args.out_name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (RESULTS / f"{args.out_name}.md").write_text(markdown(meta, rows))
-    print(markdown(meta, rows))
+    write_results(RESULTS / f"{args.out_name}.json", {"meta": meta, "rows": rows}, markdown(meta, rows))
     return 0
 
 

@@ -54,6 +54,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_runtime_vs_llamacpp as rt  # noqa: E402  (llama.cpp's build, ISA options, machine facts)
+from _results import write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = rt.WORK / "vlm"
@@ -383,10 +384,7 @@ def main() -> int:
         "load_average_start": load_start, "load_average_end": rt.loadavg(),
     }
     summary = summarize(rows)
-    out = RESULTS / args.out_name
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(meta, summary))
-    print(markdown(meta, summary))
+    write_results(RESULTS / args.out_name, {"meta": meta, "summary": summary, "rows": rows}, markdown(meta, summary))
     return 0
 
 

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import psutil
 
+from _results import write_results
+
 SAMPLE_S = 0.2
 FLUSH_S = 30.0  # the steps so far go to <out>.partial.json this often
 # (module, attribute path, step label).  Methods are patched on their class, functions where the
@@ -279,8 +281,7 @@ def main(argv=None) -> int:
         "peak_rss_sampled": rec.peak, "not_instrumented": missing, "note": args.note,
     }
     out.with_suffix(".partial.json").unlink(missing_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "steps": rec.rows}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(meta, rec.rows))
+    write_results(out, {"meta": meta, "steps": rec.rows}, markdown(meta, rec.rows), indent=1, echo=False)
     print(f"compile_scale: {wall:.0f} s, peak RSS {_gb(meta['peak_rss_self'])} GB -> {out.with_suffix('.md')}", file=sys.stderr)
     return status
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import re
@@ -37,6 +36,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from _results import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "_work" / "fuzz"
@@ -334,9 +335,7 @@ def main(argv=None) -> int:
             "commit": commit, "nice": args.nice, "seconds_per_target": {n: seconds[n] for n in names},
             "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform()}}
     out = Path(args.out) if args.out else RESULTS / f"{args.out_name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "targets": rows}, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(meta, rows))
+    write_results(out, {"meta": meta, "targets": rows}, markdown(meta, rows), echo=False)
     print(f"[fuzz] results: {out}", flush=True)
     return 1 if any(r.get("crashes") for r in rows) else 0
 

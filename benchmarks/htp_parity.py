@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import write_results
+
 VLMS = ["autoneural-nano", "fastvlm-nano", "vit-nano"]
 ENCODERS = ["mobilenetv5", "fastvithd", "efficientvit-m", "casvit", "lsnet", "vit"]
 DEFAULT_MODELS = VLMS + [f"enc-{e}-nano" for e in ENCODERS]
@@ -157,10 +159,7 @@ def main(argv=None) -> int:
             "n": args.n, "load_avg": os.getloadavg(), "wall_s": round(time.perf_counter() - t0, 1),
             "command": "python benchmarks/htp_parity.py" + (f" --n {args.n}" if args.n != 2 else "")
                        + (" --lfm2-vl" if args.lfm2_vl else "")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(rows))
-    print(_markdown(rows))
+    write_results(args.out, {"meta": meta, "rows": rows}, _markdown(rows))
     return 0
 
 

@@ -41,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 
+from _results import write_results
+
 WRITTEN_BRANCH_GAIN = 4.0  # hf_checkpoints.BRANCH_GAIN, the gain the checkpoints are written with
 BRANCH_OUTPUTS = ("out_proj", "w2")
 
@@ -141,10 +143,7 @@ def main(argv=None) -> int:
     label = f"{init.get('init', 'unit-gain')}, residual growth {init['residual_growth']:g}" if "residual_growth" in init else None
     md = ["| branch gain | " + " | ".join(cols) + " |", "|---:|" + "---:|" * len(cols)]
     md += [f"| {label or format(r['branch_gain'], 'g')} | " + " | ".join(f"{r[c]:.3f}" if c.startswith("argmax") else f"{r[c]:.1f}" for c in cols) + " |" for r in rows]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_results(args.out, {"meta": meta, "rows": rows}, "\n".join(md) + "\n")
     return 0
 
 

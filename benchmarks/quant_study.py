@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from _results import write_results
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -53,15 +55,12 @@ def main(argv=None) -> int:
             "sqnr": "encoder artifact vs float encoder, calibration inputs of the stage (8 shapes images)",
             "accuracy": f"exact match on {args.n} shapes samples, seed 12345, through each build "
                         "(quantized ONNX encoder + w8a16 projector + C runtime Q4_0 LLM)"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = ["| model | encoder | encoder scheme | encoder SQNR (dB) | noise power vs best | exact match (build) | exact match (float) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['encoder']} | {r['scheme']} | {r['encoder_sqnr_db']:.1f} | {r['noise_vs_best']:.1f}x | "
                      f"{r['exact_match_build']:.3f} | {r['exact_match_float']:.3f} |")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
     return 0
 
 

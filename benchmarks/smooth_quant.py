@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import write_results
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -128,10 +130,7 @@ def main(argv=None) -> int:
                   f"{r['first_output_sqnr_db']:.1f} | {r['all_outputs_sqnr_db']:.1f} | "
                   + (f"{sq['folded']} / {sq['reverted']}" + (f", {len(sq['unfolded'])} left" if sq['unfolded'] else "")
                      if sq else "-") + " |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_results(args.out, {"meta": meta, "rows": rows}, "\n".join(md) + "\n")
     return 0
 
 

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from _results import write_results
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -67,15 +69,12 @@ def main(argv=None) -> int:
             "accuracy": f"exact match, shapes seed 12345, n={args.n}, through each build (quantized vision + C runtime)",
             "ttft": f"median of {args.runs} answers after one warm-up, measured on this machine",
             "estimated_ttft": f"roofline estimate on {args.target} (encoder + projector + prefill), not measured"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = ["| vision tokens | reduction | exact match (build) | exact match (float) | TTFT measured (ms) | "
              f"TTFT estimated on {args.target} (ms) |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['tokens']} | {r['method']} | {r['exact_match']:.3f} | {r['float_exact_match']:.3f} | "
                      f"{r['ttft_ms']:.2f} | {r['estimated_ttft_ms']:.3f} |")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
 
     # The sweep also goes into the full build's report (plotted in its report.html).
     rep = json.loads((base_dir / "report.json").read_text())

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import write_results
+
 
 def _lowered(model: str, algos: list[str], n: int, htp: bool, held_out: bool, work: Path,
              only: set[str] | None = None, quality_target: float | None = None) -> tuple[list[dict], dict]:
@@ -229,10 +231,7 @@ def main(argv=None) -> int:
             "n": args.n, "steps": args.steps, "load_avg": os.getloadavg(), "wall_s": round(time.perf_counter() - t0, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "command": "python benchmarks/weight_algo.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "greedy": greedy}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(rows, greedy))
-    print(_markdown(rows, greedy))
+    write_results(args.out, {"meta": meta, "rows": rows, "greedy": greedy}, _markdown(rows, greedy))
     return 0
 
 
