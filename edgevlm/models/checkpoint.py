@@ -62,15 +62,15 @@ def weight_files(ckpt: Path) -> list[Path]:
     raise CheckpointError(f"no *.safetensors weights in '{ckpt}'", "put the model's safetensors files next to config.json")
 
 
-def load_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
-    """Load and merge every safetensors file of a checkpoint (header and offsets validated by safetensors)."""
+def _merged(ckpt: Path, read) -> dict:
+    """``read(file)`` of every safetensors file of a checkpoint, merged by tensor name; an unreadable file or a
+    tensor in two files is a CheckpointError."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
-    state: dict[str, torch.Tensor] = {}
+    state: dict = {}
     for f in weight_files(ckpt):
         try:
-            part = load_file(str(f))
+            part = read(f)
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"cannot read weights '{f}': {exc}", "the file is truncated or not safetensors; re-export it") from None
         dup = state.keys() & part.keys()
@@ -78,6 +78,13 @@ def load_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"tensor '{sorted(dup)[0]}' appears in more than one file of '{ckpt}'", "remove the duplicate shard")
         state.update(part)
     return state
+
+
+def load_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
+    """Load and merge every safetensors file of a checkpoint (header and offsets validated by safetensors)."""
+    from safetensors.torch import load_file
+
+    return _merged(ckpt, lambda f: load_file(str(f)))
 
 
 class LazyTensor:
@@ -107,20 +114,13 @@ class LazyTensor:
 def lazy_state_dict(ckpt: Path) -> dict[str, "LazyTensor"]:
     """Every tensor of a checkpoint's safetensors files, by name, as a LazyTensor (headers read and validated
     now by safetensors, data when load_into copies it)."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import safe_open
 
-    state: dict[str, LazyTensor] = {}
-    for f in weight_files(ckpt):
-        try:
-            with safe_open(str(f), framework="pt") as handle:
-                part = {name: LazyTensor(f, name, handle.get_slice(name).get_shape()) for name in handle.keys()}
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read weights '{f}': {exc}", "the file is truncated or not safetensors; re-export it") from None
-        dup = state.keys() & part.keys()
-        if dup:
-            raise CheckpointError(f"tensor '{sorted(dup)[0]}' appears in more than one file of '{ckpt}'", "remove the duplicate shard")
-        state.update(part)
-    return state
+    def read(f: Path) -> dict[str, LazyTensor]:
+        with safe_open(str(f), framework="pt") as handle:
+            return {name: LazyTensor(f, name, handle.get_slice(name).get_shape()) for name in handle.keys()}
+
+    return _merged(ckpt, read)
 
 
 def load_into(module: torch.nn.Module, state: dict, where: str) -> None:
