@@ -230,13 +230,14 @@ class HtpRunner:
             return
         self._session = None
         self._scratch = tempfile.TemporaryDirectory(prefix="edgevlm-htp-chain-")
-        self._parts = [self._part_model(model, node, i) for i, node in enumerate(model.graph.node)]
+        values = {v.name: v for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]}
+        self._parts = [self._part_model(model, values, node, i) for i, node in enumerate(model.graph.node)]
 
-    def _part_model(self, model, node, i: int) -> tuple[Path, list[str], list[str]]:
-        """One EPContext node of the chain as its own model file in the scratch dir: (path, inputs, outputs)."""
+    def _part_model(self, model, values: dict, node, i: int) -> tuple[Path, list[str], list[str]]:
+        """One EPContext node of the chain as its own model file in the scratch dir: (path, inputs, outputs);
+        ``values``: the chain's value infos by name."""
         import onnx
 
-        values = {v.name: v for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]}
         ins, outs = [n for n in node.input if n], list(node.output)
         graph = onnx.helper.make_graph([node], f"{model.graph.name}_part{i}", [values[n] for n in ins],
                                        [values[n] for n in outs])
