@@ -42,7 +42,7 @@ from edgevlm.quant.weight_layers import WeightLayer, weight_layers
 DAMP = 0.01  # added to H's diagonal, as a fraction of its mean: keeps the Cholesky factorization defined
 BLOCK = 128  # columns per lazy-update block (the result does not depend on it, only the speed)
 ROW_PART_BYTES = 2**27  # float64 weight bytes of the rows GPTQ rounds at once (see gptq_quantize)
-HESSIAN_BUDGET_BYTES = 512 * 1024**2  # Hessians held at once; more layers take another pass over the samples
+HESSIAN_BUDGET_BYTES = 512 * 1024**2  # Hessians summed in memory in the pass; the other layers' inputs go to disk
 WEIGHT_ALGOS = ("rtn", "gptq", "mse", "awq")  # mse: edgevlm.quant.weight_scales; awq: edgevlm.quant.awq
 
 
@@ -200,56 +200,79 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
     if not layers:
         return {"weight_algo": "gptq", "layers": 0, "passes": 0, "act_order": act_order, "calibration_rows": 0,
                 "hessians_from_earlier_stages": 0, "shrunk_hessians": None}
-    # Layers with the same input columns share a Hessian; chunks keep the Hessians held at once
-    # within budget (one more pass over the samples per chunk).
+    # Layers with the same input columns share a Hessian.  One pass over the samples: the Hessians that
+    # fit HESSIAN_BUDGET_BYTES together (smallest first) are summed during it; the other layers' inputs
+    # go to disk, one file per sample, and their Hessians are summed one at a time after it.  Memory is
+    # the budget plus one Hessian, and an LM whose every w2 has a Hessian of the budget's size (LFM2-1.2B:
+    # 8192 inputs, 512 MiB in float64) takes one pass, not one per w2 (33 passes at 16 layers).
     by_key: dict[tuple, list[WeightLayer]] = {}
     for layer in layers:
         by_key.setdefault(layer.hessian_key, []).append(layer)
-    chunks, chunk, used = [], [], 0
-    for key, group in by_key.items():
-        size = group[0].groups * group[0].k ** 2 * 8
-        if chunk and used + size > HESSIAN_BUDGET_BYTES:
-            chunks.append(chunk)
-            chunk, used = [], 0
-        chunk.append(key)
-        used += size
-    chunks.append(chunk)
+    size = {key: group[0].groups * group[0].k ** 2 * 8 for key, group in by_key.items()}  # float64 bytes
+    in_memory, used = set(), 0
+    for key in sorted(by_key, key=size.get):
+        if used + size[key] <= HESSIAN_BUDGET_BYTES:
+            in_memory.add(key)
+            used += size[key]
+    on_disk = sorted({key[0] for key in by_key if key not in in_memory})  # input tensor names
+    hessians: dict[tuple, torch.Tensor] = {}
+    fourth: dict[tuple, torch.Tensor] = {}  # sum of |x|^4 per group, for shrink_hessian
     rows: dict[tuple, int] = {}
+
+    def add(key, x):
+        cols = by_key[key][0].columns(x).to(torch.float64)
+        hessians[key] = hessians.get(key, 0) + cols.transpose(1, 2) @ cols
+        rows[key] = rows.get(key, 0) + cols.shape[1]
+        fourth[key] = fourth.get(key, 0) + ((cols ** 2).sum(-1) ** 2).sum(1)
+
     few_rows, borrowed = [], 0  # few_rows: layers rounded on a shrunk Hessian
-    for chunk in chunks:
-        hessians: dict[tuple, torch.Tensor] = {}
-        fourth: dict[tuple, torch.Tensor] = {}
-        for values in run_with_intermediates(float_model_path, samples, {key[0] for key in chunk}):
-            for key in chunk:
-                cols = by_key[key][0].columns(values[key[0]]).to(torch.float64)
-                hessians[key] = hessians.get(key, 0) + cols.transpose(1, 2) @ cols
-                rows[key] = rows.get(key, 0) + cols.shape[1]
-                fourth[key] = fourth.get(key, 0) + ((cols ** 2).sum(-1) ** 2).sum(1)  # sum of |x|^4, for shrink_hessian
-        for key in chunk:
-            own = hessians.pop(key).numpy()
-            if rows[key] >= by_key[key][0].k and store is not None:
-                store.put([layer.float_w for layer in by_key[key]], own, rows[key])
-            for layer in by_key[key]:
-                h, n_rows = own, rows[key]
-                if n_rows < layer.k and store is not None and (earlier := store.get(layer.float_w)) is not None:
-                    h, n_rows = own + earlier[0], n_rows + earlier[1]
-                    borrowed += 1
-                if n_rows < layer.k:
-                    # Fewer calibration rows than inputs (a decode stage sees one token a sample, the
-                    # late layers of a CNN encoder a few positions): the Hessian is rank-deficient and
-                    # plain GPTQ fits the samples, not the layer (vit-nano llm-decode, 5 one-token
-                    # samples, 3 held out: 12.1 dB RTN -> 8.9 dB GPTQ).  Its Ledoit-Wolf shrinkage
-                    # towards a multiple of I is full-rank and tends to RTN as the rows say less.
-                    h = shrink_hessian(own, fourth[key].numpy(), rows[key])
-                    few_rows.append(layer.node.name)
-                if not np.all(np.isfinite(h)):
-                    raise InputError(f"GPTQ: the calibration inputs of layer '{layer.node.name}' are not finite",
-                                     "check the calibration data, or use --weight-algo rtn")
-                q = gptq_quantize(layer.to_grk(layer.float_w), h, layer.to_grk(layer.scale),
-                                  layer.to_grk(layer.zp), layer.qmin, layer.qmax, act_order=act_order,
-                                  dtype=layer.q_dtype)
-                layer.qinit.CopyFrom(numpy_helper.from_array(layer.from_grk(q), layer.qinit.name))
-    return {"weight_algo": "gptq", "layers": len(layers), "passes": len(chunks), "act_order": act_order,
+
+    def round_layers(key):
+        nonlocal borrowed
+        own = hessians.pop(key).numpy()
+        if rows[key] >= by_key[key][0].k and store is not None:
+            store.put([layer.float_w for layer in by_key[key]], own, rows[key])
+        for layer in by_key[key]:
+            h, n_rows = own, rows[key]
+            if n_rows < layer.k and store is not None and (earlier := store.get(layer.float_w)) is not None:
+                h, n_rows = own + earlier[0], n_rows + earlier[1]
+                borrowed += 1
+            if n_rows < layer.k:
+                # Fewer calibration rows than inputs (a decode stage sees one token a sample, the
+                # late layers of a CNN encoder a few positions): the Hessian is rank-deficient and
+                # plain GPTQ fits the samples, not the layer (vit-nano llm-decode, 5 one-token
+                # samples, 3 held out: 12.1 dB RTN -> 8.9 dB GPTQ).  Its Ledoit-Wolf shrinkage
+                # towards a multiple of I is full-rank and tends to RTN as the rows say less.
+                h = shrink_hessian(own, fourth[key].numpy(), rows[key])
+                few_rows.append(layer.node.name)
+            if not np.all(np.isfinite(h)):
+                raise InputError(f"GPTQ: the calibration inputs of layer '{layer.node.name}' are not finite",
+                                 "check the calibration data, or use --weight-algo rtn")
+            q = gptq_quantize(layer.to_grk(layer.float_w), h, layer.to_grk(layer.scale),
+                              layer.to_grk(layer.zp), layer.qmin, layer.qmax, act_order=act_order,
+                              dtype=layer.q_dtype)
+            layer.qinit.CopyFrom(numpy_helper.from_array(layer.from_grk(q), layer.qinit.name))
+
+    with tempfile.TemporaryDirectory(prefix="edgevlm-gptq-inputs-") as spool:
+        n_samples = 0
+        for values in run_with_intermediates(float_model_path, samples, {key[0] for key in by_key}):
+            for key in by_key:
+                if key in in_memory:
+                    add(key, values[key[0]])
+            for j, name in enumerate(on_disk):
+                np.save(Path(spool) / f"{j}-{n_samples}.npy", np.asarray(values[name], np.float32), allow_pickle=False)
+            n_samples += 1
+        for key in by_key:
+            if key in in_memory:
+                round_layers(key)
+        for key in by_key:
+            if key not in in_memory:
+                j = on_disk.index(key[0])
+                for i in range(n_samples):
+                    add(key, np.load(Path(spool) / f"{j}-{i}.npy", allow_pickle=False))
+                round_layers(key)
+    return {"weight_algo": "gptq", "layers": len(layers), "passes": 1, "act_order": act_order,
             "calibration_rows": max(rows.values()), "hessians_from_earlier_stages": borrowed,
+            "hessians_summed_from_disk": len(by_key) - len(in_memory),
             "shrunk_hessians": {"layers": len(few_rows), "why": "fewer calibration rows than layer inputs"}
             if few_rows else None}

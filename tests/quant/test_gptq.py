@@ -1,5 +1,6 @@
 """GPTQ weight rounding: better layer outputs than round-to-nearest, on exactly the grid the QDQ model uses."""
 import logging
+import tempfile
 
 import numpy as np
 import onnx
@@ -248,3 +249,27 @@ def test_unknown_weight_algo_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="unknown weight algorithm 'awq2'"):
         quantize_onnx(_model(tmp_path / "f.onnx"), tmp_path / "q.onnx", "w8a16", _samples(1), "sa8295p",
                       weight_algo="awq2")
+
+
+def test_hessians_past_the_memory_budget_are_summed_from_disk_to_the_same_weights(tmp_path, monkeypatch):
+    """With no Hessian budget every layer's inputs go to disk and are summed after the one pass: the
+    integer weights are the same bytes as when all Hessians are summed in memory, and the spool is removed."""
+    from edgevlm.quant import gptq
+
+    float_path = _model(tmp_path / "f.onnx")
+    samples = _samples()
+    in_memory = quantize_onnx(float_path, tmp_path / "mem.onnx", "w4a16", samples, "sa8295p", weight_algo="gptq")
+    spool_parent = tmp_path / "spool"
+    spool_parent.mkdir()
+    monkeypatch.setattr(gptq, "HESSIAN_BUDGET_BYTES", 0)
+    monkeypatch.setattr(tempfile, "tempdir", str(spool_parent))
+    from_disk = quantize_onnx(float_path, tmp_path / "disk.onnx", "w4a16", samples, "sa8295p", weight_algo="gptq")
+    assert in_memory["weights"]["hessians_summed_from_disk"] == 0
+    assert from_disk["weights"]["hessians_summed_from_disk"] == 3 and from_disk["weights"]["passes"] == 1
+    mem, disk = onnx.load(str(tmp_path / "mem.onnx")), onnx.load(str(tmp_path / "disk.onnx"))
+    weights = {t.name: t for t in mem.graph.initializer if t.name.startswith("w_") and t.name.endswith("_quantized")}
+    assert len(weights) == 3
+    for t in disk.graph.initializer:
+        if t.name in weights:
+            assert t.SerializeToString() == weights[t.name].SerializeToString(), t.name
+    assert not any(spool_parent.iterdir())  # the per-sample input files went with their temporary dir
