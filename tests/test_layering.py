@@ -210,7 +210,7 @@ def test_no_backend_imports_another_backend():
 # The quant modules that quantize (calibrate, round, search precision, measure quantization error).
 QUANTIZING = ("edgevlm.quant.onnx_qdq", "edgevlm.quant.mixed_precision", "edgevlm.quant.analysis", "edgevlm.quant.pt2e",
               "edgevlm.quant.gptq", "edgevlm.quant.smooth_quant", "edgevlm.quant.calibration", "edgevlm.quant.observers",
-              "edgevlm.quant.awq")
+              "edgevlm.quant.awq", "edgevlm.quant.weight_scales")
 
 
 def test_backends_lower_what_they_are_given():

@@ -563,9 +563,11 @@ def compile(  # noqa: A001 - the public verb
     """
     if config is not None and not isinstance(config, CompileConfig):
         raise TypeError(f"config must be an edgevlm.core.config.CompileConfig, not {type(config).__name__}")
+    from edgevlm.quant.gptq import check_weight_algo
     from edgevlm.quant.schemes import parse_quant_spec
 
     cfg = (config or CompileConfig()).with_fields(**fields)
+    check_weight_algo(cfg.weight_algo)  # here, not only when the first stage quantizes after its export
     tgt = get_target(target)
     quant = QuantConfig.resolve(parse_quant_spec(cfg.quant, tgt), cfg)  # once, for every stage and backend
     bundle = _as_bundle(model, example_inputs, cfg.name, cfg.calibration, cfg.max_context)

@@ -46,6 +46,13 @@ HESSIAN_BUDGET_BYTES = 512 * 1024**2  # Hessians summed in memory in the pass; t
 WEIGHT_ALGOS = ("rtn", "gptq", "mse", "awq")  # mse: edgevlm.quant.weight_scales; awq: edgevlm.quant.awq
 
 
+
+def check_weight_algo(name: str) -> None:
+    """An InputError for a weight algorithm that is not one of WEIGHT_ALGOS (edgevlm.compile checks before export)."""
+    if name not in WEIGHT_ALGOS:
+        raise InputError(f"unknown weight algorithm '{name}'", f"use one of {', '.join(WEIGHT_ALGOS)}")
+
+
 def gptq_quantize(w: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
                   qmin: int, qmax: int, act_order: bool = False, damp: float = DAMP, dtype=np.int64) -> np.ndarray:
     """Integer weights ``q`` ([G, R, K], ``dtype``) minimizing ``||(W - (q - zp) s) X||`` column by column.

@@ -29,7 +29,7 @@ from edgevlm.progress import track
 from edgevlm.quant import htp_forms, onnx_files
 from edgevlm.quant.calibration import CALIBRATION_CHUNK_BYTES, chunk_by_bytes, graph_samples
 from edgevlm.quant.checker import _check
-from edgevlm.quant.gptq import WEIGHT_ALGOS, apply_gptq
+from edgevlm.quant.gptq import apply_gptq, check_weight_algo
 from edgevlm.quant.observers import RangeObserver, check_finite
 from edgevlm.quant.qdq import qrange
 from edgevlm.quant.schemes import QuantScheme, check_scheme_allowed, get_scheme, uses_qnn_rules
@@ -135,8 +135,7 @@ def softmax_outputs_at_16(model: onnx.ModelProto, scheme: QuantScheme, target, q
 
 
 def _check_arguments(float_onnx_path: Path, scheme: QuantScheme, target, weight_algo: str) -> None:
-    if weight_algo not in WEIGHT_ALGOS:
-        raise InputError(f"unknown weight algorithm '{weight_algo}'", f"use one of {', '.join(WEIGHT_ALGOS)}")
+    check_weight_algo(weight_algo)
     if weight_algo == "awq":
         raise InputError("weight algorithm 'awq' rescales the float model before it is quantized, which "
                          "quantize_onnx does not do", "call edgevlm.quant.awq.awq_onnx_file on the float model, then "

@@ -50,7 +50,7 @@ def test_compiling_twice_gives_identical_artifacts(tmp_path):
         assert (a.build_dir / entry["path"]).read_bytes() == (b.build_dir / entry["path"]).read_bytes()
 
 
-def test_weight_algo_reaches_the_quantizer_and_the_report(tmp_path):
+def test_weight_algo_reaches_the_quantizer_and_the_report(tmp_path, monkeypatch):
     """GPTQ is the default weight rounding; ``rtn`` gives round-to-nearest, and the two weights differ."""
     gptq = edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "g", backends=["onnx"])
     rtn = edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "r", backends=["onnx"], weight_algo="rtn")
@@ -58,7 +58,13 @@ def test_weight_algo_reaches_the_quantizer_and_the_report(tmp_path):
     assert g_art["info"]["quant"]["weights"]["weight_algo"] == "gptq" and g_art["info"]["quant"]["weights"]["layers"] > 0
     assert r_art["info"]["quant"]["weights"] == {"weight_algo": "rtn"}
     assert (gptq.build_dir / g_art["path"]).read_bytes() != (rtn.build_dir / r_art["path"]).read_bytes()
-    with pytest.raises(InputError, match="unknown weight algorithm"):
+    from edgevlm.compiler import pipeline
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the weight algorithm was checked")
+
+    monkeypatch.setattr(pipeline, "_as_bundle", no_model)  # a bad name stops the compile before any export
+    with pytest.raises(InputError, match="unknown weight algorithm 'awq2'"):
         edgevlm.compile("tinyconv", target="sa8295p", out=tmp_path / "x", backends=["onnx"], weight_algo="awq2")
 
 
