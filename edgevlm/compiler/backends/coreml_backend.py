@@ -90,14 +90,23 @@ def inspect_package(path: Path) -> dict:
 
 
 def make_deterministic(package: Path) -> None:
-    """Replace the random item ids in Manifest.json with ids derived from each item's path.
+    """Make two saves of the same model byte-identical: stable item ids in Manifest.json, map keys sorted in the spec.
 
     coremltools names package items with uuid4; the ids only have to be unique
-    within the package, so uuid5 of the item path keeps it valid and makes two
-    saves of the same model byte-identical.
+    within the package, so uuid5 of the item path keeps it valid.
+    coremltools writes the spec with plain ``SerializeToString()``, which emits
+    map fields (an op's ``attributes`` and ``inputs``, ``functions``, metadata)
+    in the order of the protobuf runtime's hash table; with the upb runtime that
+    order changes from process to process even at a fixed PYTHONHASHSEED, so
+    the spec is rewritten with ``deterministic=True`` (map entries sorted by key).
+    The weights file is written in op order and needs nothing.
     """
+    ct, _ = import_coremltools()
     manifest_path = package / "Manifest.json"
     manifest = json.loads(manifest_path.read_text())
+    spec_path = package / "Data" / manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"]
+    spec = ct.proto.Model_pb2.Model.FromString(spec_path.read_bytes())
+    spec_path.write_bytes(spec.SerializeToString(deterministic=True))
     renamed = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, entry["path"])).upper()
                for old, entry in manifest["itemInfoEntries"].items()}
     manifest["itemInfoEntries"] = {renamed[k]: v for k, v in sorted(manifest["itemInfoEntries"].items(), key=lambda kv: kv[1]["path"])}
