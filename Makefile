@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.edgevlm-installed
 # at install time by scikit-build-core).
 C_SOURCES := $(shell find edgevlm/runtime -name '*.c' -o -name '*.h' -o -name CMakeLists.txt 2>/dev/null)
 
-.PHONY: demo test test-slow test-c install clean test-aarch64 install-aarch64-tools
+.PHONY: demo test test-slow test-c sanitize-ci install clean test-aarch64 install-aarch64-tools
 
 $(STAMP): pyproject.toml CMakeLists.txt $(C_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -79,4 +79,10 @@ fuzz-ci: $(STAMP) fuzz-deps
 # The C runtime alone: the library, edgevlm-run and the test driver built
 # with -fsanitize=address,undefined, run on the bad-GGUF corpus and short decodes.
 test-c: $(STAMP)
-	$(PY) -m pytest -q tests/runtime/test_sanitizers.py tests/runtime/test_gguf_reader.py
+	$(PY) -m pytest -q -m "slow or not slow" tests/runtime/test_sanitizers.py tests/runtime/test_gguf_reader.py \
+	  tests/runtime/test_kernels.py::test_kernels_clean_under_sanitizers
+
+# CI's check beyond `make test` (slow-marked to keep make test under 20 min): every matmul kernel
+# variant built with -fsanitize=address,undefined and run against the scalar reference.
+sanitize-ci: $(STAMP)
+	$(PY) -m pytest -q -m slow tests/runtime/test_kernels.py::test_kernels_clean_under_sanitizers

@@ -98,7 +98,8 @@ def test_valid_checkpoint_compiles(tmp_path, capsys):
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"edgevlm_model": "tinyconv"}))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
-    assert cli.main(["compile", "--model", str(d), "--target", "cpu-x86_64", "--out", str(tmp_path / "out")]) == 0
+    assert cli.main(["compile", "--model", str(d), "--target", "cpu-x86_64", "--backends", "onnx",
+                     "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "manifest.json").exists()
 
 

@@ -234,7 +234,7 @@ def test_split_covers_in_order():
     assert split(2, 5) == [(0, 1), (1, 2)] and split(7, 1) == [(0, 7)]
 
 
-@pytest.mark.parametrize("use_ray", [False, True])
+@pytest.mark.parametrize("use_ray", [False, pytest.param(True, marks=pytest.mark.slow)])  # Ray: 30 s, make test-slow
 def test_sharded_eval_equals_serial(build, use_ray):
     """Same samples, same answers: the result (exact match, per question, misses) equals the serial run's."""
     from edgevlm.commands.eval import answerer_for

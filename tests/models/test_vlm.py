@@ -84,14 +84,15 @@ def test_bad_saved_models(bundle, tmp_path):
 
 
 def test_shipped_default_model_is_trained():
-    # metric: exact-match accuracy of greedy answers on 100 samples of a seed not used in training (4242).
-    # Bound: the 0.90 (the shipped fp16 weights measured 1.000 on seed 12345 and on seed 4242, n=500).
+    # metric: exact-match accuracy of greedy answers on 50 samples of a seed not used in training (4242).
+    # Bound: the 0.90 (the shipped fp16 weights measured 1.000 on seed 12345 and on seed 4242, n=500;
+    # an untrained model answers almost none).
     from edgevlm.data.evaluate import evaluate
     from edgevlm.models.arch.vlm import make_answerer
 
     assert DEFAULT_MODEL == "autoneural-nano"
     default = build_model()
     assert default.meta["trained"]
-    result = evaluate(make_answerer(default.modules["vlm"], default.modules["tokenizer"]), n=100, seed=4242,
+    result = evaluate(make_answerer(default.modules["vlm"], default.modules["tokenizer"]), n=50, seed=4242,
                       image_size=default.modules["vlm"].image_size)
     assert result["exact_match"] >= 0.90, result

@@ -25,6 +25,7 @@ def test_ray_search_equals_serial(conv_attention_onnx, calib, tmp_path):
     assert (tmp_path / "r.onnx").read_bytes() == (tmp_path / "s.onnx").read_bytes()
 
 
+@pytest.mark.slow  # 45 s; Ray's search equal to the serial one stays in make test (above)
 def test_ray_search_stops_at_the_first_candidate_that_meets(conv_attention_onnx, calib, tmp_path):
     pytest.importorskip("ray")
     serial = search_mixed_precision(conv_attention_onnx, tmp_path / "s.onnx", "w8a8", calib, "sa8295p",

@@ -61,6 +61,7 @@ def test_every_variant_matches_scalar_reference(release_driver):
     assert_passed(proc, expected_variants())
 
 
+@pytest.mark.slow  # 90 s (an ASan build and every variant's checks under it): `make test-c` and CI's `make sanitize-ci`
 def test_kernels_clean_under_sanitizers(tmp_path):
     """Out-of-bounds loads in tails or padded row groups show up here."""
     driver = build_driver(tmp_path / "build", "-DCMAKE_BUILD_TYPE=Debug", f"-DCMAKE_C_FLAGS={SAN_FLAGS}",
