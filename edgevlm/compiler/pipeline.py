@@ -642,6 +642,28 @@ def _build(bundle: ModelBundle, tgt, cfg: CompileConfig, quant: QuantConfig, cho
     }
 
 
+VISION_KINDS = (StageKind.ENCODER, StageKind.PROJECTOR)
+
+
+def _accuracy_vision_backend(cfg: CompileConfig, chosen: list, report: dict) -> tuple[str | None, str | None]:
+    """The vision artifacts the build's accuracy runs (None: the runner's choice), and why, when not the deployed ones.
+
+    On an HTP target the deployed vision path is the QNN context binaries, run on the HTP simulation.
+    Where verification finished no sample of a vision stage on it within its budget, the accuracy
+    would wait as long for every image, with no bound (the full-depth LFM2-VL-450M compile's first
+    image had not left its SigLIP2 tower on the HTP simulation after 10 min), so it runs the ONNX QDQ
+    artifacts on onnxruntime CPU instead, and the report says so.  (qnn consumes onnx's QDQ model: both exist.)
+    """
+    if not (cfg.htp_verify and any(b.name == "qnn" for b in chosen)):
+        return None, None
+    slow = [st["name"] for st in report["stages"] if st["kind"] in VISION_KINDS for art in st["artifacts"]
+            if art["backend"] == "qnn" and art.get("parity", {}).get("samples") == 0]
+    if not slow:
+        return "qnn", None
+    return "onnx", (f"vision through the ONNX QDQ artifacts on onnxruntime CPU, not the QNN context binaries: the HTP "
+                    f"simulation finished no sample of {', '.join(slow)} within its verification budget")
+
+
 def _finish_report(bundle: ModelBundle, tgt, cfg: CompileConfig, chosen: list, tmp: Path, progress: _Progress,
                    report: dict) -> None:
     """AI Hub (when asked), manifest.json, the build's shapes accuracy, then report.json and report.html."""
@@ -658,8 +680,9 @@ def _finish_report(bundle: ModelBundle, tgt, cfg: CompileConfig, chosen: list, t
     if runtime is not None and cfg.eval_n and cfg.accuracy_check is not None:
         progress.step("accuracy: the build vs float")
         t0 = time.perf_counter()
-        # On an HTP target the deployed vision path is the QNN context binaries (run on the HTP simulation).
-        deployed = "qnn" if cfg.htp_verify and any(b.name == "qnn" for b in chosen) else None
+        deployed, why = _accuracy_vision_backend(cfg, chosen, report)
         report["accuracy"] = cfg.accuracy_check(bundle, tmp, cfg.eval_n, runtime["info"]["gguf_type"], deployed)
+        if why:
+            report["accuracy"]["vision_path_note"] = why
         progress.finished("build", "accuracy: the build vs float", time.perf_counter() - t0)
     report_io.write_report(tmp, report)

@@ -123,3 +123,24 @@ def test_sa8295p_llm_stages_keep_the_kv_cache_at_8_bits(default_build):
         for out in ("key_cache_out", "value_cache_out"):
             assert zp_type[f"{out}_QuantizeLinear_Input"] == onnx.TensorProto.UINT8
         assert onnx.TensorProto.UINT16 in zp_type.values()
+
+
+def test_accuracy_runs_onnx_vision_where_the_htp_finished_no_sample():
+    """On an HTP target the accuracy runs the QNN context binaries, unless verification finished no sample of
+    a vision stage on the HTP simulation within its budget: then the ONNX QDQ artifacts, with the reason."""
+    from edgevlm.compiler.backends import get_backend
+    from edgevlm.compiler.pipeline import _accuracy_vision_backend
+    from edgevlm.core.config import CompileConfig
+
+    def report(encoder_samples):
+        art = lambda backend, n: {"backend": backend, "parity": {"metric": "sqnr_db", "samples": n}}  # noqa: E731
+        return {"stages": [{"name": "encoder", "kind": "encoder", "artifacts": [art("qnn", encoder_samples), art("onnx", 4)]},
+                           {"name": "projector", "kind": "projector", "artifacts": [art("qnn", 4), art("onnx", 4)]},
+                           {"name": "llm-decode", "kind": "llm", "artifacts": [art("qnn", 0), art("onnx", 4)]}]}
+
+    chosen = [get_backend("onnx"), get_backend("qnn")]
+    assert _accuracy_vision_backend(CompileConfig(), chosen, report(2)) == ("qnn", None)  # an LLM stage's 0 does not count
+    backend, why = _accuracy_vision_backend(CompileConfig(), chosen, report(0))
+    assert backend == "onnx" and "finished no sample of encoder within its verification budget" in why
+    assert _accuracy_vision_backend(CompileConfig(htp_verify=False), chosen, report(0)) == (None, None)
+    assert _accuracy_vision_backend(CompileConfig(), [get_backend("onnx")], report(0)) == (None, None)
