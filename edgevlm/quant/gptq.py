@@ -46,7 +46,6 @@ HESSIAN_BUDGET_BYTES = 512 * 1024**2  # Hessians summed in memory in the pass; t
 WEIGHT_ALGOS = ("rtn", "gptq", "mse", "awq")  # mse: edgevlm.quant.weight_scales; awq: edgevlm.quant.awq
 
 
-
 def check_weight_algo(name: str) -> None:
     """An InputError for a weight algorithm that is not one of WEIGHT_ALGOS (edgevlm.compile checks before export)."""
     if name not in WEIGHT_ALGOS:
@@ -210,18 +209,21 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
     # Layers with the same input columns share a Hessian.  One pass over the samples: the Hessians that
     # fit HESSIAN_BUDGET_BYTES together (smallest first) are summed during it; the other layers' inputs
     # go to disk, one file per sample, and their Hessians are summed one at a time after it.  Memory is
-    # the budget plus one Hessian, and an LM whose every w2 has a Hessian of the budget's size (LFM2-1.2B:
-    # 8192 inputs, 512 MiB in float64) takes one pass, not one per w2 (33 passes at 16 layers).
+    # the budget, one Hessian and one sample's layer inputs, and an LM whose every w2 has a Hessian of the
+    # budget's size (LFM2-1.2B: 8192 inputs, 512 MiB in float64) takes one pass, not one per w2 (33 passes
+    # at 16 layers).
     by_key: dict[tuple, list[WeightLayer]] = {}
     for layer in layers:
         by_key.setdefault(layer.hessian_key, []).append(layer)
     size = {key: group[0].groups * group[0].k ** 2 * 8 for key, group in by_key.items()}  # float64 bytes
-    in_memory, used = set(), 0
+    fits, used = set(), 0
     for key in sorted(by_key, key=size.get):
         if used + size[key] <= HESSIAN_BUDGET_BYTES:
-            in_memory.add(key)
+            fits.add(key)
             used += size[key]
-    on_disk = sorted({key[0] for key in by_key if key not in in_memory})  # input tensor names
+    in_memory = [key for key in by_key if key in fits]  # both in graph order
+    from_disk = [key for key in by_key if key not in fits]
+    on_disk = sorted({key[0] for key in from_disk})  # their input tensor names
     hessians: dict[tuple, torch.Tensor] = {}
     fourth: dict[tuple, torch.Tensor] = {}  # sum of |x|^4 per group, for shrink_hessian
     rows: dict[tuple, int] = {}
@@ -263,23 +265,20 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
     with tempfile.TemporaryDirectory(prefix="edgevlm-gptq-inputs-") as spool:
         n_samples = 0
         for values in run_with_intermediates(float_model_path, samples, {key[0] for key in by_key}):
-            for key in by_key:
-                if key in in_memory:
-                    add(key, values[key[0]])
+            for key in in_memory:
+                add(key, values[key[0]])
             for j, name in enumerate(on_disk):
                 np.save(Path(spool) / f"{j}-{n_samples}.npy", np.asarray(values[name], np.float32), allow_pickle=False)
             n_samples += 1
-        for key in by_key:
-            if key in in_memory:
-                round_layers(key)
-        for key in by_key:
-            if key not in in_memory:
-                j = on_disk.index(key[0])
-                for i in range(n_samples):
-                    add(key, np.load(Path(spool) / f"{j}-{i}.npy", allow_pickle=False))
-                round_layers(key)
+        for key in in_memory:
+            round_layers(key)
+        for key in from_disk:
+            j = on_disk.index(key[0])
+            for i in range(n_samples):
+                add(key, np.load(Path(spool) / f"{j}-{i}.npy", allow_pickle=False))
+            round_layers(key)
     return {"weight_algo": "gptq", "layers": len(layers), "passes": 1, "act_order": act_order,
             "calibration_rows": max(rows.values()), "hessians_from_earlier_stages": borrowed,
-            "hessians_summed_from_disk": len(by_key) - len(in_memory),
+            "hessians_summed_from_disk": len(from_disk),
             "shrunk_hessians": {"layers": len(few_rows), "why": "fewer calibration rows than layer inputs"}
             if few_rows else None}
