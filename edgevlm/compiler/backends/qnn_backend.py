@@ -285,7 +285,112 @@ def _run_job(htp, what, model, tmp, n):
             partial.replace(tmp / f"out{i}.npz")
 
 
-_CHILD_JOBS = {"prepare": _prepare_job, "run": _run_job}
+def _serve_job(htp, what, model, threads, parent):
+    """The worker behind ``HtpWorker``: one HtpRunner, one run per line on stdin (a dir holding in.npz);
+    answers "ok" on its stdout once that dir holds out.npz; ends at EOF, or with its parent ``parent``."""
+    _die_with_parent(int(parent))
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # whatever QNN's libraries print goes to the log, not into the answers
+    with HtpRunner(Path(model), htp, what, threads=int(threads)) as run:
+        print("\t".join(run.inputs), file=answers, flush=True)
+        for line in sys.stdin:
+            tmp = Path(line.rstrip("\n"))
+            with np.load(tmp / "in.npz", allow_pickle=False) as data:
+                outs = run({name: data[name] for name in run.inputs})
+            np.savez(tmp / "out.npz", **{f"o{k}": o for k, o in enumerate(outs)})
+            print("ok", file=answers, flush=True)
+
+
+_CHILD_JOBS = {"prepare": _prepare_job, "run": _run_job, "serve": _serve_job}
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when ``parent`` dies (Linux prctl PR_SET_PDEATHSIG), so a parent killed
+    outright leaves no HTP simulation running on; exit now if it has died already.  Off Linux, only
+    the EOF on stdin ends the child, after its current run."""
+    import ctypes
+    import signal
+
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        sys.exit(0)
+
+
+class HtpWorker:
+    """``HtpRunner`` on the model at ``path``, held in a child process: ``worker(feed)`` -> outputs.
+
+    A call into onnxruntime-qnn's ``Session.run`` cannot be interrupted in-process: Ctrl-C or SIGTERM
+    acts only once the call returns, minutes later on a large stage of the HTP simulation (seen on an
+    LFM2-VL-450M-shaped encoder: SIGTERM waited past 25 s, and it took SIGKILL).  Here the parent only
+    waits on a pipe, so an interrupt ends the wait at once and kills the child.  Inputs and outputs go
+    through .npz files in a scratch dir (no pickle); the session stays loaded between calls.
+    """
+
+    def __init__(self, path: Path, htp, what: str = "the graph", threads: int = 0):
+        import weakref
+
+        self.what = what
+        self._scratch = tempfile.TemporaryDirectory(prefix="edgevlm-htp-worker-")
+        self._log = open(Path(self._scratch.name) / "stderr.log", "w+")
+        cmd = [sys.executable, "-c", "import sys; from edgevlm.compiler.backends.qnn_backend import _child_main; "
+               "sys.exit(_child_main(sys.argv[1:]))", "serve", str(htp.arch), str(htp.soc_model), str(htp.vtcm_mb),
+               what, str(path), str(threads or 0), str(os.getpid())]
+        self._child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        self._finalizer = weakref.finalize(self, HtpWorker._stop, self._child, self._log, self._scratch)
+        self.inputs = self._answer().split("\t")
+
+    @staticmethod
+    def _stop(child, log, scratch) -> None:
+        child.kill()
+        child.wait()
+        for stream in (child.stdin, child.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()
+        log.close()
+        scratch.cleanup()
+
+    def _answer(self) -> str:
+        """The child's next line; an interrupt here (Ctrl-C, or SIGTERM raising) kills the child first."""
+        try:
+            line = self._child.stdout.readline()
+        except BaseException:
+            self.close()
+            raise
+        if line:
+            return line.rstrip("\n")
+        self._child.wait()
+        self._log.seek(0)
+        err = (self._log.read().strip().splitlines() or [""])[-1]
+        code = self._child.returncode
+        self.close()
+        if code == 2:
+            cause, _, fix = err.partition("\t")
+            raise UnsupportedOpError(cause, fix or None)
+        raise LoweringError(f"QNN HTP run of {self.what} failed (exit {code}): {err[:300]}",
+                            f"check that onnxruntime-qnn imports here ({INSTALL})")
+
+    def __call__(self, feed: dict) -> list:
+        tmp = Path(self._scratch.name)
+        np.savez(tmp / "in.npz", **{n: np.asarray(feed[n]) for n in self.inputs})
+        try:
+            self._child.stdin.write(f"{tmp}\n")
+            self._child.stdin.flush()
+        except BrokenPipeError:
+            pass  # the child has ended: _answer reads its reason
+        self._answer()
+        with np.load(tmp / "out.npz", allow_pickle=False) as data:
+            return [data[f"o{k}"] for k in range(len(data.files))]
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _child_main(argv: list[str]) -> int:
@@ -609,7 +714,8 @@ class QnnBackend(Backend):
 
     def load(self, artifact: Artifact, build_dir, threads: int = 0):
         path = Path(build_dir) / artifact.path
-        runner = HtpRunner(path, _htp_of(path), f"context binary '{artifact.path}'", threads=threads)
+        # In a child process (HtpWorker), so that Ctrl-C and SIGTERM stop `edgevlm run --backend qnn` at once.
+        runner = HtpWorker(path, _htp_of(path), f"context binary '{artifact.path}'", threads=threads)
 
         def run(inputs):
             return runner({n: np.asarray(x) for n, x in zip(runner.inputs, inputs, strict=True)})

@@ -114,6 +114,71 @@ def test_loaded_context_binary_runs_like_the_verification(built):
     assert sqnr_db(ref, run([x.numpy()])[0]) >= 30.0  # an unseen input, same model
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    import time
+
+    end = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < end:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def test_an_interrupted_htp_run_stops_its_worker(built, monkeypatch):
+    """Ctrl-C (or compile's SIGTERM handler) while waiting on the HTP worker kills the worker and propagates."""
+    root, _ = built
+    worker = qnn_backend.HtpWorker(root / "a" / "model.htp.onnx", get_target("sa8295p").htp)
+    x = {worker.inputs[0]: np.zeros((1, 3, 16, 16), np.float32)}
+    assert worker(x)[0].shape == (1, 64, 32)  # it serves; then the next wait is interrupted
+    pid = worker._child.pid
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker._child.stdout, "readline", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        worker(x)
+    assert _gone_within(pid, 5.0)
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_htp_worker_dies_with_its_parent(built):
+    """A parent killed outright (SIGKILL: no handler, no atexit) leaves no HTP simulation running."""
+    import subprocess
+    import sys
+
+    root, _ = built
+    code = ("import sys, time; from edgevlm.compiler.backends.qnn_backend import HtpWorker; "
+            "from edgevlm.targets import get_target; "
+            f"w = HtpWorker({str(root / 'a' / 'model.htp.onnx')!r}, get_target('sa8295p').htp); "
+            "print(w._child.pid, flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        assert _alive(pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert _gone_within(pid, 5.0)
+
+
+def test_a_failing_htp_worker_says_why(tmp_path):
+    """A model the worker cannot load: one LoweringError naming the model, not a hang on the pipe."""
+    from edgevlm.errors import LoweringError
+
+    bad = tmp_path / "bad.htp.onnx"
+    bad.write_bytes(b"not an onnx model")
+    with pytest.raises(LoweringError, match="QNN HTP run of the graph failed"):
+        qnn_backend.HtpWorker(bad, get_target("sa8295p").htp)
+
+
 def test_a_refused_graph_names_node_op_and_htp():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
