@@ -14,6 +14,7 @@ and ``edgevlm compile`` hand :func:`build_accuracy` to
 ``edgevlm.compiler.pipeline.compile(accuracy_check=...)``, which calls it on the finished
 build before the report is written (``--eval-n 0`` skips it).
 """
+import contextlib
 import time
 from pathlib import Path
 
@@ -57,6 +58,24 @@ def shapes_accuracy(bundle, build_dir: Path, n: int, gguf_type: str, vision_back
 
 # -- an imported checkpoint vs transformers ----------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _transformers_quiet():
+    """transformers' own progress bars and notices ("Loading weights", "`causal_conv1d_fn` is falling back to
+    its reference PyTorch implementation") off while the reference loads and runs: in a compile log they are
+    noise between edgevlm's progress lines.  Restored afterwards, for a caller using transformers too."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 class TransformersReference:
     """transformers' processor + model (float32) of one checkpoint directory: the float reference."""
 
@@ -69,8 +88,9 @@ class TransformersReference:
         import transformers
 
         self.version = transformers.__version__
-        self.processor = transformers.AutoProcessor.from_pretrained(ckpt)
-        self.model = transformers.AutoModelForImageTextToText.from_pretrained(ckpt, dtype=torch.float32).eval()
+        with _transformers_quiet():
+            self.processor = transformers.AutoProcessor.from_pretrained(ckpt)
+            self.model = transformers.AutoModelForImageTextToText.from_pretrained(ckpt, dtype=torch.float32).eval()
 
     def inputs(self, image, prompt: str):
         conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
@@ -82,7 +102,7 @@ class TransformersReference:
         import torch
 
         inp = self.inputs(image, prompt)
-        with torch.no_grad():
+        with torch.no_grad(), _transformers_quiet():
             out = self.model.generate(**inp, max_new_tokens=n, do_sample=False)
         return out[0, inp["input_ids"].shape[1]:].tolist()
 
@@ -91,7 +111,7 @@ class TransformersReference:
 
         inp = self.inputs(image, prompt)
         extra = {k: inp[k] for k in ("spatial_shapes", "pixel_attention_mask") if k in inp}
-        with torch.no_grad():
+        with torch.no_grad(), _transformers_quiet():
             feats = self.model.get_image_features(pixel_values=inp["pixel_values"], **extra)
         feats = getattr(feats, "pooler_output", feats)
         if isinstance(feats, (list, tuple)):

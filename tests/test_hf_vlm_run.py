@@ -99,13 +99,20 @@ def test_float_vision_artifacts_match_transformers_image_features(built):
 
 # -- the build's accuracy in its report (edgevlm.accuracy.checkpoint_agreement) ------------------------------------
 
-def test_checkpoint_agreement_of_a_float_build_is_one(built):
+def test_checkpoint_agreement_of_a_float_build_is_one(built, capfd):
     """Teacher-forced greedy agreement with transformers, 2 built-in pairs x 16 steps: the float build
-    (F32 GGUF, float vision artifacts) agrees on >= 99 % of steps, as its 32 free greedy tokens do."""
+    (F32 GGUF, float vision artifacts) agrees on >= 99 % of steps, as its 32 free greedy tokens do.
+    transformers' own "Loading weights" bar stays out of the log, and its verbosity is restored."""
+    from transformers.utils import logging as hf_logging
+
     from edgevlm.accuracy import checkpoint_agreement
 
     ckpt, build, _, _, _ = built
+    verbosity = hf_logging.get_verbosity()
+    capfd.readouterr()
     acc = checkpoint_agreement(ckpt, build, "f32", pairs=2, steps=16)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.get_verbosity() == verbosity and hf_logging.is_progress_bar_enabled()
     assert acc["pairs"] == 2 and 2 <= acc["steps"] <= 32 and acc["metric"] == "teacher_forced_greedy_agreement"
     assert acc["agreement"] >= 0.99, acc["by_pair"]
     assert acc["first_token_agreement"] == 1.0
