@@ -179,23 +179,36 @@ def _in_child(job: str, htp, args: list[str], what: str, timeout_s: float | None
     in-process (one HTP-simulated llm-prefill sample of an LFM2-VL-450M-shaped
     build ran past 20 minutes).
     """
-    cmd = [sys.executable, "-c", "import sys; from edgevlm.compiler.backends.qnn_backend import _child_main; "
-           "sys.exit(_child_main(sys.argv[1:]))", job, str(htp.arch), str(htp.soc_model), str(htp.vtcm_mb), what, *args]
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(_child_cmd(job, htp, what, args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
     try:
         _, err = child.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         child.kill()
         child.communicate()
         return False
+    if child.returncode != 0:
+        _raise_child_failure(f"({job})", what, child.returncode, err)
+    return True
+
+
+def _child_cmd(job: str, htp, what: str, args: list[str]) -> list[str]:
+    """The command line of a ``_child_main`` process running ``job``."""
+    return [sys.executable, "-c", "import sys; from edgevlm.compiler.backends.qnn_backend import _child_main; "
+            "sys.exit(_child_main(sys.argv[1:]))", job, str(htp.arch), str(htp.soc_model), str(htp.vtcm_mb), what,
+            *args]
+
+
+def _raise_child_failure(doing: str, what: str, code: int, err: str):
+    """A child that exited with ``code`` != 0: a refusal (exit 2, "cause<TAB>fix" as the last line of its
+    stderr ``err``) as the same UnsupportedOpError, anything else as LoweringError ("QNN HTP ``doing`` of
+    ``what`` failed ...")."""
     last = (err.strip().splitlines() or [""])[-1]
-    if child.returncode == 2:
+    if code == 2:
         cause, _, fix = last.partition("\t")
         raise UnsupportedOpError(cause, fix or None)
-    if child.returncode != 0:
-        raise LoweringError(f"QNN HTP ({job}) of {what} failed (exit {child.returncode}): {last[:300]}",
-                            "check that onnxruntime-qnn imports here (pip install 'edgevlm[qnn]')")
-    return True
+    raise LoweringError(f"QNN HTP {doing} of {what} failed (exit {code}): {last[:300]}",
+                        f"check that onnxruntime-qnn imports here ({INSTALL})")
 
 
 def _prepare_job(htp, what, source, context):
@@ -334,9 +347,7 @@ class HtpWorker:
         self.what = what
         self._scratch = tempfile.TemporaryDirectory(prefix="edgevlm-htp-worker-")
         self._log = open(Path(self._scratch.name) / "stderr.log", "w+")
-        cmd = [sys.executable, "-c", "import sys; from edgevlm.compiler.backends.qnn_backend import _child_main; "
-               "sys.exit(_child_main(sys.argv[1:]))", "serve", str(htp.arch), str(htp.soc_model), str(htp.vtcm_mb),
-               what, str(path), str(threads or 0), str(os.getpid())]
+        cmd = _child_cmd("serve", htp, what, [str(path), str(threads or 0), str(os.getpid())])
         self._child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True)
         self._finalizer = weakref.finalize(self, HtpWorker._stop, self._child, self._log, self._scratch)
         self.inputs = self._answer().split("\t")
@@ -360,16 +371,11 @@ class HtpWorker:
             raise
         if line:
             return line.rstrip("\n")
-        self._child.wait()
+        code = self._child.wait()
         self._log.seek(0)
-        err = (self._log.read().strip().splitlines() or [""])[-1]
-        code = self._child.returncode
+        err = self._log.read()
         self.close()
-        if code == 2:
-            cause, _, fix = err.partition("\t")
-            raise UnsupportedOpError(cause, fix or None)
-        raise LoweringError(f"QNN HTP run of {self.what} failed (exit {code}): {err[:300]}",
-                            f"check that onnxruntime-qnn imports here ({INSTALL})")
+        _raise_child_failure("run", self.what, code, err)
 
     def __call__(self, feed: dict) -> list:
         tmp = Path(self._scratch.name)
