@@ -87,16 +87,27 @@ def _cpu_s() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def _rss() -> int:
-    """Resident bytes of this process and all its children."""
+def _rss(children: dict | None = None) -> int:
+    """Resident bytes of this process and all its children; with ``children``, each child's resident
+    bytes by pid go in it too ({pid: (rss, command line)})."""
     me = psutil.Process()
     total = me.memory_info().rss
     for child in me.children(recursive=True):
         try:
-            total += child.memory_info().rss
+            rss = child.memory_info().rss
+            if children is not None:
+                children[child.pid] = (rss, child.cmdline())
         except psutil.Error:
-            pass
+            continue
+        total += rss
     return total
+
+
+def _child_job(cmdline: list[str]) -> str:
+    """A child's command line without the interpreter and its ``-c`` program, paths by their file name:
+    a QNN child reads ``prepare 68 36 8 part 3/19 of encoder <source> <context>``."""
+    args = cmdline[3:] if len(cmdline) > 2 and cmdline[1] == "-c" else cmdline
+    return " ".join(Path(a).name if a.startswith("/") else a for a in args)[:160]
 
 
 class Recorder:
@@ -107,6 +118,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.t0 = time.perf_counter()
         self.peak = 0
+        self.children: dict[int, dict] = {}  # pid -> {"job", "peak_rss", "stage", "step"}: each child's own peak
         self.stage = ""  # the stage of the last step that named one (steps taking only a graph inherit it)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -119,12 +131,20 @@ class Recorder:
                 last_flush = time.perf_counter()
                 with self.lock:
                     rows = [dict(r) for r in self.rows]
-                self.partial.write_text(json.dumps({"steps": rows, "peak_rss_sampled": self.peak}, indent=1) + "\n")
-            rss = _rss()
+                    child_rows = [dict(c) for c in self.children.values()]
+                self.partial.write_text(json.dumps({"steps": rows, "peak_rss_sampled": self.peak,
+                                                    "children": child_rows}, indent=1) + "\n")
+            children: dict = {}
+            rss = _rss(children)
             with self.lock:
                 self.peak = max(self.peak, rss)
                 for row in self.active:
                     row["peak_rss"] = max(row["peak_rss"], rss)
+                for pid, (child_rss, cmdline) in children.items():
+                    seen = self.children.setdefault(pid, {"job": _child_job(cmdline), "peak_rss": 0})
+                    if child_rss > seen["peak_rss"]:
+                        step = self.active[-1] if self.active else {"stage": self.stage, "step": ""}
+                        seen.update(peak_rss=child_rss, stage=step["stage"], step=step["step"])
 
     def stop(self):
         self._stop.set()
@@ -200,6 +220,12 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             continue
         lines.append(f"| {r['stage']} | {'&nbsp;&nbsp;' * r['depth']}{r['step']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
                      f"{_gb(r['peak_rss'])} | {_gb(r['rss_after'])} |")
+    children = sorted(meta.get("children", []), key=lambda c: -c["peak_rss"])
+    if children:
+        lines += ["", f"Child processes ({len(children)}), largest first, each one's own peak RSS (sampled every "
+                  f"{SAMPLE_S} s) and the step running then:", "",
+                  "| child | stage | step | peak RSS GB |", "|---|---|---|---:|"]
+        lines += [f"| `{c['job']}` | {c['stage']} | {c['step']} | {_gb(c['peak_rss'])} |" for c in children[:20]]
     return "\n".join(lines) + "\n"
 
 
@@ -279,6 +305,7 @@ def main(argv=None) -> int:
         "peak_rss_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "peak_rss_children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
         "peak_rss_sampled": rec.peak, "not_instrumented": missing, "note": args.note,
+        "children": [c for c in rec.children.values() if c["peak_rss"]],
     }
     out.with_suffix(".partial.json").unlink(missing_ok=True)
     write_results(out, {"meta": meta, "steps": rec.rows}, markdown(meta, rec.rows), indent=1, echo=False)

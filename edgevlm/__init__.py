@@ -6,6 +6,10 @@ compiler.backends -> verify -> report, with a small C runtime beside it
 """
 __version__ = "0.1.0"
 
+from edgevlm._compat import quiet_torchao_cuda_extensions as _quiet
+
+_quiet()  # logging only: torchao is not imported here
+
 
 def compile(*args, **kwargs):  # noqa: A001 - the public verb is `compile`
     """Compile a model for a target; see :func:`edgevlm.compiler.pipeline.compile` and

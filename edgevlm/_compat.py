@@ -36,3 +36,23 @@ def import_timm():
     import timm
 
     return timm
+
+
+def _cuda_extension_notice(record) -> bool:
+    """False for torchao's import-time "Failed to load .../_C_mxfp8...so" / "_C_cutlass_90a...so" warnings.
+
+    Those two libraries hold CUDA kernels (MX formats on Blackwell, CUTLASS on Hopper) that a CPU
+    build of torch cannot load and that edgevlm never calls; torchao logs one line each on every
+    import, which lands in every compile log.  Any other torchao message passes.
+    """
+    message = record.getMessage()
+    return not (message.startswith("Failed to load ") and ("_C_mxfp8" in message or "_C_cutlass" in message))
+
+
+def quiet_torchao_cuda_extensions() -> None:
+    """Drop torchao's CUDA-extension load warnings (see _cuda_extension_notice); idempotent."""
+    import logging
+
+    logger = logging.getLogger("torchao")
+    if _cuda_extension_notice not in logger.filters:
+        logger.addFilter(_cuda_extension_notice)
