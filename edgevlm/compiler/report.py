@@ -205,8 +205,12 @@ def _htp_section(report: dict) -> str:
             dep = (a.get("info") or {}).get("htp_departure")
             if not dep:
                 continue
-            rows = [dict(r, sqnr_db=as_number(r.get("sqnr_db"))) for r in dep["rows"]]
             info = a["info"]
+            if not dep["rows"]:  # not run, or no sample within its budget: say why, draw no empty chart
+                charts.append(f'<p class="caption">{e(st["name"])} (qnn, HTP v{info["htp_arch"]}): '
+                              f'{e(dep.get("reason") or "no tensor measured")}.</p>')
+                continue
+            rows = [dict(r, sqnr_db=as_number(r.get("sqnr_db"))) for r in dep["rows"]]
             charts.append(plots.layer_sqnr_chart(f"{st['name']} (qnn, HTP v{info['htp_arch']}): HTP vs onnxruntime CPU per layer",
                                                  rows, dep["threshold_db"]))
             first = dep.get("first_departure")

@@ -530,6 +530,20 @@ def run_on_htp(model_path: Path, htp, samples: list, timeout_s: float, what: str
         return results
 
 
+def departure_view(qdq_path: Path, samples: list, htp, graphs: int) -> dict:
+    """The per-layer HTP view (htp_departure) of a stage prepared as ``graphs`` QNN graphs, or why it is not run.
+
+    Only for a stage prepared whole: the view prepares the QDQ model as one graph with every activation an
+    output, the whole-graph preparation that a stage in parts avoids.  Measured on the LFM2-VL-450M encoder
+    (19 parts): its view's child grew past 8.6 GB in the 120 s budget and finished no sample.
+    """
+    if graphs > 1:
+        return {"rows": [], "first_departure": None, "samples": 0, "threshold_db": DEPARTURE_DB, "seconds": 0.0,
+                "reason": f"not run: the stage is prepared in {graphs} parts, and this view would prepare it "
+                          "whole, with every activation an output"}
+    return htp_departure(qdq_path, samples, htp, VERIFY_BUDGET_S)
+
+
 def htp_departure(qdq_path: Path, samples: list, htp, budget_s: float) -> dict:
     """Where the HTP's execution of a QDQ model departs from onnxruntime CPU's, tensor by tensor.
 
@@ -693,7 +707,7 @@ class QnnBackend(Backend):
         departure = None
         if plan.options.get("htp_verify", True) and stage.stage.calibration:
             samples = [[x.detach().cpu().numpy() for x in s] for s in list(stage.stage.calibration)[:DEPARTURE_SAMPLES]]
-            departure = htp_departure(out / source.path, samples, htp, VERIFY_BUDGET_S)
+            departure = departure_view(out / source.path, samples, htp, graphs)
         facts = HtpContext(source.path, htp.arch, htp.soc_model, htp.vtcm_mb, round(prepare_s, 2), budget,
                            describe(context)["qnn_sdk"], departure, graphs)
         return Artifact("qnn", stage.name, rel, files, htp=facts, quant=QuantRecord(source.quant.scheme, {"from": "onnx"}),

@@ -5,6 +5,7 @@ float PyTorch, over the stage's calibration samples.
 """
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -244,6 +245,18 @@ def test_a_stage_past_its_budget_says_so(tmp_path, monkeypatch):
     assert qnn["parity"]["value"] is None and qnn["parity"]["samples"] == 0
     assert "budget of 0.05 s" in qnn["parity"]["reason"]
     assert qnn["info"]["htp_departure"]["rows"] == [] and "within 0.05 s" in qnn["info"]["htp_departure"]["reason"]
+    page = (tmp_path / "f" / "report.html").read_text()
+    assert "within 0.05 s" in page and "No tensor below" not in page  # the reason, not an empty chart's verdict
+
+
+def test_a_stage_in_parts_gets_no_whole_graph_departure_view(monkeypatch):
+    """The per-layer view prepares the stage as one graph; a stage prepared in parts skips it and says why."""
+    def whole_graph(*args, **kwargs):
+        raise AssertionError("htp_departure ran for a stage prepared in parts")
+
+    monkeypatch.setattr(qnn_backend, "htp_departure", whole_graph)
+    view = qnn_backend.departure_view(Path("unused.onnx"), [], get_target("sa8295p").htp, graphs=3)
+    assert view["rows"] == [] and view["samples"] == 0 and "prepared in 3 parts" in view["reason"]
 
 
 def test_a_preparation_past_its_budget_stops_the_compile_in_one_line(tmp_path, monkeypatch):
