@@ -538,10 +538,15 @@ def departure_view(qdq_path: Path, samples: list, htp, graphs: int) -> dict:
     (19 parts): its view's child grew past 8.6 GB in the 120 s budget and finished no sample.
     """
     if graphs > 1:
-        return {"rows": [], "first_departure": None, "samples": 0, "threshold_db": DEPARTURE_DB, "seconds": 0.0,
-                "reason": f"not run: the stage is prepared in {graphs} parts, and this view would prepare it "
-                          "whole, with every activation an output"}
+        return _no_departure(f"not run: the stage is prepared in {graphs} parts, and this view would prepare it "
+                             "whole, with every activation an output", 0.0)
     return htp_departure(qdq_path, samples, htp, VERIFY_BUDGET_S)
+
+
+def _no_departure(reason: str, seconds: float) -> dict:
+    """An htp_departure result with no tensor measured, and why."""
+    return {"rows": [], "first_departure": None, "samples": 0, "threshold_db": DEPARTURE_DB,
+            "seconds": round(seconds, 2), "reason": reason}
 
 
 def htp_departure(qdq_path: Path, samples: list, htp, budget_s: float) -> dict:
@@ -587,9 +592,7 @@ def htp_departure(qdq_path: Path, samples: list, htp, budget_s: float) -> dict:
         onnx.save(model, str(augmented))
         on_htp = run_on_htp(augmented, htp, samples, budget_s, what="the per-layer view's graph")
     if not on_htp:
-        return {"rows": [], "first_departure": None, "samples": 0, "threshold_db": DEPARTURE_DB,
-                "seconds": round(time.perf_counter() - t0, 2),
-                "reason": f"the HTP did not finish one sample within {budget_s:g} s"}
+        return _no_departure(f"the HTP did not finish one sample within {budget_s:g} s", time.perf_counter() - t0)
     ref, got = {n: [] for n in names}, {n: [] for n in names}
     for sample, htp_outs in zip(samples, on_htp):
         feeds = {k: np.asarray(v) for k, v in zip(inputs, sample, strict=True)}
