@@ -51,15 +51,32 @@ def qnn_sdk_guard():
     download the SDK; an empty ``QNN_SDK_ROOT`` is its documented "caller
     manages the SDK", which keeps annotation in Python.  The quantization
     numerics (QuantDtype, observers) are the same either way.
+
+    It also keeps PyTorch's oneDNN (MKLDNN) switch as the caller had it.
+    Building a QnnQuantizer on an AMD host sets ``torch.backends.mkldnn.enabled
+    = False`` for the whole process (ExecuTorch's guard against a oneDNN crash
+    on "some AMD hosts").  Left off, every later convolution in the compile --
+    the 1x1 convs of the linear-to-conv form above all -- falls back to ATen's
+    slow path: on a 2-core AMD EPYC a [1024,768,1,1] conv went from 0.4 s to
+    ~8 s and calibrating the LFM2-VL-450M encoder took 3.5-4 min per sample.
+    edgevlm already runs the float model with oneDNN on for capture and the
+    parity references, so turning it off for calibration alone avoids no
+    risk.  A user who wants it off sets ``torch.backends.mkldnn.enabled =
+    False`` before compiling; that is kept.
     """
+    import torch
+
     previous = os.environ.get("QNN_SDK_ROOT")
     hide = not (previous and (Path(previous) / _QNN_HOST_LIB).is_file())
+    mkldnn = torch.backends.mkldnn.enabled
     if hide:
         os.environ["QNN_SDK_ROOT"] = ""
     logging.disable(logging.WARNING)
     try:
         yield
     finally:
+        if torch.backends.mkldnn.enabled != mkldnn and not torch.backends.flags_frozen():
+            torch.backends.mkldnn.enabled = mkldnn
         logging.disable(logging.NOTSET)
         if hide:
             if previous is None:

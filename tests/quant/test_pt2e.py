@@ -94,3 +94,23 @@ def test_missing_extra_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchao.quantization.pt2e", None)
     with pytest.raises(BackendUnavailableError, match=r"pip install 'edgevlm\[executorch\]'"):
         pt2e.quantizer_for("cpu-x86_64", "w8a8")
+
+
+@pytest.mark.parametrize("user_setting", [True, False])
+def test_qnn_quantizer_leaves_onednn_as_the_caller_had_it(monkeypatch, user_setting):
+    """ExecuTorch's QnnQuantizer turns oneDNN off process-wide on AMD hosts, which made every later
+    convolution of a compile ~20x slower.  Pretend this host is AMD so the check runs on any CPU."""
+    from executorch.backends.qualcomm.utils import qnn_sdk_setup
+
+    monkeypatch.setattr(qnn_sdk_setup, "_vendor_is_amd", True)
+    before = torch.backends.mkldnn.enabled
+    try:
+        torch.backends.mkldnn.enabled = user_setting
+        with pt2e.qnn_sdk_guard():
+            qnn_sdk_setup.disable_mkldnn_on_amd()
+            assert torch.backends.mkldnn.enabled is False  # the guard really is ExecuTorch's switch
+        assert torch.backends.mkldnn.enabled is user_setting
+        pt2e.quantizer_for("sa8295p", "w8a16")
+        assert torch.backends.mkldnn.enabled is user_setting
+    finally:
+        torch.backends.mkldnn.enabled = before
