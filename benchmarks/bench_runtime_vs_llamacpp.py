@@ -168,10 +168,12 @@ def build_llama_bench() -> tuple[Path, Path, list[str]]:
         return exe, quantize, isa
     sdist = WORK / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
     if not sdist.exists():
-        # --no-build-isolation: pip only reads the sdist's metadata, with the
-        # scikit-build-core this venv already has, instead of building a
-        # build environment from source.
-        sh([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "--no-build-isolation",
+        # pip reads the sdist's metadata in an isolated build environment, so
+        # --no-binary names only llama-cpp-python: ":all:" would also build
+        # that environment's scikit-build-core and cmake from source, and
+        # --no-build-isolation fails where the venv has no scikit-build-core
+        # (make install builds edgevlm in isolation, so it has none).
+        sh([sys.executable, "-m", "pip", "download", "--no-binary", "llama-cpp-python", "--no-deps",
             f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", str(WORK)])
     src = WORK / f"llama_cpp_python-{LLAMA_CPP_PYTHON}"
     if not src.exists():

@@ -139,10 +139,17 @@ def main(argv=None) -> int:
     ap.add_argument("--agreement-pairs", type=int, default=CHECKPOINT_PAIRS,
                     help="image + prompt pairs for build_accuracy (0: skip it; default %(default)s)")
     ap.add_argument("--json", type=Path, help="also append the result line here")
+    ap.add_argument("--control-only", type=int, metavar="IMAGE_SIZE",
+                    help="no build: only q8_0_weights_control, on the test image at IMAGE_SIZE px (the build's "
+                         "static size, e.g. 512 for LFM2-VL-450M)")
     args = ap.parse_args(argv)
     from edgevlm.runner import BuildRunner
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.control_only:
+        return _emit({"checkpoint": str(args.checkpoint), "image_size": args.control_only,
+                      "q8_0_weights_control": control_only(args.checkpoint, args.control_only, args.teacher_steps)},
+                     args.json)
     t0 = time.perf_counter()
     build = args.build or compile_float(args.checkpoint, args.out / "build")
     compile_s = time.perf_counter() - t0
@@ -163,10 +170,22 @@ def main(argv=None) -> int:
     if args.agreement_pairs > 0:  # what compile's accuracy step reports for this (float) build
         result["build_accuracy"] = checkpoint_agreement(args.checkpoint, build, "f32", pairs=args.agreement_pairs,
                                                         threads=args.threads)
+    return _emit(result, args.json)
+
+
+def control_only(ckpt, image_size: int, steps: int) -> dict:
+    """q8_0_weights_control without a build: transformers' greedy tokens on the test image are the teacher."""
+    ref = Reference(ckpt)
+    image = test_image(image_size)
+    teacher = ref.generate(image, steps, PROMPT)
+    return {**q8_weights_control(ref, image, teacher), "distinct": len(set(teacher))}
+
+
+def _emit(result: dict, json_path: Path | None) -> int:
     line = json.dumps(result)
     print(line)
-    if args.json:
-        with open(args.json, "a") as f:
+    if json_path:
+        with open(json_path, "a") as f:
             f.write(line + "\n")
     return 0
 
