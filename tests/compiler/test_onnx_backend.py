@@ -158,3 +158,51 @@ def test_artifacts_carry_no_source_paths(tmp_path):
         assert STACK_TRACE_KEY not in keys, (quant, keys)
         assert quant != "float" or "pkg.torch.onnx.class_hierarchy" in keys  # the other metadata stays
         assert not [v for v in values if __file__ in v or "/edgevlm/" in v], quant
+
+
+def _qdq_matmul(path):
+    """x (float) -> Q(u8, scale 1, zp 0) -> DQ -> MatMul with DQ(s8 weights, all 127) -> out.
+
+    An input of 255 everywhere makes each pair of byte products 2 x 255 x 127 = 64770, past int16: the
+    sum that onnxruntime's pre-VNNI x86 u8s8 kernels saturate."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n = 64, 8
+    inits = [numpy_helper.from_array(np.array(1.0, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.uint8), "zp_x"),
+             numpy_helper.from_array(np.array(0, np.int8), "zp_w"),
+             numpy_helper.from_array(np.full((k, n), 127, np.int8), "w_q")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp_x"], ["x_q"]),
+             helper.make_node("DequantizeLinear", ["x_q", "s", "zp_x"], ["x_dq"]),
+             helper.make_node("DequantizeLinear", ["w_q", "s", "zp_w"], ["w_dq"]),
+             helper.make_node("MatMul", ["x_dq", "w_dq"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, n])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(path))
+    return k
+
+
+def test_load_runs_the_qdq_arithmetic_where_int8_kernels_saturate(tmp_path, monkeypatch):
+    """On an x86 CPU without VNNI the artifact a build deploys runs as dequantize -> float op (ONNX's
+    own arithmetic), not on onnxruntime's saturating u8s8 kernels.  Metric: max abs error vs numpy's
+    float product, bound 0 (the products are small integers, exact in float32); and the session the
+    backend opens uses basic optimizations there (which do not fuse QDQ)."""
+    import onnxruntime as ort
+
+    from edgevlm.compiler.backends.base import Artifact
+    from edgevlm.quant import analysis
+
+    k = _qdq_matmul(tmp_path / "m.onnx")
+    monkeypatch.setattr(analysis, "u8s8_saturates", lambda: True)
+    levels = []
+    real = ort.InferenceSession
+
+    def spy(path, opts=None, **kw):
+        levels.append(opts.graph_optimization_level)
+        return real(path, opts, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    (y,) = get_backend("onnx").execute(Artifact("onnx", "m", "m.onnx"), tmp_path, [np.full((4, k), 255, np.float32)])
+    assert levels == [ort.GraphOptimizationLevel.ORT_ENABLE_BASIC]
+    assert np.abs(y - 255.0 * 127 * k).max() == 0

@@ -116,10 +116,12 @@ class OnnxBackend(Backend):
     def load(self, artifact: Artifact, build_dir, threads: int = 0):
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(Path(build_dir) / artifact.path), opts, providers=["CPUExecutionProvider"])
+        from edgevlm.quant.analysis import cpu_session_options
+
+        # Not onnxruntime's defaults: on an x86 CPU without VNNI its fused int8 kernels saturate
+        # (cpu_session_options), and a w8a8 build would answer from wrong image features there.
+        sess = ort.InferenceSession(str(Path(build_dir) / artifact.path), cpu_session_options(threads),
+                                    providers=["CPUExecutionProvider"])
         names = [i.name for i in sess.get_inputs()]
 
         def run(inputs):

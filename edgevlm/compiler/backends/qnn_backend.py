@@ -566,6 +566,7 @@ def htp_departure(qdq_path: Path, samples: list, htp, budget_s: float) -> dict:
     import onnxruntime as ort
 
     from edgevlm.core.metrics import sqnr_db
+    from edgevlm.quant.analysis import cpu_session_options
     from edgevlm.quant.htp_forms import SPLIT_TAG
 
     t0 = time.perf_counter()
@@ -582,9 +583,7 @@ def htp_departure(qdq_path: Path, samples: list, htp, budget_s: float) -> dict:
     inferred = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
     model.graph.output.extend(inferred[n] for n in names if n in inferred)
     names = [n for n in names if n in inferred]
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    cpu = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    cpu = ort.InferenceSession(model.SerializeToString(), cpu_session_options(), providers=["CPUExecutionProvider"])
     inputs = [i.name for i in cpu.get_inputs()]
     out_names = [o.name for o in cpu.get_outputs()]
     with tempfile.TemporaryDirectory(prefix="edgevlm-departure-") as tmp:
