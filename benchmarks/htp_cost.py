@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     from edgevlm.compiler.backends import qnn_backend
     from edgevlm.compiler.backends.qnn_backend import context_files, prepare_stage, run_on_htp
     from edgevlm.core.metrics import sqnr_db
+    from edgevlm.quant.analysis import cpu_session_options
     from edgevlm.targets import get_target
 
     htp = get_target(args.target).htp
@@ -103,9 +104,7 @@ def main(argv=None) -> int:
             row.update(run_s=round(time.perf_counter() - t0, 1), ran=bool(outs),
                        prepare_and_run_peak_rss_gb=round(_children_peak_gb(), 2))
             if outs:
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = 2
-                cpu = ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
+                cpu = ort.InferenceSession(str(source), cpu_session_options(2), providers=["CPUExecutionProvider"])
                 feed = {i.name: x for i, x in zip(cpu.get_inputs(), sample, strict=True)}
                 t0 = time.perf_counter()
                 ref = cpu.run(None, feed)

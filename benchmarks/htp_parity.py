@@ -45,6 +45,7 @@ def _stage_rows(model: str, n: int, work: Path) -> list[dict]:
     from edgevlm.core.metrics import sqnr_db
     from edgevlm.errors import UnsupportedOpError
     from edgevlm.models import build_model
+    from edgevlm.quant.analysis import cpu_session_options
     from edgevlm.quant.schemes import parse_quant_spec
     from edgevlm.targets import get_target
 
@@ -65,7 +66,7 @@ def _stage_rows(model: str, n: int, work: Path) -> list[dict]:
         # report.json's record of the artifact (Artifact.report_info where the backends keep typed records)
         quant = (art.report_info() if hasattr(art, "report_info") else art.info)["quant"]
         path = out / art.path
-        cpu = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        cpu = ort.InferenceSession(str(path), cpu_session_options(), providers=["CPUExecutionProvider"])
         names = [i.name for i in cpu.get_inputs()]
         row = {"model": bundle.name, "stage": stage.name, "scheme": quant["scheme"],
                "kv_cache_bits": quant.get("kv_cache", {}).get("bits"),

@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     from edgevlm.compiler.stage import CapturedStage
     from edgevlm.core.metrics import sqnr_db
     from edgevlm.models import build_model
+    from edgevlm.quant.analysis import cpu_session_options
     from edgevlm.quant.onnx_qdq import quantize_onnx
     from edgevlm.quant.schemes import KV_CACHE, parse_quant_spec
     from edgevlm.quant.smooth_quant import smooth_onnx_file
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
                 smooth_s = time.perf_counter() - t1
                 q = work / "q.onnx"
                 info = quantize_onnx(src, q, scheme, calib, target, overrides=kv)
-                sess = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"])
+                sess = ort.InferenceSession(str(q), cpu_session_options(), providers=["CPUExecutionProvider"])
                 names = [i.name for i in sess.get_inputs()]
                 first, worst = [], []
                 for ref, sample in zip(refs, measured):

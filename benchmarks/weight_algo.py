@@ -48,6 +48,7 @@ def _lowered(model: str, algos: list[str], n: int, htp: bool, held_out: bool, wo
     from edgevlm.core.metrics import sqnr_db
     from edgevlm.errors import UnsupportedOpError
     from edgevlm.models import build_model
+    from edgevlm.quant.analysis import cpu_session_options
     from edgevlm.quant.gptq import HessianStore
     from edgevlm.quant.schemes import parse_quant_spec
     from edgevlm.targets import get_target
@@ -94,7 +95,7 @@ def _lowered(model: str, algos: list[str], n: int, htp: bool, held_out: bool, wo
             path = out / art.path
             paths[(algo, stage.name)] = path
             quant = art.report_info()["quant"]  # the typed QuantRecord, as report.json holds it
-            cpu = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            cpu = ort.InferenceSession(str(path), cpu_session_options(), providers=["CPUExecutionProvider"])
             names = [i.name for i in cpu.get_inputs()]
             row = {"model": bundle.name, "stage": stage.name, "weight_algo": algo, "scheme": quant["scheme"],
                    "kv_cache_bits": quant.get("kv_cache", {}).get("bits"), "lower_s": round(lower_s, 1),
