@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     from edgevlm.compiler.backends import qnn_backend
     from edgevlm.compiler.backends.qnn_backend import context_files, prepare_stage, run_on_htp
     from edgevlm.core.metrics import sqnr_db
-    from edgevlm.quant.analysis import cpu_session_options
+    from edgevlm.quant.ort_cpu import cpu_session_options
     from edgevlm.targets import get_target
 
     htp = get_target(args.target).htp

@@ -45,7 +45,7 @@ def _stage_rows(model: str, n: int, work: Path) -> list[dict]:
     from edgevlm.core.metrics import sqnr_db
     from edgevlm.errors import UnsupportedOpError
     from edgevlm.models import build_model
-    from edgevlm.quant.analysis import cpu_session_options
+    from edgevlm.quant.ort_cpu import cpu_session_options
     from edgevlm.quant.schemes import parse_quant_spec
     from edgevlm.targets import get_target
 

@@ -13,8 +13,6 @@
 
 Every SQNR uses edgevlm.core.metrics, so all reports share one definition.
 """
-import functools
-import platform
 import tempfile
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from edgevlm.core.metrics import compare, sqnr_db
 from edgevlm.progress import track
 from edgevlm.quant import onnx_files
 from edgevlm.quant.calibration import as_samples, chunk_by_bytes
+from edgevlm.quant.ort_cpu import cpu_session_options
 
 
 def _concat_sqnr(refs, tests) -> float | None:
@@ -35,38 +34,6 @@ def _concat_sqnr(refs, tests) -> float | None:
     r = np.concatenate([np.asarray(a, np.float64).ravel() for a in refs])
     t = np.concatenate([np.asarray(a, np.float64).ravel() for a in tests])
     return sqnr_db(r, t)
-
-
-@functools.cache
-def u8s8_saturates() -> bool:
-    """True on an x86 CPU without VNNI (AVX2 or AVX-512F only), where onnxruntime's fused uint8 x int8
-    kernels (QLinearConv/MatMulInteger from DQ -> op -> Q) sum byte pairs into int16 with saturation:
-    measured on an AMD EPYC with AVX2 only, a w8a8 conv + attention test model gave 17.0 dB there
-    against >= 30 dB with VNNI (OpenVINO documents the same overflow for pre-VNNI CPUs), and the
-    LFM2-VL-450M-shaped cpu-x86_64 build's encoder 11.2 dB against 28.1 dB (its final tensor in the
-    QDQ model's own arithmetic)."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_vnni" not in flags and "avx_vnni" not in flags
-
-
-def cpu_session_options(threads: int = 0) -> ort.SessionOptions:
-    """Session options for running a QDQ model on onnxruntime's CPU EP with the model's own arithmetic.
-
-    Where ``u8s8_saturates()``, basic optimizations only: they do not fuse QDQ, so each op runs as
-    dequantize, float op, quantize (ONNX semantics, as on a VNNI CPU or the NPU) rather than on this
-    CPU's saturating int8 kernels.  Elsewhere onnxruntime's defaults (the fused int8 kernels).
-    """
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = threads
-    if u8s8_saturates():
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return opts
 
 
 def _session(path) -> ort.InferenceSession:

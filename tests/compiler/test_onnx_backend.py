@@ -191,10 +191,10 @@ def test_load_runs_the_qdq_arithmetic_where_int8_kernels_saturate(tmp_path, monk
     import onnxruntime as ort
 
     from edgevlm.compiler.backends.base import Artifact
-    from edgevlm.quant import analysis
+    from edgevlm.quant import ort_cpu
 
     k = _qdq_matmul(tmp_path / "m.onnx")
-    monkeypatch.setattr(analysis, "u8s8_saturates", lambda: True)
+    monkeypatch.setattr(ort_cpu, "u8s8_saturates", lambda: True)
     levels = []
     real = ort.InferenceSession
 

@@ -116,7 +116,7 @@ class OnnxBackend(Backend):
     def load(self, artifact: Artifact, build_dir, threads: int = 0):
         import onnxruntime as ort
 
-        from edgevlm.quant.analysis import cpu_session_options
+        from edgevlm.quant.ort_cpu import cpu_session_options
 
         # Not onnxruntime's defaults: on an x86 CPU without VNNI its fused int8 kernels saturate
         # (cpu_session_options), and a w8a8 build would answer from wrong image features there.
