@@ -49,8 +49,8 @@ def main(argv=None) -> int:
     from edgevlm.compiler.stage import CapturedStage
     from edgevlm.core.metrics import sqnr_db
     from edgevlm.models import build_model
-    from edgevlm.quant.ort_cpu import cpu_session_options
     from edgevlm.quant.onnx_qdq import quantize_onnx
+    from edgevlm.quant.ort_cpu import cpu_session_options
     from edgevlm.quant.schemes import KV_CACHE, parse_quant_spec
     from edgevlm.quant.smooth_quant import smooth_onnx_file
     from edgevlm.targets import get_target

@@ -48,8 +48,8 @@ def _lowered(model: str, algos: list[str], n: int, htp: bool, held_out: bool, wo
     from edgevlm.core.metrics import sqnr_db
     from edgevlm.errors import UnsupportedOpError
     from edgevlm.models import build_model
-    from edgevlm.quant.ort_cpu import cpu_session_options
     from edgevlm.quant.gptq import HessianStore
+    from edgevlm.quant.ort_cpu import cpu_session_options
     from edgevlm.quant.schemes import parse_quant_spec
     from edgevlm.targets import get_target
 

@@ -566,8 +566,8 @@ def htp_departure(qdq_path: Path, samples: list, htp, budget_s: float) -> dict:
     import onnxruntime as ort
 
     from edgevlm.core.metrics import sqnr_db
-    from edgevlm.quant.ort_cpu import cpu_session_options
     from edgevlm.quant.htp_forms import SPLIT_TAG
+    from edgevlm.quant.ort_cpu import cpu_session_options
 
     t0 = time.perf_counter()
     model = onnx.load(str(qdq_path))
