@@ -102,8 +102,13 @@ class TransformersReference:
         import torch
 
         inp = self.inputs(image, prompt)
+        # transformers' hybrid cache asks an attention layer for the sequence length, and an LM of
+        # conv layers only has none ("get_seq_length can only be called on Attention layers"): such
+        # a model generates without the cache (each step re-runs the whole sequence; same tokens).
+        layer_types = getattr(self.model.config.get_text_config(), "layer_types", None)
+        no_attention = layer_types is not None and not any("attention" in t for t in layer_types)
         with torch.no_grad(), _transformers_quiet():
-            out = self.model.generate(**inp, max_new_tokens=n, do_sample=False)
+            out = self.model.generate(**inp, max_new_tokens=n, do_sample=False, **({"use_cache": False} if no_attention else {}))
         return out[0, inp["input_ids"].shape[1]:].tolist()
 
     def image_features(self, image, prompt: str = "") -> np.ndarray:

@@ -60,6 +60,9 @@ class RangeObserver:
         self.n_samples = 0
         self._min: dict[str, float] = {}
         self._max: dict[str, float] = {}
+        # Tensors seen only with zero elements (an LM without attention layers has a [0, ...] KV cache): their
+        # range is [0, 0], which every quantization parameter represents exactly, there being no value in them.
+        self._empty: set[str] = set()
         self._hist = None
         if method != "minmax":
             ort_method = {"percentile": "percentile", "entropy": "entropy", "mse": "distribution"}[method]
@@ -75,6 +78,7 @@ class RangeObserver:
         """Add one observation of tensor ``name``."""
         array = np.asarray(array)
         if array.size == 0:
+            self._empty.add(name)
             return
         lo, hi = float(array.min()), float(array.max())
         if not (np.isfinite(lo) and np.isfinite(hi)):  # min/max propagate NaN and show Inf: no third pass over the data
@@ -92,9 +96,13 @@ class RangeObserver:
         self.n_samples += 1
 
     def ranges(self) -> dict[str, tuple[float, float]]:
-        """{tensor name: (lo, hi)} with lo <= hi."""
+        """{tensor name: (lo, hi)} with lo <= hi; (0.0, 0.0) for a tensor only ever seen empty."""
         if not self._min:
             raise InputError("no calibration data was observed", "give at least one calibration sample")
+        empty = {n: (0.0, 0.0) for n in self._empty - self._min.keys()}
+        return {**empty, **self._ranges_of_values()}
+
+    def _ranges_of_values(self) -> dict[str, tuple[float, float]]:
         if self.method == "minmax":
             return {n: (self._min[n], self._max[n]) for n in self._min}
         hists = self._hist.get_histogram_dict()

@@ -96,3 +96,14 @@ def test_bad_observer_arguments():
         RangeObserver("percentile", percentile=20.0)
     with pytest.raises(InputError, match="no calibration data"):
         RangeObserver().ranges()
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
+def test_a_tensor_only_seen_empty_has_the_zero_range(uniform, method):
+    # A conv-only LM's [0, ...] KV cache: no value to represent, so [0, 0]; values seen elsewhere win.
+    samples = [{"x": part, "empty": np.zeros((0, 4), np.float32)} for part in np.array_split(uniform, 4)]
+    samples[0]["x_later_empty"] = np.zeros((0,), np.float32)
+    samples[1]["x_later_empty"] = np.array([-2.0, 5.0], np.float32)
+    r = observe(samples, method)
+    assert r["empty"] == (0.0, 0.0)
+    assert r["x_later_empty"][1] > 0.0 and r["x"][1] > 2.0

@@ -231,6 +231,27 @@ def test_zero_range_tensors_quantize_exactly(tmp_path, target):
     assert all(np.all(np.isfinite(s)) and np.all(s > 0) for s in scales)
 
 
+@pytest.mark.parametrize("target", ["sa8295p", "cpu-x86_64"])
+def test_empty_state_passed_through_quantizes(tmp_path, target):
+    # An LM with conv layers only exports its KV cache as a [0, ...] input that an Identity hands back
+    # (key_cache -> key_cache_out): calibration sees no value in it, and its kv override must still
+    # get quantization parameters (onnxruntime refused it: "Quantization parameters are not specified").
+    f = _matmul_model(tmp_path / "f.onnx", np.eye(4, 3, dtype=np.float32), "Relu")
+    m = onnx.load(f)
+    m.graph.input.append(helper.make_tensor_value_info("cache", TensorProto.FLOAT, [0, 1, 2, 8, 4]))
+    m.graph.output.append(helper.make_tensor_value_info("cache_out", TensorProto.FLOAT, [0, 1, 2, 8, 4]))
+    m.graph.node.append(helper.make_node("Identity", ["cache"], ["cache_out"], name="pass"))
+    onnx.save(m, f)
+    calib = [{**s, "cache": np.zeros((0, 1, 2, 8, 4), np.float32)} for s in _x()]
+    out = tmp_path / "q.onnx"
+    quantize_onnx(f, out, "w8a16", calib, target, overrides={"cache": 8, "cache_out": 8})
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    y, cache = sess.run(None, calib[0])
+    assert cache.shape == (0, 1, 2, 8, 4)
+    ref = np.maximum(calib[0]["x"] @ np.eye(4, 3, dtype=np.float32), 0)
+    assert np.max(np.abs(y - ref)) < 0.02  # max abs error of 16-bit activations on O(1) values
+
+
 @pytest.mark.parametrize("bad_scale", [np.nan, 0.0, 1e-40])
 def test_final_scale_check_names_the_tensor(bad_scale):
     from edgevlm.quant.onnx_qdq import check_scales
