@@ -155,6 +155,21 @@ def test_an_lm_of_conv_layers_only_builds_and_agrees(tmp_path):
     assert acc["pairs"] == 2 and acc["agreement"] >= 0.99, acc["by_pair"]
 
 
+def test_fastvlm_compiles_for_sa8295p_through_qnn(tmp_path):
+    """FastVLM's Qwen2 has no short convs: its LM stages once carried a [0, ...] conv state that QNN refused
+    ("graphAddNode() failed for node `conv_state_QuantizeLinear` ... error code 6005"). Every stage of the
+    tiny FastVLM-0.5B is now prepared by QNN for the HTP (preparation only: --no-htp-verify, --eval-n 0)."""
+    ckpt = hf_checkpoints.write_checkpoint("fastvlm-0.5b", tmp_path / "ckpt", tiny=True)
+    out = tmp_path / "build"
+    r = _cli("compile", "--model", ckpt, "--target", "sa8295p", "--backends", "qnn", "--no-htp-verify", "--eval-n", 0,
+             "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    stages = json.loads((out / "report.json").read_text())["stages"]
+    prepared = {s["name"] for s in stages for a in s["artifacts"] if a["backend"] == "qnn" and a["info"]["qnn_graphs"] >= 1}
+    assert prepared == {"encoder", "projector", "llm-prefill", "llm-decode"}
+    assert (out / "llm-prefill.htp_qnn.bin").stat().st_size > 0
+
+
 @pytest.mark.slow
 def test_compile_reports_greedy_agreement_with_transformers(tmp_path):
     """`edgevlm compile` of a checkpoint (tiny LFM2-VL, the cpu-x86_64 default quantization) states the build's

@@ -206,3 +206,33 @@ def test_vision_tower_pre_transformers5_names_load(tmp_path, make, rename):
     pixels = torch.randn(1, 3, new.image_size, new.image_size)
     with torch.no_grad():
         assert torch.equal(old.encoder(pixels), new.encoder(pixels))
+
+
+@pytest.mark.parametrize("kind", ["fastvlm-qwen2", "lfm2-conv-only"])
+def test_llm_stages_leave_out_state_that_holds_nothing(tmp_path, kind):
+    """Qwen2 has no short convs (a [0, ...] conv state), an LFM2 of conv layers no KV cache: those parts are
+    no stage input or output (QNN refuses a zero-sized tensor), and the stage still computes the LM: its
+    outputs equal the LM's own prefill/decode with the full state (max abs err 0: same kernels), eager and
+    exported."""
+    if kind == "fastvlm-qwen2":
+        _fast_vlm(tmp_path)
+        gone = {"conv_state"}
+    else:
+        transformers.Lfm2ForCausalLM(_text_config(num_hidden_layers=2, layer_types=["conv", "conv"])).save_pretrained(tmp_path)
+        gone = {"key_cache", "value_cache"}
+    bundle = from_pretrained(tmp_path)
+    pre, dec = [s for s in bundle.stages if s.name in ("llm-prefill", "llm-decode")]
+    for stage, n_lead in ((pre, 2), (dec, 1)):
+        assert not gone & {*stage.input_names, *stage.output_names}, stage.input_names
+        assert len(stage.input_names) == len(stage.example_inputs) and all(t.numel() for t in stage.example_inputs)
+        assert all(len(c) == len(stage.input_names) for c in stage.calibration or [])
+        with torch.no_grad():
+            outs = stage.module(*stage.example_inputs)
+            kept = iter(stage.example_inputs[n_lead:])
+            empty = stage.module.empty
+            full = [torch.zeros(*empty[i][:1], dtype=empty[i][1]) if i in empty else next(kept) for i in range(4)]
+            want = stage.module.stage(*stage.example_inputs[:n_lead], *full)  # PrefillStage / DecodeStage, full state
+        assert len(outs) == len(stage.output_names) == len(want) - len(empty)
+        assert all(torch.equal(g, w) for g, w in zip(outs, [want[0], *(t for i, t in enumerate(want[1:]) if i not in empty)]))
+        program = torch.export.export(stage.module, stage.example_inputs, strict=False)
+        assert all(torch.equal(g, w) for g, w in zip(program.module()(*stage.example_inputs), outs))

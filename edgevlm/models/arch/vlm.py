@@ -151,18 +151,49 @@ def vlm_stages(vlm: VisionLanguageModel, calibration: list | None = None) -> lis
     ]
 
 
+class _NonEmptyState(nn.Module):
+    """A prefill or decode stage module without the state parts that hold no element.
+
+    An LM without short convs (Qwen2) has a [0, ...] conv state, one of short convs only an empty KV cache:
+    nothing flows through them, and QNN refuses a zero-sized graph tensor (its Quantize fails
+    graphAddNode with error 6005).  The stage then takes and returns only the other parts; the empty ones
+    are made inside (a constant, which export drops with the pass-through that returned it).
+    """
+
+    def __init__(self, stage: nn.Module, n_lead: int, empty: dict[int, tuple[tuple, torch.dtype]]):
+        super().__init__()
+        self.stage, self.n_lead, self.empty = stage, n_lead, empty
+
+    def forward(self, *args):
+        kept = iter(args[self.n_lead:])
+        state = [torch.zeros(self.empty[i][0], dtype=self.empty[i][1]) if i in self.empty else next(kept)
+                 for i in range(len(STATE_NAMES))]
+        logits, *out = self.stage(*args[:self.n_lead], *state)
+        return (logits, *(t for i, t in enumerate(out) if i not in self.empty))
+
+
+def _drop_empty_state(inputs: tuple, n_lead: int, empty) -> tuple:
+    return (*inputs[:n_lead], *(t for i, t in enumerate(inputs[n_lead:]) if i not in empty))
+
+
 def llm_stages(lm, prefill_inputs: tuple, decode_inputs: tuple, prefill_calibration: list | None = None,
                decode_calibration: list | None = None) -> list[Stage]:
     """The LM's two stages with explicit state I/O: llm-prefill (embeds, n_valid, state) and llm-decode
-    (token, state), both -> (logits, state)."""
-    return [
-        Stage(StageName.LLM_PREFILL, PrefillStage(lm), prefill_inputs, kind=StageKind.LLM,
-              input_names=("embeds", "n_valid", *STATE_NAMES), output_names=("logits", *STATE_NAMES),
-              calibration=prefill_calibration),
-        Stage(StageName.LLM_DECODE, DecodeStage(lm), decode_inputs, kind=StageKind.LLM,
-              input_names=("token", *STATE_NAMES), output_names=("logits", *STATE_NAMES),
-              calibration=decode_calibration),
-    ]
+    (token, state), both -> (logits, state); a state part with no element is left out (_NonEmptyState)."""
+    state = prefill_inputs[2:]
+    empty = {i: (tuple(t.shape), t.dtype) for i, t in enumerate(state) if t.numel() == 0}
+    names = tuple(n for i, n in enumerate(STATE_NAMES) if i not in empty)
+    stages = []
+    for name, module, n_lead, lead_names, inputs, calibration in (
+            (StageName.LLM_PREFILL, PrefillStage(lm), 2, ("embeds", "n_valid"), prefill_inputs, prefill_calibration),
+            (StageName.LLM_DECODE, DecodeStage(lm), 1, ("token",), decode_inputs, decode_calibration)):
+        if empty:
+            module = _NonEmptyState(module, n_lead, empty)
+            inputs = _drop_empty_state(inputs, n_lead, empty)
+            calibration = None if calibration is None else [_drop_empty_state(c, n_lead, empty) for c in calibration]
+        stages.append(Stage(name, module, inputs, kind=StageKind.LLM, input_names=(*lead_names, *names),
+                            output_names=("logits", *names), calibration=calibration))
+    return stages
 
 
 __all__ = ["LMState", "VisionLanguageModel", "llm_stages", "make_answerer", "vlm_stages"]
