@@ -182,6 +182,11 @@ def _sqnr_section(report: dict) -> str:
             rows = [dict(r, sqnr_db=as_number(r.get("sqnr_db"))) for r in rows]
             title = f"{st['name']} ({a['backend']}, {st.get('quant') or 'quantized'}): per-layer SQNR"
             charts.append(plots.layer_sqnr_chart(title, rows, REFERENCE_SQNR_DB))
+            cov = info.get("layer_sqnr_coverage")
+            if cov:
+                charts.append(f'<p class="caption">{cov["tensors"]} of {cov["tensors_of"]} activations: '
+                              f'{cov["chunks_run"]} of {cov["chunks"]} chunks, spread over the stage, within the '
+                              f'{plots.fmt_num(cov["budget_s"])} s budget of this diagnostic.</p>')
             worst = sorted((r for r in rows if r["sqnr_db"] is not None and math.isfinite(r["sqnr_db"])),
                            key=lambda r: r["sqnr_db"])[:3]
             if worst:

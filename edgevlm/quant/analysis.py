@@ -14,6 +14,7 @@
 Every SQNR uses edgevlm.core.metrics, so all reports share one definition.
 """
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import onnxruntime as ort
 from onnxruntime.quantization import qdq_loss_debug
 
 from edgevlm.core.metrics import compare, sqnr_db
-from edgevlm.progress import track
+from edgevlm.progress import report
 from edgevlm.quant import onnx_files
 from edgevlm.quant.calibration import as_samples, chunk_by_bytes
 from edgevlm.quant.ort_cpu import cpu_session_options
@@ -99,19 +100,33 @@ def _with_outputs(path, names: list[str], out_path) -> None:
 _QDQ_SUFFIXES = ("", qdq_loss_debug.QUANT_INPUT_SUFFIX, qdq_loss_debug.DEQUANT_OUTPUT_SUFFIX, qdq_loss_debug._POST_QDQ_POSTFIX1)
 
 
-def _chunked_errors(float_path, qdq_path, samples, sizes: dict[str, int], chunk_bytes: int) -> dict:
+def spread_chunks(n: int, first_s: float, budget_s: float | None) -> list[int]:
+    """The chunks to run of ``n``, the first having taken ``first_s``: all when they fit ``budget_s`` at that
+    pace, else as many as fit, spread evenly from the first to the last (so a chart spans the whole stage)."""
+    fit = n if budget_s is None else max(2, int(budget_s // max(first_s, 1e-6)))
+    if fit >= n:
+        return list(range(n))
+    return sorted({int(i) for i in np.linspace(0, n - 1, fit).round()})
+
+
+def _chunked_errors(float_path, qdq_path, samples, sizes: dict[str, int], chunk_bytes: int,
+                    budget_s: float | None = None, coverage: dict | None = None) -> dict:
     """qdq_loss_debug's per-tensor errors, the activations fetched in chunks of about ``chunk_bytes`` per sample.
 
     Holding every activation of a large stage at once (both models, each
     sample) is what made its per-layer SQNR the compile's memory peak; each
     chunk runs both models again, so the cost is time instead.  ``sizes``:
-    :func:`onnx_files.float_tensor_sizes` of the float model.
+    :func:`onnx_files.float_tensor_sizes` of the float model.  With
+    ``budget_s``, the chunks run are those :func:`spread_chunks` picks at the
+    first chunk's pace, and none starts past the budget; ``coverage`` (a dict)
+    receives how many ran.
     """
     float_path, qdq_path = Path(float_path), Path(qdq_path)
     qdq_names = set(onnx_files.float_tensor_sizes(qdq_path))
     chunks = chunk_by_bytes(sizes, chunk_bytes)
-    errors = {}
-    for names in track(chunks, "per-layer SQNR (activation chunks)", len(chunks)):
+    label = "per-layer SQNR (activation chunks)"
+
+    def errors_of(names):
         aug_f = float_path.with_name(f".{float_path.stem}.layers.onnx")
         aug_q = qdq_path.with_name(f".{qdq_path.stem}.layers.onnx")
         try:
@@ -126,11 +141,28 @@ def _chunked_errors(float_path, qdq_path, samples, sizes: dict[str, int], chunk_
         del float_acts, qdq_acts
         for m in matched.values():
             m.setdefault("float", [])
-        errors |= qdq_loss_debug.compute_activation_error(matched, err_func=_concat_sqnr)
+        return qdq_loss_debug.compute_activation_error(matched, err_func=_concat_sqnr)
+
+    t0 = time.perf_counter()
+    report(label, 0, len(chunks), 0.0)
+    errors = errors_of(chunks[0])
+    plan = spread_chunks(len(chunks), time.perf_counter() - t0, budget_s)
+    report(label, 1, len(plan), time.perf_counter() - t0)
+    ran = [0]
+    for i in plan[1:]:
+        if budget_s is not None and time.perf_counter() - t0 > budget_s:
+            break
+        errors |= errors_of(chunks[i])
+        ran.append(i)
+        report(label, len(ran), len(plan), time.perf_counter() - t0)
+    if coverage is not None:
+        coverage.update(chunks=len(chunks), chunks_run=len(ran), budget_s=budget_s,
+                        tensors=sum(len(chunks[i]) for i in ran), tensors_of=len(sizes))
     return errors
 
 
-def layer_sqnr(float_path, qdq_path, data, chunk_bytes: int | None = None) -> list[dict]:
+def layer_sqnr(float_path, qdq_path, data, chunk_bytes: int | None = None, budget_s: float | None = None,
+               coverage: dict | None = None) -> list[dict]:
     """Per quantized activation, in graph order: ``{"tensor", "op", "node", "sqnr_db", "local_sqnr_db"}``.
 
     ``sqnr_db``: float model's tensor vs the QDQ model's dequantized tensor
@@ -140,12 +172,14 @@ def layer_sqnr(float_path, qdq_path, data, chunk_bytes: int | None = None) -> li
     Relu or Clip absorbed by the quantization range), which makes the pair
     also apply that op.  ``chunk_bytes``: when the activations of all
     samples pass it, they are fetched in chunks of about that many bytes per
-    sample (both models run once per chunk) instead of all at once.
+    sample (both models run once per chunk) instead of all at once;
+    ``budget_s`` and ``coverage``: see :func:`_chunked_errors` (chunked only:
+    one unchunked pass is what the chunks would add up to).
     """
     samples = _model_samples(float_path, data)
     sizes = onnx_files.float_tensor_sizes(float_path) if chunk_bytes is not None else {}
     if chunk_bytes is not None and sum(sizes.values()) * len(samples) > chunk_bytes:
-        errors = _chunked_errors(float_path, qdq_path, samples, sizes, chunk_bytes)
+        errors = _chunked_errors(float_path, qdq_path, samples, sizes, chunk_bytes, budget_s, coverage)
     else:
         with tempfile.TemporaryDirectory(prefix="edgevlm-sqnr-") as tmp:
             float_acts = _activations(float_path, samples, Path(tmp))

@@ -112,6 +112,14 @@ def test_values_are_escaped():
     assert "<b>mask&</b>" not in page and "&lt;b&gt;mask&amp;&lt;/b&gt;" in page
 
 
+def test_a_layer_chart_cut_by_its_budget_says_how_much_it_covers():
+    report = full_report()
+    info = report["stages"][0]["artifacts"][0]["info"]
+    assert "chunks, spread over the stage" not in render_html(report)
+    info["layer_sqnr_coverage"] = {"chunks": 16, "chunks_run": 5, "budget_s": 300.0, "tensors": 40, "tensors_of": 130}
+    assert "40 of 130 activations: 5 of 16 chunks, spread over the stage, within the 300 s budget" in render_html(report)
+
+
 def test_minimal_report_omits_sections():
     page = render_html(minimal_report())
     assert "<svg" not in page

@@ -50,6 +50,38 @@ def test_layer_sqnr_in_activation_chunks_matches_all_at_once(conv_attention_onnx
             assert a["local_sqnr_db"] == pytest.approx(b["local_sqnr_db"], abs=1e-9)
 
 
+def test_spread_chunks_keeps_what_fits_from_first_to_last():
+    assert analysis.spread_chunks(16, 10.0, None) == list(range(16))
+    assert analysis.spread_chunks(16, 10.0, 200.0) == list(range(16))  # 20 fit
+    assert analysis.spread_chunks(16, 40.0, 200.0) == [0, 4, 8, 11, 15]  # 5 fit, first and last among them
+    assert analysis.spread_chunks(16, 1000.0, 200.0) == [0, 15]  # at least the two ends
+
+
+def test_layer_sqnr_past_its_budget_keeps_chunks_spread_over_the_graph(conv_attention_onnx, w4a16, calib, monkeypatch):
+    """When the first chunk takes 2/3 of the budget, the rows come from the first and the last chunk and equal
+    the whole pass's there (abs 1e-9 dB); coverage says how many ran, and nothing starts past the budget."""
+    whole = {r["tensor"]: r for r in layer_sqnr(conv_attention_onnx, w4a16, calib[:2])}
+    clock, with_outputs = [0.0], analysis._with_outputs
+
+    def slow_with_outputs(*args):  # twice a chunk: each chunk "takes" 1000 s
+        clock[0] += 500.0
+        return with_outputs(*args)
+
+    monkeypatch.setattr(analysis, "_with_outputs", slow_with_outputs)
+    monkeypatch.setattr(analysis.time, "perf_counter", lambda: clock[0])
+    coverage = {}
+    rows = layer_sqnr(conv_attention_onnx, w4a16, calib[:2], chunk_bytes=4096, budget_s=1500.0, coverage=coverage)
+    assert coverage["chunks"] > 2 and coverage["chunks_run"] == 2 and coverage["budget_s"] == 1500.0
+    assert 0 < len(rows) < len(whole) and coverage["tensors_of"] >= len(whole)
+    names = [r["tensor"] for r in rows]
+    assert names[0] == "image" and names[-1] == "logits"  # both ends of the graph
+    for r in rows:
+        assert r["sqnr_db"] == pytest.approx(whole[r["tensor"]]["sqnr_db"], abs=1e-9)
+    clock[0], coverage = 0.0, {}
+    layer_sqnr(conv_attention_onnx, w4a16, calib[:2], chunk_bytes=4096, budget_s=900.0, coverage=coverage)
+    assert coverage["chunks_run"] == 1  # the first chunk always runs; the last would start past the budget
+
+
 def test_sensitivity_ranks_the_layers_that_lose_most(conv_attention_onnx, w4a16, calib):
     ranking = sensitivity(conv_attention_onnx, w4a16, calib)
     drops = [r["drop_db"] for r in ranking]

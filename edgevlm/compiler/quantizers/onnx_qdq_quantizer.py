@@ -20,6 +20,10 @@ LAYER_SQNR_SAMPLES = 2  # calibration samples behind the per-layer SQNR in repor
 # at 1 GiB a 2-layer SigLIP2 tower at 512 px (450 MiB a sample) went +4.2 GB.
 LAYER_SQNR_CHUNK_BYTES = 2**29
 LAYER_SQNR_SAMPLES_LARGE = 1
+# Each chunk runs both models whole again: the LFM2-VL-1.6B-shaped encoder's 16 chunks took 21 min (more than
+# its calibration), the 450M's 6 chunks 143 s.  A diagnostic gets a budget, like verification on slow
+# kernels: past it the chart keeps chunks spread over the whole stage (analysis.spread_chunks), and says so.
+LAYER_SQNR_BUDGET_S = 300.0
 
 KV_STATE = ("key_cache", "value_cache")  # the LM stages' KV-cache inputs (outputs add STATE_OUTPUT_SUFFIX)
 # Ops that only move data: the KV cache keeps its 8 bits through them.
@@ -38,26 +42,33 @@ class FloatOnnx:
     large: bool
 
 
-def _layer_sqnr(float_path, qdq_path, calibration, samples: int = LAYER_SQNR_SAMPLES, chunk_bytes: int | None = None) -> dict:
+def _layer_sqnr(float_path, qdq_path, calibration, samples: int = LAYER_SQNR_SAMPLES, chunk_bytes: int | None = None,
+                budget_s: float | None = LAYER_SQNR_BUDGET_S) -> dict:
     """``{"layer_sqnr": [{"tensor", "op", "sqnr_db"}]}``: each quantized activation, graph order, QDQ vs float (dB, 2 decimals).
 
     A per-layer chart is a diagnostic: where the SQNR cannot be computed
     (the error overflows float64, or the quantizer made a tensor the float
     model lacks, such as an inlined HardSwish's input, which onnxruntime's
     activation matching does not skip) the build stands and
-    ``{"layer_sqnr_error": reason}`` says why.
+    ``{"layer_sqnr_error": reason}`` says why.  A chunked pass cut short by
+    ``budget_s`` adds ``layer_sqnr_coverage`` (chunks and tensors run of all).
     """
     from edgevlm.errors import EdgeVLMError
     from edgevlm.quant.analysis import layer_sqnr
 
+    coverage = {}
     try:
-        rows = layer_sqnr(float_path, qdq_path, list(calibration)[:samples], chunk_bytes=chunk_bytes)
+        rows = layer_sqnr(float_path, qdq_path, list(calibration)[:samples], chunk_bytes=chunk_bytes, budget_s=budget_s,
+                          coverage=coverage)
     except EdgeVLMError:
         raise
     except (ValueError, ArithmeticError, KeyError) as exc:
         return {"layer_sqnr_error": f"edgevlm.quant.analysis.layer_sqnr failed ({type(exc).__name__}: {exc})"}
-    return {"layer_sqnr": [{"tensor": r["tensor"], "op": r["op"],
-                            "sqnr_db": None if r["sqnr_db"] is None else round(float(r["sqnr_db"]), 2)} for r in rows]}
+    out = {"layer_sqnr": [{"tensor": r["tensor"], "op": r["op"],
+                           "sqnr_db": None if r["sqnr_db"] is None else round(float(r["sqnr_db"]), 2)} for r in rows]}
+    if coverage and coverage["chunks_run"] < coverage["chunks"]:
+        out["layer_sqnr_coverage"] = coverage
+    return out
 
 
 def kv_overrides(model, stage, scheme, kv_scheme, output_names=None) -> dict[str, int]:
