@@ -60,8 +60,9 @@ class RangeObserver:
         self.n_samples = 0
         self._min: dict[str, float] = {}
         self._max: dict[str, float] = {}
-        # Tensors seen only with zero elements (an LM without attention layers has a [0, ...] KV cache): their
-        # range is [0, 0], which every quantization parameter represents exactly, there being no value in them.
+        # Tensors seen only with zero elements (e.g. a [0, ...] state input of a user's ONNX graph; edgevlm's own
+        # LM stages leave such state parts out, models.arch.vlm._NonEmptyState): their range is [0, 0], which
+        # every quantization parameter represents exactly, there being no value in them.
         self._empty: set[str] = set()
         self._hist = None
         if method != "minmax":

@@ -100,7 +100,7 @@ def test_bad_observer_arguments():
 
 @pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
 def test_a_tensor_only_seen_empty_has_the_zero_range(uniform, method):
-    # A conv-only LM's [0, ...] KV cache: no value to represent, so [0, 0]; values seen elsewhere win.
+    # A [0, ...] tensor (e.g. an empty state input): no value to represent, so [0, 0]; values seen elsewhere win.
     samples = [{"x": part, "empty": np.zeros((0, 4), np.float32)} for part in np.array_split(uniform, 4)]
     samples[0]["x_later_empty"] = np.zeros((0,), np.float32)
     samples[1]["x_later_empty"] = np.array([-2.0, 5.0], np.float32)

@@ -233,8 +233,8 @@ def test_zero_range_tensors_quantize_exactly(tmp_path, target):
 
 @pytest.mark.parametrize("target", ["sa8295p", "cpu-x86_64"])
 def test_empty_state_passed_through_quantizes(tmp_path, target):
-    # An LM with conv layers only exports its KV cache as a [0, ...] input that an Identity hands back
-    # (key_cache -> key_cache_out): calibration sees no value in it, and its kv override must still
+    # A [0, ...] state input that an Identity hands back (as a conv-only LM exported its KV cache before its
+    # stages left empty state parts out): calibration sees no value in it, and its kv override must still
     # get quantization parameters (onnxruntime refused it: "Quantization parameters are not specified").
     f = _matmul_model(tmp_path / "f.onnx", np.eye(4, 3, dtype=np.float32), "Relu")
     m = onnx.load(f)

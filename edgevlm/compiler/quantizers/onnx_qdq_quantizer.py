@@ -20,8 +20,8 @@ LAYER_SQNR_SAMPLES = 2  # calibration samples behind the per-layer SQNR in repor
 # at 1 GiB a 2-layer SigLIP2 tower at 512 px (450 MiB a sample) went +4.2 GB.
 LAYER_SQNR_CHUNK_BYTES = 2**29
 LAYER_SQNR_SAMPLES_LARGE = 1
-# Each chunk runs both models whole again: the LFM2-VL-1.6B-shaped encoder's 16 chunks took 21 min (more than
-# its calibration), the 450M's 6 chunks 143 s.  A diagnostic gets a budget, like verification on slow
+# Each chunk runs both models whole again: the LFM2-VL-1.6B-shaped encoder's 16 chunks took 20 min (more than
+# its calibration; under load), the 450M's 6 chunks 143 s.  A diagnostic gets a budget, like verification on slow
 # kernels: past it the chart keeps chunks spread over the whole stage (analysis.spread_chunks), and says so.
 LAYER_SQNR_BUDGET_S = 300.0
 
