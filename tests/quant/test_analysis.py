@@ -1,11 +1,12 @@
 """Per-stage and per-layer SQNR of QDQ models, sensitivity ranking, scheme comparison."""
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgevlm.quant import analysis
+from edgevlm.quant import analysis, onnx_files
 from edgevlm.quant.analysis import compare_schemes, layer_sqnr, sensitivity, stage_sqnr
 from edgevlm.quant.onnx_qdq import quantize_onnx
 
@@ -38,16 +39,52 @@ def test_layer_sqnr_covers_the_graph_in_order(conv_attention_onnx, w4a16, calib)
     assert next(r for r in rows if r["op"] == "Relu")["local_sqnr_db"] is None
 
 
-def test_layer_sqnr_in_activation_chunks_matches_all_at_once(conv_attention_onnx, w4a16, calib):
-    """A large stage fetches its activations a chunk at a time: same rows, same figures (abs 1e-9 dB)."""
-    whole = layer_sqnr(conv_attention_onnx, w4a16, calib[:2])
-    chunked = layer_sqnr(conv_attention_onnx, w4a16, calib[:2], chunk_bytes=4096)  # several chunks on this graph
-    assert [r["tensor"] for r in chunked] == [r["tensor"] for r in whole]
-    for a, b in zip(whole, chunked):
-        assert a["op"] == b["op"] and a["sqnr_db"] == pytest.approx(b["sqnr_db"], abs=1e-9)
-        assert (a["local_sqnr_db"] is None) == (b["local_sqnr_db"] is None)
-        if a["local_sqnr_db"] is not None:
-            assert a["local_sqnr_db"] == pytest.approx(b["local_sqnr_db"], abs=1e-9)
+def _reference_errors(float_path, qdq_path, samples, tmp):
+    """onnxruntime's own per-tensor errors: qdq_loss_debug augments, runs and matches both models."""
+    from onnxruntime.quantization import qdq_loss_debug
+
+    acts = []
+    for path in map(Path, (float_path, qdq_path)):
+        augmented = tmp / f"{path.stem}.augmented.onnx"
+        qdq_loss_debug.modify_model_output_intermediate_tensors(str(path), str(augmented))
+        acts.append(qdq_loss_debug.collect_activations(str(augmented), iter(samples)))
+    matched = qdq_loss_debug.create_activation_matching(acts[1], acts[0])
+    for m in matched.values():
+        m.setdefault("float", [])
+    return qdq_loss_debug.compute_activation_error(matched, err_func=analysis._concat_sqnr)
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 4096], ids=["one-pass", "chunks"])
+def test_layer_sqnr_matches_onnxruntimes_qdq_loss_debug(conv_attention_onnx, w4a16, calib, chunk_bytes, tmp_path):
+    """Whether the activations come in one pass or a chunk at a time (several on this graph), every tensor's
+    accumulated and local SQNR equals the one qdq_loss_debug computes on its own augmented models (abs 1e-9 dB)."""
+    ref = _reference_errors(conv_attention_onnx, w4a16, calib[:2], tmp_path)
+    rows = layer_sqnr(conv_attention_onnx, w4a16, calib[:2], chunk_bytes=chunk_bytes)
+    assert {r["tensor"] for r in rows} == set(ref)
+    for r in rows:
+        assert r["sqnr_db"] == pytest.approx(ref[r["tensor"]].get("xmodel_err"), abs=1e-9)
+        if r["local_sqnr_db"] is not None:
+            assert r["local_sqnr_db"] == pytest.approx(ref[r["tensor"]]["qdq_err"], abs=1e-9)
+
+
+def test_layer_sqnr_never_loads_the_weights_of_a_stage_with_external_data(conv_attention_onnx, w4a16, calib,
+                                                                           tmp_path, monkeypatch):
+    """A stage past 2 GB keeps its weights in a data file; its per-layer pass reads the graph only and lets
+    onnxruntime read the file (a copy of the weights in the process took a 1.2B-parameter llm-decode to OOM)."""
+    import onnx
+
+    for path in map(Path, (conv_attention_onnx, w4a16)):
+        onnx_files.save(onnx.load(str(path)), tmp_path / path.name, external=True)
+    float_x, qdq_x = tmp_path / Path(conv_attention_onnx).name, tmp_path / Path(w4a16).name
+    assert onnx_files.has_external_data(float_x)  # the QDQ graph's int4 weights stay under the threshold
+    expected = {r["tensor"]: r["sqnr_db"] for r in layer_sqnr(conv_attention_onnx, w4a16, calib[:2])}
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the weights were loaded into the Python process")
+
+    monkeypatch.setattr(onnx, "load_external_data_for_model", no_weights)
+    rows = layer_sqnr(float_x, qdq_x, calib[:2])
+    assert {r["tensor"]: r["sqnr_db"] for r in rows} == pytest.approx(expected, abs=1e-9)
 
 
 def test_spread_chunks_keeps_what_fits_from_first_to_last():
