@@ -156,17 +156,39 @@ def dequantize(q, scale, zero_point) -> np.ndarray:
 
 
 class HessianStore:
-    """Hessians of the stages quantized so far, by weight content, on disk (float32).
+    """Hessians and GPTQ-rounded weights of the stages quantized so far, by weight content, on disk.
 
     The LLM stages share their weights, and llm-decode sees one token a
     sample: too few rows for a Hessian of its own.  Given the store that
     llm-prefill filled, it adds prefill's Hessian of the same weight to its
-    own.  On disk, as a 450M LM's Hessians take ~1.5 GB.
+    own; and where prefill already rounded that weight on the same grid, it
+    takes prefill's integers (:meth:`rounded`): its few one-token rows barely
+    move the summed Hessian, rounding again cost LFM2-1.2B's llm-decode
+    16 min, and one set of integers is what a runtime sharing the weights
+    between the stages needs.  On disk, as a 450M LM's Hessians take ~1.5 GB.
     """
 
     def __init__(self):
         self._dir = tempfile.TemporaryDirectory(prefix="edgevlm-hessians-")
         self._entries: dict[str, tuple[Path, int]] = {}
+        self._rounded: dict[str, Path] = {}
+
+    def _grid_key(self, layer: WeightLayer) -> str:
+        grid = hashlib.sha256(np.ascontiguousarray(layer.scale).tobytes()
+                              + np.ascontiguousarray(layer.zp).tobytes()).hexdigest()
+        return f"{self._key(layer.float_w)}-{grid}-{layer.qmin}:{layer.qmax}-{np.dtype(layer.q_dtype).str}"
+
+    def put_rounded(self, layer: WeightLayer, q: np.ndarray) -> None:
+        path = Path(self._dir.name) / f"q{len(self._rounded)}.npy"
+        # .npy has no int4: one byte a weight for the 4- and 8-bit grids
+        wide = np.int32 if np.dtype(layer.q_dtype).itemsize > 1 else np.int8 if layer.qmin < 0 else np.uint8
+        np.save(path, np.asarray(q).astype(wide), allow_pickle=False)
+        self._rounded[self._grid_key(layer)] = path
+
+    def rounded(self, layer: WeightLayer) -> np.ndarray | None:
+        """The integers an earlier stage's GPTQ gave this layer's weight on this layer's grid, if any."""
+        path = self._rounded.get(self._grid_key(layer))
+        return None if path is None else np.load(path, allow_pickle=False).astype(layer.q_dtype)
 
     @staticmethod
     def _key(w: np.ndarray) -> str:
@@ -194,8 +216,9 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
     the report: layers re-rounded, Hessian passes over the samples, the most
     calibration rows a layer saw, and the layers left at round-to-nearest
     because they saw fewer rows than they have inputs.  ``store``: Hessians
-    of earlier stages, read for layers with too few rows (their own added),
-    and written for the others.
+    and rounded weights of earlier stages, read for layers with too few rows
+    (an earlier stage's integers on the same grid as they are, else its
+    Hessian with their own added), and written for the others.
     """
     from edgevlm.quant.onnx_qdq import run_with_intermediates
 
@@ -205,7 +228,7 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
     layers = weight_layers(float_model, qdq_model, set(skip), str(Path(float_model_path).parent) if external else "")
     if not layers:
         return {"weight_algo": "gptq", "layers": 0, "passes": 0, "act_order": act_order, "calibration_rows": 0,
-                "hessians_from_earlier_stages": 0, "shrunk_hessians": None}
+                "hessians_from_earlier_stages": 0, "rounded_by_earlier_stages": 0, "shrunk_hessians": None}
     # Layers with the same input columns share a Hessian.  One pass over the samples: the Hessians that
     # fit HESSIAN_BUDGET_BYTES together (smallest first) are summed during it; the other layers' inputs
     # go to disk, one file per sample, and their Hessians are summed one at a time after it.  Memory is
@@ -234,14 +257,19 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
         rows[key] = rows.get(key, 0) + cols.shape[1]
         fourth[key] = fourth.get(key, 0) + ((cols ** 2).sum(-1) ** 2).sum(1)
 
-    few_rows, borrowed = [], 0  # few_rows: layers rounded on a shrunk Hessian
+    few_rows, borrowed, reused = [], 0, 0  # few_rows: layers rounded on a shrunk Hessian
 
     def round_layers(key):
-        nonlocal borrowed
+        nonlocal borrowed, reused
         own = hessians.pop(key).numpy()
-        if rows[key] >= by_key[key][0].k and store is not None:
+        enough = rows[key] >= by_key[key][0].k
+        if enough and store is not None:
             store.put([layer.float_w for layer in by_key[key]], own, rows[key])
         for layer in by_key[key]:
+            if not enough and store is not None and (q := store.rounded(layer)) is not None:
+                layer.qinit.CopyFrom(numpy_helper.from_array(q, layer.qinit.name))
+                reused += 1
+                continue
             h, n_rows = own, rows[key]
             if n_rows < layer.k and store is not None and (earlier := store.get(layer.float_w)) is not None:
                 h, n_rows = own + earlier[0], n_rows + earlier[1]
@@ -257,10 +285,12 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
             if not np.all(np.isfinite(h)):
                 raise InputError(f"GPTQ: the calibration inputs of layer '{layer.node.name}' are not finite",
                                  "check the calibration data, or use --weight-algo rtn")
-            q = gptq_quantize(layer.to_grk(layer.float_w), h, layer.to_grk(layer.scale),
-                              layer.to_grk(layer.zp), layer.qmin, layer.qmax, act_order=act_order,
-                              dtype=layer.q_dtype)
-            layer.qinit.CopyFrom(numpy_helper.from_array(layer.from_grk(q), layer.qinit.name))
+            q = layer.from_grk(gptq_quantize(layer.to_grk(layer.float_w), h, layer.to_grk(layer.scale),
+                                             layer.to_grk(layer.zp), layer.qmin, layer.qmax, act_order=act_order,
+                                             dtype=layer.q_dtype))
+            layer.qinit.CopyFrom(numpy_helper.from_array(q, layer.qinit.name))
+            if enough and store is not None:
+                store.put_rounded(layer, q)
 
     with tempfile.TemporaryDirectory(prefix="edgevlm-gptq-inputs-") as spool:
         n_samples = 0
@@ -279,6 +309,7 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
             round_layers(key)
     return {"weight_algo": "gptq", "layers": len(layers), "passes": 1, "act_order": act_order,
             "calibration_rows": max(rows.values()), "hessians_from_earlier_stages": borrowed,
+            "rounded_by_earlier_stages": reused,
             "hessians_summed_from_disk": len(from_disk),
             "shrunk_hessians": {"layers": len(few_rows), "why": "fewer calibration rows than layer inputs"}
             if few_rows else None}

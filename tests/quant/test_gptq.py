@@ -214,14 +214,23 @@ def test_layers_with_fewer_calibration_rows_than_inputs_round_on_a_shrunk_hessia
         # Measured: 6 rows, RTN 17.2 dB held out, GPTQ on the shrunk Hessian 17.1.  (20 rows, plain GPTQ
         # as before: 14.9, it fits 20 isotropic rows of 16 inputs; not asserted here.)
         assert shrunk == 0 or db["gptq"] >= db["rtn"] - 0.5, (n_samples, db)
-    # With the Hessian an earlier stage left for the same weight (llm-prefill before llm-decode), the
-    # 6-row stage is rounded by GPTQ on both stages' rows.
+    # An earlier stage of the same weight (llm-prefill before llm-decode) left its Hessian and its
+    # integers: on the same grid, the 6-row stage takes the integers as they are (the same bytes); on
+    # another grid (int8 here), it is rounded by GPTQ on both stages' rows.
     store = HessianStore()
     quantize_onnx(float_path, tmp_path / "first.onnx", "w4a16", samples, "sa8295p", weight_algo="gptq",
                   hessians=store)
     info = quantize_onnx(float_path, tmp_path / "later.onnx", "w4a16", samples[:6], "sa8295p", weight_algo="gptq",
                          hessians=store)
-    assert info["weights"]["layers"] == 1 and info["weights"]["hessians_from_earlier_stages"] == 1
+    assert info["weights"]["layers"] == 1 and info["weights"]["rounded_by_earlier_stages"] == 1
+    assert info["weights"]["hessians_from_earlier_stages"] == 0
+    ints = [{t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / f)).graph.initializer
+             if t.data_type == TensorProto.INT4} for f in ("first.onnx", "later.onnx")]
+    assert ints[0] and ints[0].keys() == ints[1].keys()
+    assert all(np.array_equal(ints[0][k], ints[1][k]) for k in ints[0])
+    info = quantize_onnx(float_path, tmp_path / "int8.onnx", "w8a16", samples[:6], "sa8295p", weight_algo="gptq",
+                         hessians=store)
+    assert info["weights"]["rounded_by_earlier_stages"] == 0 and info["weights"]["hessians_from_earlier_stages"] == 1
 
 
 def test_conv_columns_reproduce_the_convolution(tmp_path):
