@@ -287,7 +287,8 @@ def main(argv=None) -> int:
     from edgevlm.cli import main as cli_main
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    rec = Recorder(out.with_suffix(".partial.json"))
+    partial = out.with_name(out.name + ".partial.json")  # not with_suffix: a label may hold a dot (lfm2-vl-1.6b)
+    rec = Recorder(partial)
     missing = install(rec)
     load_start = [round(x, 1) for x in os.getloadavg()]
     t0 = time.perf_counter()
@@ -307,9 +308,9 @@ def main(argv=None) -> int:
         "peak_rss_sampled": rec.peak, "not_instrumented": missing, "note": args.note,
         "children": [c for c in rec.children.values() if c["peak_rss"]],
     }
-    out.with_suffix(".partial.json").unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
     write_results(out, {"meta": meta, "steps": rec.rows}, markdown(meta, rec.rows), indent=1, echo=False)
-    print(f"compile_scale: {wall:.0f} s, peak RSS {_gb(meta['peak_rss_self'])} GB -> {out.with_suffix('.md')}", file=sys.stderr)
+    print(f"compile_scale: {wall:.0f} s, peak RSS {_gb(meta['peak_rss_self'])} GB -> {out.name}.md", file=sys.stderr)
     return status
 
 
