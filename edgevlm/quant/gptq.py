@@ -161,34 +161,46 @@ class HessianStore:
     The LLM stages share their weights, and llm-decode sees one token a
     sample: too few rows for a Hessian of its own.  Given the store that
     llm-prefill filled, it adds prefill's Hessian of the same weight to its
-    own; and where prefill already rounded that weight on the same grid, it
-    takes prefill's integers (:meth:`rounded`): its few one-token rows barely
-    move the summed Hessian, rounding again cost LFM2-1.2B's llm-decode
-    16 min, and one set of integers is what a runtime sharing the weights
-    between the stages needs.  On disk, as a 450M LM's Hessians take ~1.5 GB.
+    own; and where prefill already rounded that weight on the same grid from
+    at least as many rows, it takes prefill's integers (:meth:`rounded`): its
+    few one-token rows barely move the summed Hessian, rounding again cost
+    LFM2-1.2B's llm-decode 16 min, and one set of integers is what a runtime
+    sharing the weights between the stages needs.  That holds when prefill
+    too had fewer rows than inputs and rounded on a shrunk Hessian (a
+    2-sample calibration of LFM2-VL-1.6B: decode's GPTQ was 13 min 17 s
+    before the integers were kept for that case).  On disk, as a 450M LM's
+    Hessians take ~1.5 GB.
     """
 
     def __init__(self):
         self._dir = tempfile.TemporaryDirectory(prefix="edgevlm-hessians-")
         self._entries: dict[str, tuple[Path, int]] = {}
-        self._rounded: dict[str, Path] = {}
+        self._rounded: dict[str, tuple[Path, int]] = {}
 
     def _grid_key(self, layer: WeightLayer) -> str:
         grid = hashlib.sha256(np.ascontiguousarray(layer.scale).tobytes()
                               + np.ascontiguousarray(layer.zp).tobytes()).hexdigest()
         return f"{self._key(layer.float_w)}-{grid}-{layer.qmin}:{layer.qmax}-{np.dtype(layer.q_dtype).str}"
 
-    def put_rounded(self, layer: WeightLayer, q: np.ndarray) -> None:
+    def put_rounded(self, layer: WeightLayer, q: np.ndarray, rows: int) -> None:
+        """Keep ``q``, the integers GPTQ gave ``layer`` from ``rows`` calibration rows, unless the
+        store holds a rounding of the same weight and grid from more rows."""
+        key = self._grid_key(layer)
+        if key in self._rounded and self._rounded[key][1] >= rows:
+            return
         path = Path(self._dir.name) / f"q{len(self._rounded)}.npy"
         # .npy has no int4: one byte a weight for the 4- and 8-bit grids
         wide = np.int32 if np.dtype(layer.q_dtype).itemsize > 1 else np.int8 if layer.qmin < 0 else np.uint8
         np.save(path, np.asarray(q).astype(wide), allow_pickle=False)
-        self._rounded[self._grid_key(layer)] = path
+        self._rounded[key] = (path, rows)
 
-    def rounded(self, layer: WeightLayer) -> np.ndarray | None:
-        """The integers an earlier stage's GPTQ gave this layer's weight on this layer's grid, if any."""
-        path = self._rounded.get(self._grid_key(layer))
-        return None if path is None else np.load(path, allow_pickle=False).astype(layer.q_dtype)
+    def rounded(self, layer: WeightLayer, rows: int) -> np.ndarray | None:
+        """The integers an earlier stage's GPTQ gave this layer's weight on this layer's grid from at
+        least ``rows`` calibration rows, if any."""
+        entry = self._rounded.get(self._grid_key(layer))
+        if entry is None or entry[1] < rows:
+            return None
+        return np.load(entry[0], allow_pickle=False).astype(layer.q_dtype)
 
     @staticmethod
     def _key(w: np.ndarray) -> str:
@@ -266,7 +278,7 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
         if enough and store is not None:
             store.put([layer.float_w for layer in by_key[key]], own, rows[key])
         for layer in by_key[key]:
-            if not enough and store is not None and (q := store.rounded(layer)) is not None:
+            if not enough and store is not None and (q := store.rounded(layer, rows[key])) is not None:
                 layer.qinit.CopyFrom(numpy_helper.from_array(q, layer.qinit.name))
                 reused += 1
                 continue
@@ -280,7 +292,7 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
                 # plain GPTQ fits the samples, not the layer (vit-nano llm-decode, 5 one-token
                 # samples, 3 held out: 12.1 dB RTN -> 8.9 dB GPTQ).  Its Ledoit-Wolf shrinkage
                 # towards a multiple of I is full-rank and tends to RTN as the rows say less.
-                h = shrink_hessian(own, fourth[key].numpy(), rows[key])
+                h, n_rows = shrink_hessian(own, fourth[key].numpy(), rows[key]), rows[key]
                 few_rows.append(layer.node.name)
             if not np.all(np.isfinite(h)):
                 raise InputError(f"GPTQ: the calibration inputs of layer '{layer.node.name}' are not finite",
@@ -289,8 +301,8 @@ def apply_gptq(float_model_path, qdq_model: onnx.ModelProto, samples, act_order:
                                              layer.to_grk(layer.zp), layer.qmin, layer.qmax, act_order=act_order,
                                              dtype=layer.q_dtype))
             layer.qinit.CopyFrom(numpy_helper.from_array(q, layer.qinit.name))
-            if enough and store is not None:
-                store.put_rounded(layer, q)
+            if store is not None:
+                store.put_rounded(layer, q, n_rows)
 
     with tempfile.TemporaryDirectory(prefix="edgevlm-gptq-inputs-") as spool:
         n_samples = 0

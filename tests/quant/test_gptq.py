@@ -231,6 +231,15 @@ def test_layers_with_fewer_calibration_rows_than_inputs_round_on_a_shrunk_hessia
     info = quantize_onnx(float_path, tmp_path / "int8.onnx", "w8a16", samples[:6], "sa8295p", weight_algo="gptq",
                          hessians=store)
     assert info["weights"]["rounded_by_earlier_stages"] == 0 and info["weights"]["hessians_from_earlier_stages"] == 1
+    # An earlier stage that itself had too few rows (10 < 16: a short calibration at 1.6B) still gives its
+    # integers to a stage with fewer (6), not to one with more (12), which rounds from its own rows.
+    store = HessianStore()
+    quantize_onnx(float_path, tmp_path / "ten.onnx", "w4a16", samples[:10], "sa8295p", weight_algo="gptq",
+                  hessians=store)
+    for n_samples, reused in ((6, 1), (12, 0)):
+        info = quantize_onnx(float_path, tmp_path / f"after{n_samples}.onnx", "w4a16", samples[:n_samples], "sa8295p",
+                             weight_algo="gptq", hessians=store)
+        assert info["weights"]["rounded_by_earlier_stages"] == reused, n_samples
 
 
 def test_conv_columns_reproduce_the_convolution(tmp_path):
