@@ -68,7 +68,10 @@ def run(args) -> int:
             p = a["parity"]
             value = p["value"]
             shown = f"{p['metric']} {value:.3g}" if isinstance(value, float) else p["metric"]
-            if art.htp is not None and "samples" in p:
+            if "estimated_sample_s" in p:  # not started: by the stage's MAC count no sample fits the budget
+                where = f"QNN HTP v{art.htp.htp_arch} sim" if art.htp is not None else "portable kernels"
+                shown += f" on {where}: ~{p['estimated_sample_s']} s a sample (estimate), budget {p['budget_s']:g} s"
+            elif art.htp is not None and "samples" in p:
                 shown += f" on QNN HTP v{art.htp.htp_arch} sim ({p['samples']} samples)"
             elif a["backend"] == "executorch" and "budget_s" in p:  # portable (reference) kernels, within a budget
                 shown += f" on portable kernels ({p['samples']} of {p['of']} samples within {p['budget_s']:g} s)"

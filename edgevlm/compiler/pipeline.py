@@ -455,17 +455,43 @@ def _sample_parity(stage: Stage, samples: list, results: list, metric: str, budg
             "per_sample": [round(v, 2) for v in values], "per_output": {n: round(v, 2) for n, v in per_output.items()}}
 
 
-def _verify(backend, artifact, stage: Stage, plan: Plan, checks, reference, inputs) -> dict:
+# A verification with a time budget is not started when the stage's MAC count, at the backend's measured
+# pace (Backend.simulated_macs_per_s), puts one sample past this many budgets: it would spend the budget and
+# finish nothing.  The LFM2-VL-450M default compile spent 480 of its 3632 s so (encoder and llm-prefill, on
+# the HTP simulation and on ExecuTorch's portable kernels; estimated 3990-4280 s and 400-430 s a sample).
+SIMULATION_SKIP_FACTOR = 3.0
+
+
+def _too_slow_to_verify(backend, macs: int | None, samples: list, budget_s: float) -> dict | None:
+    """The parity entry of a verification not run because one sample would take over SIMULATION_SKIP_FACTOR
+    budgets at the backend's pace, or None to run it."""
+    rate = backend.simulated_macs_per_s
+    if not (rate and macs):
+        return None
+    seconds = macs / rate
+    if seconds <= SIMULATION_SKIP_FACTOR * budget_s:
+        return None
+    return {"metric": "not run", "value": None, "samples": 0, "of": len(samples), "budget_s": budget_s,
+            "estimated_sample_s": round(seconds), "verify_s": 0.0,
+            "reason": f"not run: one sample would take about {seconds:.0f} s on {backend.simulated_where} (an "
+                      f"estimate: {macs / 1e9:.1f} GMAC at the {rate / 1e6:g} M MAC/s measured there on a 2-core VM), "
+                      f"over {SIMULATION_SKIP_FACTOR:g} times the verification budget of {budget_s:g} s"}
+
+
+def _verify(backend, artifact, stage: Stage, plan: Plan, checks, reference, inputs, macs: int | None = None) -> dict:
     """{"parity": ..., "latency_ms": ...} of an artifact run here against the float model.
 
     ``checks`` is the backend's ``verify_samples``: with a time budget, the
     figure is taken over those samples, as many as finish within it
-    (``Backend.run_samples``: the HTP simulation, on calibration inputs);
+    (``Backend.run_samples``: the HTP simulation, on calibration inputs), and
+    not run at all when the stage's ``macs`` say no sample could (_too_slow_to_verify);
     without one, on the stage's example inputs.
     """
     # Float artifacts must match closely; quantized ones are judged by their noise level.
     metric = "sqnr_db" if artifact.quant is not None else "max_abs_err"
     samples, budget_s = checks
+    if budget_s is not None and (skipped := _too_slow_to_verify(backend, macs, samples, budget_s)) is not None:
+        return {"parity": skipped | {"reference": backend.reference(plan)}}
     if budget_s is not None:
         t0 = time.perf_counter()
         with _backend_log(plan.out_dir, f"{stage.name}-{backend.name}"):
@@ -523,7 +549,7 @@ def _compile_stage(stage: Stage, target, backends, plan: Plan, progress: _Progre
         checks = backend.verify_samples(stage, plan) if backend.can_execute else None
         if checks is not None:
             progress.step(f"{stage.name}: verify {backend.name}")
-            art |= _verify(backend, artifact, stage, plan, checks, reference, inputs)
+            art |= _verify(backend, artifact, stage, plan, checks, reference, inputs, estimate.get("macs"))
         elif backend.can_execute:
             art["parity"] = {"metric": "not run", "value": None,
                              "reference": f"{backend.name} verification skipped (--no-htp-verify)"}
@@ -661,7 +687,8 @@ def _accuracy_vision_backend(cfg: CompileConfig, chosen: list, report: dict) -> 
     if not slow:
         return "qnn", None
     return "onnx", (f"vision through the ONNX QDQ artifacts on onnxruntime CPU, not the QNN context binaries: the HTP "
-                    f"simulation finished no sample of {', '.join(slow)} within its verification budget")
+                    f"simulation finished no sample of {', '.join(slow)} within its verification budget (or, "
+                    f"by its MAC count, could not)")
 
 
 def _finish_report(bundle: ModelBundle, tgt, cfg: CompileConfig, chosen: list, tmp: Path, progress: _Progress,

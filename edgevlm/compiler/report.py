@@ -267,9 +267,10 @@ def render_html(report: dict) -> str:
         for a in st["artifacts"]:
             p = a.get("parity") or {}
             lat = (a.get("latency_ms") or {}).get("median")
+            why = f"<br><small>{e(str(p['reason']))}</small>" if p.get("value") is None and p.get("reason") else ""
             rows.append(
                 f"<tr><td>{e(st['name'])}</td><td>{e(a['backend'])}</td><td><code>{e(a['path'])}</code></td>"
-                f"<td>{e(str(p.get('metric', '-')))}</td><td>{_fmt(p.get('value', '-'))}</td>"
+                f"<td>{e(str(p.get('metric', '-')))}{why}</td><td>{_fmt(p.get('value', '-'))}</td>"
                 f"<td>{_fmt(lat) if lat is not None else '-'}</td><td>{_fmt(a.get('lower_s', '-'))}</td></tr>"
             )
         for s in st.get("skipped", []):

@@ -144,3 +144,42 @@ def test_accuracy_runs_onnx_vision_where_the_htp_finished_no_sample():
     assert backend == "onnx" and "finished no sample of encoder within its verification budget" in why
     assert _accuracy_vision_backend(CompileConfig(htp_verify=False), chosen, report(0)) == (None, None)
     assert _accuracy_vision_backend(CompileConfig(), [get_backend("onnx")], report(0)) == (None, None)
+
+
+def test_a_verification_no_sample_could_finish_is_not_started():
+    """A budgeted verification (a simulator) whose stage's MAC count, at the backend's measured pace, puts one
+    sample past SIMULATION_SKIP_FACTOR budgets is skipped with the estimate; one that may finish runs."""
+    from edgevlm.compiler.backends import get_backend
+    from edgevlm.compiler.pipeline import SIMULATION_SKIP_FACTOR, _too_slow_to_verify
+
+    qnn, onnx_backend = get_backend("qnn"), get_backend("onnx")
+    rate = qnn.simulated_macs_per_s
+    samples = [()] * 8
+    skipped = _too_slow_to_verify(qnn, int(106.9e9), samples, 120.0)  # the LFM2-VL-450M encoder
+    assert skipped["metric"] == "not run" and skipped["samples"] == 0 and skipped["of"] == 8
+    assert skipped["estimated_sample_s"] == round(106.9e9 / rate)
+    assert "106.9 GMAC" in skipped["reason"] and "QNN HTP simulation" in skipped["reason"] and "120 s" in skipped["reason"]
+    assert _too_slow_to_verify(qnn, int(2.68e9), samples, 120.0) is None  # the projector: one sample fits
+    assert _too_slow_to_verify(qnn, int(SIMULATION_SKIP_FACTOR * 120.0 * rate), samples, 120.0) is None  # at the bound
+    assert _too_slow_to_verify(qnn, None, samples, 120.0) is None  # no MAC count: run it
+    assert _too_slow_to_verify(onnx_backend, int(1e15), samples, 120.0) is None  # runs natively: no pace
+
+
+def test_a_skipped_verification_is_in_the_report(tmp_path, monkeypatch):
+    """The whole path on the HTP: a pace that no sample could meet gives a "not run" parity naming the estimate,
+    the verification is not started, and the accuracy then takes the ONNX vision path."""
+    pytest.importorskip("onnxruntime_qnn", reason="needs onnxruntime-qnn (pip install 'edgevlm[qnn]')")
+    from edgevlm.compiler.backends import qnn_backend
+
+    monkeypatch.setattr(qnn_backend.QnnBackend, "simulated_macs_per_s", 1.0)
+    monkeypatch.setattr(qnn_backend, "departure_view", lambda *a, **k: qnn_backend._no_departure("not in this test", 0.0))
+    monkeypatch.setattr(qnn_backend, "run_on_htp", lambda *a, **k: pytest.fail("the HTP verification was started"))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8)).eval()
+    calibration = [(torch.randn(4, 16),) for _ in range(2)]
+    result = edgevlm.compile(model, calibration[0], target="sa8295p", out=tmp_path / "b", backends=["qnn"],
+                             calibration=calibration, name="mlp")
+    qnn = result.report["stages"][0]["artifacts"][0]
+    assert qnn["backend"] == "qnn" and qnn["parity"]["metric"] == "not run" and qnn["parity"]["samples"] == 0
+    assert qnn["parity"]["reason"].startswith("not run: one sample would take about")
+    assert "over 3 times the verification budget of 120 s" in (tmp_path / "b" / "report.html").read_text()

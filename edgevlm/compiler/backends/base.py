@@ -106,6 +106,11 @@ class Backend:
     # the backend lowers float stages only.
     quantizer: str | None = None
     measures_latency: bool = True  # False where running here says nothing of speed (a simulator)
+    # Where verification runs on a simulator or reference kernels with a time budget: the multiply-accumulates
+    # a second it does them at here, and where (for the report).  The pipeline skips a verification whose
+    # sample the stage's MAC count puts past SIMULATION_SKIP_FACTOR budgets (see pipeline._verify).
+    simulated_macs_per_s: float | None = None
+    simulated_where: str = ""
 
     def verify_samples(self, stage, plan: Plan):
         """(input tuples to verify the artifact on, time budget in seconds or None); None skips verification."""

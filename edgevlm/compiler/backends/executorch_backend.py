@@ -38,6 +38,10 @@ QNN_HOST_LIB = Path("lib") / "x86_64-linux-clang" / "libQnnHtp.so"
 # no latency runs.
 # Measured on an LFM2-VL-450M-shaped llm-prefill: see benchmarks/results/compile_scale.md.
 REFERENCE_KERNELS_BUDGET_S = 120.0
+# Their pace, for skipping a verification that could not finish one sample (pipeline._verify): the fastest
+# measured on the LFM2-VL-450M-shaped default build (2026-12-04, 2-core AMD EPYC VM, load 1-4): the
+# projector's 2.68 GMAC at 12 s a sample (224 M MAC/s), llm-decode's 0.37 GMAC at 4.5 s (82 M MAC/s).
+REFERENCE_KERNELS_MACS_PER_S = 250e6
 REFERENCE_KERNELS_MAX_SAMPLES = 4
 CHILD_ABOVE_BYTES = 2**26  # programs this large verify in a child process (one sample can outlast the budget)
 
@@ -224,6 +228,9 @@ class ExecuTorchBackend(Backend):
     extra = EXTRA
     can_execute = True
     quantizer = "pt2e"
+
+    simulated_macs_per_s = REFERENCE_KERNELS_MACS_PER_S  # used only where verification has a budget: portable kernels
+    simulated_where = "ExecuTorch's portable kernels"
 
     def verify_samples(self, stage, plan: Plan):
         """On the portable kernels: calibration samples within REFERENCE_KERNELS_BUDGET_S; else the example inputs."""

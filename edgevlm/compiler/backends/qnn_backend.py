@@ -45,6 +45,12 @@ META = {"htp_arch": "edgevlm.htp_arch", "soc_model": "edgevlm.soc_model", "vtcm_
 # calibration samples that finish within this budget (seconds per stage; a sample still running
 # then is stopped, and a stage with none finished says so in the report).
 VERIFY_BUDGET_S = 120.0
+# The HTP simulation's pace, for skipping a verification that could not finish one sample (pipeline._verify):
+# the fastest measured on the LFM2-VL-450M-shaped default build (2026-12-04, 2-core AMD EPYC VM, load 1-4;
+# benchmarks/results/compile_scale_lfm2-vl-450m_sa8295p_default.md): the projector's 2.68 GMAC sample
+# within 120 s (>= 22 M MAC/s), llm-decode's 0.37 GMAC at ~40 s a sample (~9 M MAC/s).  The encoder
+# (107 GMAC) and llm-prefill (100 GMAC) finished no sample in their 120 s: about an hour each at this pace.
+HTP_SIM_MACS_PER_S = 25e6
 # Preparing a context binary (libHtpPrepare) costs seconds at nano size and up to past a quarter hour
 # at real size (benchmarks/htp_cost.py, LFM2-VL-450M-shaped, load 8-22: projector 19 s, llm-decode
 # 61 s, encoder and llm-prefill still preparing at 15 min); a QNN graph still preparing after this
@@ -714,6 +720,9 @@ class QnnBackend(Backend):
                            describe(context)["qnn_sdk"], departure, graphs)
         return Artifact("qnn", stage.name, rel, files, htp=facts, quant=QuantRecord(source.quant.scheme, {"from": "onnx"}),
                         integer_only=source.integer_only)
+
+    simulated_macs_per_s = HTP_SIM_MACS_PER_S
+    simulated_where = "the QNN HTP simulation"
 
     def verify_samples(self, stage, plan: Plan):
         """Inputs the HTP verification runs: the stage's calibration samples, within VERIFY_BUDGET_S.
